@@ -1,0 +1,274 @@
+/* tinyfed client SDK: federated fine-tuning of a model's last dense layer on
+ * a microcontroller, in integer arithmetic.
+ *
+ * One device takes part in a round like this:
+ *
+ *   tinyfed_context_t ctx;                          // static or on a stack
+ *   static uint8_t arena[TINYFED_ARENA_SIZE(64, 10, 16)];
+ *   tinyfed_config_t cfg = {"sensor-17", 64, 10, 16};
+ *   tinyfed_init(&ctx, &cfg, arena, sizeof arena);
+ *   tinyfed_checkin_encode(&ctx, n_samples, buf, sizeof buf, &len);
+ *       ... send buf to the server, receive the response into buf ...
+ *   tinyfed_checkin_response_decode(&ctx, buf, len, &result);
+ *   if (result.kind == TINYFED_CHECKIN_TASK) {
+ *     tinyfed_train(&ctx, &dataset);
+ *     tinyfed_update_encode(&ctx, buf, sizeof buf, &len);
+ *       ... send buf as the update ...
+ *   }
+ *
+ * Memory: the caller owns everything. The context struct and one arena
+ * (sized by TINYFED_ARENA_SIZE or tinyfed_arena_size()) must outlive every
+ * call that uses the context; the SDK keeps no other state, never allocates
+ * and uses no floating point. A context requires external synchronization;
+ * separate contexts are independent.
+ *
+ * Errors: every fallible call returns a tinyfed_status_t (TINYFED_OK or a
+ * negative code) and must be checked. After an error,
+ * tinyfed_last_error_message() names the cause unless the build defines
+ * TINYFED_NO_ERROR_MESSAGES. A failed task decode leaves the context with no
+ * task; other failures leave it as it was.
+ *
+ * Numbers: features are the backbone's int8 outputs with its affine
+ * quantization; weights and bias are int16 in the task's master format;
+ * see tinyfed_common/fixed_point.h for every format.
+ */
+#ifndef TINYFED_TINYFED_H_
+#define TINYFED_TINYFED_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TINYFED_NODISCARD __attribute__((warn_unused_result))
+#else
+#define TINYFED_NODISCARD
+#endif
+
+typedef enum tinyfed_status {
+  TINYFED_OK = 0,
+  /* A NULL pointer, a zero size or a value out of its documented range. */
+  TINYFED_ERR_ARGUMENT = -1,
+  /* The output buffer cannot hold the message; nothing useful was written. */
+  TINYFED_ERR_BUFFER_TOO_SMALL = -2,
+  /* Called out of order: no task loaded, or not yet trained. */
+  TINYFED_ERR_STATE = -3,
+  /* The bytes are not a valid protobuf message of the expected type
+   * (truncated, bad wire type, overlong field). */
+  TINYFED_ERR_MALFORMED = -4,
+  /* The message is longer than any valid one for this context. */
+  TINYFED_ERR_MESSAGE_TOO_LARGE = -5,
+  /* The task's head is larger than this context's capacity or the protocol
+   * bounds (32 classes, 4096 weights). */
+  TINYFED_ERR_HEAD_TOO_LARGE = -6,
+  /* The task's batch size is larger than this context's capacity. */
+  TINYFED_ERR_BATCH_TOO_LARGE = -7,
+  /* Weight or bias bytes do not match the shape the spec declares. */
+  TINYFED_ERR_SHAPE_MISMATCH = -8,
+  /* The model's CRC-32 does not match its weights and bias. */
+  TINYFED_ERR_CHECKSUM = -9,
+  /* A required part of the task is missing or a value is out of range
+   * (quantization parameters, plan, learning rate). */
+  TINYFED_ERR_INVALID_TASK = -10,
+  /* The task asks for an update encoding this SDK does not implement. */
+  TINYFED_ERR_UNSUPPORTED = -11,
+  /* The dataset does not fit the task: wrong feature count, no samples, or
+   * a label outside [0, class_count). */
+  TINYFED_ERR_DATASET = -12
+} tinyfed_status_t;
+
+/* Protocol bounds (the .options files beside the .proto files give the reasons). */
+#define TINYFED_MAX_CLASSES 32u
+#define TINYFED_MAX_WEIGHTS 4096u
+#define TINYFED_MAX_BATCH 64u
+#define TINYFED_MAX_EPOCHS 64u
+#define TINYFED_MAX_LEARNING_RATE_Q16 (16u * 65536u) /* 16.0 */
+#define TINYFED_MAX_SAMPLES 16777216u /* 2^24 samples per device */
+#define TINYFED_DEVICE_ID_MAX_LEN 32u
+#define TINYFED_TOKEN_MAX_LEN 16u
+
+/* Longest encoded message of each kind this SDK accepts or writes for a
+ * head of f features and c classes. Task: 2 bytes per weight and bias plus
+ * 320 bytes for everything else and room for fields a newer server adds.
+ * Update: 1 byte per weight and bias plus 10 bytes per row scale (5-byte
+ * varint plus slack) and 100 bytes of envelope. Check-in request: fixed. */
+#define TINYFED_TASK_MAX_SIZE(f, c) (2u * (f) * (c) + 2u * (c) + 320u)
+#define TINYFED_UPDATE_MAX_SIZE(f, c) ((f) * (c) + (c) + 5u * (c) + 100u)
+#define TINYFED_CHECKIN_MAX_SIZE 80u
+
+/* Arena bytes for a context that accepts heads up to f features x c classes
+ * and batches up to b samples: global and local int16 heads, int8 deltas,
+ * per-batch errors and indices, and 8 bytes of alignment slack. */
+#define TINYFED_ARENA_SIZE(f, c, b)                                     \
+  (2u * 2u * ((f) * (c) + (c)) + ((f) * (c) + (c)) + 4u * (b) * (c) + \
+   4u * (b) + 4u * (c) + 8u)
+
+/* What the device can hold; fixed for the life of a context. */
+typedef struct tinyfed_config {
+  const char *device_id; /* 1..32 printable bytes, NUL-terminated; copied */
+  uint32_t max_features; /* >= 1 */
+  uint32_t max_classes;  /* 2..TINYFED_MAX_CLASSES */
+  uint32_t max_batch;    /* 1..TINYFED_MAX_BATCH */
+} tinyfed_config_t;
+
+/* A device's local samples, usually in flash. Must stay valid and unchanged
+ * during tinyfed_train(). */
+typedef struct tinyfed_dataset {
+  const int8_t *features; /* count x feature_count, row-major, quantized
+                             with the task's feature quantization */
+  const uint8_t *labels;  /* count class indices */
+  uint32_t count;         /* 1..TINYFED_MAX_SAMPLES */
+  uint32_t feature_count; /* must equal the task's feature count */
+} tinyfed_dataset_t;
+
+/* The loaded task, for logging and for checks by the caller. */
+typedef struct tinyfed_task_info {
+  uint32_t round;
+  uint32_t model_version;
+  uint32_t feature_count;
+  uint32_t class_count;
+  uint32_t weight_frac_bits;
+  int32_t feature_zero_point;
+  uint32_t feature_scale_multiplier;
+  int32_t feature_scale_shift;
+  uint32_t epochs;
+  uint32_t batch_size;
+  uint32_t learning_rate_q16;
+  uint32_t seed;
+  uint32_t deadline_ms;
+  uint8_t task_token[TINYFED_TOKEN_MAX_LEN];
+  uint32_t task_token_len;
+} tinyfed_task_info_t;
+
+/* Read-only view of a head: weights row-major [class][feature] and bias,
+ * int16 in the master format. Valid until the next call that loads a task
+ * or trains. */
+typedef struct tinyfed_head_view {
+  const int16_t *weights;
+  const int16_t *bias;
+  uint32_t feature_count;
+  uint32_t class_count;
+  uint32_t weight_frac_bits;
+} tinyfed_head_view_t;
+
+typedef enum tinyfed_checkin_kind {
+  TINYFED_CHECKIN_TASK = 1,  /* a task is loaded: train, then submit */
+  TINYFED_CHECKIN_RETRY = 2  /* no work now: check in after retry_after_ms */
+} tinyfed_checkin_kind_t;
+
+typedef struct tinyfed_checkin_result {
+  tinyfed_checkin_kind_t kind;
+  uint32_t retry_after_ms;
+} tinyfed_checkin_result_t;
+
+/* Context. Declared here so callers can allocate it statically; its fields
+ * are private to the SDK and may change between releases. */
+typedef struct tinyfed_context {
+  char device_id[TINYFED_DEVICE_ID_MAX_LEN + 1u];
+  uint32_t device_hash;
+  uint32_t max_features, max_classes, max_batch;
+  int16_t *global_w, *global_b, *local_w, *local_b;
+  int8_t *delta_w, *delta_b;
+  int32_t *batch_err;
+  uint32_t *batch_idx;
+  int32_t *logits;
+  uint32_t row_scales[TINYFED_MAX_CLASSES];
+  uint32_t state;
+  tinyfed_task_info_t task;
+  uint32_t held_version;
+  uint32_t trained_samples;
+  uint32_t loss_q16;
+  uint32_t weight_bytes, bias_bytes; /* received while decoding */
+  tinyfed_status_t decode_status;
+  const char *error_message;
+} tinyfed_context_t;
+
+/* Arena bytes for the given capacity (the same value as TINYFED_ARENA_SIZE),
+ * or 0 when the capacity is outside the protocol bounds. */
+size_t tinyfed_arena_size(uint32_t max_features, uint32_t max_classes,
+                          uint32_t max_batch);
+
+/* Prepares `ctx` for a device. `arena` (any alignment) must hold
+ * tinyfed_arena_size() bytes and outlive the context.
+ * Errors: ARGUMENT (NULL, bad id, capacity out of bounds),
+ * BUFFER_TOO_SMALL (arena). */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_init(tinyfed_context_t *ctx,
+                                                const tinyfed_config_t *config,
+                                                void *arena, size_t arena_size);
+
+/* Writes a CheckInRequest (device id, model version held, capabilities and
+ * `sample_count`) into out[0..capacity) and sets *out_len.
+ * Errors: ARGUMENT, BUFFER_TOO_SMALL. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_checkin_encode(
+    tinyfed_context_t *ctx, uint32_t sample_count, uint8_t *out,
+    size_t capacity, size_t *out_len);
+
+/* Decodes the server's CheckInResponse. With a task, validates it and loads
+ * its head (result->kind = TASK); with a retry hint, reports it (RETRY).
+ * Errors: ARGUMENT, MESSAGE_TOO_LARGE, MALFORMED, HEAD_TOO_LARGE,
+ * BATCH_TOO_LARGE, SHAPE_MISMATCH, CHECKSUM, INVALID_TASK, UNSUPPORTED. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_checkin_response_decode(
+    tinyfed_context_t *ctx, const uint8_t *msg, size_t len,
+    tinyfed_checkin_result_t *result);
+
+/* Decodes a bare RoundTask message and loads its head; same errors as
+ * tinyfed_checkin_response_decode(). */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_task_decode(tinyfed_context_t *ctx,
+                                                       const uint8_t *msg,
+                                                       size_t len);
+
+/* Copies the loaded task's parameters to *info. Errors: ARGUMENT, STATE. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_task_info(
+    const tinyfed_context_t *ctx, tinyfed_task_info_t *info);
+
+/* Trains the local head from the task's global head: `epochs` passes of
+ * mini-batch SGD on softmax cross-entropy over `data`, in integer
+ * arithmetic (see README "Numerics"). Calling it again restarts from the
+ * global head, so the result depends only on the task and the data.
+ * Errors: ARGUMENT, STATE (no task), DATASET. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
+                                                 const tinyfed_dataset_t *data);
+
+/* Quantizes local - global per class row to int8 with stochastic rounding
+ * and writes the Update message into out[0..capacity). Deterministic: the
+ * same task, data and device id give the same bytes.
+ * Errors: ARGUMENT, STATE (not trained), BUFFER_TOO_SMALL. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_update_encode(
+    tinyfed_context_t *ctx, uint8_t *out, size_t capacity, size_t *out_len);
+
+/* Decodes the server's UpdateAck: the round it acknowledges and when to
+ * check in next. Errors: ARGUMENT, MALFORMED, MESSAGE_TOO_LARGE. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_ack_decode(const uint8_t *msg,
+                                                      size_t len,
+                                                      uint32_t *round,
+                                                      uint32_t *retry_after_ms);
+
+/* Predicts the class of one sample (feature_count int8 features, quantized
+ * like the training data) with the current local head: the global head
+ * until tinyfed_train() runs, the trained head after.
+ * Errors: ARGUMENT, STATE (no task). */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_classify(
+    const tinyfed_context_t *ctx, const int8_t *features, uint32_t *label);
+
+/* Views of the global (as received) and local (trained) heads.
+ * Errors: ARGUMENT, STATE. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_global_head(
+    const tinyfed_context_t *ctx, tinyfed_head_view_t *view);
+TINYFED_NODISCARD tinyfed_status_t tinyfed_local_head(
+    const tinyfed_context_t *ctx, tinyfed_head_view_t *view);
+
+/* Constant string naming the last error's cause, or "" (always "" when
+ * built with TINYFED_NO_ERROR_MESSAGES). */
+const char *tinyfed_last_error_message(const tinyfed_context_t *ctx);
+
+/* Constant name of a status ("TINYFED_ERR_CHECKSUM"). */
+const char *tinyfed_status_name(tinyfed_status_t status);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TINYFED_TINYFED_H_ */

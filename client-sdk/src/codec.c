@@ -1,0 +1,340 @@
+/* Wire codec: nanopb encoding and decoding of the SDK's messages, and
+ * validation of a decoded task before it touches the context's head. */
+#include <string.h>
+
+#include <pb_decode.h>
+#include <pb_encode.h>
+
+#include "sdk_internal.h"
+#include "tinyfed/v1/coordinator.nanopb.h"
+#include "tinyfed/v1/round.nanopb.h"
+
+/* ---- decoding a task ---------------------------------------------------- */
+
+/* Streams a bytes field straight into `dest` (capacity `cap` bytes), so the
+ * decoded message never holds a copy of the weights. Records the length in
+ * *received; a field longer than `cap` means the head does not fit. */
+static bool read_into(pb_istream_t *stream, tinyfed_context_t *ctx,
+                      uint8_t *dest, size_t cap, uint32_t *received) {
+  size_t len = stream->bytes_left;
+  if (len > cap) {
+    ctx->decode_status = TINYFED_ERR_HEAD_TOO_LARGE;
+    return false;
+  }
+  if (!pb_read(stream, dest, len)) return false;
+  *received = (uint32_t)len;
+  return true;
+}
+
+static bool decode_weights(pb_istream_t *stream, const pb_field_t *field,
+                           void **arg) {
+  (void)field;
+  tinyfed_context_t *ctx = (tinyfed_context_t *)*arg;
+  size_t cap = 2u * (size_t)ctx->max_features * ctx->max_classes;
+  return read_into(stream, ctx, (uint8_t *)ctx->global_w, cap,
+                   &ctx->weight_bytes);
+}
+
+static bool decode_bias(pb_istream_t *stream, const pb_field_t *field,
+                        void **arg) {
+  (void)field;
+  tinyfed_context_t *ctx = (tinyfed_context_t *)*arg;
+  return read_into(stream, ctx, (uint8_t *)ctx->global_b,
+                   2u * (size_t)ctx->max_classes, &ctx->bias_bytes);
+}
+
+static void attach_model_callbacks(tinyfed_v1_ModelVersion *model,
+                                   tinyfed_context_t *ctx) {
+  model->weights.funcs.decode = decode_weights;
+  model->weights.arg = ctx;
+  model->bias.funcs.decode = decode_bias;
+  model->bias.arg = ctx;
+}
+
+/* Little-endian int16 bytes to host int16, in place. */
+static void int16_from_le(int16_t *values, uint32_t count) {
+  uint8_t *bytes = (uint8_t *)values;
+  uint32_t i;
+  for (i = 0; i < count; ++i) {
+    uint16_t u = (uint16_t)(bytes[2u * i] | (uint16_t)(bytes[2u * i + 1u] << 8));
+    values[i] = (int16_t)u;
+  }
+}
+
+/* Checks the decoded task and, when it is valid, makes it the context's. */
+static tinyfed_status_t load_task(tinyfed_context_t *ctx,
+                                  const tinyfed_v1_RoundTask *task) {
+  if (!task->has_model || !task->model.has_spec ||
+      !task->model.spec.has_feature_quantization || !task->has_plan) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
+                        "task lacks model, spec, quantization or plan");
+  }
+  if (!task->has_quantization ||
+      task->quantization.scheme !=
+          tinyfed_v1_QuantizationScheme_QUANTIZATION_SCHEME_INT8_PER_ROW_STOCHASTIC) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_UNSUPPORTED,
+                        "update quantization scheme not supported");
+  }
+  const tinyfed_v1_HeadSpec *spec = &task->model.spec;
+  const tinyfed_v1_FeatureQuantization *fq = &spec->feature_quantization;
+  const tinyfed_v1_TrainingPlan *plan = &task->plan;
+  const uint32_t features = spec->feature_count;
+  const uint32_t classes = spec->class_count;
+  if (features == 0u || classes < 2u) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
+                        "head needs >= 1 feature and >= 2 classes");
+  }
+  if (classes > TINYFED_MAX_CLASSES || features > TINYFED_MAX_WEIGHTS ||
+      features * classes > TINYFED_MAX_WEIGHTS ||
+      features > ctx->max_features || classes > ctx->max_classes) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_HEAD_TOO_LARGE,
+                        "head larger than the context's capacity");
+  }
+  if (ctx->weight_bytes != 2u * features * classes ||
+      ctx->bias_bytes != 2u * classes) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_SHAPE_MISMATCH,
+                        "weight or bias bytes do not match the spec");
+  }
+  uint32_t crc = tinyfed_crc32_update(
+      TINYFED_CRC32_INIT, (const uint8_t *)ctx->global_w, ctx->weight_bytes);
+  crc = tinyfed_crc32_update(crc, (const uint8_t *)ctx->global_b,
+                             ctx->bias_bytes);
+  if (crc != task->model.checksum) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_CHECKSUM, "model checksum mismatch");
+  }
+  if (spec->weight_frac_bits < 4u || spec->weight_frac_bits > 14u ||
+      fq->scale_multiplier < (1 << 30) || fq->scale_shift < -31 ||
+      fq->scale_shift > 7 || fq->zero_point < -128 || fq->zero_point > 127) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
+                        "weight format or feature quantization out of range");
+  }
+  if (plan->batch_size > ctx->max_batch && plan->batch_size <= TINYFED_MAX_BATCH) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_BATCH_TOO_LARGE,
+                        "batch size larger than the context's capacity");
+  }
+  if (plan->epochs == 0u || plan->epochs > TINYFED_MAX_EPOCHS ||
+      plan->batch_size == 0u || plan->batch_size > TINYFED_MAX_BATCH ||
+      plan->learning_rate_q16 == 0u ||
+      plan->learning_rate_q16 > TINYFED_MAX_LEARNING_RATE_Q16) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
+                        "plan out of range (epochs, batch, learning rate)");
+  }
+  tinyfed_task_info_t info;
+  memset(&info, 0, sizeof info);
+  info.round = task->round;
+  info.model_version = task->model.version;
+  info.feature_count = features;
+  info.class_count = classes;
+  info.weight_frac_bits = spec->weight_frac_bits;
+  info.feature_zero_point = fq->zero_point;
+  info.feature_scale_multiplier = (uint32_t)fq->scale_multiplier;
+  info.feature_scale_shift = fq->scale_shift;
+  info.epochs = plan->epochs;
+  info.batch_size = plan->batch_size;
+  info.learning_rate_q16 = plan->learning_rate_q16;
+  info.seed = plan->seed;
+  info.deadline_ms = task->deadline_ms;
+  memcpy(info.task_token, task->task_token.bytes, task->task_token.size);
+  info.task_token_len = task->task_token.size;
+  /* Any batch from 1 to batch_size must give a representable SGD step. */
+  uint32_t mant, shift;
+  if (tinyfed_step_scale(&info, 1u, 0, &mant, &shift) != TINYFED_OK ||
+      tinyfed_step_scale(&info, 1u, 1, &mant, &shift) != TINYFED_OK ||
+      tinyfed_step_scale(&info, info.batch_size, 0, &mant, &shift) != TINYFED_OK ||
+      tinyfed_step_scale(&info, info.batch_size, 1, &mant, &shift) != TINYFED_OK) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
+                        "learning rate out of the master format's range");
+  }
+
+  int16_from_le(ctx->global_w, features * classes);
+  int16_from_le(ctx->global_b, classes);
+  memcpy(ctx->local_w, ctx->global_w, 2u * (size_t)features * classes);
+  memcpy(ctx->local_b, ctx->global_b, 2u * (size_t)classes);
+  ctx->task = info;
+  ctx->held_version = info.model_version;
+  ctx->state = TINYFED_STATE_TASK;
+  return TINYFED_OK;
+}
+
+/* Common prologue of the decoders: argument and size checks, and a reset of
+ * the task state (a failed decode leaves no task behind). */
+static tinyfed_status_t begin_decode(tinyfed_context_t *ctx,
+                                     const uint8_t *msg, size_t len) {
+  if (ctx == NULL) return TINYFED_ERR_ARGUMENT;
+  if (ctx->state == TINYFED_STATE_NONE) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_STATE, "context not initialised");
+  }
+  if (msg == NULL && len != 0u) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL message");
+  }
+  ctx->state = TINYFED_STATE_READY;
+  if (len > TINYFED_TASK_MAX_SIZE(ctx->max_features, ctx->max_classes)) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_MESSAGE_TOO_LARGE,
+                        "message longer than any task for this context");
+  }
+  ctx->weight_bytes = 0u;
+  ctx->bias_bytes = 0u;
+  ctx->decode_status = TINYFED_OK;
+  return TINYFED_OK;
+}
+
+static tinyfed_status_t decode_failure(tinyfed_context_t *ctx) {
+  if (ctx->decode_status == TINYFED_ERR_HEAD_TOO_LARGE) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_HEAD_TOO_LARGE,
+                        "weights larger than the context's capacity");
+  }
+  return TINYFED_FAIL(ctx, TINYFED_ERR_MALFORMED, "not a valid message");
+}
+
+tinyfed_status_t tinyfed_task_decode(tinyfed_context_t *ctx,
+                                     const uint8_t *msg, size_t len) {
+  tinyfed_status_t status = begin_decode(ctx, msg, len);
+  if (status != TINYFED_OK) return status;
+  tinyfed_v1_RoundTask task = tinyfed_v1_RoundTask_init_zero;
+  attach_model_callbacks(&task.model, ctx);
+  pb_istream_t stream = pb_istream_from_buffer(msg, len);
+  if (!pb_decode(&stream, tinyfed_v1_RoundTask_fields, &task)) {
+    return decode_failure(ctx);
+  }
+  return load_task(ctx, &task);
+}
+
+tinyfed_status_t tinyfed_checkin_response_decode(
+    tinyfed_context_t *ctx, const uint8_t *msg, size_t len,
+    tinyfed_checkin_result_t *result) {
+  if (result == NULL) {
+    return ctx == NULL ? TINYFED_ERR_ARGUMENT
+                       : TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL result");
+  }
+  tinyfed_status_t status = begin_decode(ctx, msg, len);
+  if (status != TINYFED_OK) return status;
+  tinyfed_v1_CheckInResponse response = tinyfed_v1_CheckInResponse_init_zero;
+  attach_model_callbacks(&response.task.model, ctx);
+  pb_istream_t stream = pb_istream_from_buffer(msg, len);
+  if (!pb_decode(&stream, tinyfed_v1_CheckInResponse_fields, &response)) {
+    return decode_failure(ctx);
+  }
+  if (response.has_task == response.has_retry) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_MALFORMED,
+                        "response must carry exactly one of task and retry");
+  }
+  if (response.has_retry) {
+    result->kind = TINYFED_CHECKIN_RETRY;
+    result->retry_after_ms = response.retry.retry_after_ms;
+    return TINYFED_OK;
+  }
+  status = load_task(ctx, &response.task);
+  if (status != TINYFED_OK) return status;
+  result->kind = TINYFED_CHECKIN_TASK;
+  result->retry_after_ms = 0u;
+  return TINYFED_OK;
+}
+
+tinyfed_status_t tinyfed_ack_decode(const uint8_t *msg, size_t len,
+                                    uint32_t *round, uint32_t *retry_after_ms) {
+  if ((msg == NULL && len != 0u) || round == NULL || retry_after_ms == NULL) {
+    return TINYFED_ERR_ARGUMENT;
+  }
+  /* An ack is two varints; allow room for fields a newer server adds. */
+  if (len > 64u) return TINYFED_ERR_MESSAGE_TOO_LARGE;
+  tinyfed_v1_UpdateAck ack = tinyfed_v1_UpdateAck_init_zero;
+  pb_istream_t stream = pb_istream_from_buffer(msg, len);
+  if (!pb_decode(&stream, tinyfed_v1_UpdateAck_fields, &ack)) {
+    return TINYFED_ERR_MALFORMED;
+  }
+  *round = ack.round;
+  *retry_after_ms = ack.retry_after_ms;
+  return TINYFED_OK;
+}
+
+/* ---- encoding ----------------------------------------------------------- */
+
+typedef struct byte_span {
+  const uint8_t *data;
+  size_t len;
+} byte_span_t;
+
+static bool encode_span(pb_ostream_t *stream, const pb_field_t *field,
+                        void *const *arg) {
+  const byte_span_t *span = (const byte_span_t *)*arg;
+  return pb_encode_tag_for_field(stream, field) &&
+         pb_encode_string(stream, span->data, span->len);
+}
+
+/* Encodes `message` of type `fields` into out[0..capacity). */
+static tinyfed_status_t encode_message(tinyfed_context_t *ctx,
+                                       const pb_msgdesc_t *fields,
+                                       const void *message, uint8_t *out,
+                                       size_t capacity, size_t *out_len) {
+  size_t size = 0u;
+  if (!pb_get_encoded_size(&size, fields, message)) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "message cannot be encoded");
+  }
+  if (size > capacity) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_BUFFER_TOO_SMALL,
+                        "output buffer too small for the message");
+  }
+  pb_ostream_t stream = pb_ostream_from_buffer(out, capacity);
+  if (!pb_encode(&stream, fields, message)) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "message cannot be encoded");
+  }
+  *out_len = stream.bytes_written;
+  return TINYFED_OK;
+}
+
+tinyfed_status_t tinyfed_checkin_encode(tinyfed_context_t *ctx,
+                                        uint32_t sample_count, uint8_t *out,
+                                        size_t capacity, size_t *out_len) {
+  if (ctx == NULL) return TINYFED_ERR_ARGUMENT;
+  if (out == NULL || out_len == NULL) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL output");
+  }
+  if (ctx->state == TINYFED_STATE_NONE) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_STATE, "context not initialised");
+  }
+  tinyfed_v1_CheckInRequest request = tinyfed_v1_CheckInRequest_init_zero;
+  memcpy(request.device_id, ctx->device_id, sizeof ctx->device_id);
+  request.model_version = ctx->held_version;
+  request.has_capabilities = true;
+  request.capabilities.max_features = ctx->max_features;
+  request.capabilities.max_classes = ctx->max_classes;
+  request.capabilities.max_batch_size = ctx->max_batch;
+  request.capabilities.sample_count = sample_count;
+  return encode_message(ctx, tinyfed_v1_CheckInRequest_fields, &request, out,
+                        capacity, out_len);
+}
+
+tinyfed_status_t tinyfed_update_encode(tinyfed_context_t *ctx, uint8_t *out,
+                                       size_t capacity, size_t *out_len) {
+  if (ctx == NULL) return TINYFED_ERR_ARGUMENT;
+  if (out == NULL || out_len == NULL) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL output");
+  }
+  if (ctx->state != TINYFED_STATE_TRAINED) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_STATE, "train before encoding");
+  }
+  const tinyfed_task_info_t *t = &ctx->task;
+  byte_span_t weights = {(const uint8_t *)ctx->delta_w,
+                         (size_t)t->feature_count * t->class_count};
+  byte_span_t bias = {(const uint8_t *)ctx->delta_b, t->class_count};
+  tinyfed_v1_Update update = tinyfed_v1_Update_init_zero;
+  update.round = t->round;
+  memcpy(update.task_token.bytes, t->task_token, t->task_token_len);
+  update.task_token.size = (pb_size_t)t->task_token_len;
+  memcpy(update.device_id, ctx->device_id, sizeof ctx->device_id);
+  update.base_version = t->model_version;
+  update.sample_count = ctx->trained_samples;
+  update.weight_delta.funcs.encode = encode_span;
+  update.weight_delta.arg = &weights;
+  update.bias_delta.funcs.encode = encode_span;
+  update.bias_delta.arg = &bias;
+  update.row_scales_count = (pb_size_t)t->class_count;
+  memcpy(update.row_scales, ctx->row_scales, 4u * t->class_count);
+  update.local_loss_q16 = ctx->loss_q16;
+  update.checksum =
+      tinyfed_crc32_update(tinyfed_crc32_update(TINYFED_CRC32_INIT, weights.data,
+                                                weights.len),
+                           bias.data, bias.len);
+  return encode_message(ctx, tinyfed_v1_Update_fields, &update, out, capacity,
+                        out_len);
+}

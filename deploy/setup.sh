@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tinyfed builds and tests with. Idempotent and
+# quiet when everything is present; needs root (or sudo) only when something
+# is missing.
+#
+#   deploy/setup.sh            everything (server, agent, SDK, tests)
+#   deploy/setup.sh --sdk      only what the C99 SDK build needs
+set -euo pipefail
+
+sdk_packages=(
+  build-essential cmake ninja-build
+  protobuf-compiler nanopb libnanopb-dev
+)
+full_packages=(
+  "${sdk_packages[@]}"
+  libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
+  libabsl-dev libeigen3-dev libspdlog-dev libsqlite3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+)
+
+packages=("${full_packages[@]}")
+if [[ "${1:-}" == "--sdk" ]]; then
+  packages=("${sdk_packages[@]}")
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "setup: installing ${missing[*]}"
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"
