@@ -1,0 +1,44 @@
+// The gRPC edge of the server: the Coordinator service on gRPC's callback
+// API. Handlers never block a gRPC thread on storage: they hand the request
+// to the RoundManager and finish the call from its completion callback.
+// absl::Status codes map one to one onto gRPC codes; a retry hint travels
+// as trailing metadata "tinyfed-retry-after-ms".
+//
+// Safe for concurrent use; the RoundManager must outlive the service.
+#ifndef TINYFED_SERVER_COORDINATOR_SERVICE_H_
+#define TINYFED_SERVER_COORDINATOR_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "round_manager.h"
+#include "tinyfed/v1/coordinator.grpc.pb.h"
+
+namespace tinyfed::server {
+
+inline constexpr char kRetryAfterMetadata[] = "tinyfed-retry-after-ms";
+
+// The gRPC status for an absl::Status: same code and message.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class CoordinatorService final : public v1::Coordinator::CallbackService {
+ public:
+  explicit CoordinatorService(RoundManager* manager) : manager_(manager) {}
+
+  grpc::ServerUnaryReactor* CheckIn(grpc::CallbackServerContext* context,
+                                    const v1::CheckInRequest* request,
+                                    v1::CheckInResponse* response) override;
+  grpc::ServerUnaryReactor* SubmitUpdate(grpc::CallbackServerContext* context,
+                                         const v1::Update* request,
+                                         v1::UpdateAck* response) override;
+  grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* context,
+                                     const v1::GetModelRequest* request,
+                                     v1::ModelVersion* response) override;
+
+ private:
+  RoundManager* const manager_;
+};
+
+}  // namespace tinyfed::server
+
+#endif  // TINYFED_SERVER_COORDINATOR_SERVICE_H_

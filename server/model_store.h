@@ -1,0 +1,112 @@
+// Durable state of the server: model versions with their lineage, rounds,
+// the tasks handed out in a round and the updates accepted in it.
+//
+// Writes are durable when they complete: synchronous calls return after
+// their transaction commits; AppendTask/AppendUpdate queue the record and
+// call `done` after the transaction holding it commits. Queued records are
+// written together, one transaction per batch (group commit), so many
+// concurrent appends cost one sync to disk. Writes are applied in the
+// order they were issued.
+//
+// By the time a synchronous write returns, the callbacks of every append
+// issued before it have run. The destructor writes everything queued and
+// runs its callbacks, so whatever they capture must outlive the store.
+//
+// Implementations are safe for concurrent use. `done` callbacks run on the
+// store's writer thread: they must be short and must not call back into
+// the store's synchronous methods (those return FAILED_PRECONDITION there).
+#ifndef TINYFED_SERVER_MODEL_STORE_H_
+#define TINYFED_SERVER_MODEL_STORE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "tinyfed/v1/model.pb.h"
+
+namespace tinyfed::server {
+
+// Stored in the database as these numbers: never renumber.
+enum class RoundState { kOpen = 0, kCommitted = 1, kAbandoned = 2 };
+
+struct RoundRecord {
+  uint32_t round = 0;
+  uint32_t base_version = 0;  // the version devices train from
+  RoundState state = RoundState::kOpen;
+  int64_t opened_ms = 0;
+  int64_t deadline_ms = 0;
+  int64_t closed_ms = 0;      // 0 while open
+};
+
+struct TaskRecord {
+  uint32_t round = 0;
+  std::string device_id;
+  std::string token;
+  int64_t issued_ms = 0;
+};
+
+struct StoredUpdate {
+  uint32_t round = 0;
+  std::string device_id;
+  std::string payload;  // the v1::Update, serialized
+  int64_t received_ms = 0;
+};
+
+using DoneCallback = std::function<void(absl::Status)>;
+
+class ModelStore {
+ public:
+  virtual ~ModelStore() = default;
+
+  // ---- reads -------------------------------------------------------------
+  // The committed version with the highest number, if any.
+  virtual absl::StatusOr<std::optional<v1::ModelVersion>> LatestVersion() = 0;
+  // NOT_FOUND when there is no such version.
+  virtual absl::StatusOr<v1::ModelVersion> GetVersion(uint32_t version) = 0;
+  // The round with the highest number, if any.
+  virtual absl::StatusOr<std::optional<RoundRecord>> LatestRound() = 0;
+  // Everything recorded for `round`, in insertion order.
+  virtual absl::StatusOr<std::vector<TaskRecord>> RoundTasks(uint32_t round) = 0;
+  virtual absl::StatusOr<std::vector<StoredUpdate>> RoundUpdates(uint32_t round) = 0;
+
+  // ---- writes ------------------------------------------------------------
+  // Stores the first version (version 1, parent 0, round 0, else
+  // INVALID_ARGUMENT). ALREADY_EXISTS when a version exists.
+  virtual absl::Status PutInitialVersion(const v1::ModelVersion& model) = 0;
+  // Records a new open round (number >= 1, state open, closed_ms 0, else
+  // INVALID_ARGUMENT). ALREADY_EXISTS for a known round number;
+  // FAILED_PRECONDITION while another round is open or for a number below
+  // an existing round's.
+  virtual absl::Status OpenRound(const RoundRecord& round) = 0;
+  // Group-committed appends. `done` gets OK once durable, ALREADY_EXISTS
+  // when the (round, device) pair is already recorded, FAILED_PRECONDITION
+  // when the round is not open, or the storage error.
+  virtual void AppendTask(TaskRecord task, DoneCallback done) = 0;
+  virtual void AppendUpdate(StoredUpdate update, DoneCallback done) = 0;
+  // In one transaction: marks the open `round` committed at `closed_ms` and
+  // stores `next` (whose parent must be the latest version and whose round
+  // must be `round`). FAILED_PRECONDITION when the round is not open or the
+  // lineage is wrong; INVALID_ARGUMENT when next.round() != round.
+  virtual absl::Status CommitRound(uint32_t round, int64_t closed_ms,
+                                   const v1::ModelVersion& next) = 0;
+  // Marks the open `round` abandoned; the model stays as it is.
+  virtual absl::Status AbandonRound(uint32_t round, int64_t closed_ms) = 0;
+
+  // Appends queued and not yet durable (for back-pressure).
+  virtual size_t PendingWrites() const = 0;
+};
+
+// A SQLite store in one file (WAL mode, synchronous=FULL), created when
+// missing. The schema is versioned; a file from an unknown schema gives
+// FAILED_PRECONDITION.
+absl::StatusOr<std::unique_ptr<ModelStore>> OpenSqliteModelStore(const std::string& path);
+
+}  // namespace tinyfed::server
+
+#endif  // TINYFED_SERVER_MODEL_STORE_H_

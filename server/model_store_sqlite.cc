@@ -1,0 +1,883 @@
+// The SQLite model store: one database file in WAL mode, one writer thread
+// that owns the write connection and applies every write in issue order,
+// and one read connection behind a mutex.
+//
+// Group commit: AppendTask/AppendUpdate only queue. The writer takes
+// everything queued at once and writes each run of consecutive appends in
+// one transaction, so N concurrent appends cost one fsync instead of N;
+// while one batch syncs, the next one gathers. Synchronous writes are
+// queued as closures in the same queue and get their own transaction,
+// which keeps the order of all writes the order they were issued.
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "model_store.h"
+
+namespace tinyfed::server {
+namespace {
+
+// Written to the file header (PRAGMA application_id) so that another
+// program's SQLite file is recognized as foreign instead of being adopted.
+constexpr int32_t kApplicationId = 0x54464544;  // "TFED"
+// PRAGMA user_version. Bump it with every schema change and teach Open to
+// migrate from the previous one.
+constexpr int32_t kSchemaVersion = 1;
+// How long a connection waits for another process's lock before giving up
+// with UNAVAILABLE. Only another process (an admin tool, a second server
+// pointed at the same file by mistake) can hold one: in this process all
+// writes go through one connection and WAL readers never block it.
+constexpr int kBusyTimeoutMs = 5000;
+
+constexpr absl::string_view kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS model_versions(
+  version INTEGER PRIMARY KEY,
+  parent INTEGER NOT NULL,
+  round INTEGER NOT NULL,
+  checksum INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL,
+  model BLOB NOT NULL);  -- a serialized v1::ModelVersion
+CREATE TABLE IF NOT EXISTS rounds(
+  round INTEGER PRIMARY KEY,
+  base_version INTEGER NOT NULL,
+  state INTEGER NOT NULL,  -- RoundState
+  opened_ms INTEGER NOT NULL,
+  deadline_ms INTEGER NOT NULL,
+  closed_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks(
+  round INTEGER NOT NULL,
+  device_id TEXT NOT NULL,
+  token BLOB NOT NULL,
+  issued_ms INTEGER NOT NULL,
+  PRIMARY KEY(round, device_id));
+CREATE TABLE IF NOT EXISTS updates(
+  round INTEGER NOT NULL,
+  device_id TEXT NOT NULL,
+  payload BLOB NOT NULL,  -- a serialized v1::Update
+  received_ms INTEGER NOT NULL,
+  PRIMARY KEY(round, device_id));
+)sql";
+
+// The most specific status for a SQLite result code, with the connection's
+// error message. `what` names the operation that failed.
+absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
+  std::string message = absl::StrCat("model store: ", what, ": ",
+                                     db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+      return absl::UnavailableError(message);
+    case SQLITE_FULL:
+    case SQLITE_NOMEM:
+      return absl::ResourceExhaustedError(message);
+    case SQLITE_CORRUPT:
+      return absl::DataLossError(message);
+    case SQLITE_NOTADB:
+      return absl::FailedPreconditionError(message);
+    case SQLITE_PERM:
+    case SQLITE_READONLY:
+    case SQLITE_AUTH:
+      return absl::PermissionDeniedError(message);
+    case SQLITE_TOOBIG:
+      return absl::InvalidArgumentError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+// `status` with "model store: <context>: " before its message.
+absl::Status WithContext(const absl::Status& status, absl::string_view context) {
+  return absl::Status(status.code(),
+                      absl::StrCat("model store: ", context, ": ", status.message()));
+}
+
+// A row with the same primary key exists. Other constraint failures (a
+// trigger, NOT NULL) are not the caller's duplicate and stay INTERNAL.
+bool IsDuplicateKey(int rc) {
+  return rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE;
+}
+
+struct StatementDeleter {
+  void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
+};
+using StatementPtr = std::unique_ptr<sqlite3_stmt, StatementDeleter>;
+
+struct ConnectionDeleter {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using ConnectionPtr = std::unique_ptr<sqlite3, ConnectionDeleter>;
+
+// A prepared statement in use. Resets it and clears its bindings when it
+// goes away: a statement left stepped would keep its read transaction, and
+// with it an old snapshot, open.
+class Query {
+ public:
+  Query(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  ~Query() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  Query(const Query&) = delete;
+  Query& operator=(const Query&) = delete;
+
+  Query& Int(int index, int64_t value) {
+    Check(sqlite3_bind_int64(stmt_, index, value));
+    return *this;
+  }
+  // The bytes must outlive the query.
+  Query& Blob(int index, absl::string_view bytes) {
+    Check(sqlite3_bind_blob64(stmt_, index, bytes.data(), bytes.size(), SQLITE_STATIC));
+    return *this;
+  }
+  Query& Text(int index, absl::string_view text) {
+    Check(sqlite3_bind_text64(stmt_, index, text.data(), text.size(), SQLITE_STATIC, SQLITE_UTF8));
+    return *this;
+  }
+
+  // SQLITE_ROW, SQLITE_DONE or an error code (also a failed bind).
+  int Step() { return bind_rc_ != SQLITE_OK ? bind_rc_ : sqlite3_step(stmt_); }
+  // Runs a statement that returns no rows.
+  absl::Status Run(absl::string_view what) {
+    const int rc = Step();
+    if (rc == SQLITE_DONE) return absl::OkStatus();
+    return SqliteError(db_, rc, what);
+  }
+
+  int64_t ColumnInt(int column) const { return sqlite3_column_int64(stmt_, column); }
+  std::string ColumnBytes(int column) const {
+    const void* data = sqlite3_column_blob(stmt_, column);
+    const int size = sqlite3_column_bytes(stmt_, column);
+    if (data == nullptr) return std::string();
+    return std::string(static_cast<const char*>(data), static_cast<size_t>(size));
+  }
+
+ private:
+  void Check(int rc) {
+    if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+  }
+
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+  int bind_rc_ = SQLITE_OK;
+};
+
+// `cached` tells SQLite that the statement will be kept and reused.
+absl::StatusOr<StatementPtr> Prepare(sqlite3* db, absl::string_view sql, bool cached = false) {
+  sqlite3_stmt* stmt = nullptr;
+  const int rc = sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()),
+                                    cached ? SQLITE_PREPARE_PERSISTENT : 0, &stmt, nullptr);
+  StatementPtr owned(stmt);
+  if (rc != SQLITE_OK) return SqliteError(db, rc, absl::StrCat("preparing `", sql, "`"));
+  return owned;
+}
+
+absl::Status Exec(sqlite3* db, const char* sql) {
+  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db, rc, sql);
+  return absl::OkStatus();
+}
+
+// Runs a one-row, one-column query such as a PRAGMA and returns the value.
+// `what` names the operation in the error, the query itself by default.
+absl::StatusOr<int64_t> QueryInt(sqlite3* db, absl::string_view sql, absl::string_view what = {}) {
+  if (what.empty()) what = sql;
+  sqlite3_stmt* raw = nullptr;
+  int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &raw, nullptr);
+  StatementPtr stmt(raw);
+  if (rc != SQLITE_OK) return SqliteError(db, rc, what);
+  Query query(db, stmt.get());
+  rc = query.Step();
+  if (rc != SQLITE_ROW) return SqliteError(db, rc, what);
+  return query.ColumnInt(0);
+}
+absl::StatusOr<std::string> QueryText(sqlite3* db, absl::string_view sql) {
+  absl::StatusOr<StatementPtr> stmt = Prepare(db, sql);
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  const int rc = query.Step();
+  if (rc != SQLITE_ROW) return SqliteError(db, rc, sql);
+  return query.ColumnBytes(0);
+}
+
+// Rolls back the open transaction, if SQLite has not already done so.
+void RollbackIfOpen(sqlite3* db) {
+  if (!sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+absl::StatusOr<ConnectionPtr> OpenConnection(const std::string& path, int flags) {
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  ConnectionPtr owned(db);
+  if (rc != SQLITE_OK) return SqliteError(db, rc, absl::StrCat("opening ", path));
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  return owned;
+}
+
+// Checks that `db` is empty or a tinyfed store of this schema version, and
+// creates the schema in an empty one. Reads the header before writing
+// anything, so a foreign file is left untouched.
+absl::Status PrepareFile(sqlite3* db, const std::string& path) {
+  absl::StatusOr<int64_t> schema =
+      QueryInt(db, "PRAGMA user_version", absl::StrCat("reading the header of ", path));
+  if (!schema.ok()) return schema.status();
+  absl::StatusOr<int64_t> application = QueryInt(db, "PRAGMA application_id");
+  if (!application.ok()) return application.status();
+  absl::StatusOr<int64_t> objects = QueryInt(db, "SELECT count(*) FROM sqlite_master");
+  if (!objects.ok()) return objects.status();
+
+  const bool empty = *schema == 0 && *application == 0 && *objects == 0;
+  if (!empty && *application != kApplicationId) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " is a SQLite database of another program (application_id ",
+                     *application, "), not a tinyfed model store"));
+  }
+  if (!empty && *schema != kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(path, " has model store schema version ",
+                                                      *schema, "; this build reads version ",
+                                                      kSchemaVersion));
+  }
+
+  // Answers with the mode now in effect, which stays "memory" for an
+  // in-memory database: that one could not be shared with the read
+  // connection, nor survive a restart.
+  absl::StatusOr<std::string> mode = QueryText(db, "PRAGMA journal_mode=WAL");
+  if (!mode.ok()) return mode.status();
+  if (*mode != "wal") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, ": the model store needs a database file in WAL mode, got journal mode ", *mode));
+  }
+  if (absl::Status s = Exec(db, "PRAGMA synchronous=FULL"); !s.ok()) return s;
+
+  if (!empty) return absl::OkStatus();
+  if (absl::Status s = Exec(db, "BEGIN IMMEDIATE"); !s.ok()) return s;
+  absl::Status created = Exec(db, std::string(kSchema).c_str());
+  if (created.ok()) {
+    created = Exec(db, absl::StrCat("PRAGMA application_id=", kApplicationId, ";",
+                                    "PRAGMA user_version=", kSchemaVersion)
+                           .c_str());
+  }
+  if (created.ok()) created = Exec(db, "COMMIT");
+  if (!created.ok()) RollbackIfOpen(db);
+  return created;
+}
+
+const char* StateName(int64_t state) {
+  switch (state) {
+    case static_cast<int64_t>(RoundState::kOpen):
+      return "open";
+    case static_cast<int64_t>(RoundState::kCommitted):
+      return "committed";
+    case static_cast<int64_t>(RoundState::kAbandoned):
+      return "abandoned";
+    default:
+      return "in an unknown state";
+  }
+}
+
+absl::StatusOr<v1::ModelVersion> ParseVersion(const std::string& bytes, int64_t version) {
+  v1::ModelVersion model;
+  if (!model.ParseFromString(bytes)) {
+    return absl::DataLossError(
+        absl::StrCat("model store: stored model version ", version, " does not parse"));
+  }
+  return model;
+}
+
+// One queued AppendTask or AppendUpdate.
+struct AppendOp {
+  bool is_update = false;
+  uint32_t round = 0;
+  std::string device_id;
+  std::string bytes;  // the token or the payload
+  int64_t ms = 0;
+  DoneCallback done;
+};
+
+// One queued synchronous write. The caller waits on `finished` and owns
+// everything the pointers point to until then.
+struct SyncOp {
+  absl::AnyInvocable<absl::Status()>* write;
+  absl::Status* result;
+  absl::Notification* finished;
+};
+
+using WriteOp = std::variant<AppendOp, SyncOp>;
+
+class SqliteModelStore final : public ModelStore {
+ public:
+  static absl::StatusOr<std::unique_ptr<ModelStore>> Open(const std::string& path);
+  ~SqliteModelStore() override;
+
+  absl::StatusOr<std::optional<v1::ModelVersion>> LatestVersion() override;
+  absl::StatusOr<v1::ModelVersion> GetVersion(uint32_t version) override;
+  absl::StatusOr<std::optional<RoundRecord>> LatestRound() override;
+  absl::StatusOr<std::vector<TaskRecord>> RoundTasks(uint32_t round) override;
+  absl::StatusOr<std::vector<StoredUpdate>> RoundUpdates(uint32_t round) override;
+
+  absl::Status PutInitialVersion(const v1::ModelVersion& model) override;
+  absl::Status OpenRound(const RoundRecord& round) override;
+  void AppendTask(TaskRecord task, DoneCallback done) override;
+  void AppendUpdate(StoredUpdate update, DoneCallback done) override;
+  absl::Status CommitRound(uint32_t round, int64_t closed_ms,
+                           const v1::ModelVersion& next) override;
+  absl::Status AbandonRound(uint32_t round, int64_t closed_ms) override;
+  size_t PendingWrites() const override;
+
+ private:
+  SqliteModelStore(ConnectionPtr write_db, ConnectionPtr read_db);
+  absl::Status PrepareStatements();
+
+  void Enqueue(WriteOp op);
+  bool HasWorkOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !queue_.empty() || stopping_;
+  }
+  // Queues `write` to run in its own transaction on the writer thread and
+  // waits for its result.
+  absl::Status RunWrite(absl::AnyInvocable<absl::Status()> write);
+
+  // ---- writer thread only ----
+  void WriterLoop();
+  void WriteBatch(std::span<WriteOp> appends);
+  absl::Status InsertAppend(const AppendOp& op, std::unordered_map<uint32_t, absl::Status>& open);
+  // OK when `round` is open, FAILED_PRECONDITION when it is not.
+  absl::Status CheckRoundOpen(uint32_t round);
+  absl::StatusOr<std::optional<uint32_t>> LatestVersionNumber();
+  absl::Status InsertVersion(const v1::ModelVersion& model, const std::string& serialized);
+  // Runs `body` between BEGIN IMMEDIATE and COMMIT; rolls back on error.
+  template <typename Body>
+  absl::Status InTransaction(Body body);
+
+  ConnectionPtr write_db_;  // used by the writer thread only, once it runs
+  StatementPtr insert_task_;
+  StatementPtr insert_update_;
+  StatementPtr round_state_;
+  StatementPtr latest_version_;
+  StatementPtr insert_version_;
+
+  absl::Mutex read_mu_;
+  ConnectionPtr read_db_ ABSL_GUARDED_BY(read_mu_);
+
+  mutable absl::Mutex mu_;
+  std::vector<WriteOp> queue_ ABSL_GUARDED_BY(mu_);
+  size_t pending_appends_ ABSL_GUARDED_BY(mu_) = 0;  // queued or being written
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread writer_;
+};
+
+absl::StatusOr<std::unique_ptr<ModelStore>> SqliteModelStore::Open(const std::string& path) {
+  absl::StatusOr<ConnectionPtr> write_db =
+      OpenConnection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (!write_db.ok()) return write_db.status();
+  if (absl::Status s = PrepareFile(write_db->get(), path); !s.ok()) return s;
+  absl::StatusOr<ConnectionPtr> read_db = OpenConnection(path, SQLITE_OPEN_READWRITE);
+  if (!read_db.ok()) return read_db.status();
+  // Read-write so that it can maintain the WAL index; query_only makes sure
+  // it never writes anything else.
+  if (absl::Status s = Exec(read_db->get(), "PRAGMA query_only=1"); !s.ok()) return s;
+
+  std::unique_ptr<SqliteModelStore> store(
+      new SqliteModelStore(std::move(*write_db), std::move(*read_db)));
+  if (absl::Status s = store->PrepareStatements(); !s.ok()) return s;
+  store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
+  return store;
+}
+
+SqliteModelStore::SqliteModelStore(ConnectionPtr write_db, ConnectionPtr read_db)
+    : write_db_(std::move(write_db)), read_db_(std::move(read_db)) {}
+
+absl::Status SqliteModelStore::PrepareStatements() {
+  sqlite3* db = write_db_.get();
+  struct {
+    StatementPtr* slot;
+    absl::string_view sql;
+  } const statements[] = {
+      {&insert_task_,
+       "INSERT INTO tasks(round, device_id, token, issued_ms) VALUES(?1, ?2, ?3, ?4)"},
+      {&insert_update_,
+       "INSERT INTO updates(round, device_id, payload, received_ms) VALUES(?1, ?2, ?3, ?4)"},
+      {&round_state_, "SELECT state FROM rounds WHERE round = ?1"},
+      {&latest_version_, "SELECT max(version) FROM model_versions"},
+      {&insert_version_,
+       "INSERT INTO model_versions(version, parent, round, checksum, created_ms, model) "
+       "VALUES(?1, ?2, ?3, ?4, ?5, ?6)"},
+  };
+  for (const auto& s : statements) {
+    absl::StatusOr<StatementPtr> stmt = Prepare(db, s.sql, /*cached=*/true);
+    if (!stmt.ok()) return stmt.status();
+    *s.slot = std::move(*stmt);
+  }
+  return absl::OkStatus();
+}
+
+SqliteModelStore::~SqliteModelStore() {
+  if (writer_.joinable()) {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    writer_.join();  // the writer drains the queue before it returns
+  }
+  // Statements before their connection; closing the last connection
+  // checkpoints the WAL into the main file.
+  insert_task_.reset();
+  insert_update_.reset();
+  round_state_.reset();
+  latest_version_.reset();
+  insert_version_.reset();
+  absl::MutexLock lock(&read_mu_);
+  read_db_.reset();
+  write_db_.reset();
+}
+
+// ---- reads -----------------------------------------------------------------
+
+absl::StatusOr<std::optional<v1::ModelVersion>> SqliteModelStore::LatestVersion() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db, "SELECT version, model FROM model_versions ORDER BY version DESC LIMIT 1");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  const int rc = query.Step();
+  if (rc == SQLITE_DONE) return std::optional<v1::ModelVersion>();
+  if (rc != SQLITE_ROW) return SqliteError(db, rc, "reading the latest model version");
+  absl::StatusOr<v1::ModelVersion> model = ParseVersion(query.ColumnBytes(1), query.ColumnInt(0));
+  if (!model.ok()) return model.status();
+  return std::optional<v1::ModelVersion>(std::move(*model));
+}
+
+absl::StatusOr<v1::ModelVersion> SqliteModelStore::GetVersion(uint32_t version) {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db, "SELECT model FROM model_versions WHERE version = ?1");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  query.Int(1, version);
+  const int rc = query.Step();
+  if (rc == SQLITE_DONE) {
+    return absl::NotFoundError(absl::StrCat("model store: no model version ", version));
+  }
+  if (rc != SQLITE_ROW) {
+    return SqliteError(db, rc, absl::StrCat("reading model version ", version));
+  }
+  return ParseVersion(query.ColumnBytes(0), version);
+}
+
+absl::StatusOr<std::optional<RoundRecord>> SqliteModelStore::LatestRound() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db,
+              "SELECT round, base_version, state, opened_ms, deadline_ms, closed_ms FROM rounds "
+              "ORDER BY round DESC LIMIT 1");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  const int rc = query.Step();
+  if (rc == SQLITE_DONE) return std::optional<RoundRecord>();
+  if (rc != SQLITE_ROW) return SqliteError(db, rc, "reading the latest round");
+  RoundRecord record;
+  record.round = static_cast<uint32_t>(query.ColumnInt(0));
+  record.base_version = static_cast<uint32_t>(query.ColumnInt(1));
+  const int64_t state = query.ColumnInt(2);
+  if (state < static_cast<int64_t>(RoundState::kOpen) ||
+      state > static_cast<int64_t>(RoundState::kAbandoned)) {
+    return absl::DataLossError(
+        absl::StrCat("model store: round ", record.round, " has unknown state ", state));
+  }
+  record.state = static_cast<RoundState>(state);
+  record.opened_ms = query.ColumnInt(3);
+  record.deadline_ms = query.ColumnInt(4);
+  record.closed_ms = query.ColumnInt(5);
+  return std::optional<RoundRecord>(record);
+}
+
+absl::StatusOr<std::vector<TaskRecord>> SqliteModelStore::RoundTasks(uint32_t round) {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db, "SELECT device_id, token, issued_ms FROM tasks WHERE round = ?1 ORDER BY rowid");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  query.Int(1, round);
+  std::vector<TaskRecord> tasks;
+  int rc;
+  while ((rc = query.Step()) == SQLITE_ROW) {
+    tasks.push_back(
+        TaskRecord{round, query.ColumnBytes(0), query.ColumnBytes(1), query.ColumnInt(2)});
+  }
+  if (rc != SQLITE_DONE) {
+    return SqliteError(db, rc, absl::StrCat("reading the tasks of round ", round));
+  }
+  return tasks;
+}
+
+absl::StatusOr<std::vector<StoredUpdate>> SqliteModelStore::RoundUpdates(uint32_t round) {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<StatementPtr> stmt = Prepare(
+      db, "SELECT device_id, payload, received_ms FROM updates WHERE round = ?1 ORDER BY rowid");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  query.Int(1, round);
+  std::vector<StoredUpdate> updates;
+  int rc;
+  while ((rc = query.Step()) == SQLITE_ROW) {
+    updates.push_back(
+        StoredUpdate{round, query.ColumnBytes(0), query.ColumnBytes(1), query.ColumnInt(2)});
+  }
+  if (rc != SQLITE_DONE) {
+    return SqliteError(db, rc, absl::StrCat("reading the updates of round ", round));
+  }
+  return updates;
+}
+
+// ---- writes ----------------------------------------------------------------
+
+void SqliteModelStore::Enqueue(WriteOp op) {
+  absl::MutexLock lock(&mu_);
+  if (std::holds_alternative<AppendOp>(op)) ++pending_appends_;
+  queue_.push_back(std::move(op));
+}
+
+absl::Status SqliteModelStore::RunWrite(absl::AnyInvocable<absl::Status()> write) {
+  if (std::this_thread::get_id() == writer_.get_id()) {
+    // Waiting here would wait for ourselves forever.
+    return absl::FailedPreconditionError(
+        "model store: a synchronous write was called from a done callback");
+  }
+  absl::Status result;
+  absl::Notification finished;
+  Enqueue(SyncOp{&write, &result, &finished});
+  finished.WaitForNotification();
+  return result;
+}
+
+void SqliteModelStore::AppendTask(TaskRecord task, DoneCallback done) {
+  Enqueue(AppendOp{false, task.round, std::move(task.device_id), std::move(task.token),
+                   task.issued_ms, std::move(done)});
+}
+
+void SqliteModelStore::AppendUpdate(StoredUpdate update, DoneCallback done) {
+  Enqueue(AppendOp{true, update.round, std::move(update.device_id), std::move(update.payload),
+                   update.received_ms, std::move(done)});
+}
+
+size_t SqliteModelStore::PendingWrites() const {
+  absl::MutexLock lock(&mu_);
+  return pending_appends_;
+}
+
+absl::Status SqliteModelStore::PutInitialVersion(const v1::ModelVersion& model) {
+  // The lineage convention of model.proto: version 1 is the initial model.
+  if (model.version() != 1 || model.parent_version() != 0 || model.round() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model store: the initial model must be version 1 with parent 0 and round 0, not "
+        "version ",
+        model.version(), " with parent ", model.parent_version(), " and round ", model.round()));
+  }
+  const std::string serialized = model.SerializeAsString();
+  return RunWrite([&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
+      absl::StatusOr<std::optional<uint32_t>> latest = LatestVersionNumber();
+      if (!latest.ok()) return latest.status();
+      if (latest->has_value()) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("model store: already holds model versions (latest ", **latest,
+                         "); the initial version can only be stored in an empty store"));
+      }
+      return InsertVersion(model, serialized);
+    });
+  });
+}
+
+absl::Status SqliteModelStore::OpenRound(const RoundRecord& round) {
+  if (round.round == 0 || round.state != RoundState::kOpen || round.closed_ms != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model store: a new round needs a number >= 1, the open state and closed_ms 0; got "
+        "round ",
+        round.round, " ", StateName(static_cast<int64_t>(round.state)), " closed at ",
+        round.closed_ms));
+  }
+  sqlite3* db = write_db_.get();
+  return RunWrite([&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
+      // The round that forbids opening this one, if any; when several do,
+      // the most specific reason first: the same number, then another open
+      // round, then a higher number.
+      absl::StatusOr<StatementPtr> stmt =
+          Prepare(db,
+                  "SELECT round, state FROM rounds WHERE round = ?1 OR state = ?2 OR round > ?1 "
+                  "ORDER BY round = ?1 DESC, state = ?2 DESC LIMIT 1");
+      if (!stmt.ok()) return stmt.status();
+      {
+        Query query(db, stmt->get());
+        query.Int(1, round.round).Int(2, static_cast<int64_t>(RoundState::kOpen));
+        const int rc = query.Step();
+        if (rc == SQLITE_ROW) {
+          const int64_t other = query.ColumnInt(0);
+          if (other == round.round) {
+            return absl::AlreadyExistsError(absl::StrCat("model store: round ", round.round,
+                                                         " already exists and is ",
+                                                         StateName(query.ColumnInt(1))));
+          }
+          if (query.ColumnInt(1) == static_cast<int64_t>(RoundState::kOpen)) {
+            return absl::FailedPreconditionError(absl::StrCat("model store: cannot open round ",
+                                                              round.round, " while round ", other,
+                                                              " is open"));
+          }
+          // LatestRound must find the open round after a restart.
+          return absl::FailedPreconditionError(absl::StrCat("model store: cannot open round ",
+                                                            round.round, " after round ", other,
+                                                            "; round numbers must increase"));
+        }
+        if (rc != SQLITE_DONE) return SqliteError(db, rc, "reading the rounds");
+      }
+      absl::StatusOr<StatementPtr> insert = Prepare(
+          db,
+          "INSERT INTO rounds(round, base_version, state, opened_ms, deadline_ms, closed_ms) "
+          "VALUES(?1, ?2, ?3, ?4, ?5, 0)");
+      if (!insert.ok()) return insert.status();
+      Query query(db, insert->get());
+      query.Int(1, round.round)
+          .Int(2, round.base_version)
+          .Int(3, static_cast<int64_t>(RoundState::kOpen))
+          .Int(4, round.opened_ms)
+          .Int(5, round.deadline_ms);
+      return query.Run(absl::StrCat("opening round ", round.round));
+    });
+  });
+}
+
+absl::Status SqliteModelStore::CommitRound(uint32_t round, int64_t closed_ms,
+                                           const v1::ModelVersion& next) {
+  if (next.round() != round) {
+    return absl::InvalidArgumentError(absl::StrCat("model store: committing round ", round,
+                                                   " with a version made by round ", next.round()));
+  }
+  const std::string serialized = next.SerializeAsString();
+  sqlite3* db = write_db_.get();
+  return RunWrite([&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
+      if (absl::Status s = CheckRoundOpen(round); !s.ok()) {
+        return WithContext(s, absl::StrCat("cannot commit round ", round));
+      }
+      absl::StatusOr<std::optional<uint32_t>> latest = LatestVersionNumber();
+      if (!latest.ok()) return latest.status();
+      if (!latest->has_value()) {
+        return absl::FailedPreconditionError(absl::StrCat("model store: cannot commit round ",
+                                                          round, ": there is no initial version"));
+      }
+      const uint32_t parent = **latest;
+      if (next.parent_version() != parent || next.version() != parent + 1) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "model store: round ", round, " must commit version ", parent + 1, " with parent ",
+            parent, ", not version ", next.version(), " with parent ", next.parent_version()));
+      }
+      absl::StatusOr<StatementPtr> stmt =
+          Prepare(db, "UPDATE rounds SET state = ?2, closed_ms = ?3 WHERE round = ?1");
+      if (!stmt.ok()) return stmt.status();
+      {
+        Query query(db, stmt->get());
+        query.Int(1, round).Int(2, static_cast<int64_t>(RoundState::kCommitted)).Int(3, closed_ms);
+        if (absl::Status s = query.Run(absl::StrCat("closing round ", round)); !s.ok()) return s;
+      }
+      return InsertVersion(next, serialized);
+    });
+  });
+}
+
+absl::Status SqliteModelStore::AbandonRound(uint32_t round, int64_t closed_ms) {
+  sqlite3* db = write_db_.get();
+  return RunWrite([&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
+      if (absl::Status s = CheckRoundOpen(round); !s.ok()) {
+        return WithContext(s, absl::StrCat("cannot abandon round ", round));
+      }
+      absl::StatusOr<StatementPtr> stmt =
+          Prepare(db, "UPDATE rounds SET state = ?2, closed_ms = ?3 WHERE round = ?1");
+      if (!stmt.ok()) return stmt.status();
+      Query query(db, stmt->get());
+      query.Int(1, round).Int(2, static_cast<int64_t>(RoundState::kAbandoned)).Int(3, closed_ms);
+      return query.Run(absl::StrCat("abandoning round ", round));
+    });
+  });
+}
+
+// ---- the writer thread -------------------------------------------------------
+
+void SqliteModelStore::WriterLoop() {
+  std::vector<WriteOp> ops;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(this, &SqliteModelStore::HasWorkOrStopping));
+      if (queue_.empty()) return;  // stopping, and everything is written
+      ops.swap(queue_);
+    }
+    // Runs of appends become one transaction each; a synchronous write
+    // between them keeps its place in the order.
+    size_t begin = 0;
+    while (begin < ops.size()) {
+      if (SyncOp* sync = std::get_if<SyncOp>(&ops[begin])) {
+        *sync->result = (*sync->write)();
+        sync->finished->Notify();
+        ++begin;
+        continue;
+      }
+      size_t end = begin;
+      while (end < ops.size() && std::holds_alternative<AppendOp>(ops[end])) ++end;
+      WriteBatch(std::span<WriteOp>(ops).subspan(begin, end - begin));
+      begin = end;
+    }
+    ops.clear();
+  }
+}
+
+void SqliteModelStore::WriteBatch(std::span<WriteOp> appends) {
+  sqlite3* db = write_db_.get();
+  std::vector<absl::Status> results(appends.size());
+  absl::Status batch = Exec(db, "BEGIN IMMEDIATE");
+  if (batch.ok()) {
+    // Rounds cannot open or close during the batch: those are synchronous
+    // writes, which run between batches.
+    std::unordered_map<uint32_t, absl::Status> open;
+    for (size_t i = 0; i < appends.size(); ++i) {
+      results[i] = InsertAppend(std::get<AppendOp>(appends[i]), open);
+      // A constraint violation undoes only its own row; an I/O error or a
+      // full disk may roll back the whole transaction, and the rows before
+      // it with it.
+      if (!results[i].ok() && sqlite3_get_autocommit(db)) {
+        batch = results[i];
+        break;
+      }
+    }
+    if (batch.ok()) batch = Exec(db, "COMMIT");
+    if (!batch.ok()) RollbackIfOpen(db);
+  }
+  if (!batch.ok()) {
+    for (absl::Status& result : results) result = batch;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    pending_appends_ -= appends.size();
+  }
+  for (size_t i = 0; i < appends.size(); ++i) {
+    const DoneCallback& done = std::get<AppendOp>(appends[i]).done;
+    if (done) done(std::move(results[i]));
+  }
+}
+
+absl::Status SqliteModelStore::InsertAppend(const AppendOp& op,
+                                            std::unordered_map<uint32_t, absl::Status>& open) {
+  const char* what = op.is_update ? "update" : "task";
+  auto known = open.find(op.round);
+  if (known == open.end()) {
+    absl::Status state = CheckRoundOpen(op.round);
+    if (!state.ok() && !absl::IsFailedPrecondition(state)) return state;  // a storage error
+    known = open.emplace(op.round, std::move(state)).first;
+  }
+  if (!known->second.ok()) {
+    return WithContext(known->second,
+                       absl::StrCat("cannot record the ", what, " of device '", op.device_id, "'"));
+  }
+  sqlite3* db = write_db_.get();
+  Query query(db, op.is_update ? insert_update_.get() : insert_task_.get());
+  query.Int(1, op.round).Text(2, op.device_id).Blob(3, op.bytes).Int(4, op.ms);
+  const int rc = query.Step();
+  if (rc == SQLITE_DONE) return absl::OkStatus();
+  if (IsDuplicateKey(rc)) {
+    return absl::AlreadyExistsError(absl::StrCat("model store: round ", op.round, " already has a ",
+                                                 what, " of device '", op.device_id, "'"));
+  }
+  return SqliteError(
+      db, rc,
+      absl::StrCat("recording the ", what, " of device '", op.device_id, "' in round ", op.round));
+}
+
+absl::Status SqliteModelStore::CheckRoundOpen(uint32_t round) {
+  sqlite3* db = write_db_.get();
+  Query query(db, round_state_.get());
+  query.Int(1, round);
+  const int rc = query.Step();
+  if (rc == SQLITE_DONE) {
+    return absl::FailedPreconditionError(absl::StrCat("round ", round, " does not exist"));
+  }
+  if (rc != SQLITE_ROW) return SqliteError(db, rc, absl::StrCat("reading round ", round));
+  const int64_t state = query.ColumnInt(0);
+  if (state != static_cast<int64_t>(RoundState::kOpen)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("round ", round, " is ", StateName(state), ", not open"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<uint32_t>> SqliteModelStore::LatestVersionNumber() {
+  sqlite3* db = write_db_.get();
+  Query query(db, latest_version_.get());
+  const int rc = query.Step();
+  if (rc != SQLITE_ROW) return SqliteError(db, rc, "reading the latest version number");
+  if (sqlite3_column_type(latest_version_.get(), 0) == SQLITE_NULL) {
+    return std::optional<uint32_t>();
+  }
+  return std::optional<uint32_t>(static_cast<uint32_t>(query.ColumnInt(0)));
+}
+
+absl::Status SqliteModelStore::InsertVersion(const v1::ModelVersion& model,
+                                             const std::string& serialized) {
+  sqlite3* db = write_db_.get();
+  Query query(db, insert_version_.get());
+  query.Int(1, model.version())
+      .Int(2, model.parent_version())
+      .Int(3, model.round())
+      .Int(4, model.checksum())
+      .Int(5, model.created_unix_ms())
+      .Blob(6, serialized);
+  const int rc = query.Step();
+  if (rc == SQLITE_DONE) return absl::OkStatus();
+  if (IsDuplicateKey(rc)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("model store: model version ", model.version(), " already exists"));
+  }
+  return SqliteError(db, rc, absl::StrCat("storing model version ", model.version()));
+}
+
+template <typename Body>
+absl::Status SqliteModelStore::InTransaction(Body body) {
+  sqlite3* db = write_db_.get();
+  if (absl::Status s = Exec(db, "BEGIN IMMEDIATE"); !s.ok()) return s;
+  absl::Status status = body();
+  if (status.ok()) status = Exec(db, "COMMIT");
+  if (!status.ok()) RollbackIfOpen(db);
+  return status;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ModelStore>> OpenSqliteModelStore(const std::string& path) {
+  return SqliteModelStore::Open(path);
+}
+
+}  // namespace tinyfed::server

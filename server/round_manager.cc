@@ -1,0 +1,536 @@
+#include "round_manager.h"
+
+#include <cmath>
+#include <string>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+#include "tinyfed_common/host_numerics.h"
+#include "update_validation.h"
+
+namespace tinyfed::server {
+namespace {
+
+// Warnings for rejected updates, at most kBurst per window so a misbehaving
+// fleet cannot flood the log; the rest are counted and reported once.
+class RejectionLog {
+ public:
+  void Warn(const absl::Status& status, const std::string& device_id, int64_t now_ms) {
+    absl::MutexLock lock(&mu_);
+    if (now_ms - window_start_ms_ >= kWindowMs) {
+      if (suppressed_ > 0) {
+        spdlog::warn("{} more rejected updates not logged in the last {} s", suppressed_,
+                     kWindowMs / 1000);
+      }
+      window_start_ms_ = now_ms;
+      logged_ = 0;
+      suppressed_ = 0;
+    }
+    if (logged_ < kBurst) {
+      ++logged_;
+      spdlog::warn("rejected update from {}: {}", device_id, status.ToString());
+    } else {
+      ++suppressed_;
+    }
+  }
+
+ private:
+  static constexpr int64_t kWindowMs = 10'000;
+  static constexpr int kBurst = 20;
+  absl::Mutex mu_;
+  int64_t window_start_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int logged_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t suppressed_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+RejectionLog& Rejections() {
+  static RejectionLog* log = new RejectionLog();
+  return *log;
+}
+
+absl::Status WithRetryHint(absl::Status status, uint32_t retry_after_ms) {
+  status.SetPayload(kRetryAfterPayload, absl::Cord(absl::StrCat(retry_after_ms)));
+  return status;
+}
+
+bool ValidDeviceId(const std::string& id) {
+  if (id.empty() || id.size() > 32) return false;
+  for (char ch : id) {
+    if (ch < 0x21 || ch > 0x7E) return false;
+  }
+  return true;
+}
+
+std::string Serialize(const v1::Update& update) {
+  std::string out;
+  google::protobuf::io::StringOutputStream stream(&out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  update.SerializeToCodedStream(&coded);
+  coded.Trim();
+  return out;
+}
+
+}  // namespace
+
+std::optional<uint32_t> RetryAfterMs(const absl::Status& status) {
+  const auto payload = status.GetPayload(kRetryAfterPayload);
+  uint32_t ms = 0;
+  if (!payload || !absl::SimpleAtoi(std::string(*payload), &ms)) return std::nullopt;
+  return ms;
+}
+
+RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
+                           const Clock* clock)
+    : config_(config),
+      store_(store),
+      clock_(clock),
+      task_limit_(static_cast<uint32_t>(
+          std::ceil(config.policy().target_updates() * config.policy().over_selection()))),
+      server_lr_q16_(ToQ16(config.policy().server_learning_rate())),
+      learning_rate_q16_(ToQ16(config.plan().learning_rate())) {}
+
+RoundManager::~RoundManager() {
+  WaitIdle();
+  if (closer_.joinable()) closer_.join();
+}
+
+absl::StatusOr<std::unique_ptr<RoundManager>> RoundManager::Create(
+    const v1::ServerConfig& config, const v1::ModelVersion& initial, ModelStore* store,
+    const Clock* clock) {
+  std::unique_ptr<RoundManager> manager(new RoundManager(config, store, clock));
+  absl::Status status = manager->Resume(initial);
+  if (!status.ok()) return status;
+  return manager;
+}
+
+absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
+  // Runs inside Create(), before any other thread can see the manager; the
+  // lock is taken only where members are written.
+  absl::StatusOr<std::optional<v1::ModelVersion>> latest = store_->LatestVersion();
+  if (!latest.ok()) return latest.status();
+  v1::ModelVersion model;
+  if (latest->has_value()) {
+    model = **latest;
+    if (model.spec().SerializeAsString() != initial.spec().SerializeAsString()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the store's model has head {", model.spec().ShortDebugString(),
+          "} but the configuration asks for {", initial.spec().ShortDebugString(),
+          "}; use another --db or the stored head"));
+    }
+  } else {
+    model = initial;
+    if (absl::Status s = store_->PutInitialVersion(model); !s.ok()) return s;
+    spdlog::info("stored initial model version {}", model.version());
+  }
+  absl::StatusOr<Head> head = LoadHead(model);
+  if (!head.ok()) return head.status();
+  spec_ = model.spec();
+
+  absl::StatusOr<std::optional<RoundRecord>> last_round = store_->LatestRound();
+  if (!last_round.ok()) return last_round.status();
+  const bool resume = last_round->has_value() && (*last_round)->state == RoundState::kOpen;
+  RoundRecord record;
+  std::vector<TaskRecord> tasks;
+  std::vector<StoredUpdate> updates;
+  std::vector<StoredUpdate> previous;
+  if (resume) {
+    record = **last_round;
+    if (record.base_version != model.version()) {
+      return absl::DataLossError(absl::StrCat("open round ", record.round, " trains version ",
+                                              record.base_version, " but the latest is ",
+                                              model.version()));
+    }
+    absl::StatusOr<std::vector<TaskRecord>> t = store_->RoundTasks(record.round);
+    if (!t.ok()) return t.status();
+    tasks = std::move(*t);
+    absl::StatusOr<std::vector<StoredUpdate>> u = store_->RoundUpdates(record.round);
+    if (!u.ok()) return u.status();
+    updates = std::move(*u);
+  } else {
+    const int64_t now = clock_->NowMs();
+    record.round = last_round->has_value() ? (*last_round)->round + 1 : 1;
+    record.base_version = model.version();
+    record.opened_ms = now;
+    record.deadline_ms = now + config_.policy().round_deadline_ms();
+    if (absl::Status s = store_->OpenRound(record); !s.ok()) return s;
+  }
+  if (record.round > 1) {
+    absl::StatusOr<std::vector<StoredUpdate>> p = store_->RoundUpdates(record.round - 1);
+    if (!p.ok()) return p.status();
+    previous = std::move(*p);
+  }
+
+  absl::MutexLock lock(&mu_);
+  latest_ = model;
+  latest_head_ = *head;
+  round_ = record;
+  accumulator_ = std::make_unique<UpdateAccumulator>(head->features, head->classes);
+  for (TaskRecord& t : tasks) tasks_[t.device_id] = std::move(t.token);
+  for (StoredUpdate& u : updates) {
+    v1::Update update;
+    if (!update.ParseFromString(u.payload) || !ValidateUpdate(update, spec_).ok()) {
+      return absl::DataLossError(
+          absl::StrCat("stored update of ", u.device_id, " in round ", record.round, " is corrupt"));
+    }
+    accumulator_->Add(update);
+    Entry& entry = updates_[u.device_id];
+    entry.payload = std::move(u.payload);
+    entry.durable = true;
+    ++accepted_;
+  }
+  previous_round_ = record.round > 1 ? record.round - 1 : 0;
+  for (StoredUpdate& u : previous) previous_updates_[u.device_id] = std::move(u.payload);
+  open_ = true;
+  if (resume) {
+    spdlog::info("resumed round {} on version {}: {} tasks, {} accepted updates", round_.round,
+                 round_.base_version, tasks_.size(), accepted_);
+    if (accepted_ >= config_.policy().target_updates()) BeginCloseLocked(/*deadline=*/false);
+  } else {
+    spdlog::info("opened round {} on version {} (target {}, minimum {}, up to {} tasks)",
+                 round_.round, round_.base_version, config_.policy().target_updates(),
+                 config_.policy().min_updates(), task_limit_);
+  }
+  return absl::OkStatus();
+}
+
+v1::RoundTask RoundManager::MakeTaskLocked(const std::string& token, int64_t now_ms) const {
+  v1::RoundTask task;
+  task.set_round(round_.round);
+  task.set_task_token(token);
+  *task.mutable_model() = latest_;
+  v1::TrainingPlan* plan = task.mutable_plan();
+  plan->set_epochs(config_.plan().epochs());
+  plan->set_batch_size(config_.plan().batch_size());
+  plan->set_learning_rate_q16(learning_rate_q16_);
+  plan->set_seed(config_.plan().seed() + round_.round);
+  const int64_t left = round_.deadline_ms - now_ms;
+  task.set_deadline_ms(left > 0 ? static_cast<uint32_t>(left) : 0);
+  task.mutable_quantization()->set_scheme(v1::QUANTIZATION_SCHEME_INT8_PER_ROW_STOCHASTIC);
+  return task;
+}
+
+v1::UpdateAck RoundManager::MakeAckLocked(uint32_t round) const {
+  v1::UpdateAck ack;
+  ack.set_round(round);
+  ack.set_retry_after_ms(config_.policy().retry_after_ms());
+  return ack;
+}
+
+void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) {
+  if (!ValidDeviceId(request.device_id())) {
+    done(absl::InvalidArgumentError("device_id must be 1..32 printable ASCII bytes"));
+    return;
+  }
+  const v1::HeadConfig& head = config_.head();
+  if (request.has_capabilities()) {
+    const v1::DeviceCapabilities& caps = request.capabilities();
+    if ((caps.max_features() != 0 && caps.max_features() < head.feature_count()) ||
+        (caps.max_classes() != 0 && caps.max_classes() < head.class_count()) ||
+        (caps.max_batch_size() != 0 && caps.max_batch_size() < config_.plan().batch_size())) {
+      done(absl::FailedPreconditionError(absl::StrCat(
+          "device holds at most ", caps.max_features(), " features x ", caps.max_classes(),
+          " classes, batch ", caps.max_batch_size(), "; the model needs ", head.feature_count(),
+          " x ", head.class_count(), ", batch ", config_.plan().batch_size())));
+      return;
+    }
+  }
+  const int64_t now = clock_->NowMs();
+  v1::CheckInResponse response;
+  std::string token;
+  uint32_t round = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto retry = [&](uint32_t ms) {
+      response.mutable_retry()->set_retry_after_ms(ms);
+    };
+    if (!open_) {
+      retry(std::min<uint32_t>(1000, config_.policy().retry_after_ms()));
+    } else if (auto it = tasks_.find(request.device_id()); it != tasks_.end()) {
+      if (updates_.contains(request.device_id())) {
+        retry(config_.policy().retry_after_ms());  // done for this round
+      } else {
+        *response.mutable_task() = MakeTaskLocked(it->second, now);
+      }
+    } else if (tasks_.size() >= task_limit_) {
+      retry(config_.policy().retry_after_ms());  // round full
+    } else {
+      token.resize(16);
+      for (char& ch : token) {
+        ch = static_cast<char>(absl::Uniform<uint8_t>(token_bits_));
+      }
+      tasks_[request.device_id()] = token;
+      round = round_.round;
+    }
+  }
+  if (token.empty()) {
+    done(std::move(response));
+    return;
+  }
+  TaskRecord record{round, request.device_id(), token, now};
+  store_->AppendTask(std::move(record), [this, round, token, device = request.device_id(),
+                                         done = std::move(done)](absl::Status status) {
+    absl::StatusOr<v1::CheckInResponse> result;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!status.ok()) {
+        if (round_.round == round) tasks_.erase(device);
+        spdlog::error("could not record task of {} in round {}: {}", device, round,
+                      status.ToString());
+        result = WithRetryHint(absl::UnavailableError("could not record the task"), 1000);
+      } else if (!open_ || round_.round != round) {
+        v1::CheckInResponse retry;
+        retry.mutable_retry()->set_retry_after_ms(1000);
+        result = std::move(retry);
+      } else {
+        v1::CheckInResponse response;
+        *response.mutable_task() = MakeTaskLocked(token, clock_->NowMs());
+        result = std::move(response);
+      }
+    }
+    done(std::move(result));
+  });
+}
+
+void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
+  const int64_t now = clock_->NowMs();
+  auto reject = [&](absl::Status status) {
+    Rejections().Warn(status, update.device_id(), now);
+    done(std::move(status));
+  };
+  if (absl::Status s = ValidateUpdate(update, spec_); !s.ok()) {
+    reject(std::move(s));
+    return;
+  }
+  std::string payload = Serialize(update);
+  const std::string& device = update.device_id();
+  absl::Status rejection;
+  std::optional<v1::UpdateAck> repeat_ack;  // the same bytes again
+  uint32_t round = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto previous = previous_updates_.find(device);
+    if (previous_round_ != 0 && update.round() == previous_round_ &&
+        update.round() != round_.round && previous != previous_updates_.end() &&
+        previous->second == payload) {
+      repeat_ack = MakeAckLocked(previous_round_);
+    } else if (update.round() != round_.round || (!open_ && !updates_.contains(device))) {
+      rejection = absl::FailedPreconditionError(absl::StrCat(
+          "round ", update.round(), " is not open (current round ", round_.round,
+          open_ ? ", open)" : ", closing)"));
+    } else if (auto task = tasks_.find(device);
+               task == tasks_.end() || task->second != update.task_token()) {
+      rejection = absl::FailedPreconditionError(
+          absl::StrCat("unknown task token for ", device, " in round ", round_.round));
+    } else if (update.base_version() != round_.base_version) {
+      rejection = absl::AbortedError(absl::StrCat("update built on version ",
+                                                  update.base_version(), " but round ",
+                                                  round_.round, " trains version ",
+                                                  round_.base_version, "; check in again"));
+    } else if (auto it = updates_.find(device); it != updates_.end()) {
+      if (it->second.payload != payload) {
+        rejection = absl::AlreadyExistsError(absl::StrCat(
+            device, " already submitted a different update in round ", round_.round));
+      } else if (it->second.durable) {
+        repeat_ack = MakeAckLocked(round_.round);
+      } else {
+        it->second.waiters.push_back(std::move(done));  // answered with the first write
+        return;
+      }
+    } else if (accepted_ + pending_ >= config_.policy().target_updates()) {
+      rejection = absl::FailedPreconditionError(absl::StrCat(
+          "round ", round_.round, " already has its ", config_.policy().target_updates(),
+          " updates"));
+    } else if (store_->PendingWrites() >= config_.max_pending_writes()) {
+      rejection = WithRetryHint(
+          absl::ResourceExhaustedError("too many updates waiting to be stored; retry later"),
+          200);
+    } else {
+      Entry& entry = updates_[device];
+      entry.payload = payload;
+      entry.waiters.push_back(std::move(done));
+      ++pending_;
+      round = round_.round;
+    }
+  }
+  if (repeat_ack) {
+    done(std::move(*repeat_ack));
+    return;
+  }
+  if (!rejection.ok()) {
+    reject(std::move(rejection));
+    return;
+  }
+  StoredUpdate stored{round, device, std::move(payload), now};
+  store_->AppendUpdate(std::move(stored), [this, round, device, update](absl::Status status) {
+    OnUpdateWritten(round, device, update, std::move(status));
+  });
+}
+
+void RoundManager::OnUpdateWritten(uint32_t round, const std::string& device_id,
+                                   v1::Update update, absl::Status status) {
+  std::vector<SubmitDone> waiters;
+  absl::StatusOr<v1::UpdateAck> result;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = updates_.find(device_id);
+    if (round != round_.round || it == updates_.end()) {
+      // Cannot happen: a round closes only after its pending writes finish.
+      spdlog::error("update of {} for round {} written after the round moved on", device_id,
+                    round);
+      return;
+    }
+    waiters = std::move(it->second.waiters);
+    --pending_;
+    if (status.ok()) {
+      it->second.durable = true;
+      accumulator_->Add(update);
+      ++accepted_;
+      result = MakeAckLocked(round);
+      if (open_ && accepted_ >= config_.policy().target_updates()) {
+        BeginCloseLocked(/*deadline=*/false);
+      }
+    } else {
+      updates_.erase(it);
+      spdlog::error("could not store update of {} in round {}: {}", device_id, round,
+                    status.ToString());
+      result = WithRetryHint(absl::UnavailableError("could not store the update; retry"), 1000);
+    }
+  }
+  for (SubmitDone& done : waiters) done(result);
+}
+
+void RoundManager::Tick() {
+  absl::MutexLock lock(&mu_);
+  if (open_ && !closing_ && clock_->NowMs() >= round_.deadline_ms) {
+    BeginCloseLocked(/*deadline=*/true);
+  }
+}
+
+void RoundManager::BeginCloseLocked(bool deadline) {
+  open_ = false;
+  closing_ = true;
+  if (closer_.joinable()) closer_.join();  // the previous closer has finished
+  closer_ = std::thread([this, deadline] { CloseRound(deadline); });
+}
+
+void RoundManager::CloseRound(bool deadline) {
+  mu_.Lock();
+  mu_.Await(absl::Condition(
+      +[](uint32_t* pending) { return *pending == 0; }, &pending_));
+  const RoundRecord round = round_;
+  const uint32_t accepted = accepted_;
+  const uint32_t tasks = static_cast<uint32_t>(tasks_.size());
+  const v1::ModelVersion base = latest_;
+  const Head base_head = latest_head_;
+  std::unique_ptr<UpdateAccumulator> accumulator = std::move(accumulator_);
+  mu_.Unlock();
+
+  const int64_t now = clock_->NowMs();
+  const bool commit = accepted >= config_.policy().min_updates() && accepted > 0;
+  std::optional<v1::ModelVersion> next;
+  std::optional<Head> next_head;
+  if (commit) {
+    absl::StatusOr<Head> head = accumulator->Apply(base_head, server_lr_q16_);
+    if (head.ok()) {
+      v1::ModelVersion model;
+      model.set_version(base.version() + 1);
+      model.set_parent_version(base.version());
+      model.set_round(round.round);
+      *model.mutable_spec() = base.spec();
+      StoreHead(*head, &model);
+      model.mutable_metrics()->set_participants(accumulator->participants());
+      model.mutable_metrics()->set_samples(accumulator->samples());
+      model.mutable_metrics()->set_mean_local_loss_q16(accumulator->mean_loss_q16());
+      model.set_created_unix_ms(now);
+      if (absl::Status s = store_->CommitRound(round.round, now, model); s.ok()) {
+        next = std::move(model);
+        next_head = std::move(*head);
+      } else {
+        spdlog::error("could not commit round {}: {}", round.round, s.ToString());
+      }
+    } else {
+      spdlog::error("could not aggregate round {}: {}", round.round, head.status().ToString());
+    }
+  }
+  if (next) {
+    spdlog::info("round {} {}: {} updates from {} tasks, {} samples -> committed version {}",
+                 round.round, deadline ? "reached its deadline" : "reached its target",
+                 accepted, tasks, next->metrics().samples(), next->version());
+  } else {
+    if (absl::Status s = store_->AbandonRound(round.round, now); !s.ok()) {
+      spdlog::error("could not mark round {} abandoned: {}", round.round, s.ToString());
+    }
+    spdlog::warn("round {} abandoned at its deadline: {} updates, minimum {}; model stays at "
+                 "version {}",
+                 round.round, accepted, config_.policy().min_updates(), base.version());
+  }
+
+  RoundRecord record;
+  record.round = round.round + 1;
+  record.base_version = next ? next->version() : base.version();
+  record.opened_ms = now;
+  record.deadline_ms = now + config_.policy().round_deadline_ms();
+  absl::Status opened = store_->OpenRound(record);
+
+  absl::MutexLock lock(&mu_);
+  if (next) {
+    latest_ = std::move(*next);
+    latest_head_ = std::move(*next_head);
+  }
+  previous_round_ = round.round;
+  previous_updates_.clear();
+  for (auto& [device, entry] : updates_) {
+    if (entry.durable) previous_updates_[device] = std::move(entry.payload);
+  }
+  updates_.clear();
+  tasks_.clear();
+  accepted_ = 0;
+  round_ = record;
+  accumulator_ = std::make_unique<UpdateAccumulator>(latest_head_.features, latest_head_.classes);
+  if (opened.ok()) {
+    open_ = true;
+    spdlog::info("opened round {} on version {}", record.round, record.base_version);
+  } else {
+    spdlog::error("could not open round {}: {}; the server accepts no work until restarted",
+                  record.round, opened.ToString());
+  }
+  closing_ = false;
+}
+
+void RoundManager::WaitIdle() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(+[](bool* closing) { return !*closing; }, &closing_));
+}
+
+absl::StatusOr<v1::ModelVersion> RoundManager::GetModel(uint32_t version) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (version == 0 || version == latest_.version()) return latest_;
+    if (version > latest_.version()) {
+      return absl::NotFoundError(absl::StrCat("no model version ", version, " (latest is ",
+                                              latest_.version(), ")"));
+    }
+  }
+  return store_->GetVersion(version);
+}
+
+RoundSnapshot RoundManager::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  RoundSnapshot s;
+  s.round = round_.round;
+  s.base_version = round_.base_version;
+  s.open = open_;
+  s.tasks_issued = static_cast<uint32_t>(tasks_.size());
+  s.accepted = accepted_;
+  s.pending = pending_;
+  s.deadline_ms = round_.deadline_ms;
+  s.latest_version = latest_.version();
+  return s;
+}
+
+}  // namespace tinyfed::server

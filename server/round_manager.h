@@ -1,0 +1,147 @@
+// The round lifecycle of one model: open a round on the latest version,
+// hand out tasks (over-selecting), accept updates exactly once, close at K
+// accepted updates or at the deadline with at least M, abandon below M,
+// commit the next version and open the next round.
+//
+// Every accepted update is durable in the ModelStore before it is
+// acknowledged, and after a restart Create() resumes the open round with
+// the updates already accepted, so none is lost and none counted twice.
+//
+// Safe for concurrent use. Results arrive through callbacks, which may run
+// on the caller's thread or on the store's writer thread; they must not
+// block. The RoundManager must outlive every pending callback; its
+// destructor waits for a round being closed.
+#ifndef TINYFED_SERVER_ROUND_MANAGER_H_
+#define TINYFED_SERVER_ROUND_MANAGER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "aggregator.h"
+#include "clock.h"
+#include "head.h"
+#include "model_store.h"
+#include "tinyfed/v1/coordinator.pb.h"
+#include "tinyfed/v1/server_config.pb.h"
+
+namespace tinyfed::server {
+
+// Payload key of the retry hint carried by RESOURCE_EXHAUSTED and
+// UNAVAILABLE statuses (decimal milliseconds).
+inline constexpr char kRetryAfterPayload[] = "tinyfed/retry-after-ms";
+
+// Milliseconds from a status's retry hint, if it has one.
+std::optional<uint32_t> RetryAfterMs(const absl::Status& status);
+
+struct RoundSnapshot {
+  uint32_t round = 0;
+  uint32_t base_version = 0;
+  bool open = false;
+  uint32_t tasks_issued = 0;
+  uint32_t accepted = 0;
+  uint32_t pending = 0;
+  int64_t deadline_ms = 0;
+  uint32_t latest_version = 0;
+};
+
+class RoundManager {
+ public:
+  using CheckInDone = std::function<void(absl::StatusOr<v1::CheckInResponse>)>;
+  using SubmitDone = std::function<void(absl::StatusOr<v1::UpdateAck>)>;
+
+  // Resumes from `store`: the latest committed version (or `initial`, stored
+  // as version 1 when the store is empty) and the open round with its tasks
+  // and accepted updates (or a new round). `config` must have passed
+  // ValidateServerConfig(). `store` and `clock` must outlive the manager.
+  // FAILED_PRECONDITION when the store's model has another shape than the
+  // config's head.
+  static absl::StatusOr<std::unique_ptr<RoundManager>> Create(
+      const v1::ServerConfig& config, const v1::ModelVersion& initial, ModelStore* store,
+      const Clock* clock);
+  ~RoundManager();
+
+  // A task for the device, the same one again if it already has one in the
+  // open round, or a retry hint. INVALID_ARGUMENT for a bad device id;
+  // FAILED_PRECONDITION when the device declares it cannot hold the head;
+  // UNAVAILABLE when the task could not be recorded.
+  void CheckIn(const v1::CheckInRequest& request, CheckInDone done);
+
+  // Validates, records durably, accumulates and acknowledges `update`.
+  // INVALID_ARGUMENT (shape, ranges, checksum); FAILED_PRECONDITION (round
+  // not open, unknown task token, round already has K updates); ABORTED
+  // (built on another base version, or the round closed while it was being
+  // recorded); ALREADY_EXISTS (the device sent different bytes before);
+  // RESOURCE_EXHAUSTED with a retry hint (too many writes pending);
+  // UNAVAILABLE (storage failed). The same bytes again get the original
+  // acknowledgement, also in the round after the one that took them.
+  void SubmitUpdate(const v1::Update& update, SubmitDone done);
+
+  // A committed version (0 = latest). NOT_FOUND for an unknown one.
+  absl::StatusOr<v1::ModelVersion> GetModel(uint32_t version);
+
+  // Closes the open round when its deadline has passed: commits with at
+  // least M accepted updates, abandons otherwise. Call periodically.
+  void Tick();
+
+  // Blocks until no round is being closed (tests and shutdown).
+  void WaitIdle();
+
+  RoundSnapshot Snapshot() const;
+
+ private:
+  RoundManager(const v1::ServerConfig& config, ModelStore* store, const Clock* clock);
+
+  struct Entry {
+    std::string payload;          // serialized update
+    bool durable = false;
+    std::vector<SubmitDone> waiters;  // retries waiting for the first write
+  };
+
+  absl::Status Resume(const v1::ModelVersion& initial);
+  v1::RoundTask MakeTaskLocked(const std::string& token, int64_t now_ms) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::UpdateAck MakeAckLocked(uint32_t round) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnUpdateWritten(uint32_t round, const std::string& device_id, v1::Update update,
+                       absl::Status status);
+  // Starts closing the open round on the closer thread.
+  void BeginCloseLocked(bool deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseRound(bool deadline);
+
+  const v1::ServerConfig config_;
+  ModelStore* const store_;
+  const Clock* const clock_;
+  const uint32_t task_limit_;      // ceil(K * over_selection)
+  const uint32_t server_lr_q16_;
+  const uint32_t learning_rate_q16_;
+  v1::HeadSpec spec_;  // set once by Create(), immutable after
+
+  mutable absl::Mutex mu_;
+  v1::ModelVersion latest_ ABSL_GUARDED_BY(mu_);
+  Head latest_head_ ABSL_GUARDED_BY(mu_);
+  RoundRecord round_ ABSL_GUARDED_BY(mu_);
+  bool open_ ABSL_GUARDED_BY(mu_) = false;     // accepting work
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;  // closer thread at work
+  absl::flat_hash_map<std::string, std::string> tasks_ ABSL_GUARDED_BY(mu_);  // device -> token
+  absl::flat_hash_map<std::string, Entry> updates_ ABSL_GUARDED_BY(mu_);      // device -> entry
+  // Payloads accepted in the previous round, to re-acknowledge retries.
+  uint32_t previous_round_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, std::string> previous_updates_ ABSL_GUARDED_BY(mu_);
+  uint32_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t pending_ ABSL_GUARDED_BY(mu_) = 0;
+  std::unique_ptr<UpdateAccumulator> accumulator_ ABSL_GUARDED_BY(mu_);
+  absl::BitGen token_bits_ ABSL_GUARDED_BY(mu_);
+  std::thread closer_;
+};
+
+}  // namespace tinyfed::server
+
+#endif  // TINYFED_SERVER_ROUND_MANAGER_H_

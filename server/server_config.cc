@@ -1,0 +1,176 @@
+#include "server_config.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+#include "head.h"
+#include "tinyfed_common/host_numerics.h"
+
+namespace tinyfed::server {
+namespace {
+
+class CollectFirstError : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    if (first_.empty()) first_ = absl::StrCat("line ", line + 1, ", column ", column + 1, ": ", message);
+  }
+  const std::string& first() const { return first_; }
+
+ private:
+  std::string first_;
+};
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::ServerConfig> ParseServerConfig(const std::string& text) {
+  v1::ServerConfig config;
+  google::protobuf::TextFormat::Parser parser;
+  CollectFirstError errors;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &config)) {
+    return absl::InvalidArgumentError(absl::StrCat("config: ", errors.first()));
+  }
+  return config;
+}
+
+absl::StatusOr<v1::ServerConfig> LoadServerConfigFile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<v1::ServerConfig> config = ParseServerConfig(*text);
+  if (!config.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", config.status().message()));
+  }
+  return config;
+}
+
+void ApplyDefaults(v1::ServerConfig* c) {
+  if (c->listen().empty()) c->set_listen("127.0.0.1:50051");
+  if (c->db().empty()) c->set_db("tinyfed.db");
+  if (c->max_pending_writes() == 0) c->set_max_pending_writes(4096);
+  v1::HeadConfig* h = c->mutable_head();
+  if (h->feature_count() == 0) h->set_feature_count(64);
+  if (h->class_count() == 0) h->set_class_count(10);
+  if (h->feature_scale() == 0) h->set_feature_scale(6.0 / 127.0);
+  if (h->weight_frac_bits() == 0) h->set_weight_frac_bits(12);
+  v1::PlanConfig* p = c->mutable_plan();
+  if (p->epochs() == 0) p->set_epochs(2);
+  if (p->batch_size() == 0) p->set_batch_size(8);
+  if (p->learning_rate() == 0) p->set_learning_rate(0.1);
+  v1::RoundPolicy* r = c->mutable_policy();
+  if (r->target_updates() == 0) r->set_target_updates(10);
+  if (r->min_updates() == 0) r->set_min_updates(std::max<uint32_t>(1, r->target_updates() / 2));
+  if (r->over_selection() == 0) r->set_over_selection(1.3);
+  if (r->round_deadline_ms() == 0) r->set_round_deadline_ms(60000);
+  if (r->server_learning_rate() == 0) r->set_server_learning_rate(1.0);
+  if (r->retry_after_ms() == 0) r->set_retry_after_ms(5000);
+}
+
+absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
+  auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  const v1::HeadConfig& h = c.head();
+  if (h.class_count() < 2 || h.class_count() > 32) {
+    return bad("head.class_count must be in [2, 32], got ", h.class_count());
+  }
+  if (static_cast<uint64_t>(h.feature_count()) * h.class_count() > 4096) {
+    return bad("head has ", h.feature_count(), " x ", h.class_count(),
+               " weights; at most 4096 fit a device update");
+  }
+  if (!ToFixedScale(h.feature_scale())) {
+    return bad("head.feature_scale must be positive and in [2^-32, 2^7], got ", h.feature_scale());
+  }
+  if (h.feature_zero_point() < -128 || h.feature_zero_point() > 127) {
+    return bad("head.feature_zero_point must be in [-128, 127], got ", h.feature_zero_point());
+  }
+  if (h.weight_frac_bits() < 4 || h.weight_frac_bits() > 14) {
+    return bad("head.weight_frac_bits must be in [4, 14], got ", h.weight_frac_bits());
+  }
+  const v1::PlanConfig& p = c.plan();
+  if (p.epochs() < 1 || p.epochs() > 64) return bad("plan.epochs must be in [1, 64], got ", p.epochs());
+  if (p.batch_size() < 1 || p.batch_size() > 64) {
+    return bad("plan.batch_size must be in [1, 64], got ", p.batch_size());
+  }
+  if (!(p.learning_rate() > 0) || p.learning_rate() > 16 || ToQ16(p.learning_rate()) == 0) {
+    return bad("plan.learning_rate must be in (0, 16], got ", p.learning_rate());
+  }
+  const v1::RoundPolicy& r = c.policy();
+  // The aggregate's int64 sums are exact up to 2^22 updates (aggregator.h).
+  if (r.target_updates() < 1 || r.target_updates() > 4'000'000) {
+    return bad("policy.target_updates must be in [1, 4000000], got ", r.target_updates());
+  }
+  if (r.min_updates() < 1 || r.min_updates() > r.target_updates()) {
+    return bad("policy.min_updates must be in [1, target_updates=", r.target_updates(), "], got ",
+               r.min_updates());
+  }
+  if (!(r.over_selection() >= 1.0) || r.over_selection() > 100) {
+    return bad("policy.over_selection must be in [1, 100], got ", r.over_selection());
+  }
+  if (r.round_deadline_ms() < 100) {
+    return bad("policy.round_deadline_ms must be >= 100, got ", r.round_deadline_ms());
+  }
+  if (!(r.server_learning_rate() > 0) || r.server_learning_rate() > 16 ||
+      ToQ16(r.server_learning_rate()) == 0) {
+    return bad("policy.server_learning_rate must be in (0, 16], got ", r.server_learning_rate());
+  }
+  if (c.listen().find(':') == std::string::npos) {
+    return bad("listen must be HOST:PORT, got '", c.listen(), "'");
+  }
+  return absl::OkStatus();
+}
+
+v1::HeadSpec HeadSpecFromConfig(const v1::ServerConfig& c) {
+  v1::HeadSpec spec;
+  spec.set_feature_count(c.head().feature_count());
+  spec.set_class_count(c.head().class_count());
+  spec.set_weight_frac_bits(c.head().weight_frac_bits());
+  const FixedScale scale = ToFixedScale(c.head().feature_scale()).value_or(FixedScale{});
+  spec.mutable_feature_quantization()->set_scale_multiplier(scale.multiplier);
+  spec.mutable_feature_quantization()->set_scale_shift(scale.shift);
+  spec.mutable_feature_quantization()->set_zero_point(c.head().feature_zero_point());
+  return spec;
+}
+
+absl::StatusOr<v1::ModelVersion> InitialModel(const v1::ServerConfig& config, int64_t now_ms) {
+  const v1::HeadSpec spec = HeadSpecFromConfig(config);
+  v1::ModelVersion model;
+  if (!config.initial_model().empty()) {
+    absl::StatusOr<std::string> bytes = ReadFile(config.initial_model());
+    if (!bytes.ok()) return bytes.status();
+    if (!model.ParseFromString(*bytes)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(config.initial_model(), " is not a ModelVersion in protobuf binary format"));
+    }
+    if (model.spec().SerializeAsString() != spec.SerializeAsString()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          config.initial_model(), " has head {", model.spec().ShortDebugString(),
+          "} but the configuration describes {", spec.ShortDebugString(), "}"));
+    }
+    if (absl::StatusOr<Head> head = LoadHead(model); !head.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(config.initial_model(), ": ", head.status().message()));
+    }
+  } else {
+    *model.mutable_spec() = spec;
+    StoreHead(Head::Zeros(spec.feature_count(), spec.class_count()), &model);
+  }
+  model.set_version(1);
+  model.set_parent_version(0);
+  model.set_round(0);
+  model.clear_metrics();
+  model.set_created_unix_ms(now_ms);
+  return model;
+}
+
+}  // namespace tinyfed::server

@@ -1,0 +1,36 @@
+// Loading and checking tinyfed-server's configuration (ServerConfig in
+// proto/tinyfed/v1/server_config.proto). Pure functions: safe for
+// concurrent use.
+#ifndef TINYFED_SERVER_SERVER_CONFIG_H_
+#define TINYFED_SERVER_SERVER_CONFIG_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "tinyfed/v1/model.pb.h"
+#include "tinyfed/v1/server_config.pb.h"
+
+namespace tinyfed::server {
+
+// Parses a ServerConfig in protobuf text format. INVALID_ARGUMENT with the
+// line and column of a syntax error or unknown field; NOT_FOUND when the
+// file cannot be read.
+absl::StatusOr<v1::ServerConfig> LoadServerConfigFile(const std::string& path);
+absl::StatusOr<v1::ServerConfig> ParseServerConfig(const std::string& text);
+
+// Fills every unset option with its documented default.
+void ApplyDefaults(v1::ServerConfig* config);
+
+// INVALID_ARGUMENT naming the first option out of range (after defaults).
+absl::Status ValidateServerConfig(const v1::ServerConfig& config);
+
+// The head spec (wire form) the configuration describes.
+v1::HeadSpec HeadSpecFromConfig(const v1::ServerConfig& config);
+
+// Version 1: the file named by config.initial_model, or all zeros.
+// INVALID_ARGUMENT when the file is not a valid model of the configured head.
+absl::StatusOr<v1::ModelVersion> InitialModel(const v1::ServerConfig& config, int64_t now_ms);
+
+}  // namespace tinyfed::server
+
+#endif  // TINYFED_SERVER_SERVER_CONFIG_H_

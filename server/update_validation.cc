@@ -1,0 +1,110 @@
+#include "update_validation.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "tinyfed_common/crc32.h"
+#include "tinyfed_common/quantize.h"
+
+namespace tinyfed::server {
+namespace {
+
+// Bounds shared with the device side (proto/tinyfed/v1/round.options says why).
+constexpr size_t kMaxDeviceIdBytes = 32;
+constexpr size_t kMaxTaskTokenBytes = 16;
+// 2^24 samples per device: n * s * q stays below 2^41, so the int64 sums of
+// the aggregator hold millions of updates exactly.
+constexpr uint32_t kMaxSampleCount = uint32_t{1} << 24;
+constexpr uint32_t kMinRowScale = 1;
+constexpr uint32_t kMaxRowScale = TINYFED_ROW_SCALE_MAX;
+// The quantizer's range is symmetric; -128 never comes from a correct device.
+constexpr int8_t kForbiddenValue = -128;
+
+bool IsPrintable(char ch) {
+  const auto u = static_cast<unsigned char>(ch);
+  return u >= 0x21 && u <= 0x7E;
+}
+
+}  // namespace
+
+absl::Status ValidateUpdate(const v1::Update& update, const v1::HeadSpec& spec) {
+  const std::string& id = update.device_id();
+  if (id.empty() || id.size() > kMaxDeviceIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device_id: expected 1..", kMaxDeviceIdBytes, " bytes, got ", id.size()));
+  }
+  for (size_t i = 0; i < id.size(); ++i) {
+    if (!IsPrintable(id[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device_id: expected printable ASCII (0x21..0x7E), got byte 0x",
+          absl::Hex(static_cast<unsigned char>(id[i]), absl::kZeroPad2), " at offset ", i));
+    }
+  }
+
+  if (update.task_token().size() > kMaxTaskTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("task_token: expected at most ",
+                                                   kMaxTaskTokenBytes, " bytes, got ",
+                                                   update.task_token().size()));
+  }
+
+  if (update.sample_count() < 1 || update.sample_count() > kMaxSampleCount) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sample_count: expected in [1, ", kMaxSampleCount, "], got ", update.sample_count()));
+  }
+
+  const uint64_t features = spec.feature_count();
+  const uint64_t classes = spec.class_count();
+  if (update.weight_delta().size() != features * classes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight_delta: expected ", features * classes, " bytes (", classes,
+                     " classes x ", features, " features), got ", update.weight_delta().size()));
+  }
+  if (update.bias_delta().size() != classes) {
+    return absl::InvalidArgumentError(absl::StrCat("bias_delta: expected ", classes,
+                                                   " bytes (one per class), got ",
+                                                   update.bias_delta().size()));
+  }
+
+  const std::string& w = update.weight_delta();
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (static_cast<int8_t>(w[i]) == kForbiddenValue) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("weight_delta[class ", i / features, "][feature ", i % features,
+                       "]: expected a value in [-127, 127], got -128"));
+    }
+  }
+  const std::string& b = update.bias_delta();
+  for (size_t c = 0; c < b.size(); ++c) {
+    if (static_cast<int8_t>(b[c]) == kForbiddenValue) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bias_delta[", c, "]: expected a value in [-127, 127], got -128"));
+    }
+  }
+
+  if (static_cast<uint64_t>(update.row_scales_size()) != classes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "row_scales: expected ", classes, " (one per class), got ", update.row_scales_size()));
+  }
+  for (int c = 0; c < update.row_scales_size(); ++c) {
+    const uint32_t s = update.row_scales(c);
+    if (s < kMinRowScale || s > kMaxRowScale) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "row_scales[", c, "]: expected in [", kMinRowScale, ", ", kMaxRowScale, "], got ", s));
+    }
+  }
+
+  uint32_t crc = tinyfed_crc32_update(TINYFED_CRC32_INIT,
+                                      reinterpret_cast<const uint8_t*>(w.data()), w.size());
+  crc = tinyfed_crc32_update(crc, reinterpret_cast<const uint8_t*>(b.data()), b.size());
+  if (crc != update.checksum()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checksum: expected 0x", absl::Hex(crc, absl::kZeroPad8),
+                     " (CRC-32 of weight_delta then bias_delta), got 0x",
+                     absl::Hex(update.checksum(), absl::kZeroPad8)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tinyfed::server

@@ -1,0 +1,47 @@
+// Timings of the server's parts on their own, to explain the end-to-end
+// figures: the aggregation arithmetic, update validation, and the SQLite
+// store's group-committed appends without a RoundManager or gRPC in front.
+// Each function runs alone; none is safe to overlap with other timings.
+#ifndef TINYFED_TESTS_BENCH_COMPONENT_TIMINGS_H_
+#define TINYFED_TESTS_BENCH_COMPONENT_TIMINGS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "in_process_load.h"
+#include "tinyfed/v1/model.pb.h"
+#include "tinyfed/v1/round.pb.h"
+#include "tinyfed/v1/server_config.pb.h"
+
+namespace tinyfed::bench {
+
+// Best of a few repetitions: pure compute, so noise only ever adds time.
+struct AggregationTiming {
+  size_t updates = 0;
+  double add_ms = 0;  // UpdateAccumulator::Add over all of them
+  double add_ns_per_update = 0;
+  double apply_us = 0;  // one Apply() of the sums
+};
+// REQUIRES: every update is valid for a features x classes head.
+AggregationTiming TimeAggregation(const std::vector<v1::Update>& updates, uint32_t features,
+                                  uint32_t classes);
+
+struct ValidationTiming {
+  double validate_ns = 0;  // ValidateUpdate per update, checksum included
+  double crc_ns = 0;       // of which the CRC-32 over the deltas
+};
+ValidationTiming TimeValidation(const std::vector<v1::Update>& updates, const v1::HeadSpec& spec);
+
+// AppendUpdate of every update (serialized beforehand) into a fresh store
+// at `db_path` with one open round, `inflight` appends outstanding.
+absl::StatusOr<InProcessResult> TimeStoreIngest(const v1::ServerConfig& config,
+                                                const std::string& db_path,
+                                                const std::vector<v1::Update>& updates,
+                                                int inflight);
+
+}  // namespace tinyfed::bench
+
+#endif  // TINYFED_TESTS_BENCH_COMPONENT_TIMINGS_H_

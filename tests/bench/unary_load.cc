@@ -1,0 +1,164 @@
+#include "unary_load.h"
+
+#include <grpcpp/generic/generic_stub.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <thread>
+
+#include "in_process_load.h"  // ProcessCpuSeconds
+
+namespace tinyfed::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One call slot: reused for the next request when its call finishes.
+struct Slot {
+  std::unique_ptr<grpc::ClientContext> context;
+  std::unique_ptr<grpc::GenericClientAsyncResponseReader> reader;
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  Clock::time_point started;
+};
+
+// What one client thread saw.
+struct ThreadResult {
+  uint64_t ok = 0;
+  uint64_t failed = 0;
+  grpc::Status first_error;
+  Clock::time_point last_finished{};
+  std::vector<int64_t> latencies_ns;
+};
+
+class ClientThread {
+ public:
+  ClientThread(grpc::GenericStub* stub, const std::string* method,
+               const std::vector<grpc::ByteBuffer>* requests, std::atomic<size_t>* next,
+               size_t end, int slots, std::chrono::seconds timeout)
+      : stub_(stub),
+        method_(method),
+        requests_(requests),
+        next_(next),
+        end_(end),
+        slots_(static_cast<size_t>(slots)),
+        timeout_(timeout) {
+    // Room for every call up front: no reallocation while timing.
+    result_.latencies_ns.reserve(end - std::min(end, next->load()));
+  }
+
+  void Run() {
+    int active = 0;
+    for (Slot& slot : slots_) {
+      if (Start(&slot)) ++active;
+    }
+    void* tag = nullptr;
+    bool ok = false;
+    while (active > 0 && cq_.Next(&tag, &ok)) {
+      Slot* slot = static_cast<Slot*>(tag);
+      const Clock::time_point now = Clock::now();
+      result_.latencies_ns.push_back(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(now - slot->started).count());
+      result_.last_finished = now;
+      if (ok && slot->status.ok()) {
+        ++result_.ok;
+      } else {
+        if (result_.failed++ == 0) {
+          result_.first_error = ok ? slot->status : grpc::Status(grpc::StatusCode::UNKNOWN,
+                                                                 "completion queue said !ok");
+        }
+      }
+      if (!Start(slot)) --active;
+    }
+    cq_.Shutdown();
+    while (cq_.Next(&tag, &ok)) {
+    }
+  }
+
+  ThreadResult& result() { return result_; }
+
+ private:
+  // Starts the next request on `slot`; false when none is left.
+  bool Start(Slot* slot) {
+    const size_t index = next_->fetch_add(1, std::memory_order_relaxed);
+    if (index >= end_) return false;
+    slot->context = std::make_unique<grpc::ClientContext>();
+    slot->context->set_deadline(std::chrono::system_clock::now() + timeout_);
+    slot->response.Clear();
+    slot->started = Clock::now();
+    slot->reader = stub_->PrepareUnaryCall(slot->context.get(), *method_, (*requests_)[index], &cq_);
+    slot->reader->StartCall();
+    slot->reader->Finish(&slot->response, &slot->status, slot);
+    return true;
+  }
+
+  grpc::GenericStub* const stub_;
+  const std::string* const method_;
+  const std::vector<grpc::ByteBuffer>* const requests_;
+  std::atomic<size_t>* const next_;
+  const size_t end_;
+  std::vector<Slot> slots_;
+  const std::chrono::seconds timeout_;
+  grpc::CompletionQueue cq_;
+  ThreadResult result_;
+};
+
+}  // namespace
+
+double UnaryLoadResult::PercentileUs(double p) const {
+  if (latencies_ns.empty()) return 0;
+  const double rank = std::ceil(p / 100.0 * static_cast<double>(latencies_ns.size()));
+  const size_t index =
+      std::min(latencies_ns.size() - 1, static_cast<size_t>(std::max(1.0, rank)) - 1);
+  return static_cast<double>(latencies_ns[index]) / 1e3;
+}
+
+UnaryLoadResult RunUnaryLoad(const std::shared_ptr<grpc::Channel>& channel,
+                             const std::string& method,
+                             const std::vector<grpc::ByteBuffer>& requests, size_t begin,
+                             size_t end, const UnaryLoadOptions& options) {
+  grpc::GenericStub stub(channel);
+  std::atomic<size_t> next{begin};
+  const int threads = std::max(1, options.client_threads);
+  std::vector<std::unique_ptr<ClientThread>> clients;
+  for (int t = 0; t < threads; ++t) {
+    // Spread the in-flight calls evenly; every thread gets at least one.
+    const int slots = std::max(1, options.inflight / threads + (t < options.inflight % threads));
+    clients.push_back(std::make_unique<ClientThread>(&stub, &method, &requests, &next, end, slots,
+                                                     options.call_timeout));
+  }
+  const double cpu_before = ProcessCpuSeconds();
+  const Clock::time_point started = Clock::now();
+  std::vector<std::thread> running;
+  for (auto& client : clients) running.emplace_back([c = client.get()] { c->Run(); });
+  for (std::thread& t : running) t.join();
+
+  UnaryLoadResult result;
+  result.cpu_seconds = ProcessCpuSeconds() - cpu_before;
+  result.last_finished = started;
+  for (auto& client : clients) {
+    ThreadResult& r = client->result();
+    result.ok += r.ok;
+    if (r.failed > 0 && result.failed == 0) result.first_error = r.first_error;
+    result.failed += r.failed;
+    result.last_finished = std::max(result.last_finished, r.last_finished);
+    result.latencies_ns.insert(result.latencies_ns.end(), r.latencies_ns.begin(),
+                               r.latencies_ns.end());
+  }
+  result.seconds = std::chrono::duration<double>(result.last_finished - started).count();
+  std::sort(result.latencies_ns.begin(), result.latencies_ns.end());
+  return result;
+}
+
+UnaryLoadResult MergeLatencies(const std::vector<const UnaryLoadResult*>& runs) {
+  UnaryLoadResult merged;
+  for (const UnaryLoadResult* run : runs) {
+    merged.latencies_ns.insert(merged.latencies_ns.end(), run->latencies_ns.begin(),
+                               run->latencies_ns.end());
+  }
+  std::sort(merged.latencies_ns.begin(), merged.latencies_ns.end());
+  return merged;
+}
+
+}  // namespace tinyfed::bench

@@ -1,0 +1,203 @@
+// Integration over loopback with a real gRPC client: devices built on the
+// C SDK check in, train, submit, and the committed version comes back
+// through GetModel with its lineage. Also the gRPC status codes and the
+// retry-hint metadata at the edge.
+#include "coordinator_service.h"
+
+#include <gtest/gtest.h>
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "server_config.h"
+#include "server_test_support.h"
+#include "tinyfed/tinyfed.h"
+#include "tinyfed/v1/coordinator.grpc.pb.h"
+
+namespace tinyfed::server {
+namespace {
+
+class LoopbackServer {
+ public:
+  explicit LoopbackServer(const v1::ServerConfig& config) : config_(config) {
+    auto store = OpenSqliteModelStore(dir_.File("store.db"));
+    EXPECT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    auto initial = InitialModel(config_, clock_.NowMs());
+    EXPECT_TRUE(initial.ok());
+    auto manager = RoundManager::Create(config_, *initial, store_.get(), &clock_);
+    EXPECT_TRUE(manager.ok()) << manager.status();
+    manager_ = std::move(*manager);
+    service_ = std::make_unique<CoordinatorService>(manager_.get());
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port_),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = v1::Coordinator::NewStub(channel_);
+  }
+  ~LoopbackServer() {
+    server_->Shutdown();
+    manager_.reset();
+  }
+  v1::Coordinator::Stub& stub() { return *stub_; }
+  RoundManager& manager() { return *manager_; }
+
+ private:
+  testing::TempDir dir_;
+  SystemClock clock_;
+  v1::ServerConfig config_;
+  std::unique_ptr<ModelStore> store_;
+  std::unique_ptr<RoundManager> manager_;
+  std::unique_ptr<CoordinatorService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Coordinator::Stub> stub_;
+};
+
+v1::ServerConfig Config() {
+  v1::ServerConfig c;
+  c.mutable_head()->set_feature_count(16);
+  c.mutable_head()->set_class_count(4);
+  c.mutable_policy()->set_target_updates(3);
+  c.mutable_policy()->set_min_updates(3);
+  ApplyDefaults(&c);
+  return c;
+}
+
+// A device running the real SDK on random local data.
+class SdkDevice {
+ public:
+  explicit SdkDevice(std::string id) : id_(std::move(id)), arena_(tinyfed_arena_size(16, 4, 8)) {
+    tinyfed_config_t cfg{id_.c_str(), 16, 4, 8};
+    EXPECT_EQ(tinyfed_init(&ctx_, &cfg, arena_.data(), arena_.size()), TINYFED_OK);
+    std::mt19937 rng(static_cast<uint32_t>(std::hash<std::string>()(id_)));
+    std::uniform_int_distribution<int> feature(-100, 100), label(0, 3);
+    features_.resize(40 * 16);
+    labels_.resize(40);
+    for (auto& f : features_) f = static_cast<int8_t>(feature(rng));
+    for (auto& l : labels_) l = static_cast<uint8_t>(label(rng));
+  }
+
+  // One round: check in, train, submit. Returns the submit status.
+  grpc::Status Round(v1::Coordinator::Stub& stub) {
+    uint8_t buf[TINYFED_TASK_MAX_SIZE(16u, 4u)];
+    size_t len = 0;
+    EXPECT_EQ(tinyfed_checkin_encode(&ctx_, 40, buf, sizeof buf, &len), TINYFED_OK);
+    v1::CheckInRequest request;
+    EXPECT_TRUE(request.ParseFromArray(buf, static_cast<int>(len)));
+    v1::CheckInResponse response;
+    grpc::ClientContext c1;
+    grpc::Status s = stub.CheckIn(&c1, request, &response);
+    if (!s.ok()) return s;
+    const std::string bytes = response.SerializeAsString();
+    tinyfed_checkin_result_t result{};
+    EXPECT_EQ(tinyfed_checkin_response_decode(&ctx_, reinterpret_cast<const uint8_t*>(bytes.data()),
+                                              bytes.size(), &result),
+              TINYFED_OK)
+        << tinyfed_last_error_message(&ctx_);
+    EXPECT_EQ(result.kind, TINYFED_CHECKIN_TASK);
+    tinyfed_dataset_t data{features_.data(), labels_.data(), 40, 16};
+    EXPECT_EQ(tinyfed_train(&ctx_, &data), TINYFED_OK);
+    EXPECT_EQ(tinyfed_update_encode(&ctx_, buf, sizeof buf, &len), TINYFED_OK);
+    v1::Update update;
+    EXPECT_TRUE(update.ParseFromArray(buf, static_cast<int>(len)));
+    v1::UpdateAck ack;
+    grpc::ClientContext c2;
+    return stub.SubmitUpdate(&c2, update, &ack);
+  }
+
+ private:
+  std::string id_;
+  std::vector<uint8_t> arena_;
+  tinyfed_context_t ctx_{};
+  std::vector<int8_t> features_;
+  std::vector<uint8_t> labels_;
+};
+
+TEST(CoordinatorService, FullRoundFromCheckInToCommittedVersion) {
+  LoopbackServer server(Config());
+  for (const char* id : {"mcu-a", "mcu-b", "mcu-c"}) {
+    SdkDevice device(id);
+    grpc::Status s = device.Round(server.stub());
+    ASSERT_TRUE(s.ok()) << id << ": " << s.error_message();
+  }
+  server.manager().WaitIdle();
+
+  grpc::ClientContext context;
+  v1::GetModelRequest request;  // version 0: latest
+  v1::ModelVersion latest;
+  ASSERT_TRUE(server.stub().GetModel(&context, request, &latest).ok());
+  EXPECT_EQ(latest.version(), 2u);
+  EXPECT_EQ(latest.parent_version(), 1u);
+  EXPECT_EQ(latest.round(), 1u);
+  EXPECT_EQ(latest.metrics().participants(), 3u);
+  EXPECT_EQ(latest.metrics().samples(), 120u);
+  EXPECT_GT(latest.metrics().mean_local_loss_q16(), 0u);
+  EXPECT_GT(latest.created_unix_ms(), 0);
+  auto head = LoadHead(latest);
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_NE(*head, Head::Zeros(16, 4)) << "training must have moved the model";
+
+  grpc::ClientContext c2;
+  request.set_version(1);
+  v1::ModelVersion parent;
+  ASSERT_TRUE(server.stub().GetModel(&c2, request, &parent).ok());
+  EXPECT_EQ(parent.version(), 1u);
+  EXPECT_EQ(parent.parent_version(), 0u);
+  EXPECT_EQ(parent.spec().SerializeAsString(), latest.spec().SerializeAsString());
+
+  grpc::ClientContext c3;
+  request.set_version(99);
+  v1::ModelVersion none;
+  EXPECT_EQ(server.stub().GetModel(&c3, request, &none).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST(CoordinatorService, ErrorsKeepTheirCodeAtTheEdge) {
+  LoopbackServer server(Config());
+  v1::Update garbage;
+  garbage.set_device_id("mcu-a");
+  grpc::ClientContext context;
+  v1::UpdateAck ack;
+  grpc::Status s = server.stub().SubmitUpdate(&context, garbage, &ack);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_FALSE(s.error_message().empty());
+
+  v1::CheckInRequest bad;
+  grpc::ClientContext c2;
+  v1::CheckInResponse response;
+  EXPECT_EQ(server.stub().CheckIn(&c2, bad, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST(CoordinatorService, OverloadCarriesRetryHintMetadata) {
+  v1::ServerConfig c = Config();
+  c.set_max_pending_writes(0);
+  LoopbackServer server(c);
+  v1::CheckInRequest request;
+  request.set_device_id("mcu-a");
+  v1::CheckInResponse response;
+  grpc::ClientContext c1;
+  ASSERT_TRUE(server.stub().CheckIn(&c1, request, &response).ok());
+  ASSERT_TRUE(response.has_task());
+  std::mt19937 rng(1);
+  const v1::RoundTask& task = response.task();
+  v1::Update update = testing::MakeUpdate(task.model().spec(), task.round(), "mcu-a",
+                                          task.task_token(), task.model().version(), 5, rng);
+  grpc::ClientContext c2;
+  v1::UpdateAck ack;
+  grpc::Status s = server.stub().SubmitUpdate(&c2, update, &ack);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  const auto& trailers = c2.GetServerTrailingMetadata();
+  auto it = trailers.find(kRetryAfterMetadata);
+  ASSERT_NE(it, trailers.end());
+  EXPECT_GT(std::stoi(std::string(it->second.data(), it->second.size())), 0);
+}
+
+}  // namespace
+}  // namespace tinyfed::server

@@ -1,0 +1,666 @@
+#include "model_store.h"
+
+#include <sqlite3.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+#include "server_test_support.h"
+#include "tinyfed_common/crc32.h"
+
+namespace tinyfed::server {
+namespace {
+
+using ::google::protobuf::util::MessageDifferencer;
+using testing::MakeSpec;
+using testing::MakeUpdate;
+using testing::TempDir;
+
+// How long a test waits for `done` callbacks before it fails instead of
+// hanging: each batch takes milliseconds, so this only ends a broken run.
+constexpr absl::Duration kCallbackLimit = absl::Seconds(20);
+
+v1::ModelVersion MakeVersion(uint32_t version, uint32_t parent, uint32_t round) {
+  const v1::HeadSpec spec = MakeSpec(/*features=*/4, /*classes=*/3);
+  v1::ModelVersion model;
+  model.set_version(version);
+  model.set_parent_version(parent);
+  model.set_round(round);
+  *model.mutable_spec() = spec;
+  // Weights that differ per version, so that a mixed-up version shows.
+  std::string weights(2 * spec.feature_count() * spec.class_count(), '\0');
+  for (size_t i = 0; i < weights.size(); ++i) weights[i] = static_cast<char>(i * 7 + version);
+  std::string bias(2 * spec.class_count(), static_cast<char>(version));
+  model.set_weights(weights);
+  model.set_bias(bias);
+  uint32_t crc = tinyfed_crc32_update(
+      TINYFED_CRC32_INIT, reinterpret_cast<const uint8_t*>(weights.data()), weights.size());
+  crc = tinyfed_crc32_update(crc, reinterpret_cast<const uint8_t*>(bias.data()), bias.size());
+  model.set_checksum(crc);
+  model.mutable_metrics()->set_participants(version * 10);
+  model.mutable_metrics()->set_samples(version * 1000ull);
+  model.set_created_unix_ms(1'700'000'000'000 + version);
+  return model;
+}
+
+RoundRecord MakeRound(uint32_t round, uint32_t base_version) {
+  RoundRecord record;
+  record.round = round;
+  record.base_version = base_version;
+  record.opened_ms = 1000 * round;
+  record.deadline_ms = 1000 * round + 500;
+  return record;
+}
+
+std::string Payload(uint32_t round, const std::string& device, uint32_t seed) {
+  std::mt19937 rng(seed);
+  return MakeUpdate(MakeSpec(4, 3), round, device, "token-" + device, 1, 10 + seed, rng)
+      .SerializeAsString();
+}
+
+// The statuses a store reports to `done` callbacks, by the index of the
+// append they belong to.
+class Completions {
+ public:
+  explicit Completions(size_t count) : statuses_(count) {}
+
+  DoneCallback Callback(size_t index) {
+    return [this, index](absl::Status status) {
+      absl::MutexLock lock(&mu_);
+      statuses_[index] = std::move(status);
+      ++finished_;
+    };
+  }
+  // All statuses, once every callback has run; fails the test when they do
+  // not within kCallbackLimit.
+  std::vector<absl::Status> Wait() {
+    absl::MutexLock lock(&mu_);
+    const bool all =
+        mu_.AwaitWithTimeout(absl::Condition(this, &Completions::AllFinished), kCallbackLimit);
+    EXPECT_TRUE(all) << finished_ << " of " << statuses_.size() << " callbacks ran";
+    return statuses_;
+  }
+  size_t finished() {
+    absl::MutexLock lock(&mu_);
+    return finished_;
+  }
+
+ private:
+  bool AllFinished() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return finished_ == statuses_.size();
+  }
+
+  absl::Mutex mu_;
+  std::vector<absl::Status> statuses_ ABSL_GUARDED_BY(mu_);
+  size_t finished_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+std::unique_ptr<ModelStore> OpenOrDie(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(*store) : nullptr;
+}
+
+// Holds the store's writer thread inside a `done` callback, so that the
+// appends issued meanwhile are all queued when it resumes: they form one
+// batch. Needs an open round `round`.
+class WriterGate {
+ public:
+  WriterGate(ModelStore& store, uint32_t round) : state_(std::make_shared<State>()) {
+    // The callback keeps the state alive: it may still be waking up from
+    // `released` after this object is gone.
+    store.AppendTask({round, "gate-device", "gate", 0}, [state = state_](absl::Status) {
+      state->entered.Notify();
+      state->released.WaitForNotification();
+    });
+    EXPECT_TRUE(state_->entered.WaitForNotificationWithTimeout(kCallbackLimit));
+  }
+  ~WriterGate() { state_->released.Notify(); }
+  WriterGate(const WriterGate&) = delete;
+  WriterGate& operator=(const WriterGate&) = delete;
+
+ private:
+  struct State {
+    absl::Notification entered;
+    absl::Notification released;
+  };
+  std::shared_ptr<State> state_;
+};
+
+// Runs SQL on the file directly, as an operator's tool would.
+void ExecSql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* error = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
+  EXPECT_EQ(rc, SQLITE_OK) << sql << ": " << (error ? error : "");
+  sqlite3_free(error);
+  sqlite3_close(db);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+class ModelStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = dir_.File("store.db");
+    store_ = OpenOrDie(path_);
+    ASSERT_NE(store_, nullptr);
+  }
+  void Reopen() {
+    store_.reset();
+    store_ = OpenOrDie(path_);
+    ASSERT_NE(store_, nullptr);
+  }
+  // Version 1 and an open round 1 on it.
+  void StartRoundOne() {
+    ASSERT_TRUE(store_->PutInitialVersion(MakeVersion(1, 0, 0)).ok());
+    ASSERT_TRUE(store_->OpenRound(MakeRound(1, 1)).ok());
+  }
+  RoundState StateOf(uint32_t round) {
+    absl::StatusOr<std::optional<RoundRecord>> latest = store_->LatestRound();
+    EXPECT_TRUE(latest.ok() && latest->has_value() && (*latest)->round == round);
+    return latest.ok() && latest->has_value() ? (*latest)->state : RoundState::kOpen;
+  }
+
+  TempDir dir_;
+  std::string path_;
+  std::unique_ptr<ModelStore> store_;
+};
+
+TEST_F(ModelStoreTest, NewStoreIsEmpty) {
+  absl::StatusOr<std::optional<v1::ModelVersion>> latest = store_->LatestVersion();
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_FALSE(latest->has_value());
+  EXPECT_EQ(store_->GetVersion(1).status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<std::optional<RoundRecord>> round = store_->LatestRound();
+  ASSERT_TRUE(round.ok()) << round.status();
+  EXPECT_FALSE(round->has_value());
+  EXPECT_EQ(store_->PendingWrites(), 0u);
+}
+
+TEST_F(ModelStoreTest, VersionsRoundTrip) {
+  const v1::ModelVersion v1 = MakeVersion(1, 0, 0);
+  ASSERT_TRUE(store_->PutInitialVersion(v1).ok());
+  ASSERT_TRUE(store_->OpenRound(MakeRound(1, 1)).ok());
+  const v1::ModelVersion v2 = MakeVersion(2, 1, 1);
+  ASSERT_TRUE(store_->CommitRound(1, 1400, v2).ok());
+
+  absl::StatusOr<v1::ModelVersion> got1 = store_->GetVersion(1);
+  ASSERT_TRUE(got1.ok()) << got1.status();
+  EXPECT_TRUE(MessageDifferencer::Equals(*got1, v1)) << got1->ShortDebugString();
+  absl::StatusOr<v1::ModelVersion> got2 = store_->GetVersion(2);
+  ASSERT_TRUE(got2.ok()) << got2.status();
+  EXPECT_TRUE(MessageDifferencer::Equals(*got2, v2));
+  absl::StatusOr<std::optional<v1::ModelVersion>> latest = store_->LatestVersion();
+  ASSERT_TRUE(latest.ok() && latest->has_value());
+  EXPECT_TRUE(MessageDifferencer::Equals(**latest, v2));
+
+  absl::Status missing = store_->GetVersion(3).status();
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.message().find("3"), std::string::npos) << missing;
+}
+
+TEST_F(ModelStoreTest, InitialVersionIsStoredOnce) {
+  ASSERT_TRUE(store_->PutInitialVersion(MakeVersion(1, 0, 0)).ok());
+  v1::ModelVersion other = MakeVersion(1, 0, 0);
+  other.set_created_unix_ms(42);
+  EXPECT_EQ(store_->PutInitialVersion(other).code(), absl::StatusCode::kAlreadyExists);
+  absl::StatusOr<v1::ModelVersion> kept = store_->GetVersion(1);
+  ASSERT_TRUE(kept.ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(*kept, MakeVersion(1, 0, 0)));
+}
+
+TEST_F(ModelStoreTest, InitialVersionMustStartTheLineage) {
+  // model.proto: version 1 is the initial model, with parent 0 and round 0.
+  EXPECT_EQ(store_->PutInitialVersion(MakeVersion(2, 1, 1)).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->PutInitialVersion(MakeVersion(0, 0, 0)).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(store_->LatestVersion()->has_value());
+}
+
+TEST_F(ModelStoreTest, OpenRoundRules) {
+  ASSERT_TRUE(store_->PutInitialVersion(MakeVersion(1, 0, 0)).ok());
+  const RoundRecord one = MakeRound(1, 1);
+  ASSERT_TRUE(store_->OpenRound(one).ok());
+  absl::StatusOr<std::optional<RoundRecord>> latest = store_->LatestRound();
+  ASSERT_TRUE(latest.ok() && latest->has_value());
+  EXPECT_EQ((*latest)->round, 1u);
+  EXPECT_EQ((*latest)->base_version, 1u);
+  EXPECT_EQ((*latest)->state, RoundState::kOpen);
+  EXPECT_EQ((*latest)->opened_ms, one.opened_ms);
+  EXPECT_EQ((*latest)->deadline_ms, one.deadline_ms);
+  EXPECT_EQ((*latest)->closed_ms, 0);
+
+  EXPECT_EQ(store_->OpenRound(one).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->OpenRound(MakeRound(2, 1)).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(store_->AbandonRound(1, 1500).ok());
+  EXPECT_EQ(store_->OpenRound(one).code(), absl::StatusCode::kAlreadyExists);
+
+  ASSERT_TRUE(store_->OpenRound(MakeRound(5, 1)).ok());
+  ASSERT_TRUE(store_->AbandonRound(5, 5500).ok());
+  // Going back would hide round 3 behind round 5 from LatestRound, which a
+  // restarting server uses to find its open round.
+  EXPECT_EQ(store_->OpenRound(MakeRound(3, 1)).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->OpenRound(MakeRound(0, 1)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->LatestRound().value()->round, 5u);
+  EXPECT_TRUE(store_->OpenRound(MakeRound(6, 1)).ok());
+}
+
+TEST_F(ModelStoreTest, AppendsAreReadableInIssueOrderOnceDone) {
+  StartRoundOne();
+  // Device ids in descending order, so that reading in key order instead of
+  // insertion order would show.
+  constexpr size_t kCount = 20;
+  std::vector<std::string> devices;
+  for (size_t i = 0; i < kCount; ++i) devices.push_back(absl::StrCat("dev-", 99 - i));
+  Completions tasks(kCount), updates(kCount);
+  for (size_t i = 0; i < kCount; ++i) {
+    store_->AppendTask({1, devices[i], "token-" + devices[i], static_cast<int64_t>(100 + i)},
+                       tasks.Callback(i));
+    store_->AppendUpdate({1, devices[i], Payload(1, devices[i], static_cast<uint32_t>(i)),
+                          static_cast<int64_t>(200 + i)},
+                         updates.Callback(i));
+  }
+  for (const absl::Status& s : tasks.Wait()) EXPECT_TRUE(s.ok()) << s;
+  for (const absl::Status& s : updates.Wait()) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(store_->PendingWrites(), 0u);
+
+  absl::StatusOr<std::vector<TaskRecord>> stored_tasks = store_->RoundTasks(1);
+  ASSERT_TRUE(stored_tasks.ok()) << stored_tasks.status();
+  ASSERT_EQ(stored_tasks->size(), kCount);
+  absl::StatusOr<std::vector<StoredUpdate>> stored_updates = store_->RoundUpdates(1);
+  ASSERT_TRUE(stored_updates.ok()) << stored_updates.status();
+  ASSERT_EQ(stored_updates->size(), kCount);
+  for (size_t i = 0; i < kCount; ++i) {
+    const TaskRecord& t = (*stored_tasks)[i];
+    EXPECT_EQ(t.round, 1u);
+    EXPECT_EQ(t.device_id, devices[i]);
+    EXPECT_EQ(t.token, "token-" + devices[i]);
+    EXPECT_EQ(t.issued_ms, static_cast<int64_t>(100 + i));
+    const StoredUpdate& u = (*stored_updates)[i];
+    EXPECT_EQ(u.round, 1u);
+    EXPECT_EQ(u.device_id, devices[i]);
+    EXPECT_EQ(u.payload, Payload(1, devices[i], static_cast<uint32_t>(i)));
+    EXPECT_EQ(u.received_ms, static_cast<int64_t>(200 + i));
+  }
+  EXPECT_TRUE(store_->RoundTasks(2)->empty());
+  EXPECT_TRUE(store_->RoundUpdates(2)->empty());
+}
+
+TEST_F(ModelStoreTest, BinaryFieldsSurviveByteForByte) {
+  StartRoundOne();
+  // Tokens are random bytes; a payload may contain NUL anywhere.
+  const std::string token("\0\xff\x01token\0", 9);
+  const std::string payload("\0\0\x80payload\0\xfe", 12);
+  Completions done(3);
+  store_->AppendTask({1, "dev", token, 5}, done.Callback(0));
+  store_->AppendUpdate({1, "dev", payload, 6}, done.Callback(1));
+  store_->AppendUpdate({1, "empty", "", 7}, done.Callback(2));
+  for (const absl::Status& s : done.Wait()) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(store_->RoundTasks(1).value().at(0).token, token);
+  const std::vector<StoredUpdate> updates = store_->RoundUpdates(1).value();
+  ASSERT_EQ(updates.size(), 2u);
+  EXPECT_EQ(updates[0].payload, payload);
+  EXPECT_EQ(updates[1].payload, "");
+}
+
+TEST_F(ModelStoreTest, DuplicateInABatchFailsAloneWithAlreadyExists) {
+  StartRoundOne();
+  Completions done(5);
+  {
+    WriterGate gate(*store_, 1);
+    store_->AppendUpdate({1, "a", "first", 1}, done.Callback(0));
+    store_->AppendUpdate({1, "a", "second", 2}, done.Callback(1));
+    store_->AppendUpdate({1, "b", "b", 3}, done.Callback(2));
+    store_->AppendTask({1, "a", "t", 4}, done.Callback(3));  // tasks are a separate record
+    store_->AppendTask({1, "gate-device", "again", 5}, done.Callback(4));
+    EXPECT_EQ(store_->PendingWrites(), 5u);
+  }
+  const std::vector<absl::Status> statuses = done.Wait();
+  EXPECT_TRUE(statuses[0].ok()) << statuses[0];
+  EXPECT_EQ(statuses[1].code(), absl::StatusCode::kAlreadyExists) << statuses[1];
+  EXPECT_NE(statuses[1].message().find("'a'"), std::string::npos) << statuses[1];
+  EXPECT_TRUE(statuses[2].ok()) << statuses[2];
+  EXPECT_TRUE(statuses[3].ok()) << statuses[3];
+  EXPECT_EQ(statuses[4].code(), absl::StatusCode::kAlreadyExists) << statuses[4];
+
+  const std::vector<StoredUpdate> updates = store_->RoundUpdates(1).value();
+  ASSERT_EQ(updates.size(), 2u);
+  EXPECT_EQ(updates[0].payload, "first");  // the duplicate did not overwrite it
+  EXPECT_EQ(updates[1].device_id, "b");
+  const std::vector<TaskRecord> tasks = store_->RoundTasks(1).value();
+  ASSERT_EQ(tasks.size(), 2u);
+  EXPECT_EQ(tasks[0].token, "gate");
+  EXPECT_EQ(tasks[1].device_id, "a");
+}
+
+TEST_F(ModelStoreTest, AppendToARoundThatIsNotOpenFails) {
+  StartRoundOne();
+  Completions before(2);
+  store_->AppendUpdate({7, "dev", "x", 1}, before.Callback(0));  // no such round
+  store_->AppendTask({7, "dev", "x", 1}, before.Callback(1));
+  for (const absl::Status& s : before.Wait()) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  }
+  ASSERT_TRUE(store_->CommitRound(1, 1400, MakeVersion(2, 1, 1)).ok());
+  ASSERT_TRUE(store_->OpenRound(MakeRound(2, 2)).ok());
+  ASSERT_TRUE(store_->AbandonRound(2, 2400).ok());
+  Completions after(4);
+  store_->AppendUpdate({1, "dev", "x", 1}, after.Callback(0));  // committed
+  store_->AppendTask({1, "dev", "x", 1}, after.Callback(1));
+  store_->AppendUpdate({2, "dev", "x", 1}, after.Callback(2));  // abandoned
+  store_->AppendTask({2, "dev", "x", 1}, after.Callback(3));
+  for (const absl::Status& s : after.Wait()) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  }
+  for (uint32_t round : {1u, 2u, 7u}) {
+    EXPECT_TRUE(store_->RoundUpdates(round)->empty()) << round;
+    EXPECT_TRUE(store_->RoundTasks(round)->empty()) << round;
+  }
+}
+
+TEST_F(ModelStoreTest, AppendsIssuedBeforeACloseAreApplied) {
+  StartRoundOne();
+  constexpr size_t kCount = 100;
+  Completions done(kCount);
+  for (size_t i = 0; i < kCount; ++i) {
+    store_->AppendUpdate({1, absl::StrCat("dev-", i), "u", 1}, done.Callback(i));
+  }
+  // Issued after the appends, so applied after them although it does not
+  // wait for their callbacks: they all land in the round before it closes.
+  ASSERT_TRUE(store_->AbandonRound(1, 1500).ok());
+  for (const absl::Status& s : done.Wait()) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(store_->RoundUpdates(1)->size(), kCount);
+
+  Completions late(1);
+  store_->AppendUpdate({1, "late", "u", 2}, late.Callback(0));
+  EXPECT_EQ(late.Wait()[0].code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(ModelStoreTest, CommitRoundChecksLineageAndWritesNothingOnFailure) {
+  StartRoundOne();
+  const auto expect_unchanged = [&] {
+    absl::StatusOr<std::optional<v1::ModelVersion>> latest = store_->LatestVersion();
+    ASSERT_TRUE(latest.ok() && latest->has_value());
+    EXPECT_EQ((*latest)->version(), 1u);
+    EXPECT_EQ(store_->GetVersion(2).status().code(), absl::StatusCode::kNotFound);
+    absl::StatusOr<std::optional<RoundRecord>> round = store_->LatestRound();
+    ASSERT_TRUE(round.ok() && round->has_value());
+    EXPECT_EQ((*round)->state, RoundState::kOpen);
+    EXPECT_EQ((*round)->closed_ms, 0);
+  };
+  // Skips a version number.
+  EXPECT_EQ(store_->CommitRound(1, 1400, MakeVersion(3, 1, 1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  expect_unchanged();
+  // Built on a version that is not the latest.
+  EXPECT_EQ(store_->CommitRound(1, 1400, MakeVersion(2, 0, 1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  expect_unchanged();
+  // Claims to come from another round.
+  EXPECT_EQ(store_->CommitRound(1, 1400, MakeVersion(2, 1, 9)).code(),
+            absl::StatusCode::kInvalidArgument);
+  expect_unchanged();
+  // A round that does not exist.
+  EXPECT_EQ(store_->CommitRound(4, 1400, MakeVersion(2, 1, 4)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  expect_unchanged();
+
+  ASSERT_TRUE(store_->CommitRound(1, 1400, MakeVersion(2, 1, 1)).ok());
+  absl::StatusOr<std::optional<RoundRecord>> round = store_->LatestRound();
+  ASSERT_TRUE(round.ok() && round->has_value());
+  EXPECT_EQ((*round)->state, RoundState::kCommitted);
+  EXPECT_EQ((*round)->closed_ms, 1400);
+  EXPECT_EQ(store_->LatestVersion().value()->version(), 2u);
+  // The round is closed now.
+  EXPECT_EQ(store_->CommitRound(1, 1500, MakeVersion(3, 2, 1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->AbandonRound(1, 1500).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->LatestVersion().value()->version(), 2u);
+}
+
+TEST_F(ModelStoreTest, CommitRoundFailingMidwayLeavesTheRoundOpen) {
+  StartRoundOne();
+  // Make the version insert, which runs after the round is marked committed,
+  // fail: the round must stay open, as if the commit had never started.
+  ExecSql(path_,
+          "CREATE TRIGGER fail_insert BEFORE INSERT ON model_versions "
+          "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  absl::Status failed = store_->CommitRound(1, 1400, MakeVersion(2, 1, 1));
+  EXPECT_FALSE(failed.ok());
+  EXPECT_NE(failed.message().find("injected failure"), std::string::npos) << failed;
+  EXPECT_EQ(StateOf(1), RoundState::kOpen);
+  EXPECT_EQ(store_->GetVersion(2).status().code(), absl::StatusCode::kNotFound);
+
+  ExecSql(path_, "DROP TRIGGER fail_insert");
+  EXPECT_TRUE(store_->CommitRound(1, 1400, MakeVersion(2, 1, 1)).ok());
+  EXPECT_EQ(StateOf(1), RoundState::kCommitted);
+}
+
+TEST_F(ModelStoreTest, AbandonRoundKeepsTheModel) {
+  StartRoundOne();
+  EXPECT_EQ(store_->AbandonRound(3, 1500).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(store_->AbandonRound(1, 1500).ok());
+  absl::StatusOr<std::optional<RoundRecord>> round = store_->LatestRound();
+  ASSERT_TRUE(round.ok() && round->has_value());
+  EXPECT_EQ((*round)->state, RoundState::kAbandoned);
+  EXPECT_EQ((*round)->closed_ms, 1500);
+  EXPECT_EQ(store_->LatestVersion().value()->version(), 1u);
+  EXPECT_EQ(store_->AbandonRound(1, 1600).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->CommitRound(1, 1600, MakeVersion(2, 1, 1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->LatestRound().value()->closed_ms, 1500);
+}
+
+TEST_F(ModelStoreTest, EverythingSurvivesReopening) {
+  StartRoundOne();
+  ASSERT_TRUE(store_->CommitRound(1, 1400, MakeVersion(2, 1, 1)).ok());
+  const RoundRecord two = MakeRound(2, 2);
+  ASSERT_TRUE(store_->OpenRound(two).ok());
+  Completions done(4);
+  store_->AppendTask({2, "dev-b", "tb", 2001}, done.Callback(0));
+  store_->AppendTask({2, "dev-a", "ta", 2002}, done.Callback(1));
+  store_->AppendUpdate({2, "dev-b", Payload(2, "dev-b", 1), 2101}, done.Callback(2));
+  store_->AppendUpdate({2, "dev-a", Payload(2, "dev-a", 2), 2102}, done.Callback(3));
+  for (const absl::Status& s : done.Wait()) EXPECT_TRUE(s.ok()) << s;
+
+  Reopen();
+  EXPECT_TRUE(MessageDifferencer::Equals(store_->GetVersion(1).value(), MakeVersion(1, 0, 0)));
+  EXPECT_TRUE(
+      MessageDifferencer::Equals(store_->LatestVersion().value().value(), MakeVersion(2, 1, 1)));
+  const RoundRecord round = store_->LatestRound().value().value();
+  EXPECT_EQ(round.round, 2u);
+  EXPECT_EQ(round.base_version, 2u);
+  EXPECT_EQ(round.state, RoundState::kOpen);
+  EXPECT_EQ(round.opened_ms, two.opened_ms);
+  EXPECT_EQ(round.deadline_ms, two.deadline_ms);
+  const std::vector<TaskRecord> tasks = store_->RoundTasks(2).value();
+  ASSERT_EQ(tasks.size(), 2u);
+  EXPECT_EQ(tasks[0].device_id, "dev-b");
+  EXPECT_EQ(tasks[0].token, "tb");
+  EXPECT_EQ(tasks[0].issued_ms, 2001);
+  EXPECT_EQ(tasks[1].device_id, "dev-a");
+  const std::vector<StoredUpdate> updates = store_->RoundUpdates(2).value();
+  ASSERT_EQ(updates.size(), 2u);
+  EXPECT_EQ(updates[0].device_id, "dev-b");
+  EXPECT_EQ(updates[0].payload, Payload(2, "dev-b", 1));
+  EXPECT_EQ(updates[1].payload, Payload(2, "dev-a", 2));
+  EXPECT_EQ(updates[1].received_ms, 2102);
+  // The reopened store still enforces the rules on the old state.
+  EXPECT_EQ(store_->OpenRound(MakeRound(3, 2)).code(), absl::StatusCode::kFailedPrecondition);
+  Completions again(1);
+  store_->AppendUpdate({2, "dev-a", "other", 2200}, again.Callback(0));
+  EXPECT_EQ(again.Wait()[0].code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(ModelStoreTest, TheFileIsInWalMode) {
+  StartRoundOne();
+  store_.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)), "wal");
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+}
+
+TEST_F(ModelStoreTest, ConcurrentAppendsAllCompleteAndKeepEachThreadsOrder) {
+  StartRoundOne();
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 500;
+  Completions done(kThreads * kPerThread);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string device = absl::StrCat("t", t, "-", i);
+        store_->AppendUpdate({1, device, "payload-" + device, i},
+                             done.Callback(static_cast<size_t>(t * kPerThread + i)));
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  const std::vector<absl::Status> statuses = done.Wait();
+  for (size_t i = 0; i < statuses.size(); ++i) ASSERT_TRUE(statuses[i].ok()) << i << statuses[i];
+  EXPECT_EQ(store_->PendingWrites(), 0u);
+
+  const std::vector<StoredUpdate> updates = store_->RoundUpdates(1).value();
+  ASSERT_EQ(updates.size(), static_cast<size_t>(kThreads * kPerThread));
+  std::vector<int> next(kThreads, 0);
+  for (const StoredUpdate& u : updates) {
+    int t = -1, i = -1;
+    ASSERT_EQ(std::sscanf(u.device_id.c_str(), "t%d-%d", &t, &i), 2) << u.device_id;
+    ASSERT_TRUE(t >= 0 && t < kThreads) << u.device_id;
+    EXPECT_EQ(i, next[t]++) << "thread " << t << "'s appends out of order";
+    EXPECT_EQ(u.payload, "payload-" + u.device_id);
+    EXPECT_EQ(u.received_ms, i);
+  }
+}
+
+TEST_F(ModelStoreTest, PendingWritesCountsAppendsNotYetDurable) {
+  StartRoundOne();
+  constexpr size_t kCount = 50;
+  Completions done(kCount);
+  {
+    WriterGate gate(*store_, 1);
+    for (size_t i = 0; i < kCount; ++i) {
+      store_->AppendUpdate({1, absl::StrCat("dev-", i), "u", 1}, done.Callback(i));
+    }
+    EXPECT_EQ(store_->PendingWrites(), kCount);
+    EXPECT_EQ(done.finished(), 0u);  // nothing is acknowledged before it is written
+  }
+  for (const absl::Status& s : done.Wait()) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(store_->PendingWrites(), 0u);
+}
+
+TEST_F(ModelStoreTest, DestroyingTheStoreWritesEverythingQueued) {
+  StartRoundOne();
+  constexpr size_t kCount = 1000;
+  Completions done(kCount);
+  for (size_t i = 0; i < kCount; ++i) {
+    store_->AppendUpdate({1, absl::StrCat("dev-", i), absl::StrCat("payload-", i), 1},
+                         done.Callback(i));
+  }
+  store_.reset();
+  EXPECT_EQ(done.finished(), kCount);  // before the destructor returned
+  for (const absl::Status& s : done.Wait()) EXPECT_TRUE(s.ok()) << s;
+
+  Reopen();
+  const std::vector<StoredUpdate> updates = store_->RoundUpdates(1).value();
+  ASSERT_EQ(updates.size(), kCount);
+  for (size_t i = 0; i < kCount; ++i) {
+    EXPECT_EQ(updates[i].payload, absl::StrCat("payload-", i));
+  }
+}
+
+TEST_F(ModelStoreTest, SynchronousWriteFromADoneCallbackFailsInsteadOfHanging) {
+  StartRoundOne();
+  absl::Status inner;
+  Completions done(1);
+  store_->AppendTask({1, "dev", "t", 1}, [&](absl::Status status) {
+    inner = store_->AbandonRound(1, 1500);
+    done.Callback(0)(std::move(status));
+  });
+  EXPECT_TRUE(done.Wait()[0].ok());
+  EXPECT_EQ(inner.code(), absl::StatusCode::kFailedPrecondition) << inner;
+  EXPECT_EQ(StateOf(1), RoundState::kOpen);
+}
+
+TEST(ModelStoreFileTest, RefusesAnotherSchemaVersion) {
+  TempDir dir;
+  const std::string path = dir.File("store.db");
+  ASSERT_NE(OpenOrDie(path), nullptr);
+  ExecSql(path, "PRAGMA user_version=2");
+  absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(store.status().message().find("schema version 2"), std::string::npos) << store.status();
+}
+
+TEST(ModelStoreFileTest, RefusesAnotherProgramsDatabaseAndLeavesItAlone) {
+  TempDir dir;
+  const std::string path = dir.File("other.db");
+  ExecSql(path, "CREATE TABLE notes(text TEXT); INSERT INTO notes VALUES('keep me')");
+  const std::string before = ReadFile(path);
+  absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(store.status().message().find("not a tinyfed model store"), std::string::npos)
+      << store.status();
+  EXPECT_EQ(ReadFile(path), before);
+}
+
+TEST(ModelStoreFileTest, RefusesAFileThatIsNotADatabase) {
+  TempDir dir;
+  const std::string path = dir.File("garbage.db");
+  const std::string garbage(4096, 'x');
+  std::ofstream(path, std::ios::binary) << garbage;
+  absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(store.status().message().find(path), std::string::npos) << store.status();
+  EXPECT_NE(store.status().message().find("not a database"), std::string::npos) << store.status();
+  EXPECT_EQ(ReadFile(path), garbage);
+}
+
+TEST(ModelStoreFileTest, ReportsADirectoryThatDoesNotExist) {
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<ModelStore>> store =
+      OpenSqliteModelStore(dir.File("missing/store.db"));
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable) << store.status();
+  EXPECT_NE(store.status().message().find("missing/store.db"), std::string::npos) << store.status();
+}
+
+TEST(ModelStoreFileTest, RefusesAnInMemoryDatabase) {
+  // It could not be shared with the read connection nor survive a restart.
+  absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(":memory:");
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
+}
+
+}  // namespace
+}  // namespace tinyfed::server

@@ -1,0 +1,358 @@
+// Round lifecycle in simulated time, on a real SQLite store: opening,
+// over-selection, closing at K, the deadline with and without M updates,
+// the next round, every rejection (with the committed model unaffected by
+// it), idempotent retries and resuming after a restart.
+#include "round_manager.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <memory>
+#include <set>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "aggregator.h"
+#include "server_config.h"
+#include "server_test_support.h"
+
+namespace tinyfed::server {
+namespace {
+
+using testing::MakeUpdate;
+using testing::TempDir;
+
+v1::ServerConfig SmallConfig() {
+  v1::ServerConfig c;
+  c.mutable_head()->set_feature_count(16);
+  c.mutable_head()->set_class_count(4);
+  c.mutable_policy()->set_target_updates(4);
+  c.mutable_policy()->set_min_updates(2);
+  c.mutable_policy()->set_over_selection(1.5);  // 6 tasks
+  c.mutable_policy()->set_round_deadline_ms(10'000);
+  c.mutable_policy()->set_retry_after_ms(3000);
+  ApplyDefaults(&c);
+  return c;
+}
+
+absl::StatusOr<v1::CheckInResponse> CheckIn(RoundManager& m, const std::string& device) {
+  v1::CheckInRequest request;
+  request.set_device_id(device);
+  std::promise<absl::StatusOr<v1::CheckInResponse>> promise;
+  m.CheckIn(request, [&](absl::StatusOr<v1::CheckInResponse> r) { promise.set_value(std::move(r)); });
+  return promise.get_future().get();
+}
+
+absl::StatusOr<v1::UpdateAck> Submit(RoundManager& m, const v1::Update& update) {
+  std::promise<absl::StatusOr<v1::UpdateAck>> promise;
+  m.SubmitUpdate(update, [&](absl::StatusOr<v1::UpdateAck> r) { promise.set_value(std::move(r)); });
+  return promise.get_future().get();
+}
+
+class RoundManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Start(SmallConfig()); }
+
+  void Start(const v1::ServerConfig& config) {
+    config_ = config;
+    manager_.reset();
+    store_.reset();
+    auto store = OpenSqliteModelStore(dir_.File("store.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    auto initial = InitialModel(config_, clock_.NowMs());
+    ASSERT_TRUE(initial.ok()) << initial.status();
+    auto manager = RoundManager::Create(config_, *initial, store_.get(), &clock_);
+    ASSERT_TRUE(manager.ok()) << manager.status();
+    manager_ = std::move(*manager);
+  }
+
+  // Checks `device` in and returns a valid update for its task.
+  v1::Update TaskAndUpdate(const std::string& device, uint32_t samples = 10) {
+    auto response = CheckIn(*manager_, device);
+    EXPECT_TRUE(response.ok()) << response.status();
+    EXPECT_TRUE(response->has_task()) << device;
+    const v1::RoundTask& task = response->task();
+    return MakeUpdate(task.model().spec(), task.round(), device, task.task_token(),
+                      task.model().version(), samples, rng_, 40);
+  }
+
+  // The head FedAvg must produce from `global` and `updates`.
+  Head Expected(uint32_t global_version, const std::vector<v1::Update>& updates) {
+    auto model = manager_->GetModel(global_version);
+    EXPECT_TRUE(model.ok());
+    auto global = LoadHead(*model);
+    UpdateAccumulator acc(16, 4);
+    for (const auto& u : updates) acc.Add(u);
+    auto head = acc.Apply(*global, 65536);
+    EXPECT_TRUE(head.ok());
+    return *head;
+  }
+
+  Head Latest() {
+    auto model = manager_->GetModel(0);
+    EXPECT_TRUE(model.ok());
+    return *LoadHead(*model);
+  }
+
+  TempDir dir_;
+  FakeClock clock_;
+  v1::ServerConfig config_;
+  std::unique_ptr<ModelStore> store_;
+  std::unique_ptr<RoundManager> manager_;
+  std::mt19937 rng_{77};
+};
+
+TEST_F(RoundManagerTest, OpensFirstRoundOnInitialVersion) {
+  const RoundSnapshot s = manager_->Snapshot();
+  EXPECT_EQ(s.round, 1u);
+  EXPECT_EQ(s.base_version, 1u);
+  EXPECT_TRUE(s.open);
+  EXPECT_EQ(s.latest_version, 1u);
+  auto model = manager_->GetModel(0);
+  ASSERT_TRUE(model.ok());
+  EXPECT_EQ(model->version(), 1u);
+  EXPECT_EQ(model->parent_version(), 0u);
+  EXPECT_EQ(Latest(), Head::Zeros(16, 4));
+}
+
+TEST_F(RoundManagerTest, OverSelectsThenTellsDevicesToComeBack) {
+  std::set<std::string> tokens;
+  for (int i = 0; i < 6; ++i) {  // ceil(4 * 1.5)
+    auto r = CheckIn(*manager_, "dev-" + std::to_string(i));
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE(r->has_task()) << i;
+    EXPECT_EQ(r->task().round(), 1u);
+    EXPECT_EQ(r->task().model().version(), 1u);
+    EXPECT_EQ(r->task().task_token().size(), 16u);
+    EXPECT_EQ(r->task().plan().batch_size(), config_.plan().batch_size());
+    EXPECT_GT(r->task().deadline_ms(), 0u);
+    tokens.insert(r->task().task_token());
+  }
+  EXPECT_EQ(tokens.size(), 6u) << "tokens must differ";
+  auto seventh = CheckIn(*manager_, "dev-6");
+  ASSERT_TRUE(seventh.ok());
+  EXPECT_FALSE(seventh->has_task());
+  EXPECT_EQ(seventh->retry().retry_after_ms(), 3000u);
+  // A device that already has a task gets the same one again.
+  auto again = CheckIn(*manager_, "dev-2");
+  ASSERT_TRUE(again.ok() && again->has_task());
+  EXPECT_TRUE(tokens.count(again->task().task_token()));
+  EXPECT_EQ(manager_->Snapshot().tasks_issued, 6u);
+}
+
+TEST_F(RoundManagerTest, ClosesAtTargetAndCommitsFedAvg) {
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 5; ++i) updates.push_back(TaskAndUpdate("dev-" + std::to_string(i), 5 + i));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Submit(*manager_, updates[i]).ok());
+  EXPECT_EQ(manager_->Snapshot().accepted, 3u);
+  EXPECT_EQ(manager_->Snapshot().latest_version, 1u);
+  auto ack = Submit(*manager_, updates[3]);  // the K-th
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(ack->round(), 1u);
+  manager_->WaitIdle();
+  const RoundSnapshot s = manager_->Snapshot();
+  EXPECT_EQ(s.latest_version, 2u);
+  EXPECT_EQ(s.round, 2u);
+  EXPECT_EQ(s.base_version, 2u);
+  EXPECT_TRUE(s.open);
+  EXPECT_EQ(Latest(), Expected(1, {updates.begin(), updates.begin() + 4}));
+  auto model = manager_->GetModel(2);
+  ASSERT_TRUE(model.ok());
+  EXPECT_EQ(model->parent_version(), 1u);
+  EXPECT_EQ(model->round(), 1u);
+  EXPECT_EQ(model->metrics().participants(), 4u);
+  EXPECT_EQ(model->metrics().samples(), 5u + 6 + 7 + 8);
+  // The fifth device was too late for round 1.
+  auto late = Submit(*manager_, updates[4]);
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  // Round 2 hands out tasks on version 2.
+  auto r = CheckIn(*manager_, "dev-9");
+  ASSERT_TRUE(r.ok() && r->has_task());
+  EXPECT_EQ(r->task().round(), 2u);
+  EXPECT_EQ(r->task().model().version(), 2u);
+  EXPECT_EQ(r->task().plan().seed(), config_.plan().seed() + 2);
+}
+
+TEST_F(RoundManagerTest, DeadlineWithAtLeastMinimumCommits) {
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 3; ++i) {
+    updates.push_back(TaskAndUpdate("dev-" + std::to_string(i)));
+    ASSERT_TRUE(Submit(*manager_, updates.back()).ok());
+  }
+  clock_.AdvanceMs(9'999);
+  manager_->Tick();
+  manager_->WaitIdle();
+  EXPECT_EQ(manager_->Snapshot().round, 1u) << "deadline not reached yet";
+  clock_.AdvanceMs(1);
+  manager_->Tick();
+  manager_->WaitIdle();
+  const RoundSnapshot s = manager_->Snapshot();
+  EXPECT_EQ(s.latest_version, 2u);
+  EXPECT_EQ(s.round, 2u);
+  EXPECT_EQ(Latest(), Expected(1, updates));
+  EXPECT_EQ(manager_->GetModel(2)->metrics().participants(), 3u);
+}
+
+TEST_F(RoundManagerTest, DeadlineBelowMinimumAbandonsAndKeepsTheModel) {
+  ASSERT_TRUE(Submit(*manager_, TaskAndUpdate("dev-0")).ok());
+  clock_.AdvanceMs(10'000);
+  manager_->Tick();
+  manager_->WaitIdle();
+  const RoundSnapshot s = manager_->Snapshot();
+  EXPECT_EQ(s.latest_version, 1u);
+  EXPECT_EQ(s.round, 2u);
+  EXPECT_EQ(s.base_version, 1u);
+  EXPECT_EQ(s.accepted, 0u);
+  EXPECT_EQ(Latest(), Head::Zeros(16, 4));
+  EXPECT_EQ(manager_->GetModel(2).status().code(), absl::StatusCode::kNotFound);
+  // The next round works normally.
+  auto r = CheckIn(*manager_, "dev-0");
+  ASSERT_TRUE(r.ok() && r->has_task());
+  EXPECT_EQ(r->task().round(), 2u);
+  EXPECT_EQ(r->task().model().version(), 1u);
+}
+
+TEST_F(RoundManagerTest, RejectionsHaveSpecificCodesAndDoNotTouchTheAggregate) {
+  std::vector<v1::Update> good;
+  for (int i = 0; i < 4; ++i) good.push_back(TaskAndUpdate("dev-" + std::to_string(i)));
+  const v1::Update base = TaskAndUpdate("dev-x");
+
+  auto expect_code = [&](const v1::Update& u, absl::StatusCode code, const char* what) {
+    auto r = Submit(*manager_, u);
+    EXPECT_EQ(r.status().code(), code) << what << ": " << r.status();
+  };
+  {  // wrong shape
+    v1::Update u = base;
+    u.set_weight_delta(u.weight_delta().substr(1));
+    testing::FixChecksum(&u);
+    expect_code(u, absl::StatusCode::kInvalidArgument, "shape");
+  }
+  {  // scale out of range
+    v1::Update u = base;
+    u.set_row_scales(0, 518);
+    expect_code(u, absl::StatusCode::kInvalidArgument, "scale");
+  }
+  {  // sample count out of range
+    v1::Update u = base;
+    u.set_sample_count(0);
+    expect_code(u, absl::StatusCode::kInvalidArgument, "sample count");
+  }
+  {  // bad checksum
+    v1::Update u = base;
+    u.set_checksum(u.checksum() ^ 1);
+    expect_code(u, absl::StatusCode::kInvalidArgument, "checksum");
+  }
+  {  // unknown round
+    v1::Update u = base;
+    u.set_round(7);
+    expect_code(u, absl::StatusCode::kFailedPrecondition, "unknown round");
+  }
+  {  // unknown task token
+    v1::Update u = base;
+    u.set_task_token(std::string(16, 'z'));
+    expect_code(u, absl::StatusCode::kFailedPrecondition, "token");
+  }
+  {  // a device that never checked in
+    v1::Update u = base;
+    u.set_device_id("stranger");
+    expect_code(u, absl::StatusCode::kFailedPrecondition, "no task");
+  }
+  {  // stale base version
+    v1::Update u = base;
+    u.set_base_version(0);
+    expect_code(u, absl::StatusCode::kAborted, "base version");
+  }
+  // Same device again: different bytes rejected, same bytes re-acknowledged.
+  auto first = Submit(*manager_, good[0]);
+  ASSERT_TRUE(first.ok());
+  v1::Update changed = good[0];
+  changed.set_sample_count(good[0].sample_count() + 1);
+  expect_code(changed, absl::StatusCode::kAlreadyExists, "different bytes");
+  auto repeat = Submit(*manager_, good[0]);
+  ASSERT_TRUE(repeat.ok());
+  EXPECT_EQ(repeat->round(), first->round());
+  EXPECT_EQ(manager_->Snapshot().accepted, 1u) << "a retry must not count twice";
+
+  for (int i = 1; i < 4; ++i) ASSERT_TRUE(Submit(*manager_, good[i]).ok());
+  manager_->WaitIdle();
+  ASSERT_EQ(manager_->Snapshot().latest_version, 2u);
+  // The committed model holds the four good updates and nothing else.
+  EXPECT_EQ(Latest(), Expected(1, good));
+  EXPECT_EQ(manager_->GetModel(2)->metrics().participants(), 4u);
+
+  // After the round closed: the update that completed it, retried, still
+  // gets its acknowledgement; a different one for the closed round does not.
+  auto retry = Submit(*manager_, good[3]);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->round(), 1u);
+  expect_code(base, absl::StatusCode::kFailedPrecondition, "closed round");
+  EXPECT_EQ(manager_->Snapshot().accepted, 0u);
+}
+
+TEST_F(RoundManagerTest, OverloadIsResourceExhaustedWithRetryHint) {
+  v1::ServerConfig c = SmallConfig();
+  c.set_max_pending_writes(0);  // every write counts as over the limit
+  Start(c);
+  auto r = Submit(*manager_, TaskAndUpdate("dev-0"));
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(RetryAfterMs(r.status()).has_value());
+  EXPECT_GT(*RetryAfterMs(r.status()), 0u);
+  EXPECT_EQ(manager_->Snapshot().accepted, 0u);
+}
+
+TEST_F(RoundManagerTest, BadCheckInsAreRejected) {
+  EXPECT_EQ(CheckIn(*manager_, "").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckIn(*manager_, "has space").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckIn(*manager_, std::string(33, 'a')).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::CheckInRequest small;
+  small.set_device_id("tiny");
+  small.mutable_capabilities()->set_max_features(8);  // head has 16
+  small.mutable_capabilities()->set_max_classes(4);
+  std::promise<absl::StatusOr<v1::CheckInResponse>> promise;
+  manager_->CheckIn(small, [&](auto r) { promise.set_value(std::move(r)); });
+  EXPECT_EQ(promise.get_future().get().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(manager_->Snapshot().tasks_issued, 0u);
+}
+
+TEST_F(RoundManagerTest, RestartResumesTheOpenRoundWithoutLosingOrRecountingUpdates) {
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 4; ++i) updates.push_back(TaskAndUpdate("dev-" + std::to_string(i), 3 + i));
+  ASSERT_TRUE(Submit(*manager_, updates[0]).ok());
+  ASSERT_TRUE(Submit(*manager_, updates[1]).ok());
+
+  Start(config_);  // a new process on the same store
+  RoundSnapshot s = manager_->Snapshot();
+  EXPECT_EQ(s.round, 1u);
+  EXPECT_EQ(s.accepted, 2u);
+  EXPECT_EQ(s.tasks_issued, 4u) << "tasks handed out before the restart stay valid";
+  // A retry of an update accepted before the restart is not counted again.
+  ASSERT_TRUE(Submit(*manager_, updates[1]).ok());
+  EXPECT_EQ(manager_->Snapshot().accepted, 2u);
+  ASSERT_TRUE(Submit(*manager_, updates[2]).ok());
+  ASSERT_TRUE(Submit(*manager_, updates[3]).ok());
+  manager_->WaitIdle();
+  EXPECT_EQ(manager_->Snapshot().latest_version, 2u);
+  EXPECT_EQ(Latest(), Expected(1, updates));
+
+  Start(config_);  // restart between rounds
+  s = manager_->Snapshot();
+  EXPECT_EQ(s.latest_version, 2u);
+  EXPECT_EQ(s.round, 2u);
+  EXPECT_EQ(Latest(), Expected(1, updates));
+}
+
+TEST_F(RoundManagerTest, RefusesAStoreOfAnotherHeadShape) {
+  v1::ServerConfig other = SmallConfig();
+  other.mutable_head()->set_feature_count(8);
+  manager_.reset();
+  auto initial = InitialModel(other, clock_.NowMs());
+  ASSERT_TRUE(initial.ok());
+  auto manager = RoundManager::Create(other, *initial, store_.get(), &clock_);
+  EXPECT_EQ(manager.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace tinyfed::server

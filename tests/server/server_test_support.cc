@@ -1,0 +1,67 @@
+#include "server_test_support.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+
+#include "tinyfed_common/crc32.h"
+#include "tinyfed_common/host_numerics.h"
+
+namespace tinyfed::server::testing {
+
+v1::HeadSpec MakeSpec(uint32_t features, uint32_t classes) {
+  v1::HeadSpec spec;
+  spec.set_feature_count(features);
+  spec.set_class_count(classes);
+  spec.set_weight_frac_bits(12);
+  const auto scale = ToFixedScale(6.0 / 127.0);
+  spec.mutable_feature_quantization()->set_scale_multiplier(scale->multiplier);
+  spec.mutable_feature_quantization()->set_scale_shift(scale->shift);
+  spec.mutable_feature_quantization()->set_zero_point(0);
+  return spec;
+}
+
+void FixChecksum(v1::Update* update) {
+  uint32_t crc = tinyfed_crc32_update(
+      TINYFED_CRC32_INIT, reinterpret_cast<const uint8_t*>(update->weight_delta().data()),
+      update->weight_delta().size());
+  crc = tinyfed_crc32_update(crc, reinterpret_cast<const uint8_t*>(update->bias_delta().data()),
+                             update->bias_delta().size());
+  update->set_checksum(crc);
+}
+
+v1::Update MakeUpdate(const v1::HeadSpec& spec, uint32_t round, const std::string& device_id,
+                      const std::string& token, uint32_t base_version, uint32_t sample_count,
+                      std::mt19937& rng, uint32_t max_scale) {
+  std::uniform_int_distribution<int> value(-127, 127);
+  std::uniform_int_distribution<uint32_t> scale(1, max_scale);
+  v1::Update u;
+  u.set_round(round);
+  u.set_task_token(token);
+  u.set_device_id(device_id);
+  u.set_base_version(base_version);
+  u.set_sample_count(sample_count);
+  std::string w(static_cast<size_t>(spec.feature_count()) * spec.class_count(), '\0');
+  for (char& ch : w) ch = static_cast<char>(static_cast<int8_t>(value(rng)));
+  std::string b(spec.class_count(), '\0');
+  for (char& ch : b) ch = static_cast<char>(static_cast<int8_t>(value(rng)));
+  u.set_weight_delta(w);
+  u.set_bias_delta(b);
+  for (uint32_t c = 0; c < spec.class_count(); ++c) u.add_row_scales(scale(rng));
+  u.set_local_loss_q16(std::uniform_int_distribution<uint32_t>(0, 200000)(rng));
+  FixChecksum(&u);
+  return u;
+}
+
+TempDir::TempDir() {
+  std::string templ = (std::filesystem::temp_directory_path() / "tinyfed-test-XXXXXX").string();
+  if (mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = templ;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+}  // namespace tinyfed::server::testing

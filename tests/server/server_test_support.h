@@ -1,0 +1,46 @@
+// Fixtures for server tests: valid updates with random int8 deltas, and a
+// temporary directory per test.
+#ifndef TINYFED_TESTS_SERVER_SERVER_TEST_SUPPORT_H_
+#define TINYFED_TESTS_SERVER_SERVER_TEST_SUPPORT_H_
+
+#include <cstdint>
+#include <random>
+#include <string>
+
+#include "tinyfed/v1/model.pb.h"
+#include "tinyfed/v1/round.pb.h"
+
+namespace tinyfed::server::testing {
+
+// A spec of `features` x `classes` with the default formats (scale 6/127,
+// zero point 0, 12 fraction bits).
+v1::HeadSpec MakeSpec(uint32_t features = 64, uint32_t classes = 10);
+
+// A valid update for a head of spec's shape: int8 values uniform in
+// [-127, 127], row scales uniform in [1, max_scale], the given sample
+// count, and a correct checksum.
+v1::Update MakeUpdate(const v1::HeadSpec& spec, uint32_t round, const std::string& device_id,
+                      const std::string& token, uint32_t base_version, uint32_t sample_count,
+                      std::mt19937& rng, uint32_t max_scale = 517);
+
+// Recomputes update->checksum after a test edits its deltas.
+void FixChecksum(v1::Update* update);
+
+// A fresh empty directory under the system's temporary directory, removed
+// with its contents when the object goes away.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace tinyfed::server::testing
+
+#endif  // TINYFED_TESTS_SERVER_SERVER_TEST_SUPPORT_H_
