@@ -1,0 +1,126 @@
+// Configuration: text-format parsing with precise errors, documented
+// defaults, range checks, and the initial model.
+#include "server_config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "head.h"
+#include "server_test_support.h"
+
+namespace tinyfed::server {
+namespace {
+
+v1::ServerConfig Defaults() {
+  v1::ServerConfig c;
+  ApplyDefaults(&c);
+  return c;
+}
+
+TEST(ServerConfig, DefaultsAreValidAndDocumented) {
+  const v1::ServerConfig c = Defaults();
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+  EXPECT_EQ(c.listen(), "127.0.0.1:50051");
+  EXPECT_EQ(c.db(), "tinyfed.db");
+  EXPECT_EQ(c.head().feature_count(), 64u);
+  EXPECT_EQ(c.head().class_count(), 10u);
+  EXPECT_EQ(c.policy().target_updates(), 10u);
+  EXPECT_EQ(c.policy().min_updates(), 5u);
+  EXPECT_DOUBLE_EQ(c.policy().over_selection(), 1.3);
+}
+
+TEST(ServerConfig, ParsesTextFormat) {
+  auto c = ParseServerConfig(
+      "listen: \"0.0.0.0:6000\"\n"
+      "head { feature_count: 32 class_count: 5 }\n"
+      "policy { target_updates: 100 min_updates: 60 }\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->listen(), "0.0.0.0:6000");
+  EXPECT_EQ(c->head().feature_count(), 32u);
+  EXPECT_EQ(c->policy().min_updates(), 60u);
+}
+
+TEST(ServerConfig, SyntaxErrorsNameTheLine) {
+  auto c = ParseServerConfig("head {\n  feture_count: 3\n}\n");
+  ASSERT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("line 2"), std::string::npos) << c.status();
+  EXPECT_NE(c.status().message().find("feture_count"), std::string::npos) << c.status();
+}
+
+TEST(ServerConfig, MissingFileIsNotFound) {
+  EXPECT_EQ(LoadServerConfigFile("/nonexistent/tinyfed.textproto").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(ServerConfig, OutOfRangeOptionsAreNamed) {
+  auto expect_bad = [](auto mutate, const std::string& field) {
+    v1::ServerConfig c = Defaults();
+    mutate(c);
+    const absl::Status s = ValidateServerConfig(c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(s.message().find(field), std::string::npos) << s;
+  };
+  expect_bad([](auto& c) { c.mutable_head()->set_class_count(33); }, "head.class_count");
+  expect_bad([](auto& c) { c.mutable_head()->set_feature_count(500); }, "4096");
+  expect_bad([](auto& c) { c.mutable_head()->set_feature_scale(-1); }, "head.feature_scale");
+  expect_bad([](auto& c) { c.mutable_head()->set_feature_zero_point(200); }, "head.feature_zero_point");
+  expect_bad([](auto& c) { c.mutable_head()->set_weight_frac_bits(15); }, "head.weight_frac_bits");
+  expect_bad([](auto& c) { c.mutable_plan()->set_epochs(65); }, "plan.epochs");
+  expect_bad([](auto& c) { c.mutable_plan()->set_batch_size(65); }, "plan.batch_size");
+  expect_bad([](auto& c) { c.mutable_plan()->set_learning_rate(17); }, "plan.learning_rate");
+  expect_bad([](auto& c) { c.mutable_policy()->set_min_updates(11); }, "policy.min_updates");
+  expect_bad([](auto& c) { c.mutable_policy()->set_over_selection(0.5); }, "policy.over_selection");
+  expect_bad([](auto& c) { c.mutable_policy()->set_round_deadline_ms(5); }, "policy.round_deadline_ms");
+  expect_bad([](auto& c) { c.mutable_policy()->set_server_learning_rate(-1); },
+             "policy.server_learning_rate");
+  expect_bad([](auto& c) { c.mutable_policy()->set_target_updates(5'000'000); },
+             "policy.target_updates");
+  expect_bad([](auto& c) { c.set_listen("nohostport"); }, "listen");
+}
+
+TEST(ServerConfig, InitialModelIsZerosOrTheGivenFile) {
+  v1::ServerConfig c = Defaults();
+  auto zeros = InitialModel(c, 1234);
+  ASSERT_TRUE(zeros.ok());
+  EXPECT_EQ(zeros->version(), 1u);
+  EXPECT_EQ(zeros->parent_version(), 0u);
+  EXPECT_EQ(zeros->created_unix_ms(), 1234);
+  EXPECT_EQ(*LoadHead(*zeros), Head::Zeros(64, 10));
+
+  testing::TempDir dir;
+  Head head = Head::Zeros(64, 10);
+  head.weights[5] = 1234;
+  head.bias[2] = -77;
+  v1::ModelVersion file_model = *zeros;
+  file_model.set_version(42);  // renumbered as version 1 of this store
+  StoreHead(head, &file_model);
+  {
+    std::ofstream out(dir.File("model.pb"), std::ios::binary);
+    out << file_model.SerializeAsString();
+  }
+  c.set_initial_model(dir.File("model.pb"));
+  auto loaded = InitialModel(c, 1);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->version(), 1u);
+  EXPECT_EQ(*LoadHead(*loaded), head);
+
+  // A model of another shape, a corrupt one, or not a model at all.
+  v1::ServerConfig other = c;
+  other.mutable_head()->set_class_count(9);
+  EXPECT_EQ(InitialModel(other, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  file_model.set_checksum(file_model.checksum() ^ 1);
+  {
+    std::ofstream out(dir.File("model.pb"), std::ios::binary | std::ios::trunc);
+    out << file_model.SerializeAsString();
+  }
+  EXPECT_EQ(InitialModel(c, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  {
+    std::ofstream out(dir.File("model.pb"), std::ios::binary | std::ios::trunc);
+    out << "\xff\xff\xff not a protobuf";
+  }
+  EXPECT_EQ(InitialModel(c, 1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tinyfed::server
