@@ -1,7 +1,7 @@
 #include "head.h"
 
 #include "absl/strings/str_cat.h"
-#include "tinyfed_common/crc32.h"
+#include "tinyfed_common/host_numerics.h"
 
 namespace tinyfed::server {
 namespace {
@@ -38,9 +38,7 @@ Head Head::Zeros(uint32_t features, uint32_t classes) {
 }
 
 uint32_t ModelChecksum(const std::string& weights, const std::string& bias) {
-  uint32_t crc = tinyfed_crc32_update(
-      TINYFED_CRC32_INIT, reinterpret_cast<const uint8_t*>(weights.data()), weights.size());
-  return tinyfed_crc32_update(crc, reinterpret_cast<const uint8_t*>(bias.data()), bias.size());
+  return Crc32Update(Crc32Update(0, weights.data(), weights.size()), bias.data(), bias.size());
 }
 
 void StoreHead(const Head& head, v1::ModelVersion* model) {

@@ -366,13 +366,15 @@ void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
     return;
   }
   StoredUpdate stored{round, device, std::move(payload), now};
-  store_->AppendUpdate(std::move(stored), [this, round, device, update](absl::Status status) {
-    OnUpdateWritten(round, device, update, std::move(status));
+  auto shared = std::make_shared<const v1::Update>(update);
+  store_->AppendUpdate(std::move(stored), [this, round, shared](absl::Status status) {
+    OnUpdateWritten(round, *shared, std::move(status));
   });
 }
 
-void RoundManager::OnUpdateWritten(uint32_t round, const std::string& device_id,
-                                   v1::Update update, absl::Status status) {
+void RoundManager::OnUpdateWritten(uint32_t round, const v1::Update& update,
+                                   absl::Status status) {
+  const std::string& device_id = update.device_id();
   std::vector<SubmitDone> waiters;
   absl::StatusOr<v1::UpdateAck> result;
   {

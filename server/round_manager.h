@@ -110,8 +110,7 @@ class RoundManager {
   v1::RoundTask MakeTaskLocked(const std::string& token, int64_t now_ms) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::UpdateAck MakeAckLocked(uint32_t round) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void OnUpdateWritten(uint32_t round, const std::string& device_id, v1::Update update,
-                       absl::Status status);
+  void OnUpdateWritten(uint32_t round, const v1::Update& update, absl::Status status);
   // Starts closing the open round on the closer thread.
   void BeginCloseLocked(bool deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseRound(bool deadline);

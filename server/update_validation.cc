@@ -5,7 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "tinyfed_common/crc32.h"
+#include "tinyfed_common/host_numerics.h"
 #include "tinyfed_common/quantize.h"
 
 namespace tinyfed::server {
@@ -95,9 +95,7 @@ absl::Status ValidateUpdate(const v1::Update& update, const v1::HeadSpec& spec) 
     }
   }
 
-  uint32_t crc = tinyfed_crc32_update(TINYFED_CRC32_INIT,
-                                      reinterpret_cast<const uint8_t*>(w.data()), w.size());
-  crc = tinyfed_crc32_update(crc, reinterpret_cast<const uint8_t*>(b.data()), b.size());
+  const uint32_t crc = Crc32Update(Crc32Update(0, w.data(), w.size()), b.data(), b.size());
   if (crc != update.checksum()) {
     return absl::InvalidArgumentError(
         absl::StrCat("checksum: expected 0x", absl::Hex(crc, absl::kZeroPad8),

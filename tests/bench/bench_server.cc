@@ -37,6 +37,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "component_timings.h"
 #include "echo_service.h"
@@ -119,17 +120,26 @@ std::vector<grpc::ByteBuffer> ToRequests(const std::vector<v1::Update>& updates)
 }
 
 void PrintLoad(const char* name, const UnaryLoadResult& r) {
-  std::printf("  %-24s %8.0f calls/s  p50 %6.0f us  p99 %6.0f us  cpu %4.0f us/call (%.2f cores)"
-              "  [%llu ok, %llu failed, %.2f s]\n",
-              name, r.OkPerSecond(), r.PercentileUs(50), r.PercentileUs(99), r.CpuUsPerCall(),
-              r.CoresBusy(), static_cast<unsigned long long>(r.ok),
-              static_cast<unsigned long long>(r.failed), r.seconds);
+  std::printf(
+      "  %-24s %8.0f calls/s  p50 %6.0f us  p99 %6.0f us  cpu %4.0f us/call (%.2f cores)"
+      "  [%llu ok, %llu failed, %.2f s]\n",
+      name, r.OkPerSecond(), r.PercentileUs(50), r.PercentileUs(99), r.CpuUsPerCall(),
+      r.CoresBusy(), static_cast<unsigned long long>(r.ok),
+      static_cast<unsigned long long>(r.failed), r.seconds);
 }
 
 void PrintInProcess(const char* name, const InProcessResult& r) {
   std::printf("  %-24s %8.0f ops/s    cpu %4.0f us/op  [%llu ok, %llu failed, %.2f s]\n", name,
               r.OkPerSecond(), r.CpuUsPerOp(), static_cast<unsigned long long>(r.ok),
               static_cast<unsigned long long>(r.failed), r.seconds);
+}
+
+// A JSON number with `decimals` decimals from `figure(*value)`, or null
+// when the figure was not measured.
+template <typename T, typename F>
+std::string Json(const std::optional<T>& value, F figure, int decimals) {
+  if (!value) return "null";
+  return absl::StrFormat("%.*f", decimals, figure(*value));
 }
 
 bool AllOk(const char* name, const UnaryLoadResult& r) {
@@ -155,40 +165,37 @@ bool Committed(server::RoundManager& manager, uint32_t base_version, uint32_t pa
     std::printf("  %-24s %s\n", "committed version", latest.status().ToString().c_str());
     return false;
   }
-  const bool ok = latest->version() == base_version + 1 &&
-                  latest->metrics().participants() == participants;
+  const bool ok =
+      latest->version() == base_version + 1 && latest->metrics().participants() == participants;
   std::printf("  %-24s %8s   version %u -> %u, %u participants\n", "committed version",
-              ok ? "yes" : "NO", base_version, latest->version(),
-              latest->metrics().participants());
+              ok ? "yes" : "NO", base_version, latest->version(), latest->metrics().participants());
   return ok;
 }
 
 // The second round, through the RoundManager directly: what the server path
 // costs without gRPC in front of it.
 struct ManagerIngest {
+  uint32_t base_version = 0;
   InProcessResult ingest;
   double close_ms = 0;
-  bool committed = false;
 };
 
 std::optional<ManagerIngest> RunManagerRound(ServerUnderTest& tinyfed, uint32_t updates,
                                              int inflight, std::mt19937& rng) {
-  const uint32_t base_version = tinyfed.manager().Snapshot().base_version;
+  ManagerIngest m;
+  m.base_version = tinyfed.manager().Snapshot().base_version;
   absl::StatusOr<std::vector<v1::Update>> fleet = CheckInFleet(tinyfed.manager(), updates, rng);
   if (!fleet.ok()) {
     std::fprintf(stderr, "round 2 check-in: %s\n", fleet.status().ToString().c_str());
     return std::nullopt;
   }
-  ManagerIngest m;
   m.ingest = RunInProcess(fleet->size(), inflight, [&](size_t i, Completion done) {
     tinyfed.manager().SubmitUpdate(
-        (*fleet)[i], [done = std::move(done)](absl::StatusOr<v1::UpdateAck> ack) {
-          done(ack.status());
-        });
+        (*fleet)[i],
+        [done = std::move(done)](absl::StatusOr<v1::UpdateAck> ack) { done(ack.status()); });
   });
   tinyfed.manager().WaitIdle();
   m.close_ms = MsBetween(m.ingest.last_finished, SteadyClock::now());
-  m.committed = Committed(tinyfed.manager(), base_version, updates);
   return m;
 }
 
@@ -235,10 +242,11 @@ int Run() {
     return 2;
   }
 
-  std::printf("tinyfed_bench_server: head %ux%u, K = %u updates (%u warm-up + %u timed), "
-              "%d in flight from %d client thread(s), %u cores\n",
-              kFeatures, kClasses, updates, warmup, updates - warmup, load.inflight,
-              load.client_threads, std::thread::hardware_concurrency());
+  std::printf(
+      "tinyfed_bench_server: head %ux%u, K = %u updates (%u warm-up + %u timed), "
+      "%d in flight from %d client thread(s), %u cores\n",
+      kFeatures, kClasses, updates, warmup, updates - warmup, load.inflight, load.client_threads,
+      std::thread::hardware_concurrency());
   std::printf("  store %s (WAL, synchronous=FULL)\n", db.c_str());
 
   int exit_code = 0;
@@ -311,31 +319,32 @@ int Run() {
     const double best_echo = std::max(echo1.OkPerSecond(), echo2.OkPerSecond());
     const double ratio = echo_rate > 0 ? ingest.OkPerSecond() / echo_rate : 0;
     const double ratio_best = best_echo > 0 ? ingest.OkPerSecond() / best_echo : 0;
-    const double drift = echo_rate > 0 ? (echo2.OkPerSecond() - echo1.OkPerSecond()) / echo_rate
-                                       : 0;
+    const double drift =
+        echo_rate > 0 ? (echo2.OkPerSecond() - echo1.OkPerSecond()) / echo_rate : 0;
     const UnaryLoadResult echo_latency = MergeLatencies({&echo1, &echo2});
     const double echo_cpu_us = (echo1.CpuUsPerCall() + echo2.CpuUsPerCall()) / 2;
     PrintLoad("echo #1", echo1);
     PrintLoad("server (full path)", ingest);
     PrintLoad("echo #2", echo2);
-    std::printf("  %-24s %8.0f calls/s  p50 %6.0f us  p99 %6.0f us  cpu %4.0f us/call"
-                "  [mean of #1 and #2; #2 - #1 = %+.1f%%]\n",
-                "echo baseline", echo_rate, echo_latency.PercentileUs(50),
-                echo_latency.PercentileUs(99), echo_cpu_us, drift * 100);
+    std::printf(
+        "  %-24s %8.0f calls/s  p50 %6.0f us  p99 %6.0f us  cpu %4.0f us/call"
+        "  [mean of #1 and #2; #2 - #1 = %+.1f%%]\n",
+        "echo baseline", echo_rate, echo_latency.PercentileUs(50), echo_latency.PercentileUs(99),
+        echo_cpu_us, drift * 100);
     std::printf("  %-24s %8.2f           target >= %.1f: %s  (%.2f against the better echo)\n",
-                "ratio server/echo", ratio, kIngestTarget, ratio >= kIngestTarget ? "met" : "MISSED",
-                ratio_best);
+                "ratio server/echo", ratio, kIngestTarget,
+                ratio >= kIngestTarget ? "met" : "MISSED", ratio_best);
 
     std::printf("\nround close (K = %u):\n", updates);
-    std::printf("  %-24s %8.1f ms        target < %.0f ms: %s\n", "last ack -> committed",
-                close_ms, kCloseTargetMs, close_ms < kCloseTargetMs ? "met" : "MISSED");
+    std::printf("  %-24s %8.1f ms        target < %.0f ms: %s\n", "last ack -> committed", close_ms,
+                kCloseTargetMs, close_ms < kCloseTargetMs ? "met" : "MISSED");
     const bool committed = Committed(tinyfed.manager(), base_version, updates);
 
     // ---- compute and breakdown -------------------------------------------
     const size_t accumulate_count = absl::GetFlag(FLAGS_accumulate_updates);
     std::vector<v1::Update> accumulate(
-        fleet->begin(), fleet->begin() + static_cast<std::ptrdiff_t>(
-                                             std::min(fleet->size(), accumulate_count)));
+        fleet->begin(),
+        fleet->begin() + static_cast<std::ptrdiff_t>(std::min(fleet->size(), accumulate_count)));
     std::uniform_int_distribution<uint32_t> samples(1, 200);
     while (accumulate.size() < accumulate_count) {
       accumulate.push_back(server::testing::MakeUpdate(
@@ -350,14 +359,17 @@ int Run() {
 
     std::optional<ManagerIngest> manager_round;
     std::optional<InProcessResult> store_only;
-    ValidationTiming validation;
+    std::optional<ValidationTiming> validation_run;
     if (breakdown) {
       std::printf("\nbreakdown (same updates, %d in flight, no gRPC; cpu = whole process):\n",
                   load.inflight);
       manager_round = RunManagerRound(tinyfed, updates, load.inflight, rng);
       if (!manager_round) return 1;
       PrintInProcess("RoundManager (round 2)", manager_round->ingest);
-      std::printf("  %-24s %8.1f ms\n", "  its close", manager_round->close_ms);
+      std::printf("  %-24s %8.1f ms        last completion -> committed\n", "  its round close",
+                  manager_round->close_ms);
+      const bool round2_committed =
+          Committed(tinyfed.manager(), manager_round->base_version, updates);
       absl::StatusOr<InProcessResult> store =
           TimeStoreIngest(config, store_only_db, *fleet, load.inflight);
       if (!store.ok()) {
@@ -366,14 +378,15 @@ int Run() {
       }
       store_only = *store;
       PrintInProcess("store AppendUpdate alone", *store_only);
-      validation = TimeValidation(accumulate, server::HeadSpecFromConfig(config));
+      const ValidationTiming validation =
+          TimeValidation(accumulate, server::HeadSpecFromConfig(config));
+      validation_run = validation;
       std::printf("  %-24s %8.2f us/update   of which CRC-32 %.2f us\n", "ValidateUpdate",
                   validation.validate_ns / 1e3, validation.crc_ns / 1e3);
-      std::printf("  %-24s %8.0f us/call    server %.0f - echo %.0f\n",
-                  "server path cpu over gRPC", ingest.CpuUsPerCall() - echo_cpu_us,
-                  ingest.CpuUsPerCall(), echo_cpu_us);
+      std::printf("  %-24s %8.0f us/call    server %.0f - echo %.0f\n", "server path cpu over gRPC",
+                  ingest.CpuUsPerCall() - echo_cpu_us, ingest.CpuUsPerCall(), echo_cpu_us);
       if (!AllOk("RoundManager (round 2)", manager_round->ingest) ||
-          !AllOk("store alone", *store_only) || !manager_round->committed) {
+          !AllOk("store alone", *store_only) || !round2_committed) {
         exit_code = 1;
       }
     }
@@ -385,19 +398,35 @@ int Run() {
         "\"echo_p50_us\":%.0f,\"echo_p99_us\":%.0f,\"server_p50_us\":%.0f,"
         "\"server_p99_us\":%.0f,\"echo_cpu_us_per_call\":%.1f,\"server_cpu_us_per_call\":%.1f,"
         "\"close_ms\":%.2f,\"committed\":%s,\"add_updates\":%zu,\"add_ms\":%.3f,"
-        "\"apply_us\":%.2f,\"manager_per_s\":%.0f,\"manager_cpu_us_per_update\":%.1f,"
-        "\"manager_close_ms\":%.2f,\"store_per_s\":%.0f,\"store_cpu_us_per_update\":%.1f,"
-        "\"validate_us\":%.3f,\"crc_us\":%.3f,\"failed_calls\":%llu}\n",
+        "\"apply_us\":%.2f,\"manager_per_s\":%s,\"manager_cpu_us_per_update\":%s,"
+        "\"manager_close_ms\":%s,\"store_per_s\":%s,\"store_cpu_us_per_update\":%s,"
+        "\"validate_us\":%s,\"crc_us\":%s,\"failed_calls\":%llu}\n",
         updates, warmup, load.inflight, load.client_threads, echo1.OkPerSecond(),
         echo2.OkPerSecond(), echo_rate, ingest.OkPerSecond(), ratio, ratio_best,
         echo_latency.PercentileUs(50), echo_latency.PercentileUs(99), ingest.PercentileUs(50),
         ingest.PercentileUs(99), echo_cpu_us, ingest.CpuUsPerCall(), close_ms,
         committed ? "true" : "false", compute.updates, compute.add_ms, compute.apply_us,
-        manager_round ? manager_round->ingest.OkPerSecond() : 0.0,
-        manager_round ? manager_round->ingest.CpuUsPerOp() : 0.0,
-        manager_round ? manager_round->close_ms : 0.0, store_only ? store_only->OkPerSecond() : 0.0,
-        store_only ? store_only->CpuUsPerOp() : 0.0, validation.validate_ns / 1e3,
-        validation.crc_ns / 1e3,
+        Json(
+            manager_round, [](const ManagerIngest& m) { return m.ingest.OkPerSecond(); }, 0)
+            .c_str(),
+        Json(
+            manager_round, [](const ManagerIngest& m) { return m.ingest.CpuUsPerOp(); }, 1)
+            .c_str(),
+        Json(
+            manager_round, [](const ManagerIngest& m) { return m.close_ms; }, 2)
+            .c_str(),
+        Json(
+            store_only, [](const InProcessResult& r) { return r.OkPerSecond(); }, 0)
+            .c_str(),
+        Json(
+            store_only, [](const InProcessResult& r) { return r.CpuUsPerOp(); }, 1)
+            .c_str(),
+        Json(
+            validation_run, [](const ValidationTiming& v) { return v.validate_ns / 1e3; }, 3)
+            .c_str(),
+        Json(
+            validation_run, [](const ValidationTiming& v) { return v.crc_ns / 1e3; }, 3)
+            .c_str(),
         static_cast<unsigned long long>(echo1.failed + ingest.failed + echo2.failed));
 
     if (!AllOk("echo #1", echo1) || !AllOk("server", ingest) || !AllOk("echo #2", echo2) ||

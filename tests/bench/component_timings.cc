@@ -51,8 +51,7 @@ AggregationTiming TimeAggregation(const std::vector<v1::Update>& updates, uint32
   return t;
 }
 
-ValidationTiming TimeValidation(const std::vector<v1::Update>& updates,
-                                const v1::HeadSpec& spec) {
+ValidationTiming TimeValidation(const std::vector<v1::Update>& updates, const v1::HeadSpec& spec) {
   ValidationTiming t;
   if (updates.empty()) return t;
   double validate_ns = 1e300;
@@ -83,8 +82,7 @@ absl::StatusOr<InProcessResult> TimeStoreIngest(const v1::ServerConfig& config,
                                                 const std::string& db_path,
                                                 const std::vector<v1::Update>& updates,
                                                 int inflight) {
-  absl::StatusOr<std::unique_ptr<server::ModelStore>> store =
-      server::OpenSqliteModelStore(db_path);
+  absl::StatusOr<std::unique_ptr<server::ModelStore>> store = server::OpenSqliteModelStore(db_path);
   if (!store.ok()) return store.status();
   server::SystemClock clock;
   const int64_t now = clock.NowMs();

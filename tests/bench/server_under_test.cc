@@ -43,8 +43,8 @@ ServerUnderTest::~ServerUnderTest() {
 
 std::string DeviceId(uint32_t i) { return absl::StrFormat("bench-%06u", i); }
 
-absl::StatusOr<std::vector<v1::Update>> CheckInFleet(server::RoundManager& manager,
-                                                     uint32_t count, std::mt19937& rng) {
+absl::StatusOr<std::vector<v1::Update>> CheckInFleet(server::RoundManager& manager, uint32_t count,
+                                                     std::mt19937& rng) {
   std::vector<absl::StatusOr<v1::CheckInResponse>> responses(count);
   absl::BlockingCounter pending(static_cast<int>(count));
   for (uint32_t i = 0; i < count; ++i) {

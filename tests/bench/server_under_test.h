@@ -51,8 +51,8 @@ std::string DeviceId(uint32_t i);
 // Checks devices 0..count-1 in directly through the manager (no gRPC) and
 // builds each one's valid update for the task it got, with a random sample
 // count in [1, 200]. Fails when a device gets no task.
-absl::StatusOr<std::vector<v1::Update>> CheckInFleet(server::RoundManager& manager,
-                                                     uint32_t count, std::mt19937& rng);
+absl::StatusOr<std::vector<v1::Update>> CheckInFleet(server::RoundManager& manager, uint32_t count,
+                                                     std::mt19937& rng);
 
 }  // namespace tinyfed::bench
 

@@ -35,8 +35,8 @@ struct ThreadResult {
 class ClientThread {
  public:
   ClientThread(grpc::GenericStub* stub, const std::string* method,
-               const std::vector<grpc::ByteBuffer>* requests, std::atomic<size_t>* next,
-               size_t end, int slots, std::chrono::seconds timeout)
+               const std::vector<grpc::ByteBuffer>* requests, std::atomic<size_t>* next, size_t end,
+               int slots, std::chrono::seconds timeout)
       : stub_(stub),
         method_(method),
         requests_(requests),
@@ -65,8 +65,9 @@ class ClientThread {
         ++result_.ok;
       } else {
         if (result_.failed++ == 0) {
-          result_.first_error = ok ? slot->status : grpc::Status(grpc::StatusCode::UNKNOWN,
-                                                                 "completion queue said !ok");
+          result_.first_error =
+              ok ? slot->status
+                 : grpc::Status(grpc::StatusCode::UNKNOWN, "completion queue said !ok");
         }
       }
       if (!Start(slot)) --active;
@@ -87,7 +88,8 @@ class ClientThread {
     slot->context->set_deadline(std::chrono::system_clock::now() + timeout_);
     slot->response.Clear();
     slot->started = Clock::now();
-    slot->reader = stub_->PrepareUnaryCall(slot->context.get(), *method_, (*requests_)[index], &cq_);
+    slot->reader =
+        stub_->PrepareUnaryCall(slot->context.get(), *method_, (*requests_)[index], &cq_);
     slot->reader->StartCall();
     slot->reader->Finish(&slot->response, &slot->status, slot);
     return true;

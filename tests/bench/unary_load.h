@@ -22,8 +22,8 @@
 namespace tinyfed::bench {
 
 struct UnaryLoadOptions {
-  int inflight = 64;        // calls outstanding at any time (split over threads)
-  int client_threads = 1;   // threads driving completion queues
+  int inflight = 64;                      // calls outstanding at any time (split over threads)
+  int client_threads = 1;                 // threads driving completion queues
   std::chrono::seconds call_timeout{60};  // a stuck server fails a call, not the run
 };
 

@@ -8,6 +8,7 @@
 #ifndef TINYFED_COMMON_HOST_NUMERICS_H_
 #define TINYFED_COMMON_HOST_NUMERICS_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 
@@ -39,6 +40,11 @@ uint32_t ToQ16(double value);
 // rounded to nearest and saturated.
 int16_t ToMaster(double value, uint32_t frac_bits);
 double FromMaster(int32_t value, uint32_t frac_bits);
+
+// The CRC-32 of tinyfed_common/crc32.h, bit for bit, computed with
+// slicing-by-8 tables (8 KB) for hosts that check thousands of updates per
+// second; devices keep the 64-byte nibble table.
+uint32_t Crc32Update(uint32_t crc, const void* data, size_t len);
 
 }  // namespace tinyfed
 

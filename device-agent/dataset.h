@@ -1,0 +1,88 @@
+// Datasets for `tinyfed-agent simulate`: loading (the UCI digits set from
+// the set-up cache, or any CSV), a stratified train/test split, feature
+// standardization and int8 quantization, and partitions over devices.
+// Pure functions: safe for concurrent use.
+#ifndef TINYFED_DEVICE_AGENT_DATASET_H_
+#define TINYFED_DEVICE_AGENT_DATASET_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "absl/status/statusor.h"
+
+namespace tinyfed::agent {
+
+// Real-valued samples with class labels 0..classes-1.
+struct Dataset {
+  int features = 0;
+  int classes = 0;
+  Eigen::MatrixXd x;             // samples x features
+  std::vector<uint8_t> y;        // samples
+  std::vector<std::string> class_names;  // original label text, by class index
+  size_t size() const { return y.size(); }
+};
+
+enum class LabelColumn { kFirst, kLast };
+
+// One sample per line: numeric features and an integer label, separated by
+// commas (blank lines and lines starting with '#' skipped). Labels are
+// mapped to 0..C-1 in increasing numeric order. NOT_FOUND when the file
+// cannot be read; INVALID_ARGUMENT naming "path:line" and the problem for a
+// non-numeric field, a non-integer label, a row of another width, fewer
+// than 2 classes, more than 32 classes, more than 4096 / classes features,
+// or no samples.
+absl::StatusOr<Dataset> LoadCsv(const std::string& path, LabelColumn label);
+
+// The UCI hand-written digits (1797 samples, 64 features 0..16, 10 classes)
+// as the set-up step caches them: `data_dir`/digits.csv. NOT_FOUND, saying
+// to run deploy/setup.sh, when it is missing.
+absl::StatusOr<Dataset> LoadDigits(const std::string& data_dir);
+
+// Where the set-up step caches datasets: $TINYFED_DATA_DIR, else
+// $XDG_CACHE_HOME/tinyfed, else $HOME/.cache/tinyfed.
+std::string DefaultDataDir();
+
+struct Split {
+  Dataset train;
+  Dataset test;
+};
+
+// Stratified split: each class contributes round(test_fraction * its
+// count) samples to the test set (at least one when it has two or more),
+// chosen by a seeded shuffle. INVALID_ARGUMENT unless 0 < test_fraction < 1
+// and both sides end up non-empty.
+absl::StatusOr<Split> StratifiedSplit(const Dataset& data, double test_fraction, uint64_t seed);
+
+// Features standardized with the training split's mean and standard
+// deviation (a constant feature becomes 0), then quantized to int8 with
+// zero point 0 and scale clip_sigma / 127 (values beyond +-clip_sigma
+// saturate). `train_real` / `test_real` hold the dequantized values, i.e.
+// exactly what a device's int8 features represent.
+struct QuantizedSplit {
+  int features = 0;
+  int classes = 0;
+  double scale = 0;
+  int32_t zero_point = 0;
+  std::vector<int8_t> train_x, test_x;   // row-major, samples x features
+  std::vector<uint8_t> train_y, test_y;
+  Eigen::MatrixXd train_real, test_real;
+};
+QuantizedSplit StandardizeAndQuantize(const Split& split, double clip_sigma = 4.0);
+
+// Sample indices per device. IID: a seeded shuffle dealt round-robin.
+// Dirichlet(alpha): for each class, proportions over devices drawn from
+// Dirichlet(alpha) split that class's samples; afterwards every device
+// holds at least one sample (taken from the largest shards).
+// INVALID_ARGUMENT when devices is 0 or exceeds the number of samples, or
+// alpha <= 0.
+absl::StatusOr<std::vector<std::vector<uint32_t>>> PartitionIid(size_t samples, size_t devices,
+                                                                uint64_t seed);
+absl::StatusOr<std::vector<std::vector<uint32_t>>> PartitionDirichlet(
+    const std::vector<uint8_t>& labels, int classes, size_t devices, double alpha, uint64_t seed);
+
+}  // namespace tinyfed::agent
+
+#endif  // TINYFED_DEVICE_AGENT_DATASET_H_

@@ -1,0 +1,70 @@
+#include "in_process_server.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "clock.h"
+#include "coordinator_service.h"
+#include "model_store.h"
+#include "round_manager.h"
+#include "server_config.h"
+
+namespace tinyfed::agent {
+
+absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(v1::ServerConfig config) {
+  std::unique_ptr<InProcessServer> s(new InProcessServer());
+  std::string templ = (std::filesystem::temp_directory_path() / "tinyfed-sim-XXXXXX").string();
+  if (mkdtemp(templ.data()) == nullptr) {
+    return absl::UnavailableError("cannot create a temporary directory for the store");
+  }
+  s->dir_ = templ;
+  config.set_listen("127.0.0.1:0");
+  config.set_db(s->dir_ + "/store.db");
+  server::ApplyDefaults(&config);
+  if (absl::Status v = server::ValidateServerConfig(config); !v.ok()) return v;
+  s->clock_ = std::make_unique<server::SystemClock>();
+  absl::StatusOr<v1::ModelVersion> initial = server::InitialModel(config, s->clock_->NowMs());
+  if (!initial.ok()) return initial.status();
+  absl::StatusOr<std::unique_ptr<server::ModelStore>> store =
+      server::OpenSqliteModelStore(config.db());
+  if (!store.ok()) return store.status();
+  s->store_ = std::move(*store);
+  absl::StatusOr<std::unique_ptr<server::RoundManager>> manager =
+      server::RoundManager::Create(config, *initial, s->store_.get(), s->clock_.get());
+  if (!manager.ok()) return manager.status();
+  s->manager_ = std::move(*manager);
+  s->service_ = std::make_unique<server::CoordinatorService>(s->manager_.get());
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config.listen(), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(s->service_.get());
+  // Updates of a 128x32 head are small; the default 4 MB limit is plenty.
+  s->grpc_server_ = builder.BuildAndStart();
+  if (s->grpc_server_ == nullptr || port == 0) {
+    return absl::UnavailableError("cannot listen on a loopback port");
+  }
+  s->address_ = absl::StrCat("127.0.0.1:", port);
+  InProcessServer* raw = s.get();
+  s->ticker_ = std::make_unique<std::thread>([raw] {
+    while (!raw->stop_.WaitForNotificationWithTimeout(absl::Milliseconds(50))) {
+      raw->manager_->Tick();
+    }
+  });
+  return s;
+}
+
+InProcessServer::~InProcessServer() {
+  if (grpc_server_) grpc_server_->Shutdown();
+  stop_.Notify();
+  if (ticker_) ticker_->join();
+  manager_.reset();
+  store_.reset();
+  if (!dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+}  // namespace tinyfed::agent

@@ -1,0 +1,221 @@
+#include "simulate_command.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "float_twin.h"
+#include "google/protobuf/util/json_util.h"
+#include "in_process_server.h"
+#include "server_config.h"
+#include "tinyfed/tinyfed.h"
+#include "tinyfed_common/crc32.h"
+#include "virtual_fleet.h"
+
+namespace tinyfed::agent {
+namespace {
+
+// Epochs of centralized float training for the baseline: enough passes over
+// the whole training split for the float head to converge.
+constexpr uint32_t kCentralizedEpochs = 60;
+
+absl::StatusOr<Dataset> LoadData(const SimulateOptions& o) {
+  if (o.dataset == "digits") {
+    return LoadDigits(o.data_dir.empty() ? DefaultDataDir() : o.data_dir);
+  }
+  return LoadCsv(o.dataset, o.label_column == "first" ? LabelColumn::kFirst : LabelColumn::kLast);
+}
+
+double CentralizedFloatAccuracy(const QuantizedSplit& data, const SimulateOptions& o) {
+  FloatTwin twin(data.features, data.classes);
+  FloatDataset train{data.train_real, data.train_y};
+  FloatPlan plan;
+  plan.epochs = kCentralizedEpochs;
+  plan.batch_size = o.batch_size;
+  plan.learning_rate = o.learning_rate;
+  plan.seed = o.seed;
+  twin.Train(plan, train);
+  return twin.Accuracy(FloatDataset{data.test_real, data.test_y});
+}
+
+}  // namespace
+
+absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
+  auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  if (o.dataset.empty()) return bad("--dataset must be 'digits' or a CSV file");
+  if (o.label_column != "first" && o.label_column != "last") {
+    return bad("--label-column must be 'first' or 'last', got '", o.label_column, "'");
+  }
+  if (!(o.test_fraction > 0 && o.test_fraction < 1)) {
+    return bad("--test-fraction must be between 0 and 1, got ", o.test_fraction);
+  }
+  if (o.devices < 1) return bad("--devices must be at least 1");
+  if (o.rounds < 1) return bad("--rounds must be at least 1");
+  if (o.partition != "iid" && o.partition != "dirichlet") {
+    return bad("--partition must be 'iid' or 'dirichlet', got '", o.partition, "'");
+  }
+  if (!(o.alpha > 0)) return bad("--alpha must be positive, got ", o.alpha);
+  if (o.concurrency < 1 || o.concurrency > 256) {
+    return bad("--concurrency must be in [1, 256], got ", o.concurrency);
+  }
+  if (o.clients_per_round < 1) return bad("--clients-per-round must be at least 1");
+  if (o.epochs < 1 || o.epochs > TINYFED_MAX_EPOCHS) {
+    return bad("--epochs must be in [1, ", TINYFED_MAX_EPOCHS, "], got ", o.epochs);
+  }
+  if (o.batch_size < 1 || o.batch_size > TINYFED_MAX_BATCH) {
+    return bad("--batch-size must be in [1, ", TINYFED_MAX_BATCH, "], got ", o.batch_size);
+  }
+  if (!(o.learning_rate > 0 && o.learning_rate <= 16)) {
+    return bad("--learning-rate must be in (0, 16], got ", o.learning_rate);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE* out, FILE* err) {
+  if (absl::Status s = ValidateSimulateOptions(o); !s.ok()) return s;
+  if (!o.metrics_out.empty() && !std::ofstream(o.metrics_out, std::ios::app).good()) {
+    return absl::InvalidArgumentError(absl::StrCat("--metrics-out: cannot write ", o.metrics_out));
+  }
+  absl::StatusOr<Dataset> dataset = LoadData(o);
+  if (!dataset.ok()) return dataset.status();
+  absl::StatusOr<Split> split = StratifiedSplit(*dataset, o.test_fraction, o.seed);
+  if (!split.ok()) return split.status();
+  const QuantizedSplit data = StandardizeAndQuantize(*split);
+  absl::StatusOr<std::vector<std::vector<uint32_t>>> shards =
+      o.partition == "iid"
+          ? PartitionIid(data.train_y.size(), o.devices, o.seed)
+          : PartitionDirichlet(data.train_y, data.classes, o.devices, o.alpha, o.seed);
+  if (!shards.ok()) return shards.status();
+
+  v1::SimulationReport report;
+  v1::SimulationConfig* config = report.mutable_config();
+  config->set_dataset(o.dataset);
+  config->set_label_column(o.label_column);
+  config->set_test_fraction(o.test_fraction);
+  config->set_devices(o.devices);
+  config->set_rounds(o.rounds);
+  config->set_partition(o.partition);
+  config->set_alpha(o.alpha);
+  config->set_seed(o.seed);
+  config->set_server(o.server.empty() ? "in-process" : o.server);
+  config->set_concurrency(o.concurrency);
+  config->set_features(static_cast<uint32_t>(data.features));
+  config->set_classes(static_cast<uint32_t>(data.classes));
+  config->set_train_samples(static_cast<uint32_t>(data.train_y.size()));
+  config->set_test_samples(static_cast<uint32_t>(data.test_y.size()));
+
+  std::unique_ptr<InProcessServer> local;
+  std::string address = o.server;
+  if (address.empty()) {
+    v1::ServerConfig sc;
+    sc.mutable_head()->set_feature_count(static_cast<uint32_t>(data.features));
+    sc.mutable_head()->set_class_count(static_cast<uint32_t>(data.classes));
+    sc.mutable_head()->set_feature_scale(data.scale);
+    sc.mutable_head()->set_feature_zero_point(data.zero_point);
+    sc.mutable_plan()->set_epochs(o.epochs);
+    sc.mutable_plan()->set_batch_size(o.batch_size);
+    sc.mutable_plan()->set_learning_rate(o.learning_rate);
+    sc.mutable_plan()->set_seed(o.seed);
+    const uint32_t k = std::min(o.clients_per_round, o.devices);
+    sc.mutable_policy()->set_target_updates(k);
+    sc.mutable_policy()->set_min_updates(k);
+    sc.mutable_policy()->set_round_deadline_ms(120'000);
+    absl::StatusOr<std::unique_ptr<InProcessServer>> started = InProcessServer::Start(sc);
+    if (!started.ok()) return started.status();
+    local = std::move(*started);
+    address = local->address();
+    config->set_clients_per_round(k);
+    config->set_epochs(o.epochs);
+    config->set_batch_size(o.batch_size);
+    config->set_learning_rate(o.learning_rate);
+  }
+
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 << 20);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  FleetOptions fleet_options;
+  fleet_options.concurrency = o.concurrency;
+  fleet_options.seed = o.seed;
+  VirtualFleet fleet(&data, &*shards, channel, fleet_options);
+
+  absl::StatusOr<v1::ModelVersion> initial = fleet.LatestModel();
+  if (!initial.ok()) {
+    return absl::UnavailableError(absl::StrCat("cannot reach the server at ", address, ": ",
+                                               initial.status().message()));
+  }
+  if (initial->spec().feature_count() != static_cast<uint32_t>(data.features) ||
+      initial->spec().class_count() != static_cast<uint32_t>(data.classes)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the server trains a ", initial->spec().feature_count(), "x",
+        initial->spec().class_count(), " head but the data has ", data.features, " features and ",
+        data.classes, " classes"));
+  }
+
+  std::fprintf(out, "tinyfed simulate: %s, %zu train / %zu test samples, %d features, %d classes\n",
+               o.dataset.c_str(), data.train_y.size(), data.test_y.size(), data.features,
+               data.classes);
+  std::fprintf(out, "%u devices (%s%s), server %s\n\n", o.devices, o.partition.c_str(),
+               o.partition == "dirichlet" ? absl::StrCat(", alpha ", o.alpha).c_str() : "",
+               o.server.empty() ? absl::StrCat("in-process at ", address).c_str() : address.c_str());
+  std::fprintf(out, "%6s %8s %13s %9s %8s %11s %13s %8s\n", "round", "version", "participants",
+               "accuracy", "loss", "bytes up", "bytes down", "seconds");
+  std::fflush(out);
+
+  const bool live = o.progress && isatty(fileno(err));
+  for (uint32_t r = 1; r <= o.rounds; ++r) {
+    absl::StatusOr<RoundResult> result = fleet.RunRound([&](const RoundProgress& p) {
+      if (live) {
+        std::fprintf(err, "\r  round %u: %u checked in, %u trained, %u accepted   ", r,
+                     p.checked_in, p.trained, p.accepted);
+        std::fflush(err);
+      }
+    });
+    if (live) std::fprintf(err, "\r%70s\r", "");
+    if (!result.ok()) return result.status();
+    std::fprintf(out, "%6u %8u %13u %9.4f %8.4f %11llu %13llu %8.2f%s\n", result->round,
+                 result->model_version, result->participants, result->accuracy, result->loss,
+                 static_cast<unsigned long long>(result->uplink_bytes),
+                 static_cast<unsigned long long>(result->downlink_bytes), result->seconds,
+                 result->committed ? "" : "  (not committed)");
+    std::fflush(out);
+    v1::SimulationRound* row = report.add_rounds();
+    row->set_round(result->round);
+    row->set_model_version(result->model_version);
+    row->set_participants(result->participants);
+    row->set_accuracy(result->accuracy);
+    row->set_loss(result->loss);
+    row->set_uplink_bytes(static_cast<uint32_t>(result->uplink_bytes));
+    row->set_downlink_bytes(static_cast<uint32_t>(result->downlink_bytes));
+    row->set_seconds(result->seconds);
+    report.set_final_accuracy(result->accuracy);
+  }
+
+  const double central = CentralizedFloatAccuracy(data, o);
+  report.set_centralized_float_accuracy(central);
+  std::fprintf(out, "\nfinal accuracy %.4f; centralized float training of the same head %.4f; "
+                    "gap %+.2f percentage points\n",
+               report.final_accuracy(), central, 100.0 * (report.final_accuracy() - central));
+
+  if (!o.metrics_out.empty()) {
+    std::string json;
+    google::protobuf::util::JsonPrintOptions print;
+    print.preserve_proto_field_names = true;
+    print.always_print_primitive_fields = true;
+    print.add_whitespace = true;
+    if (!google::protobuf::util::MessageToJsonString(report, &json, print).ok()) {
+      return absl::InternalError("cannot format the metrics report");
+    }
+    std::ofstream file(o.metrics_out, std::ios::trunc);
+    file << json;
+    if (!file.good()) {
+      return absl::UnavailableError(absl::StrCat("cannot write ", o.metrics_out));
+    }
+  }
+  return report;
+}
+
+}  // namespace tinyfed::agent

@@ -1,0 +1,51 @@
+// `tinyfed-agent simulate`: a virtual fleet on real data against a real
+// server (in-process unless --server is given), one table row per round,
+// a summary against centralized float training, and an optional JSON
+// report.
+#ifndef TINYFED_DEVICE_AGENT_SIMULATE_COMMAND_H_
+#define TINYFED_DEVICE_AGENT_SIMULATE_COMMAND_H_
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "tinyfed/v1/simulation_report.pb.h"
+
+namespace tinyfed::agent {
+
+struct SimulateOptions {
+  std::string dataset = "digits";       // "digits" or a CSV path
+  std::string label_column = "last";    // CSV: "first" or "last"
+  std::string data_dir;                 // where the set-up step caches digits
+  double test_fraction = 0.2;
+  uint32_t devices = 100;
+  uint32_t rounds = 30;
+  std::string partition = "dirichlet";  // "iid" or "dirichlet"
+  double alpha = 0.5;
+  uint32_t seed = 1;
+  std::string server;                   // empty: in-process
+  uint32_t concurrency = 2;
+  // In-process server only: the round policy and the devices' plan.
+  uint32_t clients_per_round = 20;
+  uint32_t epochs = 5;
+  uint32_t batch_size = 8;
+  double learning_rate = 0.2;
+  std::string metrics_out;
+  bool progress = true;                 // a live line on stderr while a round runs
+};
+
+// INVALID_ARGUMENT naming the first bad option.
+absl::Status ValidateSimulateOptions(const SimulateOptions& options);
+
+// Runs the simulation, writing the table and summary to `out` and progress
+// to `err`. Returns the report (also written to metrics_out when set).
+// Errors: INVALID_ARGUMENT (options, dataset), NOT_FOUND (missing files),
+// UNAVAILABLE (server), FAILED_PRECONDITION (server's head differs from the
+// data's).
+absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& options, FILE* out,
+                                                 FILE* err);
+
+}  // namespace tinyfed::agent
+
+#endif  // TINYFED_DEVICE_AGENT_SIMULATE_COMMAND_H_

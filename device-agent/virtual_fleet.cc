@@ -1,0 +1,262 @@
+#include "virtual_fleet.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <future>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "head.h"
+#include "tinyfed/tinyfed.h"
+#include "tinyfed_common/host_numerics.h"
+
+namespace tinyfed::agent {
+namespace {
+
+constexpr char kCheckInMethod[] = "/tinyfed.v1.Coordinator/CheckIn";
+constexpr char kSubmitMethod[] = "/tinyfed.v1.Coordinator/SubmitUpdate";
+
+grpc::ByteBuffer ToByteBuffer(const uint8_t* data, size_t len) {
+  grpc::Slice slice(data, len);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+std::string FromByteBuffer(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  std::string out;
+  if (!buffer.Dump(&slices).ok()) return out;
+  for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+// One unary call through the generic stub, blocking the calling worker.
+grpc::Status Call(grpc::GenericStub& stub, const char* method, const uint8_t* data, size_t len,
+                  std::string* response) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  grpc::ByteBuffer request = ToByteBuffer(data, len);
+  grpc::ByteBuffer reply;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &reply,
+                 [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  grpc::Status status = done.get_future().get();
+  if (status.ok()) *response = FromByteBuffer(reply);
+  return status;
+}
+
+}  // namespace
+
+absl::StatusOr<Evaluation> EvaluateModel(const v1::ModelVersion& model,
+                                         const Eigen::MatrixXd& features,
+                                         const std::vector<uint8_t>& labels) {
+  absl::StatusOr<server::Head> head = server::LoadHead(model);
+  if (!head.ok()) return head.status();
+  const uint32_t frac = model.spec().weight_frac_bits();
+  Eigen::MatrixXd w(head->classes, head->features);
+  Eigen::VectorXd b(head->classes);
+  for (uint32_t c = 0; c < head->classes; ++c) {
+    for (uint32_t f = 0; f < head->features; ++f) {
+      w(c, f) = FromMaster(head->weights[c * head->features + f], frac);
+    }
+    b(c) = FromMaster(head->bias[c], frac);
+  }
+  if (features.cols() != static_cast<Eigen::Index>(head->features) || labels.empty()) {
+    return absl::InvalidArgumentError("test data does not match the model's head");
+  }
+  Evaluation e;
+  size_t correct = 0;
+  double loss = 0;
+  for (Eigen::Index i = 0; i < features.rows(); ++i) {
+    const Eigen::VectorXd z = w * features.row(i).transpose() + b;
+    Eigen::Index best = 0;
+    for (Eigen::Index c = 1; c < z.size(); ++c) {
+      if (z(c) > z(best)) best = c;
+    }
+    correct += best == labels[static_cast<size_t>(i)];
+    const double zmax = z.maxCoeff();
+    loss += std::log((z.array() - zmax).exp().sum()) + zmax - z(labels[static_cast<size_t>(i)]);
+  }
+  e.accuracy = static_cast<double>(correct) / static_cast<double>(labels.size());
+  e.loss = loss / static_cast<double>(labels.size());
+  return e;
+}
+
+// The per-thread state of an active device: one SDK context and arena, and
+// the device's shard copied contiguously, reused from device to device.
+struct VirtualFleet::Worker {
+  std::vector<uint8_t> arena;
+  tinyfed_context_t ctx{};
+  std::vector<int8_t> features;
+  std::vector<uint8_t> labels;
+  std::vector<uint8_t> buffer;
+};
+
+VirtualFleet::VirtualFleet(const QuantizedSplit* data,
+                           const std::vector<std::vector<uint32_t>>* shards,
+                           std::shared_ptr<grpc::Channel> channel, FleetOptions options)
+    : data_(data),
+      shards_(shards),
+      channel_(std::move(channel)),
+      generic_(std::make_unique<grpc::GenericStub>(channel_)),
+      stub_(v1::Coordinator::NewStub(channel_)),
+      options_(options) {}
+
+absl::StatusOr<v1::ModelVersion> VirtualFleet::LatestModel() {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::GetModelRequest request;
+  v1::ModelVersion model;
+  grpc::Status s = stub_->GetModel(&context, request, &model);
+  if (!s.ok()) {
+    return absl::UnavailableError(absl::StrCat("GetModel: ", s.error_message()));
+  }
+  return model;
+}
+
+absl::StatusOr<RoundResult> VirtualFleet::RunRound(
+    const std::function<void(const RoundProgress&)>& progress) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<v1::ModelVersion> before = LatestModel();
+  if (!before.ok()) return before.status();
+
+  const size_t devices = shards_->size();
+  std::vector<uint32_t> order(devices);
+  for (size_t i = 0; i < devices; ++i) order[i] = static_cast<uint32_t>(i);
+  std::mt19937_64 rng(options_.seed * 1000003u + rounds_run_++);
+  std::shuffle(order.begin(), order.end(), rng);
+
+  const uint32_t features = static_cast<uint32_t>(data_->features);
+  const uint32_t classes = static_cast<uint32_t>(data_->classes);
+  std::atomic<size_t> next{0};
+  std::atomic<bool> full{false};
+  std::atomic<uint64_t> up{0}, down{0};
+  std::mutex mu;
+  RoundProgress counts;
+  uint32_t task_round = 0;
+  std::string failure;
+
+  auto report = [&](auto update) {
+    std::lock_guard<std::mutex> lock(mu);
+    update(counts);
+    if (progress) progress(counts);
+  };
+
+  auto run_worker = [&] {
+    Worker w;
+    w.arena.resize(tinyfed_arena_size(features, classes, TINYFED_MAX_BATCH));
+    w.buffer.resize(std::max<size_t>(TINYFED_TASK_MAX_SIZE(features, classes),
+                                     TINYFED_UPDATE_MAX_SIZE(features, classes)));
+    while (!full) {
+      const size_t k = next++;
+      if (k >= devices) break;
+      const uint32_t d = order[k];
+      const std::string id = absl::StrFormat("sim-%06u", d);
+      tinyfed_config_t cfg{id.c_str(), features, classes, TINYFED_MAX_BATCH};
+      if (tinyfed_init(&w.ctx, &cfg, w.arena.data(), w.arena.size()) != TINYFED_OK) {
+        std::lock_guard<std::mutex> lock(mu);
+        failure = absl::StrCat("SDK init: ", tinyfed_last_error_message(&w.ctx));
+        full = true;
+        break;
+      }
+      const std::vector<uint32_t>& shard = (*shards_)[d];
+      size_t len = 0;
+      if (tinyfed_checkin_encode(&w.ctx, static_cast<uint32_t>(shard.size()), w.buffer.data(),
+                                 w.buffer.size(), &len) != TINYFED_OK) {
+        continue;
+      }
+      std::string reply;
+      up += len;
+      grpc::Status s = Call(*generic_, kCheckInMethod, w.buffer.data(), len, &reply);
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        failure = absl::StrCat("CheckIn: ", s.error_message(), " (code ", s.error_code(), ")");
+        full = true;
+        break;
+      }
+      down += reply.size();
+      tinyfed_checkin_result_t result{};
+      tinyfed_status_t st = tinyfed_checkin_response_decode(
+          &w.ctx, reinterpret_cast<const uint8_t*>(reply.data()), reply.size(), &result);
+      report([](RoundProgress& c) { ++c.checked_in; });
+      if (st != TINYFED_OK) {
+        std::lock_guard<std::mutex> lock(mu);
+        failure = absl::StrCat("device could not load the task: ", tinyfed_status_name(st), " (",
+                               tinyfed_last_error_message(&w.ctx), ")");
+        full = true;
+        break;
+      }
+      if (result.kind == TINYFED_CHECKIN_RETRY) {
+        full = true;  // the server has handed out this round's tasks
+        break;
+      }
+      tinyfed_task_info_t info;
+      if (tinyfed_task_info(&w.ctx, &info) == TINYFED_OK) {
+        std::lock_guard<std::mutex> lock(mu);
+        task_round = info.round;
+      }
+      w.features.resize(shard.size() * features);
+      w.labels.resize(shard.size());
+      for (size_t i = 0; i < shard.size(); ++i) {
+        std::copy_n(data_->train_x.data() + static_cast<size_t>(shard[i]) * features, features,
+                    w.features.data() + i * features);
+        w.labels[i] = data_->train_y[shard[i]];
+      }
+      tinyfed_dataset_t local{w.features.data(), w.labels.data(),
+                              static_cast<uint32_t>(shard.size()), features};
+      if (tinyfed_train(&w.ctx, &local) != TINYFED_OK ||
+          tinyfed_update_encode(&w.ctx, w.buffer.data(), w.buffer.size(), &len) != TINYFED_OK) {
+        std::lock_guard<std::mutex> lock(mu);
+        failure = absl::StrCat("device training failed: ", tinyfed_last_error_message(&w.ctx));
+        full = true;
+        break;
+      }
+      report([](RoundProgress& c) { ++c.trained; });
+      up += len;
+      s = Call(*generic_, kSubmitMethod, w.buffer.data(), len, &reply);
+      if (s.ok()) {
+        down += reply.size();
+        report([](RoundProgress& c) { ++c.accepted; });
+      } else {
+        // Too late for the round (it already had K updates) or rejected.
+        report([](RoundProgress& c) { ++c.rejected; });
+      }
+    }
+  };
+  std::vector<std::thread> workers;
+  const uint32_t n = std::max<uint32_t>(1, options_.concurrency);
+  for (uint32_t i = 0; i < n; ++i) workers.emplace_back(run_worker);
+  for (std::thread& t : workers) t.join();
+  if (!failure.empty()) return absl::UnavailableError(failure);
+
+  // Wait for the server to commit a version (or to give up on the round).
+  RoundResult result;
+  result.round = task_round;
+  v1::ModelVersion after = *before;
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(options_.round_timeout_s * 1000));
+  while (std::chrono::steady_clock::now() < deadline) {
+    absl::StatusOr<v1::ModelVersion> latest = LatestModel();
+    if (!latest.ok()) return latest.status();
+    after = *latest;
+    if (after.version() > before->version()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  result.committed = after.version() > before->version();
+  result.model_version = after.version();
+  result.participants = result.committed ? after.metrics().participants() : 0;
+  absl::StatusOr<Evaluation> eval = EvaluateModel(after, data_->test_real, data_->test_y);
+  if (!eval.ok()) return eval.status();
+  result.accuracy = eval->accuracy;
+  result.loss = eval->loss;
+  result.uplink_bytes = up;
+  result.downlink_bytes = down;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace tinyfed::agent

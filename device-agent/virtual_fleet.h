@@ -1,0 +1,95 @@
+// A fleet of virtual devices taking part in rounds against a real server.
+//
+// Each device is an instance of the C SDK (its own context and arena while
+// it is active) with its own shard of the training data. The bytes a
+// device encodes with nanopb travel to the server unchanged through gRPC's
+// generic API, and the server's bytes come back to the SDK unchanged, so
+// every round exercises the real wire. No thread per device: a pool of
+// `concurrency` workers activates devices one at a time, so memory is
+// bounded by the pool, not the fleet.
+//
+// A VirtualFleet requires external synchronization (one RunRound at a time).
+#ifndef TINYFED_DEVICE_AGENT_VIRTUAL_FLEET_H_
+#define TINYFED_DEVICE_AGENT_VIRTUAL_FLEET_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "dataset.h"
+#include "tinyfed/v1/coordinator.grpc.pb.h"
+
+namespace tinyfed::agent {
+
+struct FleetOptions {
+  uint32_t concurrency = 2;
+  uint64_t seed = 1;
+  // How long to wait for a round to commit after the fleet is done with it.
+  double round_timeout_s = 120;
+};
+
+struct RoundProgress {
+  uint32_t checked_in = 0;
+  uint32_t trained = 0;
+  uint32_t accepted = 0;
+  uint32_t rejected = 0;
+};
+
+struct RoundResult {
+  uint32_t round = 0;          // the round the server ran
+  uint32_t model_version = 0;  // the version it committed (or kept)
+  bool committed = false;
+  uint32_t participants = 0;   // updates in the committed version
+  double accuracy = 0;         // of the version on the test split
+  double loss = 0;             // mean cross-entropy on the test split
+  uint64_t uplink_bytes = 0;   // check-ins and updates, as encoded by devices
+  uint64_t downlink_bytes = 0; // responses and acks, as received by devices
+  double seconds = 0;
+};
+
+// Accuracy and mean cross-entropy of a model version on real features.
+struct Evaluation {
+  double accuracy = 0;
+  double loss = 0;
+};
+absl::StatusOr<Evaluation> EvaluateModel(const v1::ModelVersion& model,
+                                         const Eigen::MatrixXd& features,
+                                         const std::vector<uint8_t>& labels);
+
+class VirtualFleet {
+ public:
+  // `data` and `shards` (training-sample indices per device) must outlive
+  // the fleet. Device i is named "sim-<i>", zero-padded.
+  VirtualFleet(const QuantizedSplit* data, const std::vector<std::vector<uint32_t>>* shards,
+               std::shared_ptr<grpc::Channel> channel, FleetOptions options);
+
+  // The latest committed version on the server.
+  absl::StatusOr<v1::ModelVersion> LatestModel();
+
+  // Runs one round: devices check in in a seeded random order until the
+  // server stops handing out tasks; those with a task train and submit.
+  // Then waits for the server to commit (or the timeout) and evaluates the
+  // latest version on the test split. `progress` is called from worker
+  // threads as devices finish steps.
+  absl::StatusOr<RoundResult> RunRound(const std::function<void(const RoundProgress&)>& progress);
+
+ private:
+  struct Worker;
+  const QuantizedSplit* data_;
+  const std::vector<std::vector<uint32_t>>* shards_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<grpc::GenericStub> generic_;
+  std::unique_ptr<v1::Coordinator::Stub> stub_;
+  FleetOptions options_;
+  uint32_t rounds_run_ = 0;
+};
+
+}  // namespace tinyfed::agent
+
+#endif  // TINYFED_DEVICE_AGENT_VIRTUAL_FLEET_H_
