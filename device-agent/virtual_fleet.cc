@@ -86,16 +86,6 @@ absl::StatusOr<Evaluation> EvaluateModel(const v1::ModelVersion& model,
   return e;
 }
 
-// The per-thread state of an active device: one SDK context and arena, and
-// the device's shard copied contiguously, reused from device to device.
-struct VirtualFleet::Worker {
-  std::vector<uint8_t> arena;
-  tinyfed_context_t ctx{};
-  std::vector<int8_t> features;
-  std::vector<uint8_t> labels;
-  std::vector<uint8_t> buffer;
-};
-
 VirtualFleet::VirtualFleet(const QuantizedSplit* data,
                            const std::vector<std::vector<uint32_t>>* shards,
                            std::shared_ptr<grpc::Channel> channel, FleetOptions options)
@@ -132,106 +122,123 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
 
   const uint32_t features = static_cast<uint32_t>(data_->features);
   const uint32_t classes = static_cast<uint32_t>(data_->classes);
-  std::atomic<size_t> next{0};
-  std::atomic<bool> full{false};
-  std::atomic<uint64_t> up{0}, down{0};
-  std::mutex mu;
+  const size_t arena_size = tinyfed_arena_size(features, classes, TINYFED_MAX_BATCH);
+  const size_t buffer_size = std::max<size_t>(TINYFED_TASK_MAX_SIZE(features, classes),
+                                              TINYFED_UPDATE_MAX_SIZE(features, classes));
+  uint64_t up = 0, down = 0;
   RoundProgress counts;
-  uint32_t task_round = 0;
-  std::string failure;
-
+  std::mutex mu;
   auto report = [&](auto update) {
     std::lock_guard<std::mutex> lock(mu);
     update(counts);
     if (progress) progress(counts);
   };
 
-  auto run_worker = [&] {
-    Worker w;
-    w.arena.resize(tinyfed_arena_size(features, classes, TINYFED_MAX_BATCH));
-    w.buffer.resize(std::max<size_t>(TINYFED_TASK_MAX_SIZE(features, classes),
-                                     TINYFED_UPDATE_MAX_SIZE(features, classes)));
-    while (!full) {
-      const size_t k = next++;
-      if (k >= devices) break;
-      const uint32_t d = order[k];
-      const std::string id = absl::StrFormat("sim-%06u", d);
-      tinyfed_config_t cfg{id.c_str(), features, classes, TINYFED_MAX_BATCH};
-      if (tinyfed_init(&w.ctx, &cfg, w.arena.data(), w.arena.size()) != TINYFED_OK) {
-        std::lock_guard<std::mutex> lock(mu);
-        failure = absl::StrCat("SDK init: ", tinyfed_last_error_message(&w.ctx));
-        full = true;
-        break;
-      }
-      const std::vector<uint32_t>& shard = (*shards_)[d];
-      size_t len = 0;
-      if (tinyfed_checkin_encode(&w.ctx, static_cast<uint32_t>(shard.size()), w.buffer.data(),
-                                 w.buffer.size(), &len) != TINYFED_OK) {
-        continue;
-      }
-      std::string reply;
-      up += len;
-      grpc::Status s = Call(*generic_, kCheckInMethod, w.buffer.data(), len, &reply);
-      if (!s.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
-        failure = absl::StrCat("CheckIn: ", s.error_message(), " (code ", s.error_code(), ")");
-        full = true;
-        break;
-      }
-      down += reply.size();
-      tinyfed_checkin_result_t result{};
-      tinyfed_status_t st = tinyfed_checkin_response_decode(
-          &w.ctx, reinterpret_cast<const uint8_t*>(reply.data()), reply.size(), &result);
-      report([](RoundProgress& c) { ++c.checked_in; });
-      if (st != TINYFED_OK) {
-        std::lock_guard<std::mutex> lock(mu);
-        failure = absl::StrCat("device could not load the task: ", tinyfed_status_name(st), " (",
-                               tinyfed_last_error_message(&w.ctx), ")");
-        full = true;
-        break;
-      }
-      if (result.kind == TINYFED_CHECKIN_RETRY) {
-        full = true;  // the server has handed out this round's tasks
-        break;
-      }
-      tinyfed_task_info_t info;
-      if (tinyfed_task_info(&w.ctx, &info) == TINYFED_OK) {
-        std::lock_guard<std::mutex> lock(mu);
-        task_round = info.round;
-      }
-      w.features.resize(shard.size() * features);
-      w.labels.resize(shard.size());
+  // 1. Check-ins, one at a time in the shuffled order, until the server has
+  //    handed out the round's tasks. Sequential check-ins (and submissions
+  //    below) make the set of participants depend on the seed alone, not on
+  //    thread timing, so a run is reproducible; they are cheap next to
+  //    training, which runs in parallel.
+  struct Active {
+    uint32_t device = 0;
+    std::string id;
+    std::vector<uint8_t> arena;
+    tinyfed_context_t ctx{};
+    std::vector<uint8_t> update;
+    std::string error;
+  };
+  std::vector<std::unique_ptr<Active>> active;
+  uint32_t task_round = 0;
+  std::vector<uint8_t> buffer(buffer_size);
+  for (uint32_t d : order) {
+    auto a = std::make_unique<Active>();
+    a->device = d;
+    a->id = absl::StrFormat("sim-%06u", d);
+    a->arena.resize(arena_size);
+    tinyfed_config_t cfg{a->id.c_str(), features, classes, TINYFED_MAX_BATCH};
+    if (tinyfed_init(&a->ctx, &cfg, a->arena.data(), a->arena.size()) != TINYFED_OK) {
+      return absl::InternalError(absl::StrCat("SDK init: ", tinyfed_last_error_message(&a->ctx)));
+    }
+    size_t len = 0;
+    const uint32_t samples = static_cast<uint32_t>((*shards_)[d].size());
+    if (tinyfed_checkin_encode(&a->ctx, samples, buffer.data(), buffer.size(), &len) !=
+        TINYFED_OK) {
+      return absl::InternalError(absl::StrCat("check-in: ", tinyfed_last_error_message(&a->ctx)));
+    }
+    std::string reply;
+    up += len;
+    grpc::Status s = Call(*generic_, kCheckInMethod, buffer.data(), len, &reply);
+    if (!s.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("CheckIn: ", s.error_message(), " (gRPC code ", s.error_code(), ")"));
+    }
+    down += reply.size();
+    tinyfed_checkin_result_t result{};
+    const tinyfed_status_t st = tinyfed_checkin_response_decode(
+        &a->ctx, reinterpret_cast<const uint8_t*>(reply.data()), reply.size(), &result);
+    report([](RoundProgress& c) { ++c.checked_in; });
+    if (st != TINYFED_OK) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("a device could not load the server's task: ", tinyfed_status_name(st),
+                       " (", tinyfed_last_error_message(&a->ctx), ")"));
+    }
+    if (result.kind == TINYFED_CHECKIN_RETRY) break;  // this round's tasks are handed out
+    tinyfed_task_info_t info;
+    if (tinyfed_task_info(&a->ctx, &info) == TINYFED_OK) task_round = info.round;
+    active.push_back(std::move(a));
+  }
+
+  // 2. Training, in parallel on `concurrency` workers; each device gets its
+  //    shard copied contiguously, as firmware would hold it.
+  std::atomic<size_t> next{0};
+  auto train = [&] {
+    std::vector<int8_t> x;
+    std::vector<uint8_t> y;
+    for (size_t k = next++; k < active.size(); k = next++) {
+      Active& a = *active[k];
+      const std::vector<uint32_t>& shard = (*shards_)[a.device];
+      x.resize(shard.size() * features);
+      y.resize(shard.size());
       for (size_t i = 0; i < shard.size(); ++i) {
         std::copy_n(data_->train_x.data() + static_cast<size_t>(shard[i]) * features, features,
-                    w.features.data() + i * features);
-        w.labels[i] = data_->train_y[shard[i]];
+                    x.data() + i * features);
+        y[i] = data_->train_y[shard[i]];
       }
-      tinyfed_dataset_t local{w.features.data(), w.labels.data(),
-                              static_cast<uint32_t>(shard.size()), features};
-      if (tinyfed_train(&w.ctx, &local) != TINYFED_OK ||
-          tinyfed_update_encode(&w.ctx, w.buffer.data(), w.buffer.size(), &len) != TINYFED_OK) {
-        std::lock_guard<std::mutex> lock(mu);
-        failure = absl::StrCat("device training failed: ", tinyfed_last_error_message(&w.ctx));
-        full = true;
-        break;
+      tinyfed_dataset_t local{x.data(), y.data(), static_cast<uint32_t>(shard.size()), features};
+      a.update.resize(buffer_size);
+      size_t len = 0;
+      if (tinyfed_train(&a.ctx, &local) != TINYFED_OK ||
+          tinyfed_update_encode(&a.ctx, a.update.data(), a.update.size(), &len) != TINYFED_OK) {
+        a.error = tinyfed_last_error_message(&a.ctx);
+        continue;
       }
+      a.update.resize(len);
       report([](RoundProgress& c) { ++c.trained; });
-      up += len;
-      s = Call(*generic_, kSubmitMethod, w.buffer.data(), len, &reply);
-      if (s.ok()) {
-        down += reply.size();
-        report([](RoundProgress& c) { ++c.accepted; });
-      } else {
-        // Too late for the round (it already had K updates) or rejected.
-        report([](RoundProgress& c) { ++c.rejected; });
-      }
     }
   };
   std::vector<std::thread> workers;
   const uint32_t n = std::max<uint32_t>(1, options_.concurrency);
-  for (uint32_t i = 0; i < n; ++i) workers.emplace_back(run_worker);
+  for (uint32_t i = 0; i < n; ++i) workers.emplace_back(train);
   for (std::thread& t : workers) t.join();
-  if (!failure.empty()) return absl::UnavailableError(failure);
+
+  // 3. Submissions in the same order. Over-selected devices beyond the
+  //    round's target are refused (FAILED_PRECONDITION), as on a real fleet.
+  for (const auto& a : active) {
+    if (!a->error.empty()) {
+      return absl::InternalError(absl::StrCat(a->id, " could not train: ", a->error));
+    }
+    std::string reply;
+    up += a->update.size();
+    grpc::Status s = Call(*generic_, kSubmitMethod, a->update.data(), a->update.size(), &reply);
+    if (s.ok()) {
+      down += reply.size();
+      report([](RoundProgress& c) { ++c.accepted; });
+    } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      return absl::UnavailableError(absl::StrCat("SubmitUpdate: ", s.error_message()));
+    } else {
+      report([](RoundProgress& c) { ++c.rejected; });
+    }
+  }
 
   // Wait for the server to commit a version (or to give up on the round).
   RoundResult result;

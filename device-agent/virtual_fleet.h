@@ -4,9 +4,9 @@
 // it is active) with its own shard of the training data. The bytes a
 // device encodes with nanopb travel to the server unchanged through gRPC's
 // generic API, and the server's bytes come back to the SDK unchanged, so
-// every round exercises the real wire. No thread per device: a pool of
-// `concurrency` workers activates devices one at a time, so memory is
-// bounded by the pool, not the fleet.
+// every round exercises the real wire. No thread per device: a device has
+// an SDK context only while it holds a task, and `concurrency` workers
+// train those, so memory is bounded by the round's tasks, not the fleet.
 //
 // A VirtualFleet requires external synchronization (one RunRound at a time).
 #ifndef TINYFED_DEVICE_AGENT_VIRTUAL_FLEET_H_
@@ -80,7 +80,6 @@ class VirtualFleet {
   absl::StatusOr<RoundResult> RunRound(const std::function<void(const RoundProgress&)>& progress);
 
  private:
-  struct Worker;
   const QuantizedSplit* data_;
   const std::vector<std::vector<uint32_t>>* shards_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -1,0 +1,206 @@
+// `tinyfed-agent simulate` end to end: the digits acceptance run, a CSV run,
+// the JSON report, and every bad-input case of the command line.
+#include "simulate_command.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+
+#include "dataset.h"
+#include "google/protobuf/util/json_util.h"
+
+#ifndef TINYFED_AGENT_BINARY
+#error "TINYFED_AGENT_BINARY must name the tinyfed-agent executable"
+#endif
+
+namespace tinyfed::agent {
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string t = (std::filesystem::temp_directory_path() / "tinyfed-agent-XXXXXX").string();
+    path_ = mkdtemp(t.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Gaussian blobs as CSV with the label first: `classes` classes in
+// `features` dimensions, means 3 standard deviations apart on average.
+void WriteBlobsCsv(const std::string& path, int samples, int features, int classes,
+                   uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<double> means(static_cast<size_t>(features * classes));
+  for (double& m : means) m = 1.5 * normal(rng);
+  std::ofstream out(path);
+  for (int i = 0; i < samples; ++i) {
+    const int label = i % classes;
+    out << label;
+    for (int f = 0; f < features; ++f) {
+      out << "," << means[static_cast<size_t>(label * features + f)] + normal(rng);
+    }
+    out << "\n";
+  }
+}
+
+TEST(Simulate, DigitsDirichletFleetReachesCentralizedAccuracy) {
+  // Acceptance: digits, 100 devices, Dirichlet(0.5), 30 rounds, fixed seed.
+  TempDir dir;
+  SimulateOptions o;  // the defaults are exactly that
+  o.metrics_out = dir.File("metrics.json");
+  o.progress = false;
+  ASSERT_EQ(o.devices, 100u);
+  ASSERT_EQ(o.rounds, 30u);
+  ASSERT_EQ(o.partition, "dirichlet");
+  ASSERT_EQ(o.alpha, 0.5);
+  std::FILE* sink = std::tmpfile();
+  absl::StatusOr<v1::SimulationReport> report = RunSimulate(o, sink, sink);
+  std::fclose(sink);
+  ASSERT_TRUE(report.ok()) << report.status()
+                           << " (the digits data comes from deploy/setup.sh)";
+  std::cout << "final accuracy " << report->final_accuracy() << ", centralized float "
+            << report->centralized_float_accuracy() << "\n";
+  EXPECT_GE(report->final_accuracy(), 0.94);
+  EXPECT_NEAR(report->final_accuracy(), report->centralized_float_accuracy(), 0.025);
+
+  // Every round committed a new version with K participants.
+  ASSERT_EQ(report->rounds_size(), 30);
+  for (int r = 0; r < 30; ++r) {
+    const v1::SimulationRound& row = report->rounds(r);
+    EXPECT_EQ(row.model_version(), static_cast<uint32_t>(r + 2));
+    EXPECT_EQ(row.participants(), 20u);
+    EXPECT_GT(row.uplink_bytes(), 20u * 650u) << "at least K int8 updates went up";
+    EXPECT_GT(row.downlink_bytes(), 20u * 1280u) << "at least K 64x10 models came down";
+  }
+
+  // The JSON report parses back into the same report, with the documented
+  // field names.
+  const std::string json = ReadAll(o.metrics_out);
+  for (const char* key : {"\"config\"", "\"rounds\"", "\"round\"", "\"model_version\"",
+                          "\"participants\"", "\"accuracy\"", "\"loss\"", "\"uplink_bytes\"",
+                          "\"downlink_bytes\"", "\"seconds\"", "\"final_accuracy\"",
+                          "\"centralized_float_accuracy\""}) {
+    EXPECT_NE(json.find(key), std::string::npos) << key;
+  }
+  v1::SimulationReport parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json, &parsed).ok());
+  EXPECT_EQ(parsed.rounds_size(), 30);
+  EXPECT_DOUBLE_EQ(parsed.final_accuracy(), report->final_accuracy());
+  EXPECT_EQ(parsed.config().devices(), 100u);
+}
+
+TEST(Simulate, CsvWithLabelFirstAndIidPartition) {
+  TempDir dir;
+  WriteBlobsCsv(dir.File("blobs.csv"), 1500, 12, 5, 3);
+  SimulateOptions o;
+  o.dataset = dir.File("blobs.csv");
+  o.label_column = "first";
+  o.partition = "iid";
+  o.devices = 30;
+  o.rounds = 10;
+  o.clients_per_round = 10;
+  o.progress = false;
+  std::FILE* sink = std::tmpfile();
+  absl::StatusOr<v1::SimulationReport> report = RunSimulate(o, sink, sink);
+  std::fclose(sink);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->config().features(), 12u);
+  EXPECT_EQ(report->config().classes(), 5u);
+  EXPECT_EQ(report->config().test_samples(), 300u) << "20% of each class";
+  std::cout << "blobs: final accuracy " << report->final_accuracy() << ", centralized float "
+            << report->centralized_float_accuracy() << "\n";
+  EXPECT_GT(report->final_accuracy(), 0.8) << "far better than chance (0.2)";
+  EXPECT_NEAR(report->final_accuracy(), report->centralized_float_accuracy(), 0.025);
+
+  // The same seed gives the same run: participants, models and metrics.
+  sink = std::tmpfile();
+  absl::StatusOr<v1::SimulationReport> again = RunSimulate(o, sink, sink);
+  std::fclose(sink);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_EQ(again->rounds_size(), report->rounds_size());
+  for (int r = 0; r < report->rounds_size(); ++r) {
+    EXPECT_EQ(again->rounds(r).accuracy(), report->rounds(r).accuracy()) << r;
+    EXPECT_EQ(again->rounds(r).loss(), report->rounds(r).loss()) << r;
+    EXPECT_EQ(again->rounds(r).uplink_bytes(), report->rounds(r).uplink_bytes()) << r;
+  }
+}
+
+// Runs the binary; returns its exit code and combined output.
+int RunAgent(const std::string& args, std::string* output) {
+  const std::string command = std::string(TINYFED_AGENT_BINARY) + " " + args + " 2>&1";
+  std::FILE* pipe = popen(command.c_str(), "r");
+  output->clear();
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, pipe) != nullptr) output->append(buf);
+  const int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(SimulateCli, BadInputGivesOneLineNamingTheProblem) {
+  TempDir dir;
+  {
+    std::ofstream bad(dir.File("bad.csv"));
+    bad << "1,2,3,0\n4,five,6,1\n";
+  }
+  {
+    std::ofstream ragged(dir.File("ragged.csv"));
+    ragged << "1,2,3,0\n4,5,1\n";
+  }
+  struct Case {
+    std::string args;
+    std::string expect;  // must appear in the single line
+  };
+  const Case cases[] = {
+      {"simulate --no-such-flag=1", "no_such_flag"},
+      {"simulate --partition=stripes", "--partition"},
+      {"simulate --alpha=-1", "--alpha"},
+      {"simulate --test-fraction=1.5", "--test-fraction"},
+      {"simulate --label-column=middle", "--label-column"},
+      {"simulate --devices=0", "--devices"},
+      {"simulate --rounds=0", "--rounds"},
+      {"simulate --epochs=0", "--epochs"},
+      {"simulate --dataset=" + dir.File("missing.csv"), "missing.csv"},
+      {"simulate --dataset=" + dir.File("bad.csv"), "bad.csv:2"},
+      {"simulate --dataset=" + dir.File("ragged.csv"), "ragged.csv:2"},
+      {"simulate --metrics-out=/nonexistent-dir/m.json", "--metrics-out"},
+      {"simulate --server=127.0.0.1:1", "127.0.0.1:1"},
+      {"", "missing command"},
+      {"fly", "unknown command"},
+  };
+  for (const Case& c : cases) {
+    std::string out;
+    const int code = RunAgent(c.args, &out);
+    EXPECT_NE(code, 0) << c.args;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << c.args << " printed:\n" << out;
+    EXPECT_NE(out.find(c.expect), std::string::npos) << c.args << " printed:\n" << out;
+  }
+}
+
+TEST(SimulateCli, HelpDescribesTheCommand) {
+  std::string out;
+  RunAgent("--help", &out);
+  EXPECT_NE(out.find("tinyfed-agent simulate"), std::string::npos) << out;
+  EXPECT_NE(out.find("--devices"), std::string::npos);
+  EXPECT_NE(out.find("--metrics_out"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tinyfed::agent
