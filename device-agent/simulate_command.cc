@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <fstream>
 #include <memory>
 
@@ -13,6 +14,7 @@
 #include "server_config.h"
 #include "tinyfed/tinyfed.h"
 #include "tinyfed_common/crc32.h"
+#include "tinyfed_common/host_numerics.h"
 #include "virtual_fleet.h"
 
 namespace tinyfed::agent {
@@ -21,6 +23,26 @@ namespace {
 // Epochs of centralized float training for the baseline: enough passes over
 // the whole training split for the float head to converge.
 constexpr uint32_t kCentralizedEpochs = 60;
+
+// Standardized features are clipped at this many standard deviations.
+constexpr double kDefaultClipSigma = 4.0;
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 << 20);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+absl::StatusOr<v1::ModelVersion> FetchLatest(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = v1::Coordinator::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::GetModelRequest request;
+  v1::ModelVersion model;
+  grpc::Status s = stub->GetModel(&context, request, &model);
+  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  return model;
+}
 
 absl::StatusOr<Dataset> LoadData(const SimulateOptions& o) {
   if (o.dataset == "digits") {
@@ -83,7 +105,29 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   if (!dataset.ok()) return dataset.status();
   absl::StatusOr<Split> split = StratifiedSplit(*dataset, o.test_fraction, o.seed);
   if (!split.ok()) return split.status();
-  const QuantizedSplit data = StandardizeAndQuantize(*split);
+
+  // Devices quantize features the way the server's model declares. An
+  // in-process server is configured from the data (clipping at 4 standard
+  // deviations); a remote one dictates the scale, and its zero point must
+  // be 0 since standardized features are centred.
+  double clip_sigma = kDefaultClipSigma;
+  std::shared_ptr<grpc::Channel> channel;
+  if (!o.server.empty()) {
+    channel = MakeChannel(o.server);
+    absl::StatusOr<v1::ModelVersion> model = FetchLatest(channel);
+    if (!model.ok()) {
+      return absl::UnavailableError(absl::StrCat("cannot reach the server at ", o.server, ": ",
+                                                 model.status().message()));
+    }
+    const v1::FeatureQuantization& fq = model->spec().feature_quantization();
+    if (fq.zero_point() != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the server's features have zero point ", fq.zero_point(),
+          "; simulate standardizes features around 0 and needs zero point 0"));
+    }
+    clip_sigma = FromFixedScale(FixedScale{fq.scale_multiplier(), fq.scale_shift()}) * 127.0;
+  }
+  const QuantizedSplit data = StandardizeAndQuantize(*split, clip_sigma);
   absl::StatusOr<std::vector<std::vector<uint32_t>>> shards =
       o.partition == "iid"
           ? PartitionIid(data.train_y.size(), o.devices, o.seed)
@@ -133,10 +177,7 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     config->set_learning_rate(o.learning_rate);
   }
 
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(16 << 20);
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  if (!channel) channel = MakeChannel(address);
   FleetOptions fleet_options;
   fleet_options.concurrency = o.concurrency;
   fleet_options.seed = o.seed;
