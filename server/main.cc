@@ -10,8 +10,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
+#include "tinyfed_common/flag_help.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "clock.h"
@@ -38,23 +37,7 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --help lists the flags defined in this file (Abseil's default matches
-  // files named after the program, which ours are not).
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "main.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  usage_config.normalize_filename = [](absl::string_view file) {
-    // The last two components ("server/main.cc"), not the build machine's path.
-    const size_t last = file.rfind('/');
-    const size_t before = last == 0 || last == absl::string_view::npos
-                              ? absl::string_view::npos
-                              : file.rfind('/', last - 1);
-    return std::string(before == absl::string_view::npos ? file : file.substr(before + 1));
-  };
-  absl::SetFlagsUsageConfig(usage_config);
-  absl::SetProgramUsageMessage(
+  tinyfed::ConfigureFlagHelp(
       "the tinyfed aggregation server.\n\n"
       "  tinyfed-server [--config FILE] [--listen HOST:PORT] [--db FILE]\n\n"
       "Opens rounds on the latest model version, hands tasks to devices, accepts their\n"
