@@ -16,6 +16,7 @@ full_packages=(
   libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libeigen3-dev libspdlog-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 )
 
 packages=("${full_packages[@]}")
@@ -43,7 +44,9 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   echo "setup: done"
 fi
 
-# The digits data set for `tinyfed-agent simulate` (not needed by the SDK).
+# The digits data set for `tinyfed-agent simulate`, and nanopb's runtime
+# sources for the Cortex-M build (neither is needed by a host SDK build).
 if [[ "${1:-}" != "--sdk" ]]; then
   "$here/fetch_digits.sh"
+  "$here/fetch_nanopb_source.sh"
 fi

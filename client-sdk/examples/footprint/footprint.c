@@ -1,0 +1,78 @@
+/* A minimal firmware image that uses every SDK call a device makes in a
+ * round, for a 64x10 head with batches of 16, so the linker keeps exactly
+ * the SDK and nanopb code a real device needs. Built twice: with the SDK
+ * and, with TINYFED_FOOTPRINT_BASELINE, without it; the size difference is
+ * the SDK's flash and static RAM. Never run.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef TINYFED_FOOTPRINT_BASELINE
+#include "tinyfed/link.h"
+#include "tinyfed/tinyfed.h"
+
+#define FEATURES 64u
+#define CLASSES 10u
+#define BATCH 16u
+
+static tinyfed_context_t ctx;
+static uint8_t arena[TINYFED_ARENA_SIZE(FEATURES, CLASSES, BATCH)];
+static uint8_t message[TINYFED_TASK_MAX_SIZE(FEATURES, CLASSES)];
+static uint8_t frame[TINYFED_FRAME_ENCODED_MAX(TINYFED_TASK_MAX_SIZE(FEATURES, CLASSES))];
+static uint8_t decoder_buffer[TINYFED_FRAME_DECODER_BUFFER(TINYFED_TASK_MAX_SIZE(FEATURES, CLASSES))];
+#endif
+
+/* Stand-ins for the firmware's data and link, opaque to the optimizer. */
+const int8_t *volatile firmware_features;
+const uint8_t *volatile firmware_labels;
+volatile uint32_t firmware_count;
+volatile uint8_t firmware_rx;
+volatile uint32_t firmware_sink;
+
+int main(void) {
+#ifdef TINYFED_FOOTPRINT_BASELINE
+  firmware_sink = firmware_count + firmware_rx;
+  return 0;
+#else
+  const tinyfed_config_t config = {"footprint", FEATURES, CLASSES, BATCH};
+  size_t len = 0;
+  tinyfed_checkin_result_t result;
+  tinyfed_frame_decoder_t decoder;
+  tinyfed_frame_t received;
+  int ready = 0;
+  uint32_t label = 0, round = 0, retry = 0;
+  if (tinyfed_init(&ctx, &config, arena, sizeof arena) != TINYFED_OK) return 1;
+  if (tinyfed_frame_decoder_init(&decoder, decoder_buffer, sizeof decoder_buffer) != TINYFED_OK) {
+    return 1;
+  }
+  if (tinyfed_checkin_encode(&ctx, firmware_count, message, sizeof message, &len) != TINYFED_OK ||
+      tinyfed_frame_encode(TINYFED_FRAME_CHECKIN, message, len, frame, sizeof frame, &len) !=
+          TINYFED_OK) {
+    return 1;
+  }
+  while (!ready) {
+    if (tinyfed_frame_decoder_push(&decoder, firmware_rx, &ready, &received) != TINYFED_OK) {
+      firmware_sink = 1;
+    }
+  }
+  if (tinyfed_checkin_response_decode(&ctx, received.payload, received.length, &result) !=
+      TINYFED_OK) {
+    return 1;
+  }
+  if (result.kind == TINYFED_CHECKIN_TASK) {
+    const tinyfed_dataset_t data = {firmware_features, firmware_labels, firmware_count, FEATURES};
+    if (tinyfed_train(&ctx, &data) != TINYFED_OK ||
+        tinyfed_update_encode(&ctx, message, sizeof message, &len) != TINYFED_OK ||
+        tinyfed_frame_encode(TINYFED_FRAME_UPDATE, message, len, frame, sizeof frame, &len) !=
+            TINYFED_OK) {
+      return 1;
+    }
+  }
+  if (tinyfed_ack_decode(received.payload, received.length, &round, &retry) != TINYFED_OK ||
+      tinyfed_classify(&ctx, firmware_features, &label) != TINYFED_OK) {
+    return 1;
+  }
+  firmware_sink = label + round + retry + (uint32_t)len;
+  return 0;
+#endif
+}

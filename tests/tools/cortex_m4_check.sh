@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Cross-builds the SDK for Cortex-M4 (soft float, -Os) and checks what it
+# links against: no heap functions and no floating-point helpers in the
+# SDK, common, the generated nanopb code or nanopb's runtime, nor in a
+# firmware image that uses the whole SDK. Then prints the SDK's footprint
+# for a 64x10 head: flash and static RAM of that image minus a baseline
+# image without the SDK, measured in the same build.
+#
+#   cortex_m4_check.sh SOURCE_DIR BUILD_DIR     build, check, report
+#   cortex_m4_check.sh --self-test BUILD_DIR    show the checks catch
+#                                               malloc and float helpers
+set -euo pipefail
+
+heap='^(malloc|calloc|realloc|free|_malloc_r|_calloc_r|_realloc_r|_free_r|aligned_alloc|posix_memalign|memalign|strdup|strndup)$'
+# Soft-float runtime: __aeabi_f*/__aeabi_d* (arithmetic, compare, convert),
+# __aeabi_[iul]*2[fd], and the libgcc names (__addsf3, __floatsidf, ...).
+float='^(__aeabi_[fd][a-z0-9]*|__aeabi_[a-z]*2[fd]|__[a-z]*[sd]f[0-9]?|__[a-z]*[sd]f[a-z]*[0-9]?)$'
+
+# Prints the forbidden symbols FILES reference (undefined ones for archives
+# and objects; all symbols for a linked image).
+forbidden() {
+  for f in "$@"; do
+    case "$f" in
+      *.elf) arm-none-eabi-nm "$f" ;;
+      *) arm-none-eabi-nm -u "$f" ;;
+    esac
+  done 2>/dev/null | awk '{print $NF}' | grep -E "$heap|$float" | sort -u || true
+}
+
+if [[ "${1:-}" == "--self-test" ]]; then
+  dir=$2
+  mkdir -p "$dir"
+  printf '#include <stdlib.h>\nvoid *f(size_t n) { return malloc(n); }\n' > "$dir/heap.c"
+  printf 'int g(int x) { return (int)(x * 1.5f); }\nint h(int x) { return (int)(x / 3.0); }\n' > "$dir/float.c"
+  for name in heap float; do
+    arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=soft -Os -c "$dir/$name.c" -o "$dir/$name.o"
+    found=$(forbidden "$dir/$name.o")
+    if [[ -z "$found" ]]; then
+      echo "FAIL: the check missed what $name.c references"
+      exit 1
+    fi
+    echo "ok: the check flags $name.c: $(echo $found | tr '\n' ' ')"
+  done
+  exit 0
+fi
+
+src=$1
+build=$2
+root=$(cd "$src" && pwd)
+"$root/deploy/fetch_nanopb_source.sh"
+nanopb_src=${TINYFED_DATA_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tinyfed}/nanopb-src
+
+cmake -S "$root" -B "$build" -G Ninja -DTINYFED_SDK_ONLY=ON -DCMAKE_BUILD_TYPE=MinSizeRel \
+  -DCMAKE_TOOLCHAIN_FILE="$root/deploy/toolchains/arm-cortex-m4.cmake" \
+  -DTINYFED_NANOPB_SOURCE_DIR="$nanopb_src" >/dev/null
+cmake --build "$build" >/dev/null
+
+libs=("$build/client-sdk/libtinyfed_sdk.a" "$build/common/libtinyfed_common.a"
+      "$build/proto/libtinyfed_proto_nanopb.a" "$build/proto/libtinyfed_nanopb_runtime.a")
+image="$build/client-sdk/tinyfed_footprint.elf"
+baseline="$build/client-sdk/tinyfed_footprint_baseline.elf"
+status=0
+for f in "${libs[@]}" "$image"; do
+  found=$(forbidden "$f")
+  if [[ -n "$found" ]]; then
+    echo "FAIL: $(basename "$f") references $(echo $found | tr '\n' ' ')"
+    status=1
+  else
+    echo "ok: $(basename "$f") references no heap function and no floating-point helper"
+  fi
+done
+
+read -r text data bss _ < <(arm-none-eabi-size "$image" | tail -n 1)
+read -r btext bdata bbss _ < <(arm-none-eabi-size "$baseline" | tail -n 1)
+flash=$(( (text + data) - (btext + bdata) ))
+ram=$(( (data + bss) - (bdata + bbss) ))
+arena_hex=$(arm-none-eabi-nm -S "$image" | awk '$4 == "arena" {print $2}')
+arena=$((16#${arena_hex:-0}))
+echo "Cortex-M4 footprint, 64x10 head (SDK + nanopb, -Os, soft float):"
+echo "  flash        $flash bytes   (image $((text + data)) - baseline $((btext + bdata)))"
+echo "  static RAM   $ram bytes   (context, arena of $arena bytes, message and frame buffers)"
+exit $status
