@@ -19,7 +19,9 @@ set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
 set(TINYFED_CPU_FLAGS "-mcpu=cortex-m4 -mthumb -mfloat-abi=soft")
 set(CMAKE_C_FLAGS_INIT "${TINYFED_CPU_FLAGS} -ffunction-sections -fdata-sections")
 set(CMAKE_C_FLAGS_MINSIZEREL_INIT "-Os -DNDEBUG")
-set(CMAKE_EXE_LINKER_FLAGS_INIT "${TINYFED_CPU_FLAGS} -Wl,--gc-sections --specs=nano.specs --specs=nosys.specs")
+# Programs pick their system-call layer: nosys.specs (no I/O) or
+# rdimon.specs (semihosting, for the emulated board).
+set(CMAKE_EXE_LINKER_FLAGS_INIT "${TINYFED_CPU_FLAGS} -Wl,--gc-sections --specs=nano.specs")
 
 # Programs (protoc, the nanopb generator) come from the host; libraries and
 # headers only from the target's sysroot.

@@ -50,7 +50,7 @@ root=$(cd "$src" && pwd)
 "$root/deploy/fetch_nanopb_source.sh"
 nanopb_src=${TINYFED_DATA_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tinyfed}/nanopb-src
 
-cmake -S "$root" -B "$build" -G Ninja -DTINYFED_SDK_ONLY=ON -DCMAKE_BUILD_TYPE=MinSizeRel \
+cmake --fresh -S "$root" -B "$build" -G Ninja -DTINYFED_SDK_ONLY=ON -DCMAKE_BUILD_TYPE=MinSizeRel \
   -DCMAKE_TOOLCHAIN_FILE="$root/deploy/toolchains/arm-cortex-m4.cmake" \
   -DTINYFED_NANOPB_SOURCE_DIR="$nanopb_src" >/dev/null
 cmake --build "$build" >/dev/null

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Bit-exactness across architectures: the same task and samples trained on
+# the host (x86-64) and in the emulated Cortex-M4 (qemu-system-arm, board
+# MPS2-AN386, semihosting) must produce identical update bytes.
+#
+#   cortex_m4_bitexact.sh SOURCE_DIR BUILD_DIR FIXTURE_GEN
+set -euo pipefail
+root=$(cd "$1" && pwd)
+build=$2
+gen=$3
+fixture="$build/fixture"
+mkdir -p "$fixture"
+
+"$gen" "$fixture"
+"$root/deploy/fetch_nanopb_source.sh"
+nanopb_src=${TINYFED_DATA_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tinyfed}/nanopb-src
+cmake --fresh -S "$root" -B "$build" -G Ninja -DTINYFED_SDK_ONLY=ON -DCMAKE_BUILD_TYPE=MinSizeRel \
+  -DCMAKE_TOOLCHAIN_FILE="$root/deploy/toolchains/arm-cortex-m4.cmake" \
+  -DTINYFED_NANOPB_SOURCE_DIR="$nanopb_src" -DTINYFED_FIXTURE_DIR="$fixture" >/dev/null
+cmake --build "$build" --target tinyfed_bitexact >/dev/null
+
+output=$(timeout 120 qemu-system-arm -M mps2-an386 -nographic -semihosting -monitor none \
+           -serial null -kernel "$build/client-sdk/tinyfed_bitexact.elf")
+device=$(printf '%s\n' "$output" | sed -n 's/^update //p')
+host=$(cat "$fixture/expected.hex")
+if [[ -z "$device" ]]; then
+  echo "FAIL: the firmware printed no update: $output"
+  exit 1
+fi
+echo "host update:      ${#host} hex digits"
+echo "Cortex-M4 update: ${#device} hex digits"
+if [[ "$device" != "$host" ]]; then
+  echo "FAIL: the updates differ"
+  echo "host:   $host"
+  echo "device: $device"
+  exit 1
+fi
+echo "ok: identical update bytes on x86-64 and the emulated Cortex-M4"
