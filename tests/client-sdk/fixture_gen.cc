@@ -67,7 +67,8 @@ int main(int argc, char** argv) {
     << "#define FIXTURE_FEATURES " << p.features << "u\n"
     << "#define FIXTURE_CLASSES " << p.classes << "u\n"
     << "#define FIXTURE_BATCH " << kBatch << "u\n"
-    << "#define FIXTURE_SAMPLES " << kSamples << "u\n";
+    << "#define FIXTURE_SAMPLES " << kSamples << "u\n"
+    << "#define FIXTURE_EPOCHS " << p.epochs << "u\n";
   WriteArray(h, "uint8_t", "kFixtureTask", reinterpret_cast<const uint8_t*>(task.data()),
              task.size());
   WriteArray(h, "int8_t", "kFixtureFeatures", data.x.data(), data.x.size());

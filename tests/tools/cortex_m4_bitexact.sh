@@ -19,8 +19,10 @@ cmake --fresh -S "$root" -B "$build" -G Ninja -DTINYFED_SDK_ONLY=ON -DCMAKE_BUIL
   -DTINYFED_NANOPB_SOURCE_DIR="$nanopb_src" -DTINYFED_FIXTURE_DIR="$fixture" >/dev/null
 cmake --build "$build" --target tinyfed_bitexact >/dev/null
 
+# -icount shift=0: virtual time advances by one step per instruction, so
+# the firmware's SysTick measures instructions (calibrated in the firmware).
 output=$(timeout 120 qemu-system-arm -M mps2-an386 -nographic -semihosting -monitor none \
-           -serial null -kernel "$build/client-sdk/tinyfed_bitexact.elf")
+           -serial null -icount shift=0 -kernel "$build/client-sdk/tinyfed_bitexact.elf")
 device=$(printf '%s\n' "$output" | sed -n 's/^update //p')
 host=$(cat "$fixture/expected.hex")
 if [[ -z "$device" ]]; then
@@ -36,3 +38,10 @@ if [[ "$device" != "$host" ]]; then
   exit 1
 fi
 echo "ok: identical update bytes on x86-64 and the emulated Cortex-M4"
+read -r cal_ticks cal_insns < <(printf '%s\n' "$output" | sed -n 's/^calibration \([0-9]*\) ticks for \([0-9]*\) instructions$/\1 \2/p')
+read -r train_ticks steps < <(printf '%s\n' "$output" | sed -n 's/^training \([0-9]*\) ticks for \([0-9]*\) sample steps$/\1 \2/p')
+if [[ -n "${cal_ticks:-}" && "${cal_ticks:-0}" -gt 0 ]]; then
+  per_sample=$(( train_ticks * cal_insns / cal_ticks / steps ))
+  echo "instructions per training sample (64x10 head, batch 8, incl. batch updates and delta quantization): $per_sample"
+  echo "  (training $train_ticks ticks over $steps sample steps; calibration $cal_ticks ticks = $cal_insns instructions)"
+fi
