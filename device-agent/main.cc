@@ -1,5 +1,6 @@
 // tinyfed-agent: the host side of tinyfed's devices.
 //   tinyfed-agent simulate [flags]   a virtual fleet on real data
+//   tinyfed-agent bridge [flags]     a real device's link to the server
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -11,6 +12,7 @@
 #include "absl/flags/usage.h"
 #include "tinyfed_common/flag_help.h"
 #include "absl/synchronization/mutex.h"
+#include "bridge_command.h"
 #include "simulate_command.h"
 #include "spdlog/spdlog.h"
 
@@ -35,16 +37,22 @@ ABSL_FLAG(uint32_t, batch_size, 8, "in-process server: local mini-batch size");
 ABSL_FLAG(double, learning_rate, 0.2, "in-process server: devices' SGD learning rate");
 ABSL_FLAG(std::string, metrics_out, "", "write the per-round metrics as JSON to this file");
 ABSL_FLAG(bool, progress, true, "show a live progress line on a terminal while a round runs");
+ABSL_FLAG(std::string, device, "", "bridge: the device's link, tcp:HOST:PORT or serial:PATH");
+ABSL_FLAG(uint32_t, baud, 115200, "bridge: serial line rate");
 
 namespace {
 
 constexpr char kUsage[] =
     "host tools for tinyfed devices.\n\n"
-    "  tinyfed-agent simulate [flags]\n\n"
+    "  tinyfed-agent simulate [flags]\n"
+    "  tinyfed-agent bridge --device tcp:HOST:PORT|serial:PATH --server HOST:PORT\n\n"
     "simulate: runs --devices virtual devices, each a real instance of the C SDK with its\n"
     "own data shard, for --rounds rounds against a tinyfed-server (an in-process one when\n"
     "--server is not given), and prints one row per round: test accuracy, loss, bytes\n"
     "moved, and at the end the gap to centralized float training of the same head.\n\n"
+    "bridge: relays a device's framed check-ins and updates (client-sdk/include/tinyfed/\n"
+    "link.h) to the server's gRPC service and the answers back, bytes unchanged; reopens\n"
+    "a lost link.\n\n"
     "Flags may be written with dashes or underscores (--label-column, --label_column).\n"
     "Example:\n"
     "  tinyfed-agent simulate --dataset digits --devices 100 --rounds 30 \\\n"
@@ -84,8 +92,18 @@ int main(int argc, char** argv) {
     return Fail("missing command; try 'tinyfed-agent simulate --help'");
   }
   const std::string command = positional[1];
-  if (command != "simulate") return Fail("unknown command '" + command + "'; try --help");
+  if (command != "simulate" && command != "bridge") {
+    return Fail("unknown command '" + command + "'; try --help");
+  }
   if (positional.size() > 2) return Fail(std::string("unexpected argument '") + positional[2] + "'");
+  if (command == "bridge") {
+    tinyfed::agent::BridgeOptions b;
+    b.device = absl::GetFlag(FLAGS_device);
+    b.server = absl::GetFlag(FLAGS_server);
+    b.baud = absl::GetFlag(FLAGS_baud);
+    const absl::Status s = tinyfed::agent::RunBridge(b, stderr);
+    return s.ok() ? 0 : Fail(std::string(s.message()));
+  }
 
   // The in-process server logs rounds and rejected updates; late updates of
   // over-selected devices are expected here, so only errors are shown.
