@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# End to end with a real firmware image: tinyfed-server, the reference
+# device firmware in qemu-system-arm (MPS2-AN386, UART0 on a loopback TCP
+# socket), tinyfed-agent bridge between the two, and simulated devices
+# (tinyfed-agent simulate) filling the rest of the round. The round must
+# commit, and the firmware's update must be one of its accepted updates.
+#
+#   cortex_m4_end_to_end.sh SOURCE_DIR BUILD_DIR FIXTURE_GEN SERVER AGENT
+set -euo pipefail
+root=$(cd "$1" && pwd)
+build=$2
+gen=$3
+server_bin=$4
+agent_bin=$5
+work="$build/e2e"
+rm -rf "$work"
+mkdir -p "$work/fixture"
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# Firmware holding one device's shard in flash.
+"$gen" "$work/fixture"
+"$root/deploy/fetch_nanopb_source.sh"
+nanopb_src=${TINYFED_DATA_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tinyfed}/nanopb-src
+cmake --fresh -S "$root" -B "$build" -G Ninja -DTINYFED_SDK_ONLY=ON -DCMAKE_BUILD_TYPE=MinSizeRel \
+  -DCMAKE_TOOLCHAIN_FILE="$root/deploy/toolchains/arm-cortex-m4.cmake" \
+  -DTINYFED_NANOPB_SOURCE_DIR="$nanopb_src" -DTINYFED_FIXTURE_DIR="$work/fixture" >/dev/null
+cmake --build "$build" --target tinyfed_uart_device >/dev/null
+
+# A server whose round closes at 3 updates: the firmware's and two simulated.
+server_port=$(free_port)
+uart_port=$(free_port)
+cat > "$work/server.textproto" <<CONFIG
+head { feature_count: 64 class_count: 10 feature_scale: 0.047244094488188976 }
+plan { epochs: 2 batch_size: 8 learning_rate: 0.1 }
+policy { target_updates: 3 min_updates: 3 over_selection: 1.0
+         round_deadline_ms: 120000 retry_after_ms: 500 }
+CONFIG
+"$server_bin" --config "$work/server.textproto" --db "$work/store.db" \
+  --listen "127.0.0.1:$server_port" > "$work/server.log" 2>&1 &
+pids+=($!)
+
+timeout 120 qemu-system-arm -M mps2-an386 -nographic -semihosting -monitor none \
+  -serial "tcp:127.0.0.1:$uart_port,server=on,wait=on" \
+  -kernel "$build/client-sdk/tinyfed_uart_device.elf" > "$work/firmware.log" 2>&1 &
+qemu_pid=$!
+pids+=($qemu_pid)
+for _ in $(seq 50); do
+  grep -q "waiting for connection" "$work/firmware.log" 2>/dev/null && break
+  sleep 0.1
+done
+"$agent_bin" bridge --device "tcp:127.0.0.1:$uart_port" --server "127.0.0.1:$server_port" \
+  > "$work/bridge.log" 2>&1 &
+pids+=($!)
+
+status=0
+wait "$qemu_pid" || status=$?
+echo "firmware (exit $status):"
+sed 's/^/  /' "$work/firmware.log"
+echo "bridge:"
+sed 's/^/  /' "$work/bridge.log"
+if [[ $status -ne 0 ]] || ! grep -q "update accepted in round 1" "$work/firmware.log"; then
+  echo "FAIL: the firmware's update was not accepted"
+  exit 1
+fi
+
+"$agent_bin" simulate --server "127.0.0.1:$server_port" --devices 20 --rounds 1 \
+  --progress=false > "$work/simulate.log" 2>&1
+echo "simulated devices:"
+sed 's/^/  /' "$work/simulate.log"
+row=$(awk '$1 == "1" && NF >= 8 {print}' "$work/simulate.log")
+read -r round version participants _ <<< "$row"
+if [[ "$version" != "2" || "$participants" != "3" ]]; then
+  echo "FAIL: round 1 should commit version 2 with 3 participants, got: $row"
+  exit 1
+fi
+grep "round 1 reached its target" "$work/server.log" | sed 's/^/server: /'
+echo "ok: round 1 committed version 2 with 3 updates, the firmware's among them"
