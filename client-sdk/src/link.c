@@ -5,70 +5,102 @@
 
 /* ---- encoding ----------------------------------------------------------- */
 
-typedef struct cobs_writer {
+/* The unstuffed frame is a virtual concatenation of header, payload and
+ * CRC; COBS needs each block's length before its bytes, so the encoder
+ * looks ahead in place instead of buffering. */
+typedef struct frame_source {
+  uint8_t head[TINYFED_FRAME_HEADER_SIZE];
+  const uint8_t *payload;
+  size_t length;
+  uint8_t crc[TINYFED_FRAME_CRC_SIZE];
+} frame_source_t;
+
+static uint8_t source_byte(const frame_source_t *f, size_t i) {
+  if (i < TINYFED_FRAME_HEADER_SIZE) return f->head[i];
+  i -= TINYFED_FRAME_HEADER_SIZE;
+  if (i < f->length) return f->payload[i];
+  return f->crc[i - f->length];
+}
+
+static int emit(tinyfed_frame_sink_t sink, void *user, uint8_t *chunk, size_t *fill,
+                uint8_t byte) {
+  chunk[(*fill)++] = byte;
+  if (*fill < 255u) return 1;
+  *fill = 0u;
+  return sink(user, chunk, 255u);
+}
+
+tinyfed_status_t tinyfed_frame_write(uint8_t type, const uint8_t *payload, size_t length,
+                                     tinyfed_frame_sink_t sink, void *user) {
+  if (sink == NULL || type == 0u || length > TINYFED_FRAME_MAX_PAYLOAD ||
+      (payload == NULL && length != 0u)) {
+    return TINYFED_ERR_ARGUMENT;
+  }
+  frame_source_t f;
+  f.head[0] = type;
+  f.head[1] = (uint8_t)(length & 0xFFu);
+  f.head[2] = (uint8_t)(length >> 8);
+  f.payload = payload;
+  f.length = length;
+  uint32_t crc = tinyfed_crc32_update(TINYFED_CRC32_INIT, f.head, sizeof f.head);
+  crc = tinyfed_crc32_update(crc, payload, length);
+  size_t k;
+  for (k = 0; k < TINYFED_FRAME_CRC_SIZE; ++k) f.crc[k] = (uint8_t)(crc >> (8u * k));
+
+  const size_t total = TINYFED_FRAME_HEADER_SIZE + length + TINYFED_FRAME_CRC_SIZE;
+  uint8_t chunk[255];
+  size_t fill = 0u, i = 0u;
+  int ok = 1;
+  for (;;) {
+    /* A block: up to 254 non-zero bytes, then an implied zero (consumed
+     * from the input) unless the block is full or the input has ended. */
+    size_t j = i;
+    while (j < total && j - i < 254u && source_byte(&f, j) != 0u) ++j;
+    ok = ok && emit(sink, user, chunk, &fill, (uint8_t)(j - i + 1u));
+    for (k = i; k < j; ++k) ok = ok && emit(sink, user, chunk, &fill, source_byte(&f, k));
+    if (j == total) {
+      /* A full last block is followed by an empty one, so every frame ends
+       * with a block whose implied zero the decoder drops. */
+      if (j - i == 254u) ok = ok && emit(sink, user, chunk, &fill, 1u);
+      break;
+    }
+    if (source_byte(&f, j) == 0u) {
+      i = j + 1u;
+      if (i == total) { /* the last byte was zero: an empty final block */
+        ok = ok && emit(sink, user, chunk, &fill, 1u);
+        break;
+      }
+    } else {
+      i = j; /* a full block: no implied zero */
+    }
+  }
+  ok = ok && emit(sink, user, chunk, &fill, 0u); /* delimiter */
+  if (ok && fill > 0u) ok = sink(user, chunk, fill);
+  return ok ? TINYFED_OK : TINYFED_ERR_BUFFER_TOO_SMALL;
+}
+
+typedef struct buffer_sink {
   uint8_t *out;
   size_t capacity;
-  size_t length;     /* bytes written, including pending code slots */
-  size_t code_at;    /* index of the current block's code byte */
-  uint8_t code;      /* 1 + data bytes in the current block */
-  int overflow;
-} cobs_writer_t;
+  size_t length;
+} buffer_sink_t;
 
-static void cobs_emit(cobs_writer_t *w, uint8_t byte) {
-  if (w->length >= w->capacity) {
-    w->overflow = 1;
-    return;
-  }
-  w->out[w->length++] = byte;
-}
-
-static void cobs_begin_block(cobs_writer_t *w) {
-  w->code_at = w->length;
-  w->code = 1;
-  cobs_emit(w, 0); /* placeholder for the block's code */
-}
-
-static void cobs_end_block(cobs_writer_t *w) {
-  if (!w->overflow) w->out[w->code_at] = w->code;
-}
-
-static void cobs_put(cobs_writer_t *w, uint8_t byte) {
-  if (byte == 0u) {
-    cobs_end_block(w);
-    cobs_begin_block(w);
-    return;
-  }
-  cobs_emit(w, byte);
-  if (++w->code == 0xFFu) { /* a full block carries no implicit zero */
-    cobs_end_block(w);
-    cobs_begin_block(w);
-  }
+static int write_to_buffer(void *user, const uint8_t *bytes, size_t length) {
+  buffer_sink_t *b = (buffer_sink_t *)user;
+  if (length > b->capacity - b->length) return 0;
+  size_t i;
+  for (i = 0; i < length; ++i) b->out[b->length + i] = bytes[i];
+  b->length += length;
+  return 1;
 }
 
 tinyfed_status_t tinyfed_frame_encode(uint8_t type, const uint8_t *payload, size_t length,
                                       uint8_t *out, size_t capacity, size_t *out_len) {
-  if (out == NULL || out_len == NULL || type == 0u || length > TINYFED_FRAME_MAX_PAYLOAD ||
-      (payload == NULL && length != 0u)) {
-    return TINYFED_ERR_ARGUMENT;
-  }
-  uint8_t header[TINYFED_FRAME_HEADER_SIZE];
-  header[0] = type;
-  header[1] = (uint8_t)(length & 0xFFu);
-  header[2] = (uint8_t)(length >> 8);
-  uint32_t crc = tinyfed_crc32_update(TINYFED_CRC32_INIT, header, sizeof header);
-  crc = tinyfed_crc32_update(crc, payload, length);
-
-  cobs_writer_t w = {out, capacity, 0u, 0u, 1u, 0};
-  cobs_begin_block(&w);
-  size_t i;
-  for (i = 0; i < sizeof header; ++i) cobs_put(&w, header[i]);
-  for (i = 0; i < length; ++i) cobs_put(&w, payload[i]);
-  for (i = 0; i < TINYFED_FRAME_CRC_SIZE; ++i) cobs_put(&w, (uint8_t)(crc >> (8u * i)));
-  cobs_end_block(&w);
-  cobs_emit(&w, 0u); /* delimiter */
-  if (w.overflow) return TINYFED_ERR_BUFFER_TOO_SMALL;
-  *out_len = w.length;
-  return TINYFED_OK;
+  if (out == NULL || out_len == NULL) return TINYFED_ERR_ARGUMENT;
+  buffer_sink_t b = {out, capacity, 0u};
+  tinyfed_status_t s = tinyfed_frame_write(type, payload, length, write_to_buffer, &b);
+  if (s == TINYFED_OK) *out_len = b.length;
+  return s;
 }
 
 /* ---- decoding ----------------------------------------------------------- */

@@ -237,7 +237,7 @@ tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
   }
   quantize_delta(ctx, &rounding);
   ctx->trained_samples = data->count;
-  ctx->loss_q16 = (uint32_t)(loss_sum / data->count);
+  ctx->loss_q16 = (uint32_t)tinyfed_udiv64(loss_sum, data->count, NULL);
   ctx->state = TINYFED_STATE_TRAINED;
   return TINYFED_OK;
 }

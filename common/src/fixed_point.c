@@ -1,5 +1,7 @@
 #include "tinyfed_common/fixed_point.h"
 
+#include <stddef.h>
+
 /* The code below relies on signed right shifts being arithmetic, as on every
  * GCC and Clang target; refuse to build where they are not. */
 typedef char tinyfed_requires_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
@@ -24,8 +26,8 @@ int tinyfed_scale_from_ratio(uint64_t num, uint64_t den, int32_t exp2,
   uint32_t lz = count_leading_zeros_u64(num);
   uint64_t n = num << (lz - 1u);
   int32_t e = exp2 - (int32_t)(lz - 1u);
-  uint64_t q = n / den; /* in (2^30, 2^63) */
-  uint64_t r = n % den;
+  uint64_t r = 0u;
+  uint64_t q = tinyfed_udiv64(n, den, &r); /* in (2^30, 2^63) */
   uint32_t shift = 0u;
   while ((q >> shift) >= (1ull << 31)) ++shift;
   uint64_t mant;
@@ -45,6 +47,28 @@ int tinyfed_scale_from_ratio(uint64_t num, uint64_t den, int32_t exp2,
   out->mantissa = (uint32_t)mant;
   out->exponent = e;
   return 0;
+}
+
+uint64_t tinyfed_udiv64(uint64_t num, uint64_t den, uint64_t *remainder) {
+  uint64_t quotient = 0u, rem = 0u;
+  int bit;
+  if (den == 0u) {
+    if (remainder != NULL) *remainder = num;
+    return 0u;
+  }
+  for (bit = 63; bit >= 0; --bit) {
+    /* rem < den. Shifting may carry a bit out (only when den >= 2^63); the
+     * true value then exceeds den and the wrapping subtraction below still
+     * leaves the exact remainder. */
+    const uint64_t top = rem >> 63;
+    rem = (rem << 1) | ((num >> bit) & 1u);
+    if (top != 0u || rem >= den) {
+      rem -= den;
+      quotient |= (uint64_t)1 << bit;
+    }
+  }
+  if (remainder != NULL) *remainder = rem;
+  return quotient;
 }
 
 int16_t tinyfed_saturate_s16(int64_t x) {

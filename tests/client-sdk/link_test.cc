@@ -210,3 +210,37 @@ TEST(LinkFraming, DecoderRejectsBadArguments) {
 
 }  // namespace
 }  // namespace tinyfed::testing
+
+namespace tinyfed::testing {
+namespace {
+
+TEST(LinkFraming, StreamingWriteProducesTheSameBytesInSmallPieces) {
+  std::mt19937 rng(7);
+  for (size_t n : {0u, 1u, 247u, 254u, 500u, 741u}) {
+    const auto payload = Random(n, rng);
+    const auto expected = Frame(TINYFED_FRAME_UPDATE, payload);
+    struct Collect {
+      std::vector<uint8_t> bytes;
+      size_t largest = 0;
+    } c;
+    auto sink = [](void* user, const uint8_t* bytes, size_t len) -> int {
+      auto* col = static_cast<Collect*>(user);
+      col->bytes.insert(col->bytes.end(), bytes, bytes + len);
+      col->largest = std::max(col->largest, len);
+      return 1;
+    };
+    ASSERT_EQ(tinyfed_frame_write(TINYFED_FRAME_UPDATE, payload.data(), n, sink, &c), TINYFED_OK);
+    EXPECT_EQ(c.bytes, expected) << n;
+    EXPECT_LE(c.largest, 255u);
+  }
+  // A sink that fails stops the write with an error.
+  auto failing = [](void*, const uint8_t*, size_t) -> int { return 0; };
+  const uint8_t one = 1;
+  EXPECT_EQ(tinyfed_frame_write(TINYFED_FRAME_UPDATE, &one, 1, failing, nullptr),
+            TINYFED_ERR_BUFFER_TOO_SMALL);
+  EXPECT_EQ(tinyfed_frame_write(TINYFED_FRAME_UPDATE, &one, 1, nullptr, nullptr),
+            TINYFED_ERR_ARGUMENT);
+}
+
+}  // namespace
+}  // namespace tinyfed::testing

@@ -489,3 +489,30 @@ TEST(ClampS32Test, HandlesValuesBeyond32Bits) {
 }
 
 }  // namespace
+
+namespace {
+
+// tinyfed_udiv64 replaces the compiler's 64-bit division on devices: it must
+// agree with it everywhere, including the extremes.
+TEST(Udiv64Test, MatchesBuiltInDivision) {
+  std::mt19937_64 rng(64);
+  for (int i = 0; i < 20000; ++i) {
+    const uint64_t num = rng() >> (rng() % 64);
+    const uint64_t den = std::max<uint64_t>(1, rng() >> (rng() % 64));
+    uint64_t rem = 0;
+    ASSERT_EQ(tinyfed_udiv64(num, den, &rem), num / den) << num << " / " << den;
+    ASSERT_EQ(rem, num % den);
+  }
+  const uint64_t max = std::numeric_limits<uint64_t>::max();
+  uint64_t rem = 0;
+  EXPECT_EQ(tinyfed_udiv64(max, 1, &rem), max);
+  EXPECT_EQ(tinyfed_udiv64(max, max, &rem), 1u);
+  EXPECT_EQ(tinyfed_udiv64(max - 1, max, &rem), 0u);
+  EXPECT_EQ(rem, max - 1);
+  EXPECT_EQ(tinyfed_udiv64(max, (1ull << 63) + 1, &rem), 1u);
+  EXPECT_EQ(rem, max - (1ull << 63) - 1);
+  EXPECT_EQ(tinyfed_udiv64(7, 0, &rem), 0u);
+  EXPECT_EQ(rem, 7u);
+}
+
+}  // namespace

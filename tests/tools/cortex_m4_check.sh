@@ -60,7 +60,7 @@ libs=("$build/client-sdk/libtinyfed_sdk.a" "$build/common/libtinyfed_common.a"
 image="$build/client-sdk/tinyfed_footprint.elf"
 baseline="$build/client-sdk/tinyfed_footprint_baseline.elf"
 status=0
-for f in "${libs[@]}" "$image"; do
+for f in "${libs[@]}" "$image" "$build/client-sdk/tinyfed_footprint_quiet.elf"; do
   found=$(forbidden "$f")
   if [[ -n "$found" ]]; then
     echo "FAIL: $(basename "$f") references $(echo $found | tr '\n' ' ')"
@@ -70,13 +70,34 @@ for f in "${libs[@]}" "$image"; do
   fi
 done
 
+# Flash of the SDK and nanopb: the sizes, in the linked image, of the
+# functions and constants those four libraries define (so unused code the
+# linker dropped does not count, and neither does the application's main).
+# Flash of the SDK and nanopb, constants and strings included: the image
+# minus the baseline image, less what else differs between them (the
+# application's main, and the C library's memcpy/memset, reported apart).
+symbol_size() {  # IMAGE NAME...: total size of the named symbols
+  local image=$1
+  shift
+  arm-none-eabi-nm -S --radix=d "$image" |
+    awk -v names=" $* " 'NF == 4 && index(names, " " $4 " ") { total += $2 + 0 } END { print total + 0 }'
+}
 read -r text data bss _ < <(arm-none-eabi-size "$image" | tail -n 1)
 read -r btext bdata bbss _ < <(arm-none-eabi-size "$baseline" | tail -n 1)
-flash=$(( (text + data) - (btext + bdata) ))
+main_diff=$(( $(symbol_size "$image" main) - $(symbol_size "$baseline" main) ))
+libc=$(( $(symbol_size "$image" memcpy memset) - $(symbol_size "$baseline" memcpy memset) ))
+flash=$(( (text + data) - (btext + bdata) - main_diff - libc ))
 ram=$(( (data + bss) - (bdata + bbss) ))
-arena_hex=$(arm-none-eabi-nm -S "$image" | awk '$4 == "arena" {print $2}')
-arena=$((16#${arena_hex:-0}))
+arena=$(symbol_size "$image" arena)
 echo "Cortex-M4 footprint, 64x10 head (SDK + nanopb, -Os, soft float):"
-echo "  flash        $flash bytes   (image $((text + data)) - baseline $((btext + bdata)))"
-echo "  static RAM   $ram bytes   (context, arena of $arena bytes, message and frame buffers)"
+echo "  flash        $flash bytes: SDK and nanopb code, constants and strings"
+echo "               (image $((text + data)) - baseline $((btext + bdata)) - main's $main_diff - memcpy/memset $libc)"
+quiet="$build/client-sdk/tinyfed_footprint_quiet.elf"
+read -r qtext qdata _ < <(arm-none-eabi-size "$quiet" | tail -n 1)
+qmain=$(( $(symbol_size "$quiet" main) - $(symbol_size "$baseline" main) ))
+qlibc=$(( $(symbol_size "$quiet" memcpy memset) - $(symbol_size "$baseline" memcpy memset) ))
+qflash=$(( (qtext + qdata) - (btext + bdata) - qmain - qlibc ))
+echo "               $qflash bytes with TINYFED_NO_ERROR_MESSAGES (the small-target configuration)"
+echo "  static RAM   $ram bytes in the example image: context, arena of $arena bytes,"
+echo "               and one buffer for frames and messages (the SDK itself holds no static data)"
 exit $status

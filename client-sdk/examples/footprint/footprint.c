@@ -1,8 +1,11 @@
 /* A minimal firmware image that uses every SDK call a device makes in a
  * round, for a 64x10 head with batches of 16, so the linker keeps exactly
- * the SDK and nanopb code a real device needs. Built twice: with the SDK
- * and, with TINYFED_FOOTPRINT_BASELINE, without it; the size difference is
- * the SDK's flash and static RAM. Never run.
+ * the SDK and nanopb code a real device needs, with the RAM a device needs:
+ * the context, the arena, and one buffer that first receives the task
+ * frame (decoded in place) and then holds the encoded update, which is
+ * framed straight onto the link. Built twice: with the SDK and, with
+ * TINYFED_FOOTPRINT_BASELINE, without it; the size difference is the SDK's
+ * flash and RAM. Never run.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -17,9 +20,8 @@
 
 static tinyfed_context_t ctx;
 static uint8_t arena[TINYFED_ARENA_SIZE(FEATURES, CLASSES, BATCH)];
-static uint8_t message[TINYFED_TASK_MAX_SIZE(FEATURES, CLASSES)];
-static uint8_t frame[TINYFED_FRAME_ENCODED_MAX(TINYFED_TASK_MAX_SIZE(FEATURES, CLASSES))];
-static uint8_t decoder_buffer[TINYFED_FRAME_DECODER_BUFFER(TINYFED_TASK_MAX_SIZE(FEATURES, CLASSES))];
+/* Receives the task frame, then holds the update: never both at once. */
+static uint8_t buffer[TINYFED_FRAME_DECODER_BUFFER(TINYFED_TASK_MAX_SIZE(FEATURES, CLASSES))];
 #endif
 
 /* Stand-ins for the firmware's data and link, opaque to the optimizer. */
@@ -28,6 +30,14 @@ const uint8_t *volatile firmware_labels;
 volatile uint32_t firmware_count;
 volatile uint8_t firmware_rx;
 volatile uint32_t firmware_sink;
+
+#ifndef TINYFED_FOOTPRINT_BASELINE
+static int link_write(void *user, const uint8_t *bytes, size_t length) {
+  (void)user;
+  while (length-- > 0u) firmware_sink = *bytes++;
+  return 1;
+}
+#endif
 
 int main(void) {
 #ifdef TINYFED_FOOTPRINT_BASELINE
@@ -42,14 +52,11 @@ int main(void) {
   int ready = 0;
   uint32_t label = 0, round = 0, retry = 0;
   if (tinyfed_init(&ctx, &config, arena, sizeof arena) != TINYFED_OK) return 1;
-  if (tinyfed_frame_decoder_init(&decoder, decoder_buffer, sizeof decoder_buffer) != TINYFED_OK) {
+  if (tinyfed_checkin_encode(&ctx, firmware_count, buffer, sizeof buffer, &len) != TINYFED_OK ||
+      tinyfed_frame_write(TINYFED_FRAME_CHECKIN, buffer, len, link_write, NULL) != TINYFED_OK) {
     return 1;
   }
-  if (tinyfed_checkin_encode(&ctx, firmware_count, message, sizeof message, &len) != TINYFED_OK ||
-      tinyfed_frame_encode(TINYFED_FRAME_CHECKIN, message, len, frame, sizeof frame, &len) !=
-          TINYFED_OK) {
-    return 1;
-  }
+  if (tinyfed_frame_decoder_init(&decoder, buffer, sizeof buffer) != TINYFED_OK) return 1;
   while (!ready) {
     if (tinyfed_frame_decoder_push(&decoder, firmware_rx, &ready, &received) != TINYFED_OK) {
       firmware_sink = 1;
@@ -62,10 +69,15 @@ int main(void) {
   if (result.kind == TINYFED_CHECKIN_TASK) {
     const tinyfed_dataset_t data = {firmware_features, firmware_labels, firmware_count, FEATURES};
     if (tinyfed_train(&ctx, &data) != TINYFED_OK ||
-        tinyfed_update_encode(&ctx, message, sizeof message, &len) != TINYFED_OK ||
-        tinyfed_frame_encode(TINYFED_FRAME_UPDATE, message, len, frame, sizeof frame, &len) !=
-            TINYFED_OK) {
+        tinyfed_update_encode(&ctx, buffer, sizeof buffer, &len) != TINYFED_OK ||
+        tinyfed_frame_write(TINYFED_FRAME_UPDATE, buffer, len, link_write, NULL) != TINYFED_OK) {
       return 1;
+    }
+  }
+  ready = 0;
+  while (!ready) {
+    if (tinyfed_frame_decoder_push(&decoder, firmware_rx, &ready, &received) != TINYFED_OK) {
+      firmware_sink = 1;
     }
   }
   if (tinyfed_ack_decode(received.payload, received.length, &round, &retry) != TINYFED_OK ||

@@ -55,6 +55,17 @@ TINYFED_NODISCARD tinyfed_status_t tinyfed_frame_encode(uint8_t type, const uint
                                                         size_t length, uint8_t *out,
                                                         size_t capacity, size_t *out_len);
 
+/* Receives encoded frame bytes in order; returns 0 to abort. */
+typedef int (*tinyfed_frame_sink_t)(void *user, const uint8_t *bytes, size_t length);
+
+/* Encodes one frame straight to `sink` (for example a UART write), without
+ * an output buffer: the same bytes tinyfed_frame_encode() would produce,
+ * in pieces of at most 255 bytes. Errors: ARGUMENT (as
+ * tinyfed_frame_encode), BUFFER_TOO_SMALL when the sink returns 0. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_frame_write(uint8_t type, const uint8_t *payload,
+                                                       size_t length, tinyfed_frame_sink_t sink,
+                                                       void *user);
+
 /* A byte-at-a-time frame decoder. Fields are private. */
 typedef struct tinyfed_frame_decoder {
   uint8_t *buffer;     /* decoded frame bytes (header, payload, CRC) */

@@ -40,6 +40,12 @@ typedef struct tinyfed_scale {
 int tinyfed_scale_from_ratio(uint64_t num, uint64_t den, int32_t exp2,
                              tinyfed_scale_t *out);
 
+/* num / den and num % den for den >= 1 (den = 0 gives 0 and num), by
+ * shift-and-subtract: a few hundred instructions, but no 64-bit division
+ * routine from the compiler's runtime (700 bytes of flash on a Cortex-M),
+ * for the few divisions per task that need 64 bits. */
+uint64_t tinyfed_udiv64(uint64_t num, uint64_t den, uint64_t *remainder);
+
 /* Clamps to [INT16_MIN, INT16_MAX]. */
 int16_t tinyfed_saturate_s16(int64_t x);
 
