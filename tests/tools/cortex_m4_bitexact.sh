@@ -45,3 +45,4 @@ if [[ -n "${cal_ticks:-}" && "${cal_ticks:-0}" -gt 0 ]]; then
   echo "instructions per training sample (64x10 head, batch 8, incl. batch updates and delta quantization): $per_sample"
   echo "  (training $train_ticks ticks over $steps sample steps; calibration $cal_ticks ticks = $cal_insns instructions)"
 fi
+printf '%s\n' "$output" | grep '^stack ' | sed 's/^/peak /' || true

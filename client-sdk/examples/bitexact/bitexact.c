@@ -32,6 +32,25 @@ static void systick_start(void) {
 /* Ticks elapsed since `start` (the counter counts down, 24 bits). */
 static uint32_t systick_since(uint32_t start) { return (start - SYST_CVR) & SYST_MASK; }
 
+/* Stack high-water mark: paint the stack below the caller's frame with a
+ * pattern, run the SDK, and find the deepest word overwritten. */
+#define STACK_PAINT_BYTES 8192u
+#define STACK_PATTERN 0xA5A5A5A5u
+
+__attribute__((noinline)) static void stack_paint(void) {
+  volatile uint32_t here = 0u;
+  volatile uint32_t *p = (volatile uint32_t *)((uintptr_t)&here & ~(uintptr_t)3u) - 16;
+  uint32_t i;
+  for (i = 0; i < STACK_PAINT_BYTES / 4u; ++i) *(p - i) = STACK_PATTERN;
+}
+
+/* Bytes of stack used below `top` since stack_paint(). */
+__attribute__((noinline)) static uint32_t stack_used(uintptr_t top) {
+  volatile uint32_t *lowest = (volatile uint32_t *)((top & ~(uintptr_t)3u) - STACK_PAINT_BYTES);
+  while (*lowest == STACK_PATTERN && (uintptr_t)lowest < top) ++lowest;
+  return (uint32_t)(top - (uintptr_t)lowest);
+}
+
 /* Exactly 2 * iterations + 2 instructions: a subs/bne pair per iteration. */
 #define CALIBRATION_ITERATIONS 1000000u
 static void calibration_loop(void) {
@@ -50,6 +69,9 @@ int main(void) {
   const tinyfed_dataset_t data = {kFixtureFeatures, kFixtureLabels, FIXTURE_SAMPLES,
                                   FIXTURE_FEATURES};
   size_t len = 0, i;
+  volatile uint32_t frame_marker = 0u;
+  const uintptr_t stack_top = (uintptr_t)&frame_marker;
+  stack_paint();
   tinyfed_status_t s = tinyfed_init(&ctx, &config, arena, sizeof arena);
   if (s == TINYFED_OK) s = tinyfed_task_decode(&ctx, kFixtureTask, sizeof kFixtureTask);
   systick_start();
@@ -60,6 +82,7 @@ int main(void) {
   if (s == TINYFED_OK) s = tinyfed_train(&ctx, &data);
   const uint32_t train_ticks = systick_since(start);
   if (s == TINYFED_OK) s = tinyfed_update_encode(&ctx, update, sizeof update, &len);
+  const uint32_t stack_bytes = stack_used(stack_top);
   if (s != TINYFED_OK) {
     printf("error %s: %s\n", tinyfed_status_name(s), tinyfed_last_error_message(&ctx));
     return 1;
@@ -71,5 +94,7 @@ int main(void) {
          (unsigned long)(2u * CALIBRATION_ITERATIONS));
   printf("training %lu ticks for %lu sample steps\n", (unsigned long)train_ticks,
          (unsigned long)(FIXTURE_SAMPLES * FIXTURE_EPOCHS));
+  printf("stack %lu bytes below main for decode, train and encode\n",
+         (unsigned long)stack_bytes);
   return 0;
 }
