@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <future>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -20,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "generic_call.h"
 #include "tinyfed/link.h"
 
 namespace tinyfed::agent {
@@ -120,29 +120,6 @@ bool WriteAll(int fd, const uint8_t* data, size_t len) {
   return true;
 }
 
-grpc::Status Call(grpc::GenericStub& stub, const char* method, const tinyfed_frame_t& frame,
-                  std::string* response) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  grpc::Slice slice(frame.payload, frame.length);
-  grpc::ByteBuffer request(&slice, 1);
-  grpc::ByteBuffer reply;
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &reply,
-                 [&done](grpc::Status s) { done.set_value(std::move(s)); });
-  grpc::Status status = done.get_future().get();
-  if (status.ok()) {
-    std::vector<grpc::Slice> slices;
-    response->clear();
-    if (reply.Dump(&slices).ok()) {
-      for (const grpc::Slice& s : slices) {
-        response->append(reinterpret_cast<const char*>(s.begin()), s.size());
-      }
-    }
-  }
-  return status;
-}
-
 }  // namespace
 
 absl::Status ValidateBridgeOptions(const BridgeOptions& o) {
@@ -207,10 +184,10 @@ absl::Status RunBridge(const BridgeOptions& o, FILE* log) {
         const char* method = nullptr;
         uint8_t reply_type = 0;
         if (frame.type == TINYFED_FRAME_CHECKIN) {
-          method = "/tinyfed.v1.Coordinator/CheckIn";
+          method = kCheckInMethod;
           reply_type = TINYFED_FRAME_CHECKIN_RESPONSE;
         } else if (frame.type == TINYFED_FRAME_UPDATE) {
-          method = "/tinyfed.v1.Coordinator/SubmitUpdate";
+          method = kSubmitUpdateMethod;
           reply_type = TINYFED_FRAME_ACK;
         }
         std::string payload;
@@ -219,7 +196,7 @@ absl::Status RunBridge(const BridgeOptions& o, FILE* log) {
                                  " unknown frame type ", static_cast<int>(frame.type));
           reply_type = TINYFED_FRAME_ERROR;
         } else {
-          const grpc::Status s = Call(stub, method, frame, &payload);
+          const grpc::Status s = CallWithBytes(stub, method, frame.payload, frame.length, &payload);
           std::fprintf(log, "bridge: %s (%zu bytes) -> %s\n", method + 24, frame.length,
                        s.ok() ? "OK" : s.error_message().c_str());
           if (!s.ok()) {

@@ -4,52 +4,18 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <future>
 #include <mutex>
 #include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "generic_call.h"
 #include "head.h"
 #include "tinyfed/tinyfed.h"
 #include "tinyfed_common/host_numerics.h"
 
 namespace tinyfed::agent {
-namespace {
-
-constexpr char kCheckInMethod[] = "/tinyfed.v1.Coordinator/CheckIn";
-constexpr char kSubmitMethod[] = "/tinyfed.v1.Coordinator/SubmitUpdate";
-
-grpc::ByteBuffer ToByteBuffer(const uint8_t* data, size_t len) {
-  grpc::Slice slice(data, len);
-  return grpc::ByteBuffer(&slice, 1);
-}
-
-std::string FromByteBuffer(const grpc::ByteBuffer& buffer) {
-  std::vector<grpc::Slice> slices;
-  std::string out;
-  if (!buffer.Dump(&slices).ok()) return out;
-  for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return out;
-}
-
-// One unary call through the generic stub, blocking the calling worker.
-grpc::Status Call(grpc::GenericStub& stub, const char* method, const uint8_t* data, size_t len,
-                  std::string* response) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  grpc::ByteBuffer request = ToByteBuffer(data, len);
-  grpc::ByteBuffer reply;
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &reply,
-                 [&done](grpc::Status s) { done.set_value(std::move(s)); });
-  grpc::Status status = done.get_future().get();
-  if (status.ok()) *response = FromByteBuffer(reply);
-  return status;
-}
-
-}  // namespace
 
 absl::StatusOr<Evaluation> EvaluateModel(const v1::ModelVersion& model,
                                          const Eigen::MatrixXd& features,
@@ -167,7 +133,7 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
     }
     std::string reply;
     up += len;
-    grpc::Status s = Call(*generic_, kCheckInMethod, buffer.data(), len, &reply);
+    grpc::Status s = CallWithBytes(*generic_, kCheckInMethod, buffer.data(), len, &reply);
     if (!s.ok()) {
       return absl::UnavailableError(
           absl::StrCat("CheckIn: ", s.error_message(), " (gRPC code ", s.error_code(), ")"));
@@ -229,7 +195,7 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
     }
     std::string reply;
     up += a->update.size();
-    grpc::Status s = Call(*generic_, kSubmitMethod, a->update.data(), a->update.size(), &reply);
+    grpc::Status s = CallWithBytes(*generic_, kSubmitUpdateMethod, a->update.data(), a->update.size(), &reply);
     if (s.ok()) {
       down += reply.size();
       report([](RoundProgress& c) { ++c.accepted; });

@@ -1,0 +1,26 @@
+// One unary gRPC call with raw message bytes, through gRPC's generic API:
+// how the agent forwards what a device encoded without re-encoding it.
+// Safe for concurrent use (the stub is).
+#ifndef TINYFED_DEVICE_AGENT_GENERIC_CALL_H_
+#define TINYFED_DEVICE_AGENT_GENERIC_CALL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+namespace tinyfed::agent {
+
+inline constexpr char kCheckInMethod[] = "/tinyfed.v1.Coordinator/CheckIn";
+inline constexpr char kSubmitUpdateMethod[] = "/tinyfed.v1.Coordinator/SubmitUpdate";
+
+// Calls `method` with `request` bytes and waits (30 s deadline); on OK
+// *response holds the reply's bytes.
+grpc::Status CallWithBytes(grpc::GenericStub& stub, const char* method, const uint8_t* request,
+                           size_t length, std::string* response);
+
+}  // namespace tinyfed::agent
+
+#endif  // TINYFED_DEVICE_AGENT_GENERIC_CALL_H_
