@@ -5,6 +5,7 @@
 #
 #   cortex_m4_bitexact.sh SOURCE_DIR BUILD_DIR FIXTURE_GEN
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/cortex_m4_configure.sh"
 root=$(cd "$1" && pwd)
 build=$2
 gen=$3
@@ -12,11 +13,7 @@ fixture="$build/fixture"
 mkdir -p "$fixture"
 
 "$gen" "$fixture"
-"$root/deploy/fetch_nanopb_source.sh"
-nanopb_src=${TINYFED_DATA_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tinyfed}/nanopb-src
-cmake --fresh -S "$root" -B "$build" -G Ninja -DTINYFED_SDK_ONLY=ON -DCMAKE_BUILD_TYPE=MinSizeRel \
-  -DCMAKE_TOOLCHAIN_FILE="$root/deploy/toolchains/arm-cortex-m4.cmake" \
-  -DTINYFED_NANOPB_SOURCE_DIR="$nanopb_src" -DTINYFED_FIXTURE_DIR="$fixture" >/dev/null
+cortex_m4_configure "$root" "$build" -DTINYFED_FIXTURE_DIR="$fixture"
 cmake --build "$build" --target tinyfed_bitexact >/dev/null
 
 # -icount shift=0: virtual time advances by one step per instruction, so

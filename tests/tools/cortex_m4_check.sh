@@ -10,6 +10,7 @@
 #   cortex_m4_check.sh --self-test BUILD_DIR    show the checks catch
 #                                               malloc and float helpers
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/cortex_m4_configure.sh"
 
 heap='^(malloc|calloc|realloc|free|_malloc_r|_calloc_r|_realloc_r|_free_r|aligned_alloc|posix_memalign|memalign|strdup|strndup)$'
 # Soft-float runtime: __aeabi_f*/__aeabi_d* (arithmetic, compare, convert),
@@ -47,12 +48,7 @@ fi
 src=$1
 build=$2
 root=$(cd "$src" && pwd)
-"$root/deploy/fetch_nanopb_source.sh"
-nanopb_src=${TINYFED_DATA_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tinyfed}/nanopb-src
-
-cmake --fresh -S "$root" -B "$build" -G Ninja -DTINYFED_SDK_ONLY=ON -DCMAKE_BUILD_TYPE=MinSizeRel \
-  -DCMAKE_TOOLCHAIN_FILE="$root/deploy/toolchains/arm-cortex-m4.cmake" \
-  -DTINYFED_NANOPB_SOURCE_DIR="$nanopb_src" >/dev/null
+cortex_m4_configure "$root" "$build"
 cmake --build "$build" >/dev/null
 
 libs=("$build/client-sdk/libtinyfed_sdk.a" "$build/common/libtinyfed_common.a"

@@ -7,6 +7,7 @@
 #
 #   cortex_m4_end_to_end.sh SOURCE_DIR BUILD_DIR FIXTURE_GEN SERVER AGENT
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/cortex_m4_configure.sh"
 root=$(cd "$1" && pwd)
 build=$2
 gen=$3
@@ -26,11 +27,7 @@ trap cleanup EXIT
 
 # Firmware holding one device's shard in flash.
 "$gen" "$work/fixture"
-"$root/deploy/fetch_nanopb_source.sh"
-nanopb_src=${TINYFED_DATA_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tinyfed}/nanopb-src
-cmake --fresh -S "$root" -B "$build" -G Ninja -DTINYFED_SDK_ONLY=ON -DCMAKE_BUILD_TYPE=MinSizeRel \
-  -DCMAKE_TOOLCHAIN_FILE="$root/deploy/toolchains/arm-cortex-m4.cmake" \
-  -DTINYFED_NANOPB_SOURCE_DIR="$nanopb_src" -DTINYFED_FIXTURE_DIR="$work/fixture" >/dev/null
+cortex_m4_configure "$root" "$build" -DTINYFED_FIXTURE_DIR="$work/fixture"
 cmake --build "$build" --target tinyfed_uart_device >/dev/null
 
 # A server whose round closes at 3 updates: the firmware's and two simulated.
