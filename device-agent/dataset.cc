@@ -59,22 +59,9 @@ std::optional<absl::string_view> WithoutPlus(absl::string_view text) {
 
 enum class ParseResult { kOk, kMalformed, kOutOfRange, kNotFinite };
 
-// The whole of `text` as a finite double. NaN and infinities are refused:
-// standardization would turn one into a column of NaNs. Magnitudes beyond a
-// double (1e999, and 1e-400, which from_chars does not round to 0) are out of
-// range.
-ParseResult ParseReal(absl::string_view text, double* out) {
-  const std::optional<absl::string_view> body = WithoutPlus(text);
-  if (!body || body->empty()) return ParseResult::kMalformed;
-  const char* end = body->data() + body->size();
-  const auto [ptr, ec] = std::from_chars(body->data(), end, *out);
-  if (ptr != end) return ParseResult::kMalformed;
-  if (ec == std::errc::result_out_of_range) return ParseResult::kOutOfRange;
-  if (ec != std::errc()) return ParseResult::kMalformed;
-  return std::isfinite(*out) ? ParseResult::kOk : ParseResult::kNotFinite;
-}
-
-ParseResult ParseLabel(absl::string_view text, int64_t* out) {
+// The whole of `text` (an optional '+' first) as a number of type T.
+template <typename T>
+ParseResult ParseNumber(absl::string_view text, T* out) {
   const std::optional<absl::string_view> body = WithoutPlus(text);
   if (!body || body->empty()) return ParseResult::kMalformed;
   const char* end = body->data() + body->size();
@@ -83,6 +70,18 @@ ParseResult ParseLabel(absl::string_view text, int64_t* out) {
   if (ec == std::errc::result_out_of_range) return ParseResult::kOutOfRange;
   return ec == std::errc() ? ParseResult::kOk : ParseResult::kMalformed;
 }
+
+// The whole of `text` as a finite double. NaN and infinities are refused:
+// standardization would turn one into a column of NaNs. Magnitudes beyond a
+// double (1e999, and 1e-400, which from_chars does not round to 0) are out of
+// range.
+ParseResult ParseReal(absl::string_view text, double* out) {
+  const ParseResult r = ParseNumber(text, out);
+  if (r != ParseResult::kOk) return r;
+  return std::isfinite(*out) ? ParseResult::kOk : ParseResult::kNotFinite;
+}
+
+ParseResult ParseLabel(absl::string_view text, int64_t* out) { return ParseNumber(text, out); }
 
 // Rows `indices` of `data`, in that order, with the same schema.
 Dataset Subset(const Dataset& data, const std::vector<uint32_t>& indices) {
