@@ -151,7 +151,7 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   config->set_train_samples(static_cast<uint32_t>(data.train_y.size()));
   config->set_test_samples(static_cast<uint32_t>(data.test_y.size()));
 
-  std::unique_ptr<InProcessServer> local;
+  std::unique_ptr<server::InProcessServer> local;
   std::string address = o.server;
   if (address.empty()) {
     v1::ServerConfig sc;
@@ -167,7 +167,9 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     sc.mutable_policy()->set_target_updates(k);
     sc.mutable_policy()->set_min_updates(k);
     sc.mutable_policy()->set_round_deadline_ms(120'000);
-    absl::StatusOr<std::unique_ptr<InProcessServer>> started = InProcessServer::Start(sc);
+    server::ApplyDefaults(&sc);
+    absl::StatusOr<std::unique_ptr<server::InProcessServer>> started =
+        server::InProcessServer::Start(sc);
     if (!started.ok()) return started.status();
     local = std::move(*started);
     address = local->address();

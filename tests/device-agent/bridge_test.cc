@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "in_process_server.h"
+#include "server_config.h"
 #include "tinyfed/link.h"
 #include "tinyfed/tinyfed.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
@@ -97,17 +98,19 @@ v1::ServerConfig SmallServer() {
   c.mutable_head()->set_class_count(4);
   c.mutable_policy()->set_target_updates(1);
   c.mutable_policy()->set_min_updates(1);
+  server::ApplyDefaults(&c);
   return c;
 }
 
 TEST(Bridge, RelaysARoundBetweenAFramedDeviceAndTheServer) {
-  auto server = InProcessServer::Start(SmallServer());
-  ASSERT_TRUE(server.ok()) << server.status();
+  auto started = server::InProcessServer::Start(SmallServer());
+  ASSERT_TRUE(started.ok()) << started.status();
+  server::InProcessServer& coordinator = **started;
   Listener uart;
   std::atomic<bool> stop{false};
   BridgeOptions options;
   options.device = "tcp:127.0.0.1:" + std::to_string(uart.port());
-  options.server = (*server)->address();
+  options.server = coordinator.address();
   options.reconnect_ms = 50;
   options.stop = &stop;
   std::FILE* log = std::tmpfile();
@@ -188,7 +191,7 @@ TEST(Bridge, RelaysARoundBetweenAFramedDeviceAndTheServer) {
 
   // The device's update is in the committed version.
   auto stub = v1::Coordinator::NewStub(
-      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+      grpc::CreateChannel(coordinator.address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   v1::ModelVersion latest;
   ASSERT_TRUE(stub->GetModel(&context, v1::GetModelRequest(), &latest).ok());

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "in_process_server.h"
 #include "server_config.h"
 #include "server_test_support.h"
 #include "tinyfed/tinyfed.h"
@@ -20,43 +21,21 @@
 namespace tinyfed::server {
 namespace {
 
+// A real server on loopback (InProcessServer) and a gRPC client of it.
 class LoopbackServer {
  public:
-  explicit LoopbackServer(const v1::ServerConfig& config) : config_(config) {
-    auto store = OpenSqliteModelStore(dir_.File("store.db"));
-    EXPECT_TRUE(store.ok()) << store.status();
-    store_ = std::move(*store);
-    auto initial = InitialModel(config_, clock_.NowMs());
-    EXPECT_TRUE(initial.ok());
-    auto manager = RoundManager::Create(config_, *initial, store_.get(), &clock_);
-    EXPECT_TRUE(manager.ok()) << manager.status();
-    manager_ = std::move(*manager);
-    service_ = std::make_unique<CoordinatorService>(manager_.get());
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(service_.get());
-    server_ = builder.BuildAndStart();
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port_),
-                                   grpc::InsecureChannelCredentials());
-    stub_ = v1::Coordinator::NewStub(channel_);
-  }
-  ~LoopbackServer() {
-    server_->Shutdown();
-    manager_.reset();
+  explicit LoopbackServer(const v1::ServerConfig& config) {
+    auto started = InProcessServer::Start(config);
+    EXPECT_TRUE(started.ok()) << started.status();
+    server_ = std::move(*started);
+    stub_ = v1::Coordinator::NewStub(
+        grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
   }
   v1::Coordinator::Stub& stub() { return *stub_; }
-  RoundManager& manager() { return *manager_; }
+  RoundManager& manager() { return server_->manager(); }
 
  private:
-  testing::TempDir dir_;
-  SystemClock clock_;
-  v1::ServerConfig config_;
-  std::unique_ptr<ModelStore> store_;
-  std::unique_ptr<RoundManager> manager_;
-  std::unique_ptr<CoordinatorService> service_;
-  std::unique_ptr<grpc::Server> server_;
-  int port_ = 0;
-  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<InProcessServer> server_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
 

@@ -11,7 +11,7 @@
 #include "round_manager.h"
 #include "server_config.h"
 
-namespace tinyfed::agent {
+namespace tinyfed::server {
 
 absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(v1::ServerConfig config) {
   std::unique_ptr<InProcessServer> s(new InProcessServer());
@@ -22,20 +22,19 @@ absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(v1::Serv
   s->dir_ = templ;
   config.set_listen("127.0.0.1:0");
   config.set_db(s->dir_ + "/store.db");
-  server::ApplyDefaults(&config);
-  if (absl::Status v = server::ValidateServerConfig(config); !v.ok()) return v;
-  s->clock_ = std::make_unique<server::SystemClock>();
-  absl::StatusOr<v1::ModelVersion> initial = server::InitialModel(config, s->clock_->NowMs());
+  if (absl::Status v = ValidateServerConfig(config); !v.ok()) return v;
+  s->clock_ = std::make_unique<SystemClock>();
+  absl::StatusOr<v1::ModelVersion> initial = InitialModel(config, s->clock_->NowMs());
   if (!initial.ok()) return initial.status();
-  absl::StatusOr<std::unique_ptr<server::ModelStore>> store =
-      server::OpenSqliteModelStore(config.db());
+  absl::StatusOr<std::unique_ptr<ModelStore>> store =
+      OpenSqliteModelStore(config.db());
   if (!store.ok()) return store.status();
   s->store_ = std::move(*store);
-  absl::StatusOr<std::unique_ptr<server::RoundManager>> manager =
-      server::RoundManager::Create(config, *initial, s->store_.get(), s->clock_.get());
+  absl::StatusOr<std::unique_ptr<RoundManager>> manager =
+      RoundManager::Create(config, *initial, s->store_.get(), s->clock_.get());
   if (!manager.ok()) return manager.status();
   s->manager_ = std::move(*manager);
-  s->service_ = std::make_unique<server::CoordinatorService>(s->manager_.get());
+  s->service_ = std::make_unique<CoordinatorService>(s->manager_.get());
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config.listen(), grpc::InsecureServerCredentials(), &port);
@@ -67,4 +66,4 @@ InProcessServer::~InProcessServer() {
   }
 }
 
-}  // namespace tinyfed::agent
+}  // namespace tinyfed::server

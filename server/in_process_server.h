@@ -1,0 +1,53 @@
+// A tinyfed server inside the caller's process, on a free loopback port,
+// with its SQLite store in a temporary directory removed on destruction:
+// what `tinyfed-agent simulate` runs against when no --server is given, and
+// what integration tests talk to. Deadlines are checked every 50 ms.
+// Not copyable; safe for concurrent use once started.
+#ifndef TINYFED_SERVER_IN_PROCESS_SERVER_H_
+#define TINYFED_SERVER_IN_PROCESS_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "tinyfed/v1/server_config.pb.h"
+
+namespace tinyfed::server {
+
+class ModelStore;
+class RoundManager;
+class CoordinatorService;
+class SystemClock;
+
+class InProcessServer {
+ public:
+  // `config` has its defaults applied (ApplyDefaults) and must pass
+  // ValidateServerConfig() (INVALID_ARGUMENT otherwise); its listen and db
+  // options are replaced.
+  static absl::StatusOr<std::unique_ptr<InProcessServer>> Start(v1::ServerConfig config);
+  ~InProcessServer();
+
+  const std::string& address() const { return address_; }
+  RoundManager& manager() { return *manager_; }
+
+ private:
+  InProcessServer() = default;
+
+  std::string dir_;
+  std::string address_;
+  std::unique_ptr<SystemClock> clock_;
+  std::unique_ptr<ModelStore> store_;
+  std::unique_ptr<RoundManager> manager_;
+  std::unique_ptr<CoordinatorService> service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  absl::Notification stop_;
+  std::unique_ptr<std::thread> ticker_;
+};
+
+}  // namespace tinyfed::server
+
+#endif  // TINYFED_SERVER_IN_PROCESS_SERVER_H_
