@@ -153,14 +153,20 @@ UnaryLoadResult RunUnaryLoad(const std::shared_ptr<grpc::Channel>& channel,
   return result;
 }
 
-UnaryLoadResult MergeLatencies(const std::vector<const UnaryLoadResult*>& runs) {
-  UnaryLoadResult merged;
-  for (const UnaryLoadResult* run : runs) {
-    merged.latencies_ns.insert(merged.latencies_ns.end(), run->latencies_ns.begin(),
-                               run->latencies_ns.end());
+UnaryLoadResult Combine(const std::vector<UnaryLoadResult>& runs) {
+  UnaryLoadResult all;
+  for (const UnaryLoadResult& run : runs) {
+    if (run.failed > 0 && all.failed == 0) all.first_error = run.first_error;
+    all.ok += run.ok;
+    all.failed += run.failed;
+    all.seconds += run.seconds;
+    all.cpu_seconds += run.cpu_seconds;
+    all.last_finished = std::max(all.last_finished, run.last_finished);
+    all.latencies_ns.insert(all.latencies_ns.end(), run.latencies_ns.begin(),
+                            run.latencies_ns.end());
   }
-  std::sort(merged.latencies_ns.begin(), merged.latencies_ns.end());
-  return merged;
+  std::sort(all.latencies_ns.begin(), all.latencies_ns.end());
+  return all;
 }
 
 }  // namespace tinyfed::bench

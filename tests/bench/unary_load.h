@@ -54,8 +54,10 @@ UnaryLoadResult RunUnaryLoad(const std::shared_ptr<grpc::Channel>& channel,
                              const std::vector<grpc::ByteBuffer>& requests, size_t begin,
                              size_t end, const UnaryLoadOptions& options);
 
-// Latencies of several runs together, sorted (for one baseline figure).
-UnaryLoadResult MergeLatencies(const std::vector<const UnaryLoadResult*>& runs);
+// Several runs as one: their calls, failures, busy time and CPU time
+// summed (the time between runs is not counted), latencies merged and
+// sorted, the first error kept.
+UnaryLoadResult Combine(const std::vector<UnaryLoadResult>& runs);
 
 }  // namespace tinyfed::bench
 
