@@ -100,6 +100,13 @@ class ModelStore {
 
   // Appends queued and not yet durable (for back-pressure).
   virtual size_t PendingWrites() const = 0;
+
+  // Runs `hook` after the `done` callbacks of every group-committed batch,
+  // on the thread that ran them. A caller whose callbacks only record their
+  // results can then apply a whole batch under one lock, instead of taking
+  // its lock once per record against concurrent callers. Empty clears it.
+  // The hook must not block and must stay valid until cleared.
+  virtual void SetBatchHook(std::function<void()> hook) = 0;
 };
 
 // A SQLite store in one file (WAL mode, synchronous=FULL), created when

@@ -343,6 +343,7 @@ class SqliteModelStore final : public ModelStore {
                            const v1::ModelVersion& next) override;
   absl::Status AbandonRound(uint32_t round, int64_t closed_ms) override;
   size_t PendingWrites() const override;
+  void SetBatchHook(std::function<void()> hook) override;
 
  private:
   SqliteModelStore(ConnectionPtr write_db, ConnectionPtr read_db);
@@ -381,6 +382,7 @@ class SqliteModelStore final : public ModelStore {
   mutable absl::Mutex mu_;
   std::vector<WriteOp> queue_ ABSL_GUARDED_BY(mu_);
   size_t pending_appends_ ABSL_GUARDED_BY(mu_) = 0;  // queued or being written
+  std::function<void()> batch_hook_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   std::thread writer_;
@@ -590,6 +592,11 @@ size_t SqliteModelStore::PendingWrites() const {
   return pending_appends_;
 }
 
+void SqliteModelStore::SetBatchHook(std::function<void()> hook) {
+  absl::MutexLock lock(&mu_);
+  batch_hook_ = std::move(hook);
+}
+
 absl::Status SqliteModelStore::PutInitialVersion(const v1::ModelVersion& model) {
   // The lineage convention of model.proto: version 1 is the initial model.
   if (model.version() != 1 || model.parent_version() != 0 || model.round() != 0) {
@@ -780,14 +787,17 @@ void SqliteModelStore::WriteBatch(std::span<WriteOp> appends) {
   if (!batch.ok()) {
     for (absl::Status& result : results) result = batch;
   }
+  std::function<void()> hook;
   {
     absl::MutexLock lock(&mu_);
     pending_appends_ -= appends.size();
+    hook = batch_hook_;
   }
   for (size_t i = 0; i < appends.size(); ++i) {
     const DoneCallback& done = std::get<AppendOp>(appends[i]).done;
     if (done) done(std::move(results[i]));
   }
+  if (hook) hook();
 }
 
 absl::Status SqliteModelStore::InsertAppend(const AppendOp& op,

@@ -92,9 +92,12 @@ RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
       task_limit_(static_cast<uint32_t>(
           std::ceil(config.policy().target_updates() * config.policy().over_selection()))),
       server_lr_q16_(ToQ16(config.policy().server_learning_rate())),
-      learning_rate_q16_(ToQ16(config.plan().learning_rate())) {}
+      learning_rate_q16_(ToQ16(config.plan().learning_rate())) {
+  store_->SetBatchHook([this] { ApplyWritten(); });
+}
 
 RoundManager::~RoundManager() {
+  store_->SetBatchHook(nullptr);
   WaitIdle();
   if (closer_.joinable()) closer_.join();
 }
@@ -366,44 +369,56 @@ void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
     return;
   }
   StoredUpdate stored{round, device, std::move(payload), now};
-  auto shared = std::make_shared<const v1::Update>(update);
-  store_->AppendUpdate(std::move(stored), [this, round, shared](absl::Status status) {
-    OnUpdateWritten(round, *shared, std::move(status));
+  store_->AppendUpdate(std::move(stored), [this, round, &update](absl::Status status) {
+    absl::MutexLock lock(&written_mu_);
+    written_.push_back(Written{round, &update, std::move(status)});
   });
 }
 
-void RoundManager::OnUpdateWritten(uint32_t round, const v1::Update& update,
-                                   absl::Status status) {
-  const std::string& device_id = update.device_id();
-  std::vector<SubmitDone> waiters;
-  absl::StatusOr<v1::UpdateAck> result;
+void RoundManager::ApplyWritten() {
+  std::vector<Written> written;
+  {
+    absl::MutexLock lock(&written_mu_);
+    written.swap(written_);
+  }
+  if (written.empty()) return;
+  // Callers to answer once the lock is released: each waiter with the
+  // index of its result.
+  std::vector<std::pair<SubmitDone, size_t>> answers;
+  std::vector<absl::StatusOr<v1::UpdateAck>> results(written.size());
   {
     absl::MutexLock lock(&mu_);
-    auto it = updates_.find(device_id);
-    if (round != round_.round || it == updates_.end()) {
-      // Cannot happen: a round closes only after its pending writes finish.
-      spdlog::error("update of {} for round {} written after the round moved on", device_id,
-                    round);
-      return;
-    }
-    waiters = std::move(it->second.waiters);
-    --pending_;
-    if (status.ok()) {
-      it->second.durable = true;
-      accumulator_->Add(update);
-      ++accepted_;
-      result = MakeAckLocked(round);
-      if (open_ && accepted_ >= config_.policy().target_updates()) {
-        BeginCloseLocked(/*deadline=*/false);
+    for (size_t i = 0; i < written.size(); ++i) {
+      const Written& w = written[i];
+      const std::string& device_id = w.update->device_id();
+      auto it = updates_.find(device_id);
+      if (w.round != round_.round || it == updates_.end()) {
+        // Cannot happen: a round closes only after its pending writes finish.
+        spdlog::error("update of {} for round {} written after the round moved on", device_id,
+                      w.round);
+        continue;
       }
-    } else {
-      updates_.erase(it);
-      spdlog::error("could not store update of {} in round {}: {}", device_id, round,
-                    status.ToString());
-      result = WithRetryHint(absl::UnavailableError("could not store the update; retry"), 1000);
+      for (SubmitDone& done : it->second.waiters) answers.emplace_back(std::move(done), i);
+      it->second.waiters.clear();
+      --pending_;
+      if (w.status.ok()) {
+        it->second.durable = true;
+        accumulator_->Add(*w.update);
+        ++accepted_;
+        results[i] = MakeAckLocked(w.round);
+        if (open_ && accepted_ >= config_.policy().target_updates()) {
+          BeginCloseLocked(/*deadline=*/false);
+        }
+      } else {
+        updates_.erase(it);
+        spdlog::error("could not store update of {} in round {}: {}", device_id, w.round,
+                      w.status.ToString());
+        results[i] =
+            WithRetryHint(absl::UnavailableError("could not store the update; retry"), 1000);
+      }
     }
   }
-  for (SubmitDone& done : waiters) done(result);
+  for (auto& [done, i] : answers) done(results[i]);
 }
 
 void RoundManager::Tick() {

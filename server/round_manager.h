@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
@@ -75,7 +76,9 @@ class RoundManager {
   // UNAVAILABLE when the task could not be recorded.
   void CheckIn(const v1::CheckInRequest& request, CheckInDone done);
 
-  // Validates, records durably, accumulates and acknowledges `update`.
+  // Validates, records durably, accumulates and acknowledges `update`,
+  // which must stay valid until `done` has run (a gRPC request does: it
+  // lives until the call is finished).
   // INVALID_ARGUMENT (shape, ranges, checksum); FAILED_PRECONDITION (round
   // not open, unknown task token, round already has K updates); ABORTED
   // (built on another base version, or the round closed while it was being
@@ -110,7 +113,16 @@ class RoundManager {
   v1::RoundTask MakeTaskLocked(const std::string& token, int64_t now_ms) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::UpdateAck MakeAckLocked(uint32_t round) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void OnUpdateWritten(uint32_t round, const v1::Update& update, absl::Status status);
+  // The store's result for one update, recorded by its `done` callback
+  // and applied with the rest of its batch by ApplyWritten().
+  struct Written {
+    uint32_t round;
+    const v1::Update* update;
+    absl::Status status;
+  };
+  // Applies the results recorded since the last call under one lock, then
+  // answers their callers; the store's batch hook.
+  void ApplyWritten();
   // Starts closing the open round on the closer thread.
   void BeginCloseLocked(bool deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseRound(bool deadline);
@@ -138,6 +150,10 @@ class RoundManager {
   uint32_t pending_ ABSL_GUARDED_BY(mu_) = 0;
   std::unique_ptr<UpdateAccumulator> accumulator_ ABSL_GUARDED_BY(mu_);
   absl::BitGen token_bits_ ABSL_GUARDED_BY(mu_);
+  // Filled by the store's callbacks, emptied by ApplyWritten(). Its own
+  // lock so that recording a result never waits for request handling.
+  absl::Mutex written_mu_;
+  std::vector<Written> written_ ABSL_GUARDED_BY(written_mu_);
   std::thread closer_;
 };
 

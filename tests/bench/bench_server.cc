@@ -55,6 +55,9 @@ ABSL_FLAG(uint32_t, segments, 6,
           "timed server segments, each between two echo runs (E S E S ... S E); the ratio is "
           "the median of each segment's rate over the mean of its neighbouring echo rates");
 ABSL_FLAG(int32_t, inflight, 64, "SubmitUpdate calls the load generator keeps in flight");
+ABSL_FLAG(int32_t, clients, 1,
+          "client connections the calls in flight are spread over (as devices or bridges "
+          "would each have their own)");
 ABSL_FLAG(std::string, db_dir, "",
           "directory for the SQLite stores (default: a fresh temporary directory, removed "
           "afterwards); put it on the disk you want to measure, fsync cost is part of ingest");
@@ -108,8 +111,8 @@ class EchoServer {
   int port_ = 0;
 };
 
-std::shared_ptr<grpc::Channel> Connect(int port) {
-  return grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+std::vector<std::shared_ptr<grpc::Channel>> Connect(int port) {
+  return ConnectionPerChannel(absl::StrCat("127.0.0.1:", port), absl::GetFlag(FLAGS_clients));
 }
 
 std::vector<grpc::ByteBuffer> ToRequests(const std::vector<v1::Update>& updates) {
@@ -212,10 +215,10 @@ int Run() {
   load.inflight = absl::GetFlag(FLAGS_inflight);
   load.client_threads = absl::GetFlag(FLAGS_client_threads);
   if (updates < 2 || warmup >= updates || segments < 1 || segments > updates - warmup ||
-      load.inflight < 1 || load.client_threads < 1) {
+      load.inflight < 1 || load.client_threads < 1 || absl::GetFlag(FLAGS_clients) < 1) {
     std::fprintf(stderr,
                  "need --updates >= 2, --warmup < --updates, 1 <= --segments <= --updates - "
-                 "--warmup, --inflight >= 1, --client_threads >= 1\n");
+                 "--warmup, --inflight >= 1, --client_threads >= 1, --clients >= 1\n");
     return 2;
   }
   if (!absl::GetFlag(FLAGS_mutex_deadlock_detection)) {
@@ -249,9 +252,9 @@ int Run() {
 
   std::printf(
       "tinyfed_bench_server: head %ux%u, K = %u updates (%u warm-up + %u timed), "
-      "%d in flight from %d client thread(s), %u cores\n",
-      kFeatures, kClasses, updates, warmup, updates - warmup, load.inflight, load.client_threads,
-      std::thread::hardware_concurrency());
+      "%d in flight over %d connection(s) from %d load thread(s), %u cores\n",
+      kFeatures, kClasses, updates, warmup, updates - warmup, load.inflight,
+      absl::GetFlag(FLAGS_clients), load.client_threads, std::thread::hardware_concurrency());
   std::printf("  store %s (WAL, synchronous=FULL)\n", db.c_str());
 
   int exit_code = 0;
@@ -283,8 +286,8 @@ int Run() {
                 updates, static_cast<double>(wire_bytes) / updates,
                 MsBetween(prep_start, SteadyClock::now()) / 1e3);
 
-    std::shared_ptr<grpc::Channel> echo_channel = Connect(echo_server.port());
-    std::shared_ptr<grpc::Channel> server_channel = Connect(tinyfed.port());
+    const std::vector<std::shared_ptr<grpc::Channel>> echo_channel = Connect(echo_server.port());
+    const std::vector<std::shared_ptr<grpc::Channel>> server_channel = Connect(tinyfed.port());
     auto run_echo = [&](size_t begin, size_t end) {
       return RunUnaryLoad(echo_channel, kSubmitMethod, requests, begin, server_only ? begin : end,
                           load);

@@ -16,6 +16,7 @@ using Clock = std::chrono::steady_clock;
 
 // One call slot: reused for the next request when its call finishes.
 struct Slot {
+  grpc::GenericStub* stub = nullptr;
   std::unique_ptr<grpc::ClientContext> context;
   std::unique_ptr<grpc::GenericClientAsyncResponseReader> reader;
   grpc::ByteBuffer response;
@@ -34,16 +35,22 @@ struct ThreadResult {
 
 class ClientThread {
  public:
-  ClientThread(grpc::GenericStub* stub, const std::string* method,
+  ClientThread(const std::vector<std::unique_ptr<grpc::GenericStub>>* stubs,
+               size_t first_stub, const std::string* method,
                const std::vector<grpc::ByteBuffer>* requests, std::atomic<size_t>* next, size_t end,
                int slots, std::chrono::seconds timeout)
-      : stub_(stub),
+      : stubs_(stubs),
         method_(method),
         requests_(requests),
         next_(next),
         end_(end),
         slots_(static_cast<size_t>(slots)),
         timeout_(timeout) {
+    // Slot i calls through stub first_stub + i (mod the count): the calls
+    // in flight spread over the channels.
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      slots_[i].stub = (*stubs_)[(first_stub + i) % stubs_->size()].get();
+    }
     // Room for every call up front: no reallocation while timing.
     result_.latencies_ns.reserve(end - std::min(end, next->load()));
   }
@@ -89,13 +96,13 @@ class ClientThread {
     slot->response.Clear();
     slot->started = Clock::now();
     slot->reader =
-        stub_->PrepareUnaryCall(slot->context.get(), *method_, (*requests_)[index], &cq_);
+        slot->stub->PrepareUnaryCall(slot->context.get(), *method_, (*requests_)[index], &cq_);
     slot->reader->StartCall();
     slot->reader->Finish(&slot->response, &slot->status, slot);
     return true;
   }
 
-  grpc::GenericStub* const stub_;
+  const std::vector<std::unique_ptr<grpc::GenericStub>>* const stubs_;
   const std::string* const method_;
   const std::vector<grpc::ByteBuffer>* const requests_;
   std::atomic<size_t>* const next_;
@@ -116,19 +123,22 @@ double UnaryLoadResult::PercentileUs(double p) const {
   return static_cast<double>(latencies_ns[index]) / 1e3;
 }
 
-UnaryLoadResult RunUnaryLoad(const std::shared_ptr<grpc::Channel>& channel,
+UnaryLoadResult RunUnaryLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
                              const std::string& method,
                              const std::vector<grpc::ByteBuffer>& requests, size_t begin,
                              size_t end, const UnaryLoadOptions& options) {
-  grpc::GenericStub stub(channel);
+  std::vector<std::unique_ptr<grpc::GenericStub>> stubs;
+  for (const auto& channel : channels) stubs.push_back(std::make_unique<grpc::GenericStub>(channel));
   std::atomic<size_t> next{begin};
   const int threads = std::max(1, options.client_threads);
   std::vector<std::unique_ptr<ClientThread>> clients;
+  size_t first_stub = 0;
   for (int t = 0; t < threads; ++t) {
     // Spread the in-flight calls evenly; every thread gets at least one.
     const int slots = std::max(1, options.inflight / threads + (t < options.inflight % threads));
-    clients.push_back(std::make_unique<ClientThread>(&stub, &method, &requests, &next, end, slots,
-                                                     options.call_timeout));
+    clients.push_back(std::make_unique<ClientThread>(&stubs, first_stub, &method, &requests, &next,
+                                                     end, slots, options.call_timeout));
+    first_stub += static_cast<size_t>(slots);
   }
   const double cpu_before = ProcessCpuSeconds();
   const Clock::time_point started = Clock::now();
@@ -151,6 +161,18 @@ UnaryLoadResult RunUnaryLoad(const std::shared_ptr<grpc::Channel>& channel,
   result.seconds = std::chrono::duration<double>(result.last_finished - started).count();
   std::sort(result.latencies_ns.begin(), result.latencies_ns.end());
   return result;
+}
+
+std::vector<std::shared_ptr<grpc::Channel>> ConnectionPerChannel(const std::string& target,
+                                                                 int count) {
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int i = 0; i < count; ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    channels.push_back(
+        grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  }
+  return channels;
 }
 
 UnaryLoadResult Combine(const std::vector<UnaryLoadResult>& runs) {

@@ -47,12 +47,21 @@ struct UnaryLoadResult {
   double PercentileUs(double p) const;
 };
 
-// Sends requests[begin, end) to `method` ("/package.Service/Method").
-// REQUIRES: 0 <= begin <= end <= requests.size(); options.inflight >= 1.
-UnaryLoadResult RunUnaryLoad(const std::shared_ptr<grpc::Channel>& channel,
+// Sends requests[begin, end) to `method` ("/package.Service/Method"),
+// spreading the calls in flight evenly over `channels` (one connection each
+// when made by ConnectionPerChannel()).
+// REQUIRES: 0 <= begin <= end <= requests.size(); options.inflight >= 1;
+// channels not empty.
+UnaryLoadResult RunUnaryLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
                              const std::string& method,
                              const std::vector<grpc::ByteBuffer>& requests, size_t begin,
                              size_t end, const UnaryLoadOptions& options);
+
+// `count` channels to `target`, each with a connection of its own (gRPC
+// would otherwise share one between channels with the same arguments), as
+// `count` separate clients would have.
+std::vector<std::shared_ptr<grpc::Channel>> ConnectionPerChannel(const std::string& target,
+                                                                 int count);
 
 // Several runs as one: their calls, failures, busy time and CPU time
 // summed (the time between runs is not counted), latencies merged and
