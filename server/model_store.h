@@ -101,6 +101,15 @@ class ModelStore {
   // Appends queued and not yet durable (for back-pressure).
   virtual size_t PendingWrites() const = 0;
 
+  // Group-commit counters since the store was opened: the transactions
+  // that wrote appends, and the appends they held. Their ratio is the mean
+  // batch, over which each sync to disk is shared.
+  struct WriteStats {
+    uint64_t batches = 0;
+    uint64_t appends = 0;
+  };
+  virtual WriteStats Stats() const = 0;
+
   // Runs `hook` after the `done` callbacks of every group-committed batch,
   // on the thread that ran them. A caller whose callbacks only record their
   // results can then apply a whole batch under one lock, instead of taking

@@ -343,6 +343,7 @@ class SqliteModelStore final : public ModelStore {
                            const v1::ModelVersion& next) override;
   absl::Status AbandonRound(uint32_t round, int64_t closed_ms) override;
   size_t PendingWrites() const override;
+  WriteStats Stats() const override;
   void SetBatchHook(std::function<void()> hook) override;
 
  private:
@@ -383,6 +384,7 @@ class SqliteModelStore final : public ModelStore {
   std::vector<WriteOp> queue_ ABSL_GUARDED_BY(mu_);
   size_t pending_appends_ ABSL_GUARDED_BY(mu_) = 0;  // queued or being written
   std::function<void()> batch_hook_ ABSL_GUARDED_BY(mu_);
+  WriteStats stats_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   std::thread writer_;
@@ -592,6 +594,11 @@ size_t SqliteModelStore::PendingWrites() const {
   return pending_appends_;
 }
 
+ModelStore::WriteStats SqliteModelStore::Stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
 void SqliteModelStore::SetBatchHook(std::function<void()> hook) {
   absl::MutexLock lock(&mu_);
   batch_hook_ = std::move(hook);
@@ -791,6 +798,8 @@ void SqliteModelStore::WriteBatch(std::span<WriteOp> appends) {
   {
     absl::MutexLock lock(&mu_);
     pending_appends_ -= appends.size();
+    ++stats_.batches;
+    stats_.appends += appends.size();
     hook = batch_hook_;
   }
   for (size_t i = 0; i < appends.size(); ++i) {

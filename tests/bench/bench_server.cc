@@ -314,6 +314,7 @@ int Run() {
     std::vector<UnaryLoadResult> echo_runs;
     std::vector<UnaryLoadResult> server_runs;
     double close_ms = 0;
+    const server::ModelStore::WriteStats stats_before = tinyfed.store().Stats();
     echo_runs.push_back(run_echo(slice_begin(0), slice_begin(1)));
     for (uint32_t i = 0; i < segments; ++i) {
       server_runs.push_back(RunUnaryLoad(server_channel, kSubmitMethod, requests, slice_begin(i),
@@ -327,11 +328,33 @@ int Run() {
     }
     const UnaryLoadResult ingest = Combine(server_runs);
     const UnaryLoadResult echo = Combine(echo_runs);
+    // Only the timed updates were written meanwhile (the fleet checked in
+    // before), so these are the group commits of the timed calls.
+    const server::ModelStore::WriteStats stats_after = tinyfed.store().Stats();
+    const uint64_t timed_batches = stats_after.batches - stats_before.batches;
+    const double mean_batch =
+        timed_batches > 0
+            ? static_cast<double>(stats_after.appends - stats_before.appends) / timed_batches
+            : 0;
+    absl::StatusOr<DiskFlushTiming> flush = TimeDiskFlush(dir, 200);
+    auto print_durability = [&] {
+      std::printf("  %-24s %8.1f updates per transaction, %llu transactions\n", "group commit",
+                  mean_batch, static_cast<unsigned long long>(timed_batches));
+      if (flush.ok()) {
+        std::printf("  %-24s %8.0f us CPU, %.2f ms wall per 4 KiB write + fdatasync "
+                    "(%.1f us CPU per update at that batch)\n",
+                    "disk flush here", flush->cpu_us, flush->wall_ms,
+                    mean_batch > 0 ? flush->cpu_us / mean_batch : 0);
+      } else {
+        std::printf("  %-24s %s\n", "disk flush here", flush.status().ToString().c_str());
+      }
+    };
 
     std::printf("\ningest (SubmitUpdate over gRPC, %u timed calls in %u segments, same bytes):\n",
                 timed, segments);
     if (server_only) {
       PrintLoad("server (full path)", ingest);
+      print_durability();
       std::printf("\nround close (K = %u):\n", updates);
       std::printf("  %-24s %8.1f ms\n", "last ack -> committed", close_ms);
       const bool committed = Committed(tinyfed.manager(), base_version, updates);
@@ -360,6 +383,7 @@ int Run() {
                 "all calls together %.2f)\n",
                 "ratio server/echo", ratio, kIngestTarget,
                 ratio >= kIngestTarget ? "met" : "MISSED", sorted.front(), sorted.back(), ratio_all);
+    print_durability();
 
     std::printf("\nround close (K = %u):\n", updates);
     std::printf("  %-24s %8.1f ms        target < %.0f ms: %s\n", "last ack -> committed", close_ms,
@@ -421,7 +445,7 @@ int Run() {
         "\n{\"bench\":\"tinyfed_server\",\"updates\":%u,\"warmup\":%u,\"inflight\":%d,"
         "\"client_threads\":%d,\"segments\":%u,\"echo_per_s\":%.0f,"
         "\"server_per_s\":%.0f,\"ratio\":%.3f,\"ratio_min\":%.3f,\"ratio_max\":%.3f,"
-        "\"ratio_all_calls\":%.3f,"
+        "\"ratio_all_calls\":%.3f,\"mean_batch\":%.1f,\"flush_cpu_us\":%s,\"flush_wall_ms\":%s,"
         "\"echo_p50_us\":%.0f,\"echo_p99_us\":%.0f,\"server_p50_us\":%.0f,"
         "\"server_p99_us\":%.0f,\"echo_cpu_us_per_call\":%.1f,\"server_cpu_us_per_call\":%.1f,"
         "\"close_ms\":%.2f,\"committed\":%s,\"add_updates\":%zu,\"add_ms\":%.3f,"
@@ -429,7 +453,9 @@ int Run() {
         "\"manager_close_ms\":%s,\"store_per_s\":%s,\"store_cpu_us_per_update\":%s,"
         "\"validate_us\":%s,\"crc_us\":%s,\"failed_calls\":%llu}\n",
         updates, warmup, load.inflight, load.client_threads, segments, echo.OkPerSecond(),
-        ingest.OkPerSecond(), ratio, sorted.front(), sorted.back(), ratio_all,
+        ingest.OkPerSecond(), ratio, sorted.front(), sorted.back(), ratio_all, mean_batch,
+        flush.ok() ? absl::StrFormat("%.1f", flush->cpu_us).c_str() : "null",
+        flush.ok() ? absl::StrFormat("%.3f", flush->wall_ms).c_str() : "null",
         echo.PercentileUs(50), echo.PercentileUs(99), ingest.PercentileUs(50),
         ingest.PercentileUs(99), echo_cpu_us, ingest.CpuUsPerCall(), close_ms,
         committed ? "true" : "false", compute.updates, compute.add_ms, compute.apply_us,

@@ -1,15 +1,20 @@
 #include "component_timings.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "aggregator.h"
 #include "clock.h"
 #include "head.h"
 #include "model_store.h"
 #include "server_config.h"
-#include "tinyfed_common/crc32.h"
+#include "tinyfed_common/host_numerics.h"
 #include "update_validation.h"
 
 namespace tinyfed::bench {
@@ -63,10 +68,9 @@ ValidationTiming TimeValidation(const std::vector<v1::Update>& updates, const v1
     for (const v1::Update& u : updates) {
       const std::string& w = u.weight_delta();
       const std::string& b = u.bias_delta();
-      uint32_t crc = tinyfed_crc32_update(TINYFED_CRC32_INIT,
-                                          reinterpret_cast<const uint8_t*>(w.data()), w.size());
-      crc = tinyfed_crc32_update(crc, reinterpret_cast<const uint8_t*>(b.data()), b.size());
-      sink = sink + crc;
+      // The same call as ValidateUpdate's (the host's table-driven CRC,
+      // not the device's small-table one).
+      sink = sink + Crc32Update(Crc32Update(0, w.data(), w.size()), b.data(), b.size());
     }
     const auto t2 = SteadyClock::now();
     validate_ns = std::min(validate_ns, NsBetween(t0, t1));
@@ -105,6 +109,34 @@ absl::StatusOr<InProcessResult> TimeStoreIngest(const v1::ServerConfig& config,
     (*store)->AppendUpdate(std::move(records[i]),
                            [done = std::move(done)](absl::Status s) { done(s); });
   });
+}
+
+absl::StatusOr<DiskFlushTiming> TimeDiskFlush(const std::string& dir, int count) {
+  const std::string path = absl::StrCat(dir, "/tinyfed-flush-probe-", getpid());
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot create ", path));
+  const std::string block(4096, 'x');
+  auto thread_cpu = [] {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+  };
+  bool ok = true;
+  const double cpu_start = thread_cpu();
+  const auto wall_start = std::chrono::steady_clock::now();
+  for (int i = 0; i < count && ok; ++i) {
+    ok = pwrite(fd, block.data(), block.size(), 0) == static_cast<ssize_t>(block.size()) &&
+         fdatasync(fd) == 0;
+  }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+  const double cpu = thread_cpu() - cpu_start;
+  close(fd);
+  unlink(path.c_str());
+  if (!ok) return absl::UnavailableError(absl::StrCat("writing or syncing ", path, " failed"));
+  DiskFlushTiming t;
+  t.cpu_us = cpu * 1e6 / count;
+  t.wall_ms = wall * 1e3 / count;
+  return t;
 }
 
 }  // namespace tinyfed::bench

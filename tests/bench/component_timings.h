@@ -42,6 +42,15 @@ absl::StatusOr<InProcessResult> TimeStoreIngest(const v1::ServerConfig& config,
                                                 const std::vector<v1::Update>& updates,
                                                 int inflight);
 
+// What one sync to disk costs where the store lives: `count` rounds of a
+// 4 KiB write and fdatasync() on a scratch file in `dir` (removed after).
+// Every group-committed batch of the store pays about one of these.
+struct DiskFlushTiming {
+  double cpu_us = 0;   // per flush, this thread's user + system time
+  double wall_ms = 0;  // per flush
+};
+absl::StatusOr<DiskFlushTiming> TimeDiskFlush(const std::string& dir, int count);
+
 }  // namespace tinyfed::bench
 
 #endif  // TINYFED_TESTS_BENCH_COMPONENT_TIMINGS_H_

@@ -33,6 +33,7 @@ class ServerUnderTest {
   ~ServerUnderTest();
 
   server::RoundManager& manager() { return *manager_; }
+  server::ModelStore& store() { return *store_; }
   int port() const { return port_; }
 
  private:
