@@ -51,14 +51,20 @@ static void attach_model_callbacks(tinyfed_v1_ModelVersion *model,
   model->bias.arg = ctx;
 }
 
-/* Little-endian int16 bytes to host int16, in place. */
+/* Little-endian int16 bytes to host int16, in place: nothing to do on a
+ * little-endian target (GCC and Clang say which they compile for). */
 static void int16_from_le(int16_t *values, uint32_t count) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  (void)values;
+  (void)count;
+#else
   uint8_t *bytes = (uint8_t *)values;
   uint32_t i;
   for (i = 0; i < count; ++i) {
     uint16_t u = (uint16_t)(bytes[2u * i] | (uint16_t)(bytes[2u * i + 1u] << 8));
     values[i] = (int16_t)u;
   }
+#endif
 }
 
 /* Checks the decoded task and, when it is valid, makes it the context's. */
@@ -119,39 +125,41 @@ static tinyfed_status_t load_task(tinyfed_context_t *ctx,
     return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
                         "plan out of range (epochs, batch, learning rate)");
   }
-  tinyfed_task_info_t info;
-  memset(&info, 0, sizeof info);
-  info.round = task->round;
-  info.model_version = task->model.version;
-  info.feature_count = features;
-  info.class_count = classes;
-  info.weight_frac_bits = spec->weight_frac_bits;
-  info.feature_zero_point = fq->zero_point;
-  info.feature_scale_multiplier = (uint32_t)fq->scale_multiplier;
-  info.feature_scale_shift = fq->scale_shift;
-  info.epochs = plan->epochs;
-  info.batch_size = plan->batch_size;
-  info.learning_rate_q16 = plan->learning_rate_q16;
-  info.seed = plan->seed;
-  info.deadline_ms = task->deadline_ms;
-  memcpy(info.task_token, task->task_token.bytes, task->task_token.size);
-  info.task_token_len = task->task_token.size;
-  /* Any batch from 1 to batch_size must give a representable SGD step. */
-  uint32_t mant, shift;
-  if (tinyfed_step_scale(&info, 1u, 0, &mant, &shift) != TINYFED_OK ||
-      tinyfed_step_scale(&info, 1u, 1, &mant, &shift) != TINYFED_OK ||
-      tinyfed_step_scale(&info, info.batch_size, 0, &mant, &shift) != TINYFED_OK ||
-      tinyfed_step_scale(&info, info.batch_size, 1, &mant, &shift) != TINYFED_OK) {
-    return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
-                        "learning rate out of the master format's range");
+  /* begin_decode left the context without a task (a failed check below
+   * keeps it so), so the task info can be filled in place. */
+  tinyfed_task_info_t *info = &ctx->task;
+  memset(info, 0, sizeof *info);
+  info->round = task->round;
+  info->model_version = task->model.version;
+  info->feature_count = features;
+  info->class_count = classes;
+  info->weight_frac_bits = spec->weight_frac_bits;
+  info->feature_zero_point = fq->zero_point;
+  info->feature_scale_multiplier = (uint32_t)fq->scale_multiplier;
+  info->feature_scale_shift = fq->scale_shift;
+  info->epochs = plan->epochs;
+  info->batch_size = plan->batch_size;
+  info->learning_rate_q16 = plan->learning_rate_q16;
+  info->seed = plan->seed;
+  info->deadline_ms = task->deadline_ms;
+  memcpy(info->task_token, task->task_token.bytes, task->task_token.size);
+  info->task_token_len = task->task_token.size;
+  /* Any batch from 1 to batch_size must give a representable SGD step, for
+   * the weights and for the bias: the extremes decide. */
+  uint32_t i, mant, shift;
+  for (i = 0; i < 4u; ++i) {
+    if (tinyfed_step_scale(info, (i & 1u) ? info->batch_size : 1u,
+                           (int)(i >> 1), &mant, &shift) != TINYFED_OK) {
+      return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
+                          "learning rate out of the master format's range");
+    }
   }
 
   int16_from_le(ctx->global_w, features * classes);
   int16_from_le(ctx->global_b, classes);
   memcpy(ctx->local_w, ctx->global_w, 2u * (size_t)features * classes);
   memcpy(ctx->local_b, ctx->global_b, 2u * (size_t)classes);
-  ctx->task = info;
-  ctx->held_version = info.model_version;
+  ctx->held_version = info->model_version;
   ctx->state = TINYFED_STATE_TASK;
   return TINYFED_OK;
 }
@@ -261,22 +269,20 @@ static bool encode_span(pb_ostream_t *stream, const pb_field_t *field,
          pb_encode_string(stream, span->data, span->len);
 }
 
-/* Encodes `message` of type `fields` into out[0..capacity). */
+/* Encodes `message` of type `fields` into out[0..capacity). The SDK's own
+ * messages always encode, so a failure can only be the buffer running out
+ * (whatever was written before it is not a message). */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline)) /* one copy for both encoders */
+#endif
 static tinyfed_status_t encode_message(tinyfed_context_t *ctx,
                                        const pb_msgdesc_t *fields,
                                        const void *message, uint8_t *out,
                                        size_t capacity, size_t *out_len) {
-  size_t size = 0u;
-  if (!pb_get_encoded_size(&size, fields, message)) {
-    return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "message cannot be encoded");
-  }
-  if (size > capacity) {
-    return TINYFED_FAIL(ctx, TINYFED_ERR_BUFFER_TOO_SMALL,
-                        "output buffer too small for the message");
-  }
   pb_ostream_t stream = pb_ostream_from_buffer(out, capacity);
   if (!pb_encode(&stream, fields, message)) {
-    return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "message cannot be encoded");
+    return TINYFED_FAIL(ctx, TINYFED_ERR_BUFFER_TOO_SMALL,
+                        "output buffer too small for the message");
   }
   *out_len = stream.bytes_written;
   return TINYFED_OK;

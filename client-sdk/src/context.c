@@ -15,12 +15,11 @@ size_t tinyfed_arena_size(uint32_t max_features, uint32_t max_classes,
                             (size_t)max_batch);
 }
 
-/* Carves `bytes` from *cursor aligned to `align` (a power of two). */
-static void *carve(uint8_t **cursor, size_t bytes, size_t align) {
-  uintptr_t p = (uintptr_t)*cursor;
-  p = (p + (align - 1u)) & ~(uintptr_t)(align - 1u);
-  *cursor = (uint8_t *)(p + bytes);
-  return (void *)p;
+/* Returns *cursor and moves it `bytes` on. */
+static void *carve(uint8_t **cursor, size_t bytes) {
+  void *p = *cursor;
+  *cursor += bytes;
+  return p;
 }
 
 tinyfed_status_t tinyfed_init(tinyfed_context_t *ctx,
@@ -66,17 +65,21 @@ tinyfed_status_t tinyfed_init(tinyfed_context_t *ctx,
 
   size_t weights = (size_t)config->max_features * config->max_classes;
   size_t classes = config->max_classes;
-  uint8_t *cursor = (uint8_t *)arena;
-  /* Four-byte items first so the two-byte and one-byte ones need no pad. */
-  ctx->batch_err = (int32_t *)carve(&cursor, 4u * config->max_batch * classes, 4u);
-  ctx->batch_idx = (uint32_t *)carve(&cursor, 4u * config->max_batch, 4u);
-  ctx->logits = (int32_t *)carve(&cursor, 4u * classes, 4u);
-  ctx->global_w = (int16_t *)carve(&cursor, 2u * weights, 2u);
-  ctx->global_b = (int16_t *)carve(&cursor, 2u * classes, 2u);
-  ctx->local_w = (int16_t *)carve(&cursor, 2u * weights, 2u);
-  ctx->local_b = (int16_t *)carve(&cursor, 2u * classes, 2u);
-  ctx->delta_w = (int8_t *)carve(&cursor, weights, 1u);
-  ctx->delta_b = (int8_t *)carve(&cursor, classes, 1u);
+  /* Word-align once (the arena size has 8 bytes of slack), then four-byte
+   * items first, so the two-byte and one-byte ones that follow need no pad.
+   * The local head comes right after them, word-aligned, so training can
+   * read its rows (of an even feature count) a word pair at a time, with
+   * its bias adjacent (an odd row's last pair reads one int16 past it). */
+  uint8_t *cursor = (uint8_t *)(((uintptr_t)arena + 3u) & ~(uintptr_t)3u);
+  ctx->batch_err = (int32_t *)carve(&cursor, 4u * config->max_batch * classes);
+  ctx->batch_idx = (uint32_t *)carve(&cursor, 4u * config->max_batch);
+  ctx->logits = (int32_t *)carve(&cursor, 4u * classes);
+  ctx->local_w = (int16_t *)carve(&cursor, 2u * weights);
+  ctx->local_b = (int16_t *)carve(&cursor, 2u * classes);
+  ctx->global_w = (int16_t *)carve(&cursor, 2u * weights);
+  ctx->global_b = (int16_t *)carve(&cursor, 2u * classes);
+  ctx->delta_w = (int8_t *)carve(&cursor, weights);
+  ctx->delta_b = (int8_t *)carve(&cursor, classes);
   ctx->state = TINYFED_STATE_READY;
   ctx->error_message = "";
   return TINYFED_OK;

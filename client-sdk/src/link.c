@@ -5,29 +5,29 @@
 
 /* ---- encoding ----------------------------------------------------------- */
 
-/* The unstuffed frame is a virtual concatenation of header, payload and
- * CRC; COBS needs each block's length before its bytes, so the encoder
- * looks ahead in place instead of buffering. */
-typedef struct frame_source {
-  uint8_t head[TINYFED_FRAME_HEADER_SIZE];
-  const uint8_t *payload;
-  size_t length;
-  uint8_t crc[TINYFED_FRAME_CRC_SIZE];
-} frame_source_t;
+/* COBS without a frame buffer: the unstuffed frame (header, payload, CRC)
+ * is fed a byte at a time into one block of at most 254 non-zero bytes
+ * behind its code byte, and each finished block goes to the sink. */
+typedef struct cobs_writer {
+  tinyfed_frame_sink_t sink;
+  void *user;
+  size_t fill; /* bytes in block[], the code byte included */
+  int ok;      /* every sink call so far succeeded */
+  uint8_t block[255];
+} cobs_writer_t;
 
-static uint8_t source_byte(const frame_source_t *f, size_t i) {
-  if (i < TINYFED_FRAME_HEADER_SIZE) return f->head[i];
-  i -= TINYFED_FRAME_HEADER_SIZE;
-  if (i < f->length) return f->payload[i];
-  return f->crc[i - f->length];
-}
-
-static int emit(tinyfed_frame_sink_t sink, void *user, uint8_t *chunk, size_t *fill,
-                uint8_t byte) {
-  chunk[(*fill)++] = byte;
-  if (*fill < 255u) return 1;
-  *fill = 0u;
-  return sink(user, chunk, 255u);
+/* A non-zero byte joins the block; a zero (implied by the code byte), or
+ * the 254th non-zero byte (code 0xFF, nothing implied), ends it. */
+static void cobs_put(cobs_writer_t *w, const uint8_t *bytes, size_t length) {
+  for (; length > 0u; --length, ++bytes) {
+    if (*bytes != 0u) {
+      w->block[w->fill++] = *bytes;
+      if (w->fill < 255u) continue;
+    }
+    w->block[0] = (uint8_t)w->fill;
+    w->ok = w->ok && w->sink(w->user, w->block, w->fill);
+    w->fill = 1u;
+  }
 }
 
 tinyfed_status_t tinyfed_frame_write(uint8_t type, const uint8_t *payload, size_t length,
@@ -36,47 +36,30 @@ tinyfed_status_t tinyfed_frame_write(uint8_t type, const uint8_t *payload, size_
       (payload == NULL && length != 0u)) {
     return TINYFED_ERR_ARGUMENT;
   }
-  frame_source_t f;
-  f.head[0] = type;
-  f.head[1] = (uint8_t)(length & 0xFFu);
-  f.head[2] = (uint8_t)(length >> 8);
-  f.payload = payload;
-  f.length = length;
-  uint32_t crc = tinyfed_crc32_update(TINYFED_CRC32_INIT, f.head, sizeof f.head);
-  crc = tinyfed_crc32_update(crc, payload, length);
+  uint8_t head[TINYFED_FRAME_HEADER_SIZE], crc[TINYFED_FRAME_CRC_SIZE];
+  head[0] = type;
+  head[1] = (uint8_t)(length & 0xFFu);
+  head[2] = (uint8_t)(length >> 8);
+  uint32_t sum = tinyfed_crc32_update(TINYFED_CRC32_INIT, head, sizeof head);
+  sum = tinyfed_crc32_update(sum, payload, length);
   size_t k;
-  for (k = 0; k < TINYFED_FRAME_CRC_SIZE; ++k) f.crc[k] = (uint8_t)(crc >> (8u * k));
+  for (k = 0; k < TINYFED_FRAME_CRC_SIZE; ++k) crc[k] = (uint8_t)(sum >> (8u * k));
 
-  const size_t total = TINYFED_FRAME_HEADER_SIZE + length + TINYFED_FRAME_CRC_SIZE;
-  uint8_t chunk[255];
-  size_t fill = 0u, i = 0u;
-  int ok = 1;
-  for (;;) {
-    /* A block: up to 254 non-zero bytes, then an implied zero (consumed
-     * from the input) unless the block is full or the input has ended. */
-    size_t j = i;
-    while (j < total && j - i < 254u && source_byte(&f, j) != 0u) ++j;
-    ok = ok && emit(sink, user, chunk, &fill, (uint8_t)(j - i + 1u));
-    for (k = i; k < j; ++k) ok = ok && emit(sink, user, chunk, &fill, source_byte(&f, k));
-    if (j == total) {
-      /* A full last block is followed by an empty one, so every frame ends
-       * with a block whose implied zero the decoder drops. */
-      if (j - i == 254u) ok = ok && emit(sink, user, chunk, &fill, 1u);
-      break;
-    }
-    if (source_byte(&f, j) == 0u) {
-      i = j + 1u;
-      if (i == total) { /* the last byte was zero: an empty final block */
-        ok = ok && emit(sink, user, chunk, &fill, 1u);
-        break;
-      }
-    } else {
-      i = j; /* a full block: no implied zero */
-    }
-  }
-  ok = ok && emit(sink, user, chunk, &fill, 0u); /* delimiter */
-  if (ok && fill > 0u) ok = sink(user, chunk, fill);
-  return ok ? TINYFED_OK : TINYFED_ERR_BUFFER_TOO_SMALL;
+  cobs_writer_t w;
+  w.sink = sink;
+  w.user = user;
+  w.fill = 1u;
+  w.ok = 1;
+  cobs_put(&w, head, sizeof head);
+  cobs_put(&w, payload, length);
+  cobs_put(&w, crc, sizeof crc);
+  /* The last block (empty after a full one, or after a final zero): the
+   * decoder drops its implied zero. The delimiter follows in the same
+   * piece; fill is below 255 here, so it fits. */
+  w.block[0] = (uint8_t)w.fill;
+  w.block[w.fill] = 0u;
+  w.ok = w.ok && sink(user, w.block, w.fill + 1u);
+  return w.ok ? TINYFED_OK : TINYFED_ERR_BUFFER_TOO_SMALL;
 }
 
 typedef struct buffer_sink {
@@ -142,29 +125,29 @@ static int append(tinyfed_frame_decoder_t *d, uint8_t byte) {
   return 1;
 }
 
+/* Checks the frame the delimiter ends; its length, header and CRC decide. */
 static tinyfed_status_t finish_frame(tinyfed_frame_decoder_t *d, int *ready,
                                      tinyfed_frame_t *frame) {
   if (d->code != 0u) return drop(d, TINYFED_ERR_MALFORMED, 1); /* block cut short */
-  if (!d->block_full) {
-    if (d->length == 0u) return drop(d, TINYFED_ERR_MALFORMED, 1);
-    --d->length; /* the last block's implicit zero is not data */
-  }
+  /* The last block's implicit zero is not data (a full block has none). */
+  if (!d->block_full && d->length != 0u) --d->length;
   if (d->length < TINYFED_FRAME_HEADER_SIZE + TINYFED_FRAME_CRC_SIZE) {
     return drop(d, TINYFED_ERR_MALFORMED, 1);
   }
-  const size_t payload = (size_t)d->buffer[1] | ((size_t)d->buffer[2] << 8);
-  if (payload + TINYFED_FRAME_HEADER_SIZE + TINYFED_FRAME_CRC_SIZE != d->length ||
-      d->buffer[0] == 0u) {
+  const uint8_t *b = d->buffer;
+  const size_t payload = (size_t)b[1] | ((size_t)b[2] << 8);
+  if (payload + TINYFED_FRAME_HEADER_SIZE + TINYFED_FRAME_CRC_SIZE != d->length || b[0] == 0u) {
     return drop(d, TINYFED_ERR_MALFORMED, 1);
   }
   const size_t body = d->length - TINYFED_FRAME_CRC_SIZE;
-  const uint32_t crc = tinyfed_crc32_update(TINYFED_CRC32_INIT, d->buffer, body);
-  const uint32_t sent = (uint32_t)d->buffer[body] | ((uint32_t)d->buffer[body + 1u] << 8) |
-                        ((uint32_t)d->buffer[body + 2u] << 16) |
-                        ((uint32_t)d->buffer[body + 3u] << 24);
-  if (crc != sent) return drop(d, TINYFED_ERR_CHECKSUM, 1);
-  frame->type = d->buffer[0];
-  frame->payload = d->buffer + TINYFED_FRAME_HEADER_SIZE;
+  uint32_t sent = 0u;
+  size_t k;
+  for (k = TINYFED_FRAME_CRC_SIZE; k > 0u; --k) sent = (sent << 8) | b[body + k - 1u];
+  if (tinyfed_crc32_update(TINYFED_CRC32_INIT, b, body) != sent) {
+    return drop(d, TINYFED_ERR_CHECKSUM, 1);
+  }
+  frame->type = b[0];
+  frame->payload = b + TINYFED_FRAME_HEADER_SIZE;
   frame->length = payload;
   *ready = 1;
   ++d->frames_ok;
@@ -189,15 +172,13 @@ tinyfed_status_t tinyfed_frame_decoder_push(tinyfed_frame_decoder_t *d, uint8_t 
     if (d->length == 0u && d->code == 0u && !d->block_full) return TINYFED_OK; /* idle line */
     return finish_frame(d, ready, frame);
   }
-  if (d->code == 0u) { /* a block's code byte */
+  if (d->code == 0u) { /* a block's code byte: the block's size, itself included */
     d->block_full = (uint8_t)(byte == 0xFFu);
-    d->code = (uint8_t)(byte - 1u);
-    if (d->code == 0u && !d->block_full && !append(d, 0u)) {
-      return drop(d, TINYFED_ERR_MESSAGE_TOO_LARGE, 0);
-    }
-    return TINYFED_OK;
+    d->code = byte;
+  } else if (!append(d, byte)) {
+    return drop(d, TINYFED_ERR_MESSAGE_TOO_LARGE, 0);
   }
-  if (!append(d, byte)) return drop(d, TINYFED_ERR_MESSAGE_TOO_LARGE, 0);
+  /* At a block's end comes its implicit zero, unless it was full. */
   if (--d->code == 0u && !d->block_full && !append(d, 0u)) {
     return drop(d, TINYFED_ERR_MESSAGE_TOO_LARGE, 0);
   }

@@ -23,17 +23,14 @@ enum {
   ((ctx)->error_message = (message), (status))
 #endif
 
-/* Logits of one sample in Q16.16 for the head (w, b) under the context's
- * task: logits[c] = sum_f w[c][f] * real(x[f]) + b[c]. Writes class_count
- * values, each clamped to +-2^29 so that differences fit in int32. */
-void tinyfed_forward_q16(const tinyfed_context_t *ctx, const int16_t *w,
-                         const int16_t *b, const int8_t *x, int32_t *logits);
-
-/* The SGD step of a batch as a tinyfed_scale_t applied to a summed
- * gradient: weights (sum of error_q15 * (q - zero_point)) or bias (sum of
- * error_q15), for a batch of `batch` samples. Sets *mantissa and the right
- * shift *shift in [1, 62]; INVALID_TASK when the learning rate and feature
- * scale put the step outside what the master format can represent. */
+/* The SGD step of a batch as a multiplier applied to a summed gradient:
+ * weights (sum of error_q15 * (q - zero_point)) or bias (sum of error_q15),
+ * for a batch of `batch` samples, as *mantissa / 2^*shift. The shift is in
+ * [32, 62], so that the step is the high word of a 64-bit product; the
+ * mantissa is the tinyfed_scale_t's (31 bits) unless a shift below 32 had
+ * to be raised to 32, which costs it as many low bits (at most 11 in the
+ * validated ranges). INVALID_TASK when the learning rate and feature scale
+ * put the step outside what the master format can represent. */
 tinyfed_status_t tinyfed_step_scale(const tinyfed_task_info_t *task,
                                     uint32_t batch, int for_bias,
                                     uint32_t *mantissa, uint32_t *shift);

@@ -6,45 +6,38 @@
  * GCC and Clang target; refuse to build where they are not. */
 typedef char tinyfed_requires_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
 
-static uint32_t count_leading_zeros_u64(uint64_t x) {
-  uint32_t n = 0;
-  if (x == 0u) return 64u;
-  while ((x & 0x8000000000000000ull) == 0u) {
-    x <<= 1;
-    ++n;
-  }
-  return n;
-}
-
 int tinyfed_scale_from_ratio(uint64_t num, uint64_t den, int32_t exp2,
                              tinyfed_scale_t *out) {
   if (num == 0u || num >= (1ull << 63) || den == 0u || den >= (1ull << 32)) {
     return -1;
   }
-  /* Lift num to 63 significant bits before dividing: with den < 2^32 the
-   * quotient then keeps at least 31 bits. */
-  uint32_t lz = count_leading_zeros_u64(num);
-  uint64_t n = num << (lz - 1u);
-  int32_t e = exp2 - (int32_t)(lz - 1u);
-  uint64_t r = 0u;
-  uint64_t q = tinyfed_udiv64(n, den, &r); /* in (2^30, 2^63) */
-  uint32_t shift = 0u;
-  while ((q >> shift) >= (1ull << 31)) ++shift;
-  uint64_t mant;
-  if (shift > 0u) {
-    /* The dropped remainder r / den < 1 cannot change which side of the
-     * half-way point q's low bits are on, so rounding q alone is exact. */
-    mant = (q + (1ull << (shift - 1u))) >> shift;
-  } else {
-    mant = q + ((r >= den - r) ? 1u : 0u);
+  /* Lift num to [2^62, 2^63) and den to [2^31, 2^32): the quotient then
+   * lies in [2^30, 2^32), the mantissa's 31 bits or one more. */
+  const uint32_t high = (uint32_t)(num >> 32);
+  const uint32_t lift =
+      (high != 0u) ? tinyfed_leading_zeros_u32(high) - 1u
+                   : tinyfed_leading_zeros_u32((uint32_t)num) + 31u;
+  const uint32_t den_lift = tinyfed_leading_zeros_u32((uint32_t)den);
+  const uint32_t d = (uint32_t)den << den_lift;
+  uint32_t r = 0u;
+  /* The dividend's high word is below 2^31 <= d, as udiv64_32 requires. */
+  uint32_t q = tinyfed_udiv64_32(num << lift, d, &r);
+  int32_t e = exp2 - (int32_t)lift + (int32_t)den_lift;
+  if (q >= (1u << 31)) {
+    /* One bit too many: round it off, half up. The dropped remainder
+     * r / d < 1 cannot change which side of the half-way point q's low bit
+     * is on, so rounding q alone is exact. */
+    q = (q >> 1) + (q & 1u);
+    ++e;
+  } else if (r >= d - r) {
+    ++q; /* round to nearest, ties up */
   }
-  e += (int32_t)shift;
-  if (mant >= (1ull << 31)) { /* rounding carried into a new bit */
-    mant >>= 1;
+  if (q >= (1u << 31)) { /* rounding carried into a new bit */
+    q >>= 1;
     ++e;
   }
   if (e < -1000 || e > 1000) return -1;
-  out->mantissa = (uint32_t)mant;
+  out->mantissa = q;
   out->exponent = e;
   return 0;
 }
@@ -65,6 +58,26 @@ uint64_t tinyfed_udiv64(uint64_t num, uint64_t den, uint64_t *remainder) {
     if (top != 0u || rem >= den) {
       rem -= den;
       quotient |= (uint64_t)1 << bit;
+    }
+  }
+  if (remainder != NULL) *remainder = rem;
+  return quotient;
+}
+
+uint32_t tinyfed_udiv64_32(uint64_t num, uint32_t den, uint32_t *remainder) {
+  uint32_t rem = (uint32_t)(num >> 32), low = (uint32_t)num, quotient = 0u;
+  int bit;
+  for (bit = 0; bit < 32; ++bit) {
+    /* rem < den. Shifting may carry a bit out (only when den >= 2^31); the
+     * true value then exceeds den and the wrapping subtraction below still
+     * leaves the exact remainder. */
+    const uint32_t top = rem >> 31;
+    rem = (rem << 1) | (low >> 31);
+    low <<= 1;
+    quotient <<= 1;
+    if (top != 0u || rem >= den) {
+      rem -= den;
+      quotient |= 1u;
     }
   }
   if (remainder != NULL) *remainder = rem;
@@ -113,26 +126,36 @@ static const uint32_t kExp2TableQ30[32] = {
 #define TINYFED_LN2_Q30 744261118u        /* ln(2) * 2^30 */
 #define TINYFED_LOG2E_Q30 1549082005u     /* log2(e) * 2^30 */
 
+/* High word of a * b: one UMULL on a Cortex-M. */
+static uint32_t mul_high_u32(uint32_t a, uint32_t b) {
+  return (uint32_t)(((uint64_t)a * b) >> 32);
+}
+
 uint32_t tinyfed_exp_neg_q16(int32_t x_q16) {
   if (x_q16 >= 0) return TINYFED_Q24_ONE;
   if (x_q16 < -17 * TINYFED_Q16_ONE) return 0u;
   /* t = x * log2(e) in Q32 (|x * log2e_q30| < 2^51), floor; t in
-   * [-24.6, 0). Q16 would cost up to 177 Q24 steps near exp(0). */
-  int64_t t = ((int64_t)x_q16 * (int64_t)TINYFED_LOG2E_Q30) >> 14;
-  int64_t integer = t >> 32;                                   /* <= -1 */
-  uint64_t frac = (uint64_t)(t - integer * 4294967296LL);     /* [0, 2^32) */
-  uint32_t index = (uint32_t)(frac >> 27);                     /* top 5 bits */
-  uint64_t rest = frac & 0x7FFFFFFu;                           /* 27 bits, < 1/32 */
-  /* y = rest * ln2 in Q30; y < 0.0217. */
-  uint64_t y = (rest * TINYFED_LN2_Q30) >> 32;
-  uint64_t y2 = (y * y) >> 30;
-  uint64_t y3 = (y2 * y) >> 30;
-  /* 2^rest = e^y ~ 1 + y + y^2/2 + y^3/6, truncation error < 1e-8. */
-  uint64_t poly = (1ull << 30) + y + (y2 >> 1) + (y3 * 178956971u >> 30);
-  uint64_t v = ((uint64_t)kExp2TableQ30[index] * poly) >> 30; /* Q30 */
-  uint32_t shift = (uint32_t)(6 - integer); /* Q30 -> Q24, times 2^integer */
-  if (shift >= 40u) return 0u;
-  return (uint32_t)((v + (1ull << (shift - 1u))) >> shift);
+   * [-24.6, 0). Q16 would cost up to 177 Q24 steps near exp(0). Its low
+   * word is the fraction: top 5 bits index the table, 27 bits remain. */
+  const int64_t t = ((int64_t)x_q16 * (int64_t)TINYFED_LOG2E_Q30) >> 14;
+  const uint32_t frac = (uint32_t)t;
+  /* Q30 -> Q24, times 2^integer part: a shift in [7, 31]. */
+  const uint32_t shift = (uint32_t)(6 - (int32_t)(t >> 32));
+  /* y = rest * ln2 in Q30; y < 0.0217 < 2^-5, so 4y fits 32 bits and
+   * (a * 4y) >> 32 is exactly (a * y) >> 30: every product below is the
+   * high word of one 32x32 multiply. */
+  const uint32_t y = mul_high_u32(frac & 0x7FFFFFFu, TINYFED_LN2_Q30);
+  const uint32_t y2 = mul_high_u32(y, y << 2);  /* y^2 in Q30 */
+  const uint32_t y3 = mul_high_u32(y2, y << 2); /* y^3 in Q30 */
+  /* 2^rest = e^y ~ 1 + y + y^2/2 + y^3/6, truncation error < 1e-8; 1/6 is
+   * 178956971 in Q30, times 4 still below 2^32. */
+  const uint32_t poly =
+      (1u << 30) + y + (y2 >> 1) + mul_high_u32(y3, 178956971u << 2);
+  /* The table value (< 2^31) times poly (< 2^31), in Q30: both doubled so
+   * the high word is the product >> 30. v <= 2^31, so v plus half of 2^31
+   * still fits 32 bits. */
+  const uint32_t v = mul_high_u32(kExp2TableQ30[frac >> 27] << 1, poly << 1);
+  return (v + (1u << (shift - 1u))) >> shift;
 }
 
 int32_t tinyfed_log2_u32_q16(uint32_t x) {

@@ -17,16 +17,6 @@ void tinyfed_prng_seed(tinyfed_prng_t *prng, uint32_t seed,
   prng->state = (s != 0u) ? s : 0x6D2B79F5u;
 }
 
-uint32_t tinyfed_prng_next_u32(tinyfed_prng_t *prng) {
-  uint32_t x = prng->state;
-  x ^= x << 13;
-  x ^= x >> 17;
-  x ^= x << 5;
-  prng->state = x;
-  /* xorshift's low bits are weak; an odd multiply spreads the high ones. */
-  return x * 0x9E3779BBu;
-}
-
 uint32_t tinyfed_prng_below(tinyfed_prng_t *prng, uint32_t bound) {
   uint64_t wide = (uint64_t)tinyfed_prng_next_u32(prng) * bound;
   return (uint32_t)(wide >> 32);
@@ -56,14 +46,4 @@ void tinyfed_permutation_init(tinyfed_permutation_t *perm, uint32_t count,
     stride = (stride + 1u < count) ? stride + 1u : 1u;
   }
   perm->stride = stride;
-}
-
-uint32_t tinyfed_permutation_next(tinyfed_permutation_t *perm) {
-  uint32_t index = perm->next;
-  if (perm->count > 1u) {
-    /* index + stride < 2 * count, which may pass 2^32. */
-    uint64_t n = (uint64_t)index + perm->stride;
-    perm->next = (uint32_t)((n >= perm->count) ? n - perm->count : n);
-  }
-  return index;
 }

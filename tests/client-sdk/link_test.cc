@@ -83,6 +83,24 @@ TEST(LinkFraming, RoundTripsEveryPayloadShape) {
   }
 }
 
+TEST(LinkFraming, ZeroAfterAFullCobsBlockSurvives) {
+  // A zero right after 254 non-zero bytes ends a full COBS block (code
+  // 0xFF, no implied zero) and must travel as a block of its own; an
+  // encoder that took it as the full block's implied zero lost it and the
+  // frame failed its CRC. Here every block of the unstuffed frame (3
+  // non-zero header bytes, as 700 = 0x02BC, then the payload) is exactly
+  // that, and a full block ends the payload, too.
+  for (size_t n : {700u, 762u}) {
+    std::vector<uint8_t> payload(n);
+    for (size_t i = 0; i < n; ++i) {
+      payload[i] = (i + 3u) % 255u == 254u ? 0u : static_cast<uint8_t>(1u + i % 200u);
+    }
+    const Decoded d = Decode(Frame(TINYFED_FRAME_UPDATE, payload));
+    ASSERT_EQ(d.frames.size(), 1u) << n;
+    EXPECT_EQ(d.frames[0].payload, payload) << n;
+  }
+}
+
 TEST(LinkFraming, EncodeRejectsBadArguments) {
   uint8_t out[64];
   size_t len = 0;

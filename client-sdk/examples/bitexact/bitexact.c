@@ -1,21 +1,27 @@
-/* Trains one device's task on the emulated Cortex-M4 and prints the encoded
- * update as hex through semihosting, so a test can compare it byte for byte
- * with the same task trained on the host. The task, the device's samples
- * and its id come from fixture.h, generated at build time by the host tool
- * tinyfed_fixture_gen.
+/* Trains devices' tasks on the emulated Cortex-M4 and prints each encoded
+ * update as hex through semihosting ("update <case> <hex>"), so a test can
+ * compare them byte for byte with the same tasks trained on the host. The
+ * tasks, the devices' samples and ids come from fixture.h (case 0, a 64x10
+ * head) and fixture_cases.h (shapes that take the training kernels' other
+ * paths), generated at build time by the host tool tinyfed_fixture_gen.
  *
- * It also times training with SysTick, and a calibration loop of a known
- * instruction count with the same timer: under qemu's -icount the timer
- * advances with executed instructions, so the two give instructions per
- * training sample without knowing the timer's rate. */
+ * It also times case 0's training with SysTick, and a calibration loop of a
+ * known instruction count with the same timer: under qemu's -icount the
+ * timer advances with executed instructions, so the two give instructions
+ * per training sample without knowing the timer's rate. */
 #include <stdio.h>
 
 #include "fixture.h"
+#include "fixture_cases.h"
 #include "tinyfed/tinyfed.h"
 
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
 static tinyfed_context_t ctx;
-static uint8_t arena[TINYFED_ARENA_SIZE(FIXTURE_FEATURES, FIXTURE_CLASSES, FIXTURE_BATCH)];
-static uint8_t update[TINYFED_UPDATE_MAX_SIZE(FIXTURE_FEATURES, FIXTURE_CLASSES)];
+static uint8_t arena[MAX(TINYFED_ARENA_SIZE(FIXTURE_FEATURES, FIXTURE_CLASSES, FIXTURE_BATCH),
+                         FIXTURE_CASES_ARENA)];
+static uint8_t update[MAX(TINYFED_UPDATE_MAX_SIZE(FIXTURE_FEATURES, FIXTURE_CLASSES),
+                          FIXTURE_CASES_UPDATE)];
 
 /* SysTick: control/status, reload and current value registers. */
 #define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
@@ -63,38 +69,58 @@ static void calibration_loop(void) {
       : "cc");
 }
 
-int main(void) {
-  const tinyfed_config_t config = {FIXTURE_DEVICE_ID, FIXTURE_FEATURES, FIXTURE_CLASSES,
-                                   FIXTURE_BATCH};
-  const tinyfed_dataset_t data = {kFixtureFeatures, kFixtureLabels, FIXTURE_SAMPLES,
-                                  FIXTURE_FEATURES};
-  size_t len = 0, i;
+/* Loads and trains one device's case and encodes its update into
+ * update[0..*len); times the training in *ticks and, if stack is not NULL,
+ * measures in *stack the stack the SDK calls take. */
+static tinyfed_status_t run_case(const fixture_case_t *c, size_t *len, uint32_t *ticks,
+                                 uint32_t *stack) {
+  const tinyfed_config_t config = {c->device_id, c->feature_count, c->class_count, c->batch};
+  const tinyfed_dataset_t data = {c->features, c->labels, c->samples, c->feature_count};
   volatile uint32_t frame_marker = 0u;
   const uintptr_t stack_top = (uintptr_t)&frame_marker;
-  stack_paint();
+  if (stack != NULL) stack_paint();
   tinyfed_status_t s = tinyfed_init(&ctx, &config, arena, sizeof arena);
-  if (s == TINYFED_OK) s = tinyfed_task_decode(&ctx, kFixtureTask, sizeof kFixtureTask);
-  systick_start();
-  uint32_t start = SYST_CVR;
-  calibration_loop();
-  const uint32_t calibration_ticks = systick_since(start);
-  start = SYST_CVR;
+  if (s == TINYFED_OK) s = tinyfed_task_decode(&ctx, c->task, c->task_size);
+  const uint32_t start = SYST_CVR;
   if (s == TINYFED_OK) s = tinyfed_train(&ctx, &data);
-  const uint32_t train_ticks = systick_since(start);
-  if (s == TINYFED_OK) s = tinyfed_update_encode(&ctx, update, sizeof update, &len);
-  const uint32_t stack_bytes = stack_used(stack_top);
+  *ticks = systick_since(start);
+  if (s == TINYFED_OK) s = tinyfed_update_encode(&ctx, update, sizeof update, len);
+  if (stack != NULL) *stack = stack_used(stack_top);
   if (s != TINYFED_OK) {
     printf("error %s: %s\n", tinyfed_status_name(s), tinyfed_last_error_message(&ctx));
-    return 1;
   }
-  printf("update ");
+  return s;
+}
+
+static void print_update(unsigned index, size_t len) {
+  size_t i;
+  printf("update %u ", index);
   for (i = 0; i < len; ++i) printf("%02x", update[i]);
   printf("\n");
+}
+
+int main(void) {
+  const fixture_case_t main_case = {FIXTURE_DEVICE_ID, kFixtureTask,  sizeof kFixtureTask,
+                                    kFixtureFeatures,  kFixtureLabels, FIXTURE_SAMPLES,
+                                    FIXTURE_FEATURES,  FIXTURE_CLASSES, FIXTURE_BATCH};
+  size_t len = 0;
+  uint32_t train_ticks = 0, ticks = 0, stack_bytes = 0, i;
+  systick_start();
+  const uint32_t start = SYST_CVR;
+  calibration_loop();
+  const uint32_t calibration_ticks = systick_since(start);
+  /* The stack figure is case 0's, the 64x10 head. */
+  if (run_case(&main_case, &len, &train_ticks, &stack_bytes) != TINYFED_OK) return 1;
+  print_update(0u, len);
+  for (i = 0; i < FIXTURE_CASES; ++i) {
+    if (run_case(&kFixtureCases[i], &len, &ticks, NULL) != TINYFED_OK) return 1;
+    print_update(i + 1u, len);
+  }
   printf("calibration %lu ticks for %lu instructions\n", (unsigned long)calibration_ticks,
          (unsigned long)(2u * CALIBRATION_ITERATIONS));
   printf("training %lu ticks for %lu sample steps\n", (unsigned long)train_ticks,
          (unsigned long)(FIXTURE_SAMPLES * FIXTURE_EPOCHS));
-  printf("stack %lu bytes below main for decode, train and encode\n",
+  printf("stack %lu bytes for decode, train and encode\n",
          (unsigned long)stack_bytes);
   return 0;
 }

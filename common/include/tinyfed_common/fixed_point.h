@@ -46,6 +46,27 @@ int tinyfed_scale_from_ratio(uint64_t num, uint64_t den, int32_t exp2,
  * for the few divisions per task that need 64 bits. */
 uint64_t tinyfed_udiv64(uint64_t num, uint64_t den, uint64_t *remainder);
 
+/* Leading zero bits of x, for x != 0: one CLZ on a Cortex-M. */
+static inline uint32_t tinyfed_leading_zeros_u32(uint32_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+  return (uint32_t)__builtin_clz(x);
+#else
+  uint32_t n = 0;
+  while ((x & 0x80000000u) == 0u) {
+    x <<= 1;
+    ++n;
+  }
+  return n;
+#endif
+}
+
+/* num / den when the quotient fits 32 bits, that is num / 2^32 < den; sets
+ * *remainder (if not NULL) to num % den. 32 shift-subtract steps on the
+ * remainder word: the division the device needs (step scales and the mean
+ * loss), without tinyfed_udiv64's 64 steps on 64-bit words.
+ * REQUIRES: den >= 1 and (num >> 32) < den. */
+uint32_t tinyfed_udiv64_32(uint64_t num, uint32_t den, uint32_t *remainder);
+
 /* Clamps to [INT16_MIN, INT16_MAX]. */
 int16_t tinyfed_saturate_s16(int64_t x);
 

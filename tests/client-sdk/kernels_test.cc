@@ -1,0 +1,114 @@
+// The training kernels' edge shapes on the host (the portable variants; the
+// Cortex-M4 variants are compared with these byte for byte by
+// tests/tools/cortex_m4_bitexact.sh on the same shapes), and the 64-by-32
+// division the device uses for step scales and the mean loss.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <random>
+#include <string>
+
+#include "sdk_test_support.h"
+#include "tinyfed_common/fixed_point.h"
+#include "tinyfed_common/quantize.h"
+
+namespace tinyfed::testing {
+namespace {
+
+TEST(Udiv64By32, MatchesBuiltInDivisionWheneverTheQuotientFits32Bits) {
+  std::mt19937_64 rng(32);
+  for (int i = 0; i < 200000; ++i) {
+    uint32_t den = static_cast<uint32_t>(rng() >> (rng() % 32));
+    if (den == 0) den = 1;
+    // A high word below den keeps the quotient within 32 bits.
+    const uint64_t num = (((rng() >> 32) % den) << 32) | static_cast<uint32_t>(rng());
+    uint32_t rem = 0;
+    ASSERT_EQ(tinyfed_udiv64_32(num, den, &rem), num / den) << num << " / " << den;
+    ASSERT_EQ(rem, num % den);
+  }
+  // The extremes: the largest quotient and divisors with the top bit set,
+  // where the remainder's shift carries out of the word.
+  uint32_t rem = 0;
+  EXPECT_EQ(tinyfed_udiv64_32(0xFFFFFFFFull, 1, &rem), 0xFFFFFFFFu);
+  EXPECT_EQ(rem, 0u);
+  const uint64_t top = (uint64_t{0xFFFFFFFEu} << 32) | 0xFFFFFFFFu;
+  EXPECT_EQ(tinyfed_udiv64_32(top, 0xFFFFFFFFu, &rem), top / 0xFFFFFFFFu);
+  EXPECT_EQ(rem, top % 0xFFFFFFFFu);
+  EXPECT_EQ(tinyfed_udiv64_32(uint64_t{1} << 63, 0x80000001u, nullptr),
+            (uint64_t{1} << 63) / 0x80000001u);
+}
+
+struct Shape {
+  const char* name;
+  uint32_t features, classes, batch, samples, frac_bits;
+  int32_t zero_point;
+  double feature_scale, learning_rate;
+};
+
+// The shapes tests/client-sdk/fixture_gen.cc gives the Cortex-M4 firmware:
+// an odd feature count with a one-feature last quad and an odd batch, a
+// head wider than one 64-feature chunk with a last batch of one, the
+// largest batch, and fewer features than a quad with batches of one and
+// steps large enough to saturate.
+const Shape kShapes[] = {
+    {"odd", 37, 3, 5, 23, 10, -20, 5.0 / 127.0, 0.15},
+    {"wide", 70, 4, 3, 10, 12, 3, 0.01, 0.3},
+    {"big-batch", 20, 2, 64, 130, 12, 0, 6.0 / 127.0, 0.05},
+    {"tiny", 3, 2, 1, 7, 14, 0, 0.1, 16.0},
+};
+
+TEST(Kernels, EveryShapeTrainsDeterministicallyAndQuantizesWithinTheBound) {
+  for (const Shape& s : kShapes) {
+    TaskParams p;
+    p.features = s.features;
+    p.classes = s.classes;
+    p.batch_size = s.batch;
+    p.frac_bits = s.frac_bits;
+    p.zero_point = s.zero_point;
+    p.feature_scale = s.feature_scale;
+    p.learning_rate = s.learning_rate;
+    p.epochs = 2;
+    const QuantizedDataset data =
+        MakeBlobs(3, 4, s.samples, static_cast<int>(s.features), static_cast<int>(s.classes),
+                  1.0, s.feature_scale, s.zero_point);
+    std::string first;
+    for (int run = 0; run < 2; ++run) {
+      Device dev(s.name, s.features, s.classes, s.batch);
+      ASSERT_EQ(dev.Load(BuildTask(p)), TINYFED_OK) << s.name;
+      tinyfed_dataset_t view = data.view();
+      ASSERT_EQ(tinyfed_train(dev.ctx(), &view), TINYFED_OK) << s.name;
+      const std::string update = dev.EncodeUpdate();
+      ASSERT_FALSE(update.empty()) << s.name;
+      if (run == 0) {
+        first = update;
+      } else {
+        EXPECT_EQ(update, first) << s.name << ": training is not deterministic";
+      }
+      v1::Update u;
+      ASSERT_TRUE(u.ParseFromString(update)) << s.name;
+      tinyfed_head_view_t g, l;
+      ASSERT_EQ(tinyfed_global_head(dev.ctx(), &g), TINYFED_OK);
+      ASSERT_EQ(tinyfed_local_head(dev.ctx(), &l), TINYFED_OK);
+      int32_t moved = 0;
+      for (uint32_t c = 0; c < s.classes; ++c) {
+        const uint32_t scale = u.row_scales(static_cast<int>(c));
+        for (uint32_t f = 0; f <= s.features; ++f) {  // f == features: the bias
+          const bool bias = f == s.features;
+          const size_t i = c * s.features + f;
+          const int32_t exact = bias ? l.bias[c] - g.bias[c] : l.weights[i] - g.weights[i];
+          const auto q = static_cast<int8_t>(bias ? u.bias_delta()[c] : u.weight_delta()[i]);
+          // quantize.h: |q * s - delta| < s for every value.
+          ASSERT_LT(std::abs(tinyfed_dequantize_s8(q, scale) - exact),
+                    static_cast<int32_t>(scale))
+              << s.name << " class " << c << " value " << f;
+          moved += exact != 0;
+        }
+      }
+      // Two epochs of separable data must move the head.
+      EXPECT_GT(moved, 0) << s.name;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tinyfed::testing
