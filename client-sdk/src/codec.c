@@ -73,13 +73,13 @@ static tinyfed_status_t load_task(tinyfed_context_t *ctx,
   if (!task->has_model || !task->model.has_spec ||
       !task->model.spec.has_feature_quantization || !task->has_plan) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
-                        "task lacks model, spec, quantization or plan");
+                        "task lacks model/spec/scheme/plan");
   }
   if (!task->has_quantization ||
       task->quantization.scheme !=
           tinyfed_v1_QuantizationScheme_QUANTIZATION_SCHEME_INT8_PER_ROW_STOCHASTIC) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_UNSUPPORTED,
-                        "update quantization scheme not supported");
+                        "unsupported update scheme");
   }
   const tinyfed_v1_HeadSpec *spec = &task->model.spec;
   const tinyfed_v1_FeatureQuantization *fq = &spec->feature_quantization;
@@ -88,18 +88,18 @@ static tinyfed_status_t load_task(tinyfed_context_t *ctx,
   const uint32_t classes = spec->class_count;
   if (features == 0u || classes < 2u) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
-                        "head needs >= 1 feature and >= 2 classes");
+                        "head needs >=1 feature, >=2 classes");
   }
   if (classes > TINYFED_MAX_CLASSES || features > TINYFED_MAX_WEIGHTS ||
       features * classes > TINYFED_MAX_WEIGHTS ||
       features > ctx->max_features || classes > ctx->max_classes) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_HEAD_TOO_LARGE,
-                        "head larger than the context's capacity");
+                        "head exceeds capacity");
   }
   if (ctx->weight_bytes != 2u * features * classes ||
       ctx->bias_bytes != 2u * classes) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_SHAPE_MISMATCH,
-                        "weight or bias bytes do not match the spec");
+                        "weight/bias size != spec");
   }
   uint32_t crc = tinyfed_crc32_update(
       TINYFED_CRC32_INIT, (const uint8_t *)ctx->global_w, ctx->weight_bytes);
@@ -112,18 +112,18 @@ static tinyfed_status_t load_task(tinyfed_context_t *ctx,
       fq->scale_multiplier < (1 << 30) || fq->scale_shift < -31 ||
       fq->scale_shift > 7 || fq->zero_point < -128 || fq->zero_point > 127) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
-                        "weight format or feature quantization out of range");
+                        "weight/feature format invalid");
   }
   if (plan->batch_size > ctx->max_batch && plan->batch_size <= TINYFED_MAX_BATCH) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_BATCH_TOO_LARGE,
-                        "batch size larger than the context's capacity");
+                        "batch exceeds capacity");
   }
   if (plan->epochs == 0u || plan->epochs > TINYFED_MAX_EPOCHS ||
       plan->batch_size == 0u || plan->batch_size > TINYFED_MAX_BATCH ||
       plan->learning_rate_q16 == 0u ||
       plan->learning_rate_q16 > TINYFED_MAX_LEARNING_RATE_Q16) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
-                        "plan out of range (epochs, batch, learning rate)");
+                        "epochs/batch/rate out of range");
   }
   /* begin_decode left the context without a task (a failed check below
    * keeps it so), so the task info can be filled in place. */
@@ -151,7 +151,7 @@ static tinyfed_status_t load_task(tinyfed_context_t *ctx,
     if (tinyfed_step_scale(info, (i & 1u) ? info->batch_size : 1u,
                            (int)(i >> 1), &mant, &shift) != TINYFED_OK) {
       return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
-                          "learning rate out of the master format's range");
+                          "learning rate out of range");
     }
   }
 
@@ -178,7 +178,7 @@ static tinyfed_status_t begin_decode(tinyfed_context_t *ctx,
   ctx->state = TINYFED_STATE_READY;
   if (len > TINYFED_TASK_MAX_SIZE(ctx->max_features, ctx->max_classes)) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_MESSAGE_TOO_LARGE,
-                        "message longer than any task for this context");
+                        "message exceeds capacity");
   }
   ctx->weight_bytes = 0u;
   ctx->bias_bytes = 0u;
@@ -189,7 +189,7 @@ static tinyfed_status_t begin_decode(tinyfed_context_t *ctx,
 static tinyfed_status_t decode_failure(tinyfed_context_t *ctx) {
   if (ctx->decode_status == TINYFED_ERR_HEAD_TOO_LARGE) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_HEAD_TOO_LARGE,
-                        "weights larger than the context's capacity");
+                        "head exceeds capacity");
   }
   return TINYFED_FAIL(ctx, TINYFED_ERR_MALFORMED, "not a valid message");
 }
@@ -224,7 +224,7 @@ tinyfed_status_t tinyfed_checkin_response_decode(
   }
   if (response.has_task == response.has_retry) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_MALFORMED,
-                        "response must carry exactly one of task and retry");
+                        "need one of task, retry");
   }
   if (response.has_retry) {
     result->kind = TINYFED_CHECKIN_RETRY;
@@ -282,7 +282,7 @@ static tinyfed_status_t encode_message(tinyfed_context_t *ctx,
   pb_ostream_t stream = pb_ostream_from_buffer(out, capacity);
   if (!pb_encode(&stream, fields, message)) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_BUFFER_TOO_SMALL,
-                        "output buffer too small for the message");
+                        "output buffer too small");
   }
   *out_len = stream.bytes_written;
   return TINYFED_OK;

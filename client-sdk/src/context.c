@@ -30,19 +30,18 @@ tinyfed_status_t tinyfed_init(tinyfed_context_t *ctx,
   if (config == NULL || arena == NULL || config->device_id == NULL) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL config or arena");
   }
+  /* One message for both faults of the id: it costs flash on the device. */
   size_t id_len = 0u;
+  int id_ok = 1;
   while (id_len <= TINYFED_DEVICE_ID_MAX_LEN &&
          config->device_id[id_len] != '\0') {
     char ch = config->device_id[id_len];
-    if (ch < 0x21 || ch > 0x7E) {
-      return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT,
-                          "device id must be printable ASCII");
-    }
+    if (ch < 0x21 || ch > 0x7E) id_ok = 0;
     ++id_len;
   }
-  if (id_len == 0u || id_len > TINYFED_DEVICE_ID_MAX_LEN) {
+  if (!id_ok || id_len == 0u || id_len > TINYFED_DEVICE_ID_MAX_LEN) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT,
-                        "device id must be 1..32 bytes");
+                        "device id must be 1..32 printable ASCII bytes");
   }
   size_t needed = tinyfed_arena_size(config->max_features, config->max_classes,
                                      config->max_batch);
@@ -52,7 +51,7 @@ tinyfed_status_t tinyfed_init(tinyfed_context_t *ctx,
   }
   if (arena_size < needed) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_BUFFER_TOO_SMALL,
-                        "arena smaller than tinyfed_arena_size()");
+                        "arena < tinyfed_arena_size()");
   }
   memcpy(ctx->device_id, config->device_id, id_len);
   ctx->device_id[id_len] = '\0';

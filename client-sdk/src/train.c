@@ -728,7 +728,7 @@ tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
   const uint32_t features = t->feature_count;
   if (data->feature_count != features) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_DATASET,
-                        "dataset feature count differs from the task's");
+                        "dataset/task feature count differ");
   }
   if (data->count == 0u || data->count > TINYFED_MAX_SAMPLES) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_DATASET,
