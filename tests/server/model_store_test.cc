@@ -576,6 +576,43 @@ TEST_F(ModelStoreTest, PendingWritesCountsAppendsNotYetDurable) {
   EXPECT_EQ(store_->PendingWrites(), 0u);
 }
 
+TEST_F(ModelStoreTest, BatchHookRunsOncePerBatchAfterItsCallbacksAndStatsCountIt) {
+  StartRoundOne();
+  constexpr size_t kCount = 40;
+  // What the hook saw: how many callbacks had run each time it ran.
+  absl::Mutex mu;
+  size_t callbacks = 0;
+  std::vector<size_t> seen;
+  store_->SetBatchHook([&] {
+    absl::MutexLock lock(&mu);
+    seen.push_back(callbacks);
+  });
+  const ModelStore::WriteStats before = store_->Stats();
+  {
+    WriterGate gate(*store_, 1);  // its own batch: one hook call, one batch
+    for (size_t i = 0; i < kCount; ++i) {
+      store_->AppendUpdate({1, absl::StrCat("dev-", i), "u", 1}, [&](absl::Status s) {
+        EXPECT_TRUE(s.ok()) << s;
+        absl::MutexLock lock(&mu);
+        ++callbacks;
+      });
+    }
+  }
+  // A synchronous write returns after the callbacks of earlier appends ran.
+  ASSERT_TRUE(store_->AbandonRound(1, 2000).ok());
+  store_->SetBatchHook(nullptr);
+  const ModelStore::WriteStats after = store_->Stats();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(callbacks, kCount);
+  // The gate's batch (its one task), then the 40 appends queued behind it
+  // as one batch, whose hook ran after all 40 callbacks.
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0], 0u);
+  EXPECT_EQ(seen[1], kCount);
+  EXPECT_EQ(after.batches - before.batches, 2u);
+  EXPECT_EQ(after.appends - before.appends, kCount + 1);
+}
+
 TEST_F(ModelStoreTest, DestroyingTheStoreWritesEverythingQueued) {
   StartRoundOne();
   constexpr size_t kCount = 1000;
