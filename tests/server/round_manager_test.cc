@@ -4,6 +4,8 @@
 // it), idempotent retries and resuming after a restart.
 #include "round_manager.h"
 
+#include <sqlite3.h>
+
 #include <gtest/gtest.h>
 
 #include <future>
@@ -48,6 +50,18 @@ absl::StatusOr<v1::UpdateAck> Submit(RoundManager& m, const v1::Update& update) 
   std::promise<absl::StatusOr<v1::UpdateAck>> promise;
   m.SubmitUpdate(update, [&](absl::StatusOr<v1::UpdateAck> r) { promise.set_value(std::move(r)); });
   return promise.get_future().get();
+}
+
+// Runs SQL on the store's file from a connection of its own, as an
+// operator's tool would; used to inject storage failures.
+void ExecSqlOnFile(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* error = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK)
+      << sql << ": " << (error ? error : "");
+  sqlite3_free(error);
+  sqlite3_close(db);
 }
 
 class RoundManagerTest : public ::testing::Test {
@@ -300,6 +314,34 @@ TEST_F(RoundManagerTest, OverloadIsResourceExhaustedWithRetryHint) {
   ASSERT_TRUE(RetryAfterMs(r.status()).has_value());
   EXPECT_GT(*RetryAfterMs(r.status()), 0u);
   EXPECT_EQ(manager_->Snapshot().accepted, 0u);
+}
+
+TEST_F(RoundManagerTest, StorageFailureIsUnavailableAndTheSameBytesCanBeSentAgain) {
+  const v1::Update first = TaskAndUpdate("dev-0", 7);
+  const v1::Update second = TaskAndUpdate("dev-1", 9);
+  // The store's insert fails (as a full disk or an I/O error would): the
+  // device must hear UNAVAILABLE with a retry hint, and nothing may count.
+  const std::string db = dir_.File("store.db");
+  ExecSqlOnFile(db,
+                "CREATE TRIGGER fail_update BEFORE INSERT ON updates "
+                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  auto failed = Submit(*manager_, first);
+  ASSERT_EQ(failed.status().code(), absl::StatusCode::kUnavailable) << failed.status();
+  ASSERT_TRUE(RetryAfterMs(failed.status()).has_value());
+  EXPECT_EQ(manager_->Snapshot().accepted, 0u);
+  EXPECT_EQ(manager_->Snapshot().pending, 0u);
+
+  // Storage back: the same bytes are taken as a first submission, once.
+  ExecSqlOnFile(db, "DROP TRIGGER fail_update");
+  ASSERT_TRUE(Submit(*manager_, first).ok());
+  ASSERT_TRUE(Submit(*manager_, second).ok());
+  EXPECT_EQ(manager_->Snapshot().accepted, 2u);
+  clock_.AdvanceMs(10'000);  // the deadline, with the minimum of 2
+  manager_->Tick();
+  manager_->WaitIdle();
+  EXPECT_EQ(Latest(), Expected(1, {first, second}));
+  EXPECT_EQ(manager_->GetModel(2)->metrics().participants(), 2u);
+  EXPECT_EQ(manager_->GetModel(2)->metrics().samples(), 16u);
 }
 
 TEST_F(RoundManagerTest, BadCheckInsAreRejected) {
