@@ -28,6 +28,7 @@ namespace tinyfed::server {
 namespace {
 
 using ::google::protobuf::util::MessageDifferencer;
+using testing::ExecSql;
 using testing::MakeSpec;
 using testing::MakeUpdate;
 using testing::TempDir;
@@ -142,17 +143,6 @@ class WriterGate {
   };
   std::shared_ptr<State> state_;
 };
-
-// Runs SQL on the file directly, as an operator's tool would.
-void ExecSql(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* error = nullptr;
-  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
-  EXPECT_EQ(rc, SQLITE_OK) << sql << ": " << (error ? error : "");
-  sqlite3_free(error);
-  sqlite3_close(db);
-}
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

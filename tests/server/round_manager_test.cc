@@ -4,8 +4,6 @@
 // it), idempotent retries and resuming after a restart.
 #include "round_manager.h"
 
-#include <sqlite3.h>
-
 #include <gtest/gtest.h>
 
 #include <future>
@@ -22,6 +20,7 @@
 namespace tinyfed::server {
 namespace {
 
+using testing::ExecSql;
 using testing::MakeUpdate;
 using testing::TempDir;
 
@@ -50,18 +49,6 @@ absl::StatusOr<v1::UpdateAck> Submit(RoundManager& m, const v1::Update& update) 
   std::promise<absl::StatusOr<v1::UpdateAck>> promise;
   m.SubmitUpdate(update, [&](absl::StatusOr<v1::UpdateAck> r) { promise.set_value(std::move(r)); });
   return promise.get_future().get();
-}
-
-// Runs SQL on the store's file from a connection of its own, as an
-// operator's tool would; used to inject storage failures.
-void ExecSqlOnFile(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* error = nullptr;
-  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK)
-      << sql << ": " << (error ? error : "");
-  sqlite3_free(error);
-  sqlite3_close(db);
 }
 
 class RoundManagerTest : public ::testing::Test {
@@ -322,7 +309,7 @@ TEST_F(RoundManagerTest, StorageFailureIsUnavailableAndTheSameBytesCanBeSentAgai
   // The store's insert fails (as a full disk or an I/O error would): the
   // device must hear UNAVAILABLE with a retry hint, and nothing may count.
   const std::string db = dir_.File("store.db");
-  ExecSqlOnFile(db,
+  ExecSql(db,
                 "CREATE TRIGGER fail_update BEFORE INSERT ON updates "
                 "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
   auto failed = Submit(*manager_, first);
@@ -332,7 +319,7 @@ TEST_F(RoundManagerTest, StorageFailureIsUnavailableAndTheSameBytesCanBeSentAgai
   EXPECT_EQ(manager_->Snapshot().pending, 0u);
 
   // Storage back: the same bytes are taken as a first submission, once.
-  ExecSqlOnFile(db, "DROP TRIGGER fail_update");
+  ExecSql(db, "DROP TRIGGER fail_update");
   ASSERT_TRUE(Submit(*manager_, first).ok());
   ASSERT_TRUE(Submit(*manager_, second).ok());
   EXPECT_EQ(manager_->Snapshot().accepted, 2u);

@@ -1,5 +1,8 @@
 #include "server_test_support.h"
 
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
@@ -8,6 +11,16 @@
 #include "tinyfed_common/host_numerics.h"
 
 namespace tinyfed::server::testing {
+
+void ExecSql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* error = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
+  EXPECT_EQ(rc, SQLITE_OK) << sql << ": " << (error ? error : "");
+  sqlite3_free(error);
+  sqlite3_close(db);
+}
 
 v1::HeadSpec MakeSpec(uint32_t features, uint32_t classes) {
   v1::HeadSpec spec;

@@ -1,5 +1,5 @@
-// Fixtures for server tests: valid updates with random int8 deltas, and a
-// temporary directory per test.
+// Fixtures for server tests: valid updates with random int8 deltas, SQL on
+// a store's file, and a temporary directory per test.
 #ifndef TINYFED_TESTS_SERVER_SERVER_TEST_SUPPORT_H_
 #define TINYFED_TESTS_SERVER_SERVER_TEST_SUPPORT_H_
 
@@ -25,6 +25,11 @@ v1::Update MakeUpdate(const v1::HeadSpec& spec, uint32_t round, const std::strin
 
 // Recomputes update->checksum after a test edits its deltas.
 void FixChecksum(v1::Update* update);
+
+// Runs SQL on a store's file from a connection of its own, as an
+// operator's tool would (to inspect it, or to inject a failure with a
+// trigger); a failure fails the test.
+void ExecSql(const std::string& path, const std::string& sql);
 
 // A fresh empty directory under the system's temporary directory, removed
 // with its contents when the object goes away.
