@@ -103,10 +103,13 @@ class ModelStore {
 
   // Group-commit counters since the store was opened: the transactions
   // that wrote appends, and the appends they held. Their ratio is the mean
-  // batch, over which each sync to disk is shared.
+  // batch, over which each sync to disk is shared. wait_us sums, over the
+  // appends, the time from being queued to being durable (just before
+  // `done` runs): over appends, the mean time an acknowledgement waits.
   struct WriteStats {
     uint64_t batches = 0;
     uint64_t appends = 0;
+    uint64_t wait_us = 0;
   };
   virtual WriteStats Stats() const = 0;
 

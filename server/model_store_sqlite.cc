@@ -10,6 +10,7 @@
 // which keeps the order of all writes the order they were issued.
 #include <sqlite3.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -312,6 +313,7 @@ struct AppendOp {
   std::string bytes;  // the token or the payload
   int64_t ms = 0;
   DoneCallback done;
+  std::chrono::steady_clock::time_point queued{};  // set by Enqueue
 };
 
 // One queued synchronous write. The caller waits on `finished` and owns
@@ -561,6 +563,9 @@ absl::StatusOr<std::vector<StoredUpdate>> SqliteModelStore::RoundUpdates(uint32_
 // ---- writes ----------------------------------------------------------------
 
 void SqliteModelStore::Enqueue(WriteOp op) {
+  if (AppendOp* append = std::get_if<AppendOp>(&op)) {
+    append->queued = std::chrono::steady_clock::now();
+  }
   absl::MutexLock lock(&mu_);
   if (std::holds_alternative<AppendOp>(op)) ++pending_appends_;
   queue_.push_back(std::move(op));
@@ -794,12 +799,20 @@ void SqliteModelStore::WriteBatch(std::span<WriteOp> appends) {
   if (!batch.ok()) {
     for (absl::Status& result : results) result = batch;
   }
+  const std::chrono::steady_clock::time_point durable = std::chrono::steady_clock::now();
+  uint64_t wait_us = 0;
+  for (const WriteOp& op : appends) {
+    wait_us += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                         durable - std::get<AppendOp>(op).queued)
+                                         .count());
+  }
   std::function<void()> hook;
   {
     absl::MutexLock lock(&mu_);
     pending_appends_ -= appends.size();
     ++stats_.batches;
     stats_.appends += appends.size();
+    stats_.wait_us += wait_us;
     hook = batch_hook_;
   }
   for (size_t i = 0; i < appends.size(); ++i) {

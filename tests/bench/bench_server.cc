@@ -71,6 +71,15 @@ ABSL_FLAG(bool, breakdown, true,
 ABSL_FLAG(bool, server_only, false,
           "run only the server ingest phase and its round close, to profile the server path "
           "alone (prints no ratio)");
+ABSL_FLAG(bool, echo_only, false,
+          "run only the echo baseline's calls, to profile what gRPC alone costs (prints no "
+          "ratio); the counterpart of --server_only");
+ABSL_FLAG(int32_t, held_echo_us, -1,
+          "the held echo's hold: the echo's empty ack, answered from another thread this many "
+          "microseconds after the handler returned, as a server that acknowledges only durable "
+          "writes must answer; its rate over the echo's (E H E H ... segments) is the most any "
+          "such server can reach with that hold on this machine. -1: the server's own mean "
+          "wait for durability, as measured in the ingest; 0: skip it");
 ABSL_FLAG(bool, mutex_deadlock_detection, true,
           "leave Abseil's Mutex deadlock detection as the Abseil build sets it (on in builds "
           "without NDEBUG, such as Debian's), as tinyfed-server does; false turns it off for "
@@ -91,22 +100,23 @@ double MsBetween(SteadyClock::time_point start, SteadyClock::time_point end) {
   return std::chrono::duration<double, std::milli>(end - start).count();
 }
 
+// A gRPC server of one baseline service on a loopback port.
 class EchoServer {
  public:
-  EchoServer() {
+  explicit EchoServer(std::unique_ptr<grpc::Service> service) : service_(std::move(service)) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(&service_);
+    builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
   }
   ~EchoServer() {
-    if (server_) server_->Shutdown();
+    if (server_) server_->Shutdown();  // before the service goes
   }
   bool ok() const { return server_ != nullptr && port_ != 0; }
   int port() const { return port_; }
 
  private:
-  EchoCoordinator service_;
+  std::unique_ptr<grpc::Service> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };
@@ -178,6 +188,35 @@ bool Committed(server::RoundManager& manager, uint32_t base_version, uint32_t pa
   return ok;
 }
 
+// The ratios of each run in `runs` to the mean of the echo runs on either
+// side of it (echo_runs has one more run than runs), printed as a table;
+// sorted, with their median.
+struct PairedRatios {
+  std::vector<double> sorted;
+  double median = 0;
+};
+
+PairedRatios PrintPaired(const char* name, const std::vector<UnaryLoadResult>& echo_runs,
+                         const std::vector<UnaryLoadResult>& runs) {
+  PairedRatios paired;
+  std::printf("  %-8s %14s %14s %14s %7s\n", "segment", "echo before", name, "echo after",
+              "ratio");
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const double around = (echo_runs[i].OkPerSecond() + echo_runs[i + 1].OkPerSecond()) / 2;
+    paired.sorted.push_back(around > 0 ? runs[i].OkPerSecond() / around : 0);
+    std::printf("  %-8zu %8.0f calls/s %8.0f calls/s %8.0f calls/s %7.2f\n", i + 1,
+                echo_runs[i].OkPerSecond(), runs[i].OkPerSecond(), echo_runs[i + 1].OkPerSecond(),
+                paired.sorted.back());
+  }
+  std::sort(paired.sorted.begin(), paired.sorted.end());
+  const size_t n = paired.sorted.size();
+  if (n > 0) {
+    paired.median = n % 2 == 1 ? paired.sorted[n / 2]
+                               : (paired.sorted[n / 2 - 1] + paired.sorted[n / 2]) / 2;
+  }
+  return paired;
+}
+
 // The second round, through the RoundManager directly: what the server path
 // costs without gRPC in front of it.
 struct ManagerIngest {
@@ -210,7 +249,8 @@ int Run() {
   const uint32_t warmup = absl::GetFlag(FLAGS_warmup);
   const bool server_only = absl::GetFlag(FLAGS_server_only);
   const uint32_t segments = absl::GetFlag(FLAGS_segments);
-  const bool breakdown = absl::GetFlag(FLAGS_breakdown) && !server_only;
+  const bool echo_only = absl::GetFlag(FLAGS_echo_only);
+  const bool breakdown = absl::GetFlag(FLAGS_breakdown) && !server_only && !echo_only;
   UnaryLoadOptions load;
   load.inflight = absl::GetFlag(FLAGS_inflight);
   load.client_threads = absl::GetFlag(FLAGS_client_threads);
@@ -265,7 +305,7 @@ int Run() {
       return 1;
     }
     ServerUnderTest& tinyfed = **started;
-    EchoServer echo_server;
+    EchoServer echo_server(std::make_unique<EchoCoordinator>());
     if (!echo_server.ok()) {
       std::fprintf(stderr, "echo server: cannot listen on a loopback port\n");
       return 1;
@@ -292,13 +332,16 @@ int Run() {
       return RunUnaryLoad(echo_channel, kSubmitMethod, requests, begin, server_only ? begin : end,
                           load);
     };
+    auto run_server = [&](size_t begin, size_t end) {
+      return RunUnaryLoad(server_channel, kSubmitMethod, requests, begin, echo_only ? begin : end,
+                          load);
+    };
 
     // ---- warm-up: connections, thread pools, SQLite pages ---------------
     // The server's warm-up calls are the round's first updates: accepted,
     // durable and counted towards K like the rest, only not timed.
     const UnaryLoadResult warm_echo = run_echo(0, warmup);
-    const UnaryLoadResult warm_server =
-        RunUnaryLoad(server_channel, kSubmitMethod, requests, 0, warmup, load);
+    const UnaryLoadResult warm_server = run_server(0, warmup);
     if (!AllOk("echo warm-up", warm_echo) || !AllOk("server warm-up", warm_server)) return 1;
 
     // ---- ingest: echo and server segments, alternating ------------------
@@ -317,9 +360,8 @@ int Run() {
     const server::ModelStore::WriteStats stats_before = tinyfed.store().Stats();
     echo_runs.push_back(run_echo(slice_begin(0), slice_begin(1)));
     for (uint32_t i = 0; i < segments; ++i) {
-      server_runs.push_back(RunUnaryLoad(server_channel, kSubmitMethod, requests, slice_begin(i),
-                                         slice_begin(i + 1), load));
-      if (i + 1 == segments) {
+      server_runs.push_back(run_server(slice_begin(i), slice_begin(i + 1)));
+      if (i + 1 == segments && !echo_only) {
         // ---- round close: last ack -> committed version ------------------
         tinyfed.manager().WaitIdle();
         close_ms = MsBetween(server_runs.back().last_finished, SteadyClock::now());
@@ -332,14 +374,19 @@ int Run() {
     // before), so these are the group commits of the timed calls.
     const server::ModelStore::WriteStats stats_after = tinyfed.store().Stats();
     const uint64_t timed_batches = stats_after.batches - stats_before.batches;
+    const uint64_t timed_appends = stats_after.appends - stats_before.appends;
     const double mean_batch =
-        timed_batches > 0
-            ? static_cast<double>(stats_after.appends - stats_before.appends) / timed_batches
+        timed_batches > 0 ? static_cast<double>(timed_appends) / timed_batches : 0;
+    const double mean_wait_us =
+        timed_appends > 0
+            ? static_cast<double>(stats_after.wait_us - stats_before.wait_us) / timed_appends
             : 0;
     absl::StatusOr<DiskFlushTiming> flush = TimeDiskFlush(dir, 200);
     auto print_durability = [&] {
       std::printf("  %-24s %8.1f updates per transaction, %llu transactions\n", "group commit",
                   mean_batch, static_cast<unsigned long long>(timed_batches));
+      std::printf("  %-24s %8.0f us mean, queued -> durable (each ack waits this long)\n",
+                  "wait for durability", mean_wait_us);
       if (flush.ok()) {
         std::printf("  %-24s %8.0f us CPU, %.2f ms wall per 4 KiB write + fdatasync "
                     "(%.1f us CPU per update at that batch)\n",
@@ -352,6 +399,10 @@ int Run() {
 
     std::printf("\ningest (SubmitUpdate over gRPC, %u timed calls in %u segments, same bytes):\n",
                 timed, segments);
+    if (echo_only) {
+      PrintLoad("echo (all runs)", echo);
+      return AllOk("echo", echo) ? 0 : 1;
+    }
     if (server_only) {
       PrintLoad("server (full path)", ingest);
       print_durability();
@@ -360,21 +411,9 @@ int Run() {
       const bool committed = Committed(tinyfed.manager(), base_version, updates);
       return AllOk("server", ingest) && committed ? 0 : 1;
     }
-    std::vector<double> ratios;
-    std::printf("  %-8s %14s %14s %14s %7s\n", "segment", "echo before", "server", "echo after",
-                "ratio");
-    for (uint32_t i = 0; i < segments; ++i) {
-      const double around = (echo_runs[i].OkPerSecond() + echo_runs[i + 1].OkPerSecond()) / 2;
-      ratios.push_back(around > 0 ? server_runs[i].OkPerSecond() / around : 0);
-      std::printf("  %-8u %8.0f calls/s %8.0f calls/s %8.0f calls/s %7.2f\n", i + 1,
-                  echo_runs[i].OkPerSecond(), server_runs[i].OkPerSecond(),
-                  echo_runs[i + 1].OkPerSecond(), ratios.back());
-    }
-    std::vector<double> sorted = ratios;
-    std::sort(sorted.begin(), sorted.end());
-    const double ratio = sorted.size() % 2 == 1
-                             ? sorted[sorted.size() / 2]
-                             : (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]) / 2;
+    const PairedRatios paired = PrintPaired("server", echo_runs, server_runs);
+    const std::vector<double>& sorted = paired.sorted;
+    const double ratio = paired.median;
     const double ratio_all = echo.OkPerSecond() > 0 ? ingest.OkPerSecond() / echo.OkPerSecond() : 0;
     const double echo_cpu_us = echo.CpuUsPerCall();
     PrintLoad("echo (all runs)", echo);
@@ -389,6 +428,41 @@ int Run() {
     std::printf("  %-24s %8.1f ms        target < %.0f ms: %s\n", "last ack -> committed", close_ms,
                 kCloseTargetMs, close_ms < kCloseTargetMs ? "met" : "MISSED");
     const bool committed = Committed(tinyfed.manager(), base_version, updates);
+
+    // ---- held echo: what holding the calls alone costs -------------------
+    std::optional<PairedRatios> held;
+    const int32_t hold_us = absl::GetFlag(FLAGS_held_echo_us) >= 0
+                                ? absl::GetFlag(FLAGS_held_echo_us)
+                                : std::max(1, static_cast<int32_t>(mean_wait_us + 0.5));
+    if (hold_us > 0) {
+      EchoServer held_server(
+          std::make_unique<HeldEchoCoordinator>(absl::Microseconds(hold_us)));
+      if (!held_server.ok()) {
+        std::fprintf(stderr, "held echo server: cannot listen on a loopback port\n");
+        return 1;
+      }
+      const std::vector<std::shared_ptr<grpc::Channel>> held_channel = Connect(held_server.port());
+      const UnaryLoadResult warm_held =
+          RunUnaryLoad(held_channel, kSubmitMethod, requests, 0, warmup, load);
+      std::vector<UnaryLoadResult> echo_around{run_echo(slice_begin(0), slice_begin(1))};
+      std::vector<UnaryLoadResult> held_runs;
+      for (uint32_t i = 0; i < segments; ++i) {
+        held_runs.push_back(RunUnaryLoad(held_channel, kSubmitMethod, requests, slice_begin(i),
+                                         slice_begin(i + 1), load));
+        echo_around.push_back(run_echo(slice_begin(i), slice_begin(i + 1)));
+      }
+      std::printf("\nheld echo (empty acks from another thread, %d us after the handler; no "
+                  "other work):\n",
+                  hold_us);
+      held = PrintPaired("held echo", echo_around, held_runs);
+      const UnaryLoadResult held_all = Combine(held_runs);
+      PrintLoad("held echo (all runs)", held_all);
+      std::printf("  %-24s %8.2f           (paired ratios %.2f..%.2f): the most a server holding "
+                  "each ack ~%d us reaches here\n",
+                  "ratio held echo/echo", held->median, held->sorted.front(),
+                  held->sorted.back(), hold_us);
+      if (!AllOk("held echo warm-up", warm_held) || !AllOk("held echo", held_all)) exit_code = 1;
+    }
 
     // ---- compute and breakdown -------------------------------------------
     const size_t accumulate_count = absl::GetFlag(FLAGS_accumulate_updates);
@@ -451,7 +525,9 @@ int Run() {
         "\"close_ms\":%.2f,\"committed\":%s,\"add_updates\":%zu,\"add_ms\":%.3f,"
         "\"apply_us\":%.2f,\"manager_per_s\":%s,\"manager_cpu_us_per_update\":%s,"
         "\"manager_close_ms\":%s,\"store_per_s\":%s,\"store_cpu_us_per_update\":%s,"
-        "\"validate_us\":%s,\"crc_us\":%s,\"failed_calls\":%llu}\n",
+        "\"validate_us\":%s,\"crc_us\":%s,\"wait_us\":%.0f,\"held_echo_us\":%d,"
+        "\"held_ratio\":%s,"
+        "\"failed_calls\":%llu}\n",
         updates, warmup, load.inflight, load.client_threads, segments, echo.OkPerSecond(),
         ingest.OkPerSecond(), ratio, sorted.front(), sorted.back(), ratio_all, mean_batch,
         flush.ok() ? absl::StrFormat("%.1f", flush->cpu_us).c_str() : "null",
@@ -479,6 +555,10 @@ int Run() {
             .c_str(),
         Json(
             validation_run, [](const ValidationTiming& v) { return v.crc_ns / 1e3; }, 3)
+            .c_str(),
+        mean_wait_us, hold_us,
+        Json(
+            held, [](const PairedRatios& p) { return p.median; }, 3)
             .c_str(),
         static_cast<unsigned long long>(echo.failed + ingest.failed));
 

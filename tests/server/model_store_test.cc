@@ -569,6 +569,7 @@ TEST_F(ModelStoreTest, PendingWritesCountsAppendsNotYetDurable) {
 TEST_F(ModelStoreTest, BatchHookRunsOncePerBatchAfterItsCallbacksAndStatsCountIt) {
   StartRoundOne();
   constexpr size_t kCount = 40;
+  constexpr absl::Duration kHeldBehindGate = absl::Milliseconds(20);
   // What the hook saw: how many callbacks had run each time it ran.
   absl::Mutex mu;
   size_t callbacks = 0;
@@ -587,6 +588,9 @@ TEST_F(ModelStoreTest, BatchHookRunsOncePerBatchAfterItsCallbacksAndStatsCountIt
         ++callbacks;
       });
     }
+    // Every append waits at least this long behind the gate: a lower
+    // bound on what wait_us must add up.
+    absl::SleepFor(kHeldBehindGate);
   }
   // A synchronous write returns after the callbacks of earlier appends ran.
   ASSERT_TRUE(store_->AbandonRound(1, 2000).ok());
@@ -601,6 +605,8 @@ TEST_F(ModelStoreTest, BatchHookRunsOncePerBatchAfterItsCallbacksAndStatsCountIt
   EXPECT_EQ(seen[1], kCount);
   EXPECT_EQ(after.batches - before.batches, 2u);
   EXPECT_EQ(after.appends - before.appends, kCount + 1);
+  EXPECT_GE(after.wait_us - before.wait_us,
+            kCount * static_cast<uint64_t>(absl::ToInt64Microseconds(kHeldBehindGate)));
 }
 
 TEST_F(ModelStoreTest, DestroyingTheStoreWritesEverythingQueued) {
