@@ -255,10 +255,12 @@ int Run() {
   load.inflight = absl::GetFlag(FLAGS_inflight);
   load.client_threads = absl::GetFlag(FLAGS_client_threads);
   if (updates < 2 || warmup >= updates || segments < 1 || segments > updates - warmup ||
-      load.inflight < 1 || load.client_threads < 1 || absl::GetFlag(FLAGS_clients) < 1) {
+      load.inflight < 1 || load.client_threads < 1 || absl::GetFlag(FLAGS_clients) < 1 ||
+      absl::GetFlag(FLAGS_held_echo_us) < -1 || (server_only && echo_only)) {
     std::fprintf(stderr,
                  "need --updates >= 2, --warmup < --updates, 1 <= --segments <= --updates - "
-                 "--warmup, --inflight >= 1, --client_threads >= 1, --clients >= 1\n");
+                 "--warmup, --inflight >= 1, --client_threads >= 1, --clients >= 1, "
+                 "--held_echo_us >= -1, and at most one of --server_only and --echo_only\n");
     return 2;
   }
   if (!absl::GetFlag(FLAGS_mutex_deadlock_detection)) {
