@@ -568,11 +568,10 @@ absl::StatusOr<std::vector<StoredUpdate>> SqliteModelStore::RoundUpdates(uint32_
 // ---- writes ----------------------------------------------------------------
 
 void SqliteModelStore::Enqueue(WriteOp op) {
-  if (AppendOp* append = std::get_if<AppendOp>(&op)) {
-    append->queued = std::chrono::steady_clock::now();
-  }
+  AppendOp* append = std::get_if<AppendOp>(&op);
+  if (append != nullptr) append->queued = std::chrono::steady_clock::now();
   absl::MutexLock lock(&mu_);
-  if (std::holds_alternative<AppendOp>(op)) ++pending_appends_;
+  if (append != nullptr) ++pending_appends_;
   queue_.push_back(std::move(op));
 }
 
