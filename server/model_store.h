@@ -100,6 +100,10 @@ class ModelStore {
 
   // Appends queued and not yet durable (for back-pressure).
   virtual size_t PendingWrites() const = 0;
+  // Returns once every append queued before the call has been written (or
+  // has failed) and its `done` callback and the batch hook have run. The
+  // status is FAILED_PRECONDITION when called from a callback or the hook.
+  virtual absl::Status Flush() = 0;
 
   // Group-commit counters since the store was opened: the transactions
   // that wrote appends, and the appends they held. Their ratio is the mean
@@ -117,7 +121,9 @@ class ModelStore {
   // on the thread that ran them. A caller whose callbacks only record their
   // results can then apply a whole batch under one lock, instead of taking
   // its lock once per record against concurrent callers. Empty clears it.
-  // The hook must not block and must stay valid until cleared.
+  // When SetBatchHook returns, the previous hook is not running and will not
+  // run again, so its captures may go. The hook must not block and must not
+  // call SetBatchHook.
   virtual void SetBatchHook(std::function<void()> hook) = 0;
 };
 

@@ -348,6 +348,7 @@ class SqliteModelStore final : public ModelStore {
   size_t PendingWrites() const override;
   WriteStats Stats() const override;
   void SetBatchHook(std::function<void()> hook) override;
+  absl::Status Flush() override;
 
  private:
   SqliteModelStore(ConnectionPtr write_db, ConnectionPtr read_db);
@@ -386,7 +387,10 @@ class SqliteModelStore final : public ModelStore {
   mutable absl::Mutex mu_;
   std::vector<WriteOp> queue_ ABSL_GUARDED_BY(mu_);
   size_t pending_appends_ ABSL_GUARDED_BY(mu_) = 0;  // queued or being written
-  std::function<void()> batch_hook_ ABSL_GUARDED_BY(mu_);
+  // Held by the writer thread while it runs the hook, so that clearing the
+  // hook waits for a run in progress.
+  absl::Mutex hook_mu_;
+  std::function<void()> batch_hook_ ABSL_GUARDED_BY(hook_mu_);
   WriteStats stats_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
@@ -609,8 +613,14 @@ ModelStore::WriteStats SqliteModelStore::Stats() const {
 }
 
 void SqliteModelStore::SetBatchHook(std::function<void()> hook) {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&hook_mu_);
   batch_hook_ = std::move(hook);
+}
+
+absl::Status SqliteModelStore::Flush() {
+  // The writer takes ops in order, and finishes a batch (callbacks, then
+  // the hook) before it takes the next op.
+  return RunWrite([] { return absl::OkStatus(); });
 }
 
 absl::Status SqliteModelStore::PutInitialVersion(const v1::ModelVersion& model) {
@@ -810,20 +820,19 @@ void SqliteModelStore::WriteBatch(std::span<WriteOp> appends) {
                                          durable - std::get<AppendOp>(op).queued)
                                          .count());
   }
-  std::function<void()> hook;
   {
     absl::MutexLock lock(&mu_);
     pending_appends_ -= appends.size();
     ++stats_.batches;
     stats_.appends += appends.size();
     stats_.wait_us += wait_us;
-    hook = batch_hook_;
   }
   for (size_t i = 0; i < appends.size(); ++i) {
     const DoneCallback& done = std::get<AppendOp>(appends[i]).done;
     if (done) done(std::move(results[i]));
   }
-  if (hook) hook();
+  absl::MutexLock lock(&hook_mu_);
+  if (batch_hook_) batch_hook_();
 }
 
 absl::Status SqliteModelStore::InsertAppend(const AppendOp& op,

@@ -97,9 +97,14 @@ RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
 }
 
 RoundManager::~RoundManager() {
-  store_->SetBatchHook(nullptr);
+  // The callbacks of appends still queued, and the hook, point here: let
+  // them run first, answering their callers, then detach from the store.
+  if (absl::Status s = store_->Flush(); !s.ok()) {
+    spdlog::error("round manager: flushing the store on shutdown: {}", s.ToString());
+  }
   WaitIdle();
   if (closer_.joinable()) closer_.join();
+  store_->SetBatchHook(nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<RoundManager>> RoundManager::Create(

@@ -68,6 +68,9 @@ class RoundManager {
   static absl::StatusOr<std::unique_ptr<RoundManager>> Create(
       const v1::ServerConfig& config, const v1::ModelVersion& initial, ModelStore* store,
       const Clock* clock);
+  // Waits for the store to write what this manager queued (answering those
+  // callers) and for a round close in progress. Destroy it only after the
+  // last call into it has returned, e.g. after the gRPC server's Shutdown.
   ~RoundManager();
 
   // A task for the device, the same one again if it already has one in the

@@ -609,6 +609,66 @@ TEST_F(ModelStoreTest, BatchHookRunsOncePerBatchAfterItsCallbacksAndStatsCountIt
             kCount * static_cast<uint64_t>(absl::ToInt64Microseconds(kHeldBehindGate)));
 }
 
+
+TEST_F(ModelStoreTest, FlushReturnsAfterEarlierAppendsTheirCallbacksAndTheHook) {
+  StartRoundOne();
+  constexpr size_t kCount = 25;
+  std::atomic<size_t> callbacks{0};
+  std::atomic<size_t> hooks_after_all{0};  // hook runs that saw every callback
+  store_->SetBatchHook([&] {
+    if (callbacks.load() == kCount) ++hooks_after_all;
+  });
+  {
+    WriterGate gate(*store_, 1);  // queue them all behind a held batch
+    for (size_t i = 0; i < kCount; ++i) {
+      store_->AppendUpdate({1, absl::StrCat("dev-", i), "u", 1}, [&](absl::Status s) {
+        EXPECT_TRUE(s.ok()) << s;
+        ++callbacks;
+      });
+    }
+  }
+  ASSERT_TRUE(store_->Flush().ok());
+  EXPECT_EQ(callbacks.load(), kCount);
+  EXPECT_EQ(hooks_after_all.load(), 1u);
+  store_->SetBatchHook(nullptr);
+
+  // From a callback it would wait for itself.
+  absl::Notification called;
+  absl::Status from_callback;
+  store_->AppendUpdate({1, "dev-late", "u", 2}, [&](absl::Status) {
+    from_callback = store_->Flush();
+    called.Notify();
+  });
+  ASSERT_TRUE(called.WaitForNotificationWithTimeout(kCallbackLimit));
+  EXPECT_EQ(from_callback.code(), absl::StatusCode::kFailedPrecondition) << from_callback;
+}
+
+TEST_F(ModelStoreTest, ClearingTheBatchHookWaitsForARunInProgress) {
+  StartRoundOne();
+  absl::Notification entered, release;
+  std::atomic<bool> hook_finished{false};
+  // A hook must not block; this one does, to hold a run open.
+  store_->SetBatchHook([&] {
+    if (entered.HasBeenNotified()) return;
+    entered.Notify();
+    release.WaitForNotification();
+    hook_finished = true;
+  });
+  store_->AppendUpdate({1, "dev", "u", 1}, nullptr);
+  ASSERT_TRUE(entered.WaitForNotificationWithTimeout(kCallbackLimit));
+  std::atomic<bool> cleared{false};
+  std::thread clearer([&] {
+    store_->SetBatchHook(nullptr);
+    cleared = true;
+  });
+  // Long enough for the clearer to get through if it did not wait; a busy
+  // machine can only make this pass wrongly, never fail wrongly.
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_FALSE(cleared.load()) << "the hook was cleared while it ran";
+  release.Notify();
+  clearer.join();
+  EXPECT_TRUE(hook_finished.load());
+}
 TEST_F(ModelStoreTest, DestroyingTheStoreWritesEverythingQueued) {
   StartRoundOne();
   constexpr size_t kCount = 1000;

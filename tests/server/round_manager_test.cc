@@ -6,16 +6,19 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
+#include <map>
 #include <memory>
-#include <set>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "aggregator.h"
 #include "server_config.h"
 #include "server_test_support.h"
+#include "update_validation.h"
 
 namespace tinyfed::server {
 namespace {
@@ -290,6 +293,151 @@ TEST_F(RoundManagerTest, RejectionsHaveSpecificCodesAndDoNotTouchTheAggregate) {
   EXPECT_EQ(retry->round(), 1u);
   expect_code(base, absl::StatusCode::kFailedPrecondition, "closed round");
   EXPECT_EQ(manager_->Snapshot().accepted, 0u);
+}
+
+// Thousands of corrupted updates, each a valid one with random bytes of its
+// wire form changed or a random field set to a random value (the checksum
+// recomputed half the time, so the later checks are reached too). Whatever
+// the input: the answer is a success or one of the four rejection codes,
+// INVALID_ARGUMENT exactly when ValidateUpdate refuses it, a device is
+// counted once, and the committed model is FedAvg over the accepted updates
+// alone. The sanitized copy of this test runs it under AddressSanitizer and
+// UndefinedBehaviorSanitizer.
+TEST_F(RoundManagerTest, RandomlyCorruptedUpdatesGetPreciseCodesAndOnlyAcceptedOnesCount) {
+  v1::ServerConfig c = SmallConfig();
+  c.mutable_policy()->set_target_updates(6);
+  c.mutable_policy()->set_min_updates(6);
+  c.mutable_policy()->set_over_selection(1.0);  // 6 tasks, all needed to close
+  Start(c);
+  std::vector<v1::Update> valid;
+  for (int i = 0; i < 6; ++i) valid.push_back(TaskAndUpdate("dev-" + std::to_string(i)));
+  const v1::HeadSpec spec = manager_->GetModel(1)->spec();
+
+  std::mt19937 rng(2026);
+  auto uniform = [&](uint32_t lo, uint32_t hi) {
+    return std::uniform_int_distribution<uint32_t>(lo, hi)(rng);
+  };
+  auto random_bytes = [&](size_t n) {
+    std::string b(n, '\0');
+    for (char& ch : b) ch = static_cast<char>(uniform(0, 255));
+    return b;
+  };
+  // A few values at each field's edges, and some anywhere.
+  auto edgy = [&]() -> uint32_t {
+    constexpr uint32_t kEdges[] = {0, 1, 2, 4, 6, 7, 127, 128, 517, 518, 1u << 24, (1u << 24) + 1,
+                                   0x7fffffffu, 0x80000000u, 0xffffffffu};
+    return uniform(0, 3) == 0 ? uniform(0, 0xffffffffu) : kEdges[uniform(0, 14)];
+  };
+  auto corrupt = [&](v1::Update u) -> std::optional<v1::Update> {
+    if (uniform(0, 2) == 0) {  // the wire form
+      std::string wire = u.SerializeAsString();
+      switch (uniform(0, 3)) {
+        case 0:
+          for (uint32_t k = uniform(1, 4); k > 0; --k) {
+            wire[uniform(0, static_cast<uint32_t>(wire.size() - 1))] ^=
+                static_cast<char>(uniform(1, 255));
+          }
+          break;
+        case 1:
+          wire.resize(uniform(0, static_cast<uint32_t>(wire.size())));
+          break;
+        case 2:
+          wire.insert(uniform(0, static_cast<uint32_t>(wire.size())), random_bytes(uniform(1, 8)));
+          break;
+        default:
+          wire += random_bytes(uniform(1, 40));  // unknown or repeated fields
+      }
+      v1::Update parsed;
+      if (!parsed.ParseFromString(wire)) return std::nullopt;  // gRPC's to refuse
+      return parsed;
+    }
+    switch (uniform(0, 10)) {
+      case 0: u.set_round(edgy()); break;
+      case 1: u.set_base_version(edgy()); break;
+      case 2: u.set_sample_count(edgy()); break;
+      case 3: u.set_weight_delta(random_bytes(uniform(0, 2) == 0 ? uniform(0, 200) : 64)); break;
+      case 4: u.set_bias_delta(random_bytes(uniform(0, 8))); break;
+      case 5: u.set_row_scales(uniform(0, 3), edgy()); break;
+      case 6: u.add_row_scales(edgy()); break;
+      case 7: u.set_task_token(random_bytes(uniform(0, 20))); break;
+      case 8: u.set_device_id(std::string(uniform(0, 40), static_cast<char>(uniform(1, 127)))); break;
+      case 9: u.set_device_id(valid[uniform(0, 5)].device_id()); break;  // someone else's
+      default: u.set_checksum(edgy());
+    }
+    if (uniform(0, 1) == 0) testing::FixChecksum(&u);
+    return u;
+  };
+
+  const std::set<absl::StatusCode> rejections = {
+      absl::StatusCode::kInvalidArgument, absl::StatusCode::kFailedPrecondition,
+      absl::StatusCode::kAborted, absl::StatusCode::kAlreadyExists};
+  std::map<std::string, v1::Update> accepted;  // by device: the update that counts
+  std::map<absl::StatusCode, int> seen;
+  int unparsable = 0;
+  for (int i = 0; i < 3000; ++i) {
+    // Only three devices' updates are corrupted, so the round stays open
+    // (it needs all six) however many of them turn out valid.
+    std::optional<v1::Update> u = corrupt(valid[uniform(3, 5)]);
+    if (!u) {
+      ++unparsable;
+      continue;
+    }
+    const absl::StatusOr<v1::UpdateAck> r = Submit(*manager_, *u);
+    ++seen[r.status().code()];
+    const bool invalid = !ValidateUpdate(*u, spec).ok();
+    ASSERT_EQ(r.status().code() == absl::StatusCode::kInvalidArgument, invalid)
+        << "input " << i << ": " << r.status();
+    auto before = accepted.find(u->device_id());
+    if (r.ok()) {
+      if (before == accepted.end()) {
+        accepted.emplace(u->device_id(), *u);
+      } else {  // only the same bytes are acknowledged again
+        ASSERT_EQ(before->second.SerializeAsString(), u->SerializeAsString()) << "input " << i;
+      }
+    } else {
+      ASSERT_TRUE(rejections.contains(r.status().code())) << "input " << i << ": " << r.status();
+      if (r.status().code() == absl::StatusCode::kAlreadyExists) {
+        ASSERT_NE(before, accepted.end()) << "input " << i << ": " << r.status();
+      }
+    }
+    ASSERT_EQ(manager_->Snapshot().accepted, accepted.size()) << "input " << i;
+  }
+  // Every kind of answer came up, so the inputs reached each check.
+  for (absl::StatusCode code : rejections) EXPECT_GT(seen[code], 0) << absl::StatusCodeToString(code);
+  EXPECT_GT(unparsable, 0);
+
+  // The devices not yet counted send their valid updates and close the round.
+  for (const v1::Update& u : valid) {
+    if (accepted.contains(u.device_id())) continue;
+    ASSERT_TRUE(Submit(*manager_, u).ok());
+    accepted.emplace(u.device_id(), u);
+  }
+  manager_->WaitIdle();
+  ASSERT_EQ(manager_->Snapshot().latest_version, 2u);
+  std::vector<v1::Update> counted;
+  for (const auto& [device, u] : accepted) counted.push_back(u);
+  EXPECT_EQ(Latest(), Expected(1, counted));
+  EXPECT_EQ(manager_->GetModel(2)->metrics().participants(), 6u);
+}
+
+// Shutting down with writes in flight: the destructor waits for the store
+// to write them and answers their callers, and nothing the store runs
+// afterwards points into the destroyed manager (the sanitized copy of this
+// test would report it).
+TEST_F(RoundManagerTest, DestroyingTheManagerFirstAnswersTheCallsItQueued) {
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 3; ++i) updates.push_back(TaskAndUpdate("dev-" + std::to_string(i)));
+  std::atomic<int> answered{0};
+  for (const v1::Update& u : updates) {
+    manager_->SubmitUpdate(u, [&](absl::StatusOr<v1::UpdateAck> r) {
+      EXPECT_TRUE(r.ok()) << r.status();
+      ++answered;
+    });
+  }
+  manager_.reset();
+  EXPECT_EQ(answered.load(), 3);
+  Start(config_);  // the same file again
+  EXPECT_EQ(manager_->Snapshot().accepted, 3u) << "acknowledged updates must be durable";
 }
 
 TEST_F(RoundManagerTest, OverloadIsResourceExhaustedWithRetryHint) {
