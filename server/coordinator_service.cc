@@ -1,5 +1,7 @@
 #include "coordinator_service.h"
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -8,14 +10,28 @@
 namespace tinyfed::server {
 namespace {
 
-// Finishes `reactor` with `result`: the value into *response, or the error
+// Parses the request's bytes into *message. When they are not a Message,
+// finishes the call with INVALID_ARGUMENT naming the type, and returns false.
+template <typename Message>
+bool Parse(const grpc::ByteBuffer& bytes, Message* message, grpc::ServerUnaryReactor* reactor) {
+  grpc::ByteBuffer copy(bytes);  // shallow: Deserialize consumes its buffer
+  const size_t size = copy.Length();
+  if (grpc::SerializationTraits<Message>::Deserialize(&copy, message).ok()) return true;
+  reactor->Finish(grpc::Status(
+      grpc::StatusCode::INVALID_ARGUMENT,
+      absl::StrCat("the request (", size, " bytes) is not a valid ", message->GetTypeName(),
+                   ": not protobuf wire format, or a string field that is not UTF-8")));
+  return false;
+}
+
+// Finishes the call with `result`: the value as the response, or the error
 // with its retry hint as trailing metadata.
 template <typename T>
-void Finish(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
-            T* response, absl::StatusOr<T> result) {
+void Answer(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+            grpc::ByteBuffer* response, const absl::StatusOr<T>& result) {
   if (result.ok()) {
-    *response = std::move(*result);
-    reactor->Finish(grpc::Status::OK);
+    bool own_buffer = false;
+    reactor->Finish(grpc::SerializationTraits<T>::Serialize(*result, response, &own_buffer));
     return;
   }
   if (std::optional<uint32_t> ms = RetryAfterMs(result.status())) {
@@ -32,31 +48,44 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
+// The handlers answer through gRPC's default reactor, which gRPC can finish
+// without a thread hop; a reactor of our own would cost one per call.
+
 grpc::ServerUnaryReactor* CoordinatorService::CheckIn(grpc::CallbackServerContext* context,
-                                                      const v1::CheckInRequest* request,
-                                                      v1::CheckInResponse* response) {
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  manager_->CheckIn(*request, [context, reactor, response](absl::StatusOr<v1::CheckInResponse> r) {
-    Finish(context, reactor, response, std::move(r));
+  v1::CheckInRequest check_in;  // the manager keeps nothing of it
+  if (!Parse(*request, &check_in, reactor)) return reactor;
+  manager_->CheckIn(check_in, [context, reactor, response](absl::StatusOr<v1::CheckInResponse> r) {
+    Answer(context, reactor, response, r);
   });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::SubmitUpdate(grpc::CallbackServerContext* context,
-                                                           const v1::Update* request,
-                                                           v1::UpdateAck* response) {
+                                                           const grpc::ByteBuffer* request,
+                                                           grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  manager_->SubmitUpdate(*request, [context, reactor, response](absl::StatusOr<v1::UpdateAck> r) {
-    Finish(context, reactor, response, std::move(r));
+  // The manager reads the update until it answers: the callback owns it.
+  auto update = std::make_shared<v1::Update>();
+  if (!Parse(*request, update.get(), reactor)) return reactor;
+  const v1::Update& ref = *update;
+  manager_->SubmitUpdate(ref, [context, reactor, response, owned = std::move(update)](
+                                  absl::StatusOr<v1::UpdateAck> r) {
+    Answer(context, reactor, response, r);
   });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::GetModel(grpc::CallbackServerContext* context,
-                                                       const v1::GetModelRequest* request,
-                                                       v1::ModelVersion* response) {
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Finish(context, reactor, response, manager_->GetModel(request->version()));
+  v1::GetModelRequest get;
+  if (Parse(*request, &get, reactor)) {
+    Answer(context, reactor, response, manager_->GetModel(get.version()));
+  }
   return reactor;
 }
 

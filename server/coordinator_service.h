@@ -4,6 +4,10 @@
 // absl::Status codes map one to one onto gRPC codes; a retry hint travels
 // as trailing metadata "tinyfed-retry-after-ms".
 //
+// The methods take the request's raw bytes and parse them here, so that
+// bytes that are not the method's message get INVALID_ARGUMENT with a
+// message (gRPC's generated handlers answer UNIMPLEMENTED, with none).
+//
 // Safe for concurrent use; the RoundManager must outlive the service.
 #ifndef TINYFED_SERVER_COORDINATOR_SERVICE_H_
 #define TINYFED_SERVER_COORDINATOR_SERVICE_H_
@@ -21,19 +25,22 @@ inline constexpr char kRetryAfterMetadata[] = "tinyfed-retry-after-ms";
 // The gRPC status for an absl::Status: same code and message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-class CoordinatorService final : public v1::Coordinator::CallbackService {
+class CoordinatorService final
+    : public v1::Coordinator::WithRawCallbackMethod_CheckIn<
+          v1::Coordinator::WithRawCallbackMethod_SubmitUpdate<
+              v1::Coordinator::WithRawCallbackMethod_GetModel<v1::Coordinator::Service>>> {
  public:
   explicit CoordinatorService(RoundManager* manager) : manager_(manager) {}
 
   grpc::ServerUnaryReactor* CheckIn(grpc::CallbackServerContext* context,
-                                    const v1::CheckInRequest* request,
-                                    v1::CheckInResponse* response) override;
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* SubmitUpdate(grpc::CallbackServerContext* context,
-                                         const v1::Update* request,
-                                         v1::UpdateAck* response) override;
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* context,
-                                     const v1::GetModelRequest* request,
-                                     v1::ModelVersion* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
 
  private:
   RoundManager* const manager_;

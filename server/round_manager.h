@@ -80,8 +80,8 @@ class RoundManager {
   void CheckIn(const v1::CheckInRequest& request, CheckInDone done);
 
   // Validates, records durably, accumulates and acknowledges `update`,
-  // which must stay valid until `done` has run (a gRPC request does: it
-  // lives until the call is finished).
+  // which must stay valid until `done` has run (CoordinatorService keeps it
+  // in the callback).
   // INVALID_ARGUMENT (shape, ranges, checksum); FAILED_PRECONDITION (round
   // not open, unknown task token, round already has K updates); ABORTED
   // (built on another base version, or the round closed while it was being

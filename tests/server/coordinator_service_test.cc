@@ -5,8 +5,10 @@
 #include "coordinator_service.h"
 
 #include <gtest/gtest.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <future>
 #include <memory>
 #include <random>
 #include <string>
@@ -32,6 +34,7 @@ class LoopbackServer {
         grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
   }
   v1::Coordinator::Stub& stub() { return *stub_; }
+  const std::string& address() const { return server_->address(); }
   RoundManager& manager() { return server_->manager(); }
 
  private:
@@ -152,6 +155,50 @@ TEST(CoordinatorService, ErrorsKeepTheirCodeAtTheEdge) {
   v1::CheckInResponse response;
   EXPECT_EQ(server.stub().CheckIn(&c2, bad, &response).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// Calls `method` with `bytes` as the request, whatever they are.
+grpc::Status CallWithBytes(const std::string& address, const std::string& method,
+                           const std::string& bytes) {
+  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) { done.set_value(std::move(s)); });
+  return done.get_future().get();
+}
+
+TEST(CoordinatorService, BytesThatAreNotTheMessageAreInvalidArgumentWithAReason) {
+  LoopbackServer server(Config());
+  const std::string not_wire_format("\xff\xff\xff\xff", 4);  // a tag whose varint never ends
+  const std::string truncated("\x1a\x05" "ab", 4);        // device_id says 5 bytes, has 2
+  const std::string not_utf8("\x1a\x02\xc3\x28", 4);      // device_id: an invalid UTF-8 pair
+  const struct {
+    const char* method;
+    const char* type;
+  } methods[] = {{"/tinyfed.v1.Coordinator/SubmitUpdate", "tinyfed.v1.Update"},
+                 {"/tinyfed.v1.Coordinator/CheckIn", "tinyfed.v1.CheckInRequest"},
+                 {"/tinyfed.v1.Coordinator/GetModel", "tinyfed.v1.GetModelRequest"}};
+  for (const auto& m : methods) {
+    for (const std::string& bytes : {not_wire_format, truncated}) {
+      grpc::Status s = CallWithBytes(server.address(), m.method, bytes);
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << m.method;
+      EXPECT_NE(s.error_message().find(m.type), std::string::npos) << s.error_message();
+    }
+  }
+  // Field 3 is a string only in Update and CheckInRequest.
+  EXPECT_EQ(CallWithBytes(server.address(), methods[0].method, not_utf8).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(server.manager().Snapshot().tasks_issued, 0u);
+  EXPECT_EQ(server.manager().Snapshot().accepted, 0u);
+
+  // The same route still serves well-formed requests.
+  v1::CheckInRequest request;
+  request.set_device_id("mcu-a");
+  EXPECT_TRUE(CallWithBytes(server.address(), methods[1].method, request.SerializeAsString()).ok());
 }
 
 TEST(CoordinatorService, OverloadCarriesRetryHintMetadata) {
