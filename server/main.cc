@@ -5,6 +5,7 @@
 #include <string>
 #include <thread>
 
+#include <google/protobuf/stubs/logging.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
@@ -29,6 +30,18 @@ ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
 
 namespace {
 
+// Protobuf's own messages go to the debug level: the one a request can
+// trigger (a string field that is not UTF-8) is answered and logged by the
+// service already, rate-limited, and must not let a device flood the log.
+void ProtobufLogToDebug(google::protobuf::LogLevel level, const char* file, int line,
+                        const std::string& message) {
+  if (level >= google::protobuf::LOGLEVEL_FATAL) {
+    spdlog::critical("protobuf {}:{}: {}", file, line, message);
+  } else {
+    spdlog::debug("protobuf {}:{}: {}", file, line, message);
+  }
+}
+
 int Fail(const std::string& message) {
   std::fprintf(stderr, "tinyfed-server: %s\n", message.c_str());
   return 2;
@@ -49,6 +62,7 @@ int main(int argc, char** argv) {
   // server's throughput and finds nothing the tests don't.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+  google::protobuf::SetLogHandler(&ProtobufLogToDebug);
 
   using tinyfed::server::ApplyDefaults;
   tinyfed::v1::ServerConfig config;

@@ -15,43 +15,6 @@
 namespace tinyfed::server {
 namespace {
 
-// Warnings for rejected updates, at most kBurst per window so a misbehaving
-// fleet cannot flood the log; the rest are counted and reported once.
-class RejectionLog {
- public:
-  void Warn(const absl::Status& status, const std::string& device_id, int64_t now_ms) {
-    absl::MutexLock lock(&mu_);
-    if (now_ms - window_start_ms_ >= kWindowMs) {
-      if (suppressed_ > 0) {
-        spdlog::warn("{} more rejected updates not logged in the last {} s", suppressed_,
-                     kWindowMs / 1000);
-      }
-      window_start_ms_ = now_ms;
-      logged_ = 0;
-      suppressed_ = 0;
-    }
-    if (logged_ < kBurst) {
-      ++logged_;
-      spdlog::warn("rejected update from {}: {}", device_id, status.ToString());
-    } else {
-      ++suppressed_;
-    }
-  }
-
- private:
-  static constexpr int64_t kWindowMs = 10'000;
-  static constexpr int kBurst = 20;
-  absl::Mutex mu_;
-  int64_t window_start_ms_ ABSL_GUARDED_BY(mu_) = 0;
-  int logged_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t suppressed_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-RejectionLog& Rejections() {
-  static RejectionLog* log = new RejectionLog();
-  return *log;
-}
-
 absl::Status WithRetryHint(absl::Status status, uint32_t retry_after_ms) {
   status.SetPayload(kRetryAfterPayload, absl::Cord(absl::StrCat(retry_after_ms)));
   return status;
@@ -94,6 +57,11 @@ RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
       server_lr_q16_(ToQ16(config.policy().server_learning_rate())),
       learning_rate_q16_(ToQ16(config.plan().learning_rate())) {
   store_->SetBatchHook([this] { ApplyWritten(); });
+}
+
+void RoundManager::LogRejected(std::string_view what, std::string_view who,
+                               const absl::Status& status) {
+  rejections_.Warn(what, who, status, clock_->NowMs());
 }
 
 RoundManager::~RoundManager() {
@@ -307,7 +275,7 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
 void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
   const int64_t now = clock_->NowMs();
   auto reject = [&](absl::Status status) {
-    Rejections().Warn(status, update.device_id(), now);
+    rejections_.Warn("update", update.device_id(), status, now);
     done(std::move(status));
   };
   if (absl::Status s = ValidateUpdate(update, spec_); !s.ok()) {

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -31,6 +32,7 @@
 #include "clock.h"
 #include "head.h"
 #include "model_store.h"
+#include "rejection_log.h"
 #include "tinyfed/v1/coordinator.pb.h"
 #include "tinyfed/v1/server_config.pb.h"
 
@@ -103,6 +105,11 @@ class RoundManager {
 
   RoundSnapshot Snapshot() const;
 
+  // Warns that a request (`what`, e.g. "update") from `who` was refused
+  // with `status`, through the manager's rate-limited rejection log, which
+  // SubmitUpdate's own rejections also go to.
+  void LogRejected(std::string_view what, std::string_view who, const absl::Status& status);
+
  private:
   RoundManager(const v1::ServerConfig& config, ModelStore* store, const Clock* clock);
 
@@ -133,6 +140,7 @@ class RoundManager {
   const v1::ServerConfig config_;
   ModelStore* const store_;
   const Clock* const clock_;
+  RejectionLog rejections_;
   const uint32_t task_limit_;      // ceil(K * over_selection)
   const uint32_t server_lr_q16_;
   const uint32_t learning_rate_q16_;

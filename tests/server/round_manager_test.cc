@@ -12,12 +12,15 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "aggregator.h"
 #include "server_config.h"
 #include "server_test_support.h"
+#include "spdlog/sinks/ostream_sink.h"
+#include "spdlog/spdlog.h"
 #include "update_validation.h"
 
 namespace tinyfed::server {
@@ -438,6 +441,43 @@ TEST_F(RoundManagerTest, DestroyingTheManagerFirstAnswersTheCallsItQueued) {
   EXPECT_EQ(answered.load(), 3);
   Start(config_);  // the same file again
   EXPECT_EQ(manager_->Snapshot().accepted, 3u) << "acknowledged updates must be durable";
+}
+
+// Rejections are warnings, at most 20 per 10 s of the manager's clock so a
+// misbehaving fleet cannot flood the log; the rest are counted and reported
+// when the next window starts. The edge's own rejections (LogRejected)
+// share the limit.
+TEST_F(RoundManagerTest, RejectionWarningsAreRateLimited) {
+  std::ostringstream captured;
+  auto capture = std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+  capture->set_pattern("%v");
+  const std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
+  spdlog::set_default_logger(capture);
+  auto lines_with = [&](const std::string& text) {
+    std::istringstream in(captured.str());
+    int n = 0;
+    for (std::string line; std::getline(in, line);) n += line.find(text) != std::string::npos;
+    return n;
+  };
+
+  v1::Update bad = TaskAndUpdate("dev-0");
+  bad.set_sample_count(0);
+  for (int i = 0; i < 25; ++i) {
+    EXPECT_EQ(Submit(*manager_, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  for (int i = 0; i < 5; ++i) {
+    manager_->LogRejected("request", "ipv4:127.0.0.1:1", absl::InvalidArgumentError("not wire"));
+  }
+  EXPECT_EQ(lines_with("rejected update from dev-0: INVALID_ARGUMENT"), 20);
+  EXPECT_EQ(lines_with("rejected request from"), 0);
+  EXPECT_EQ(lines_with("not logged"), 0);
+
+  clock_.AdvanceMs(10'000);  // the next window
+  manager_->LogRejected("request", "ipv4:127.0.0.1:1", absl::InvalidArgumentError("not wire"));
+  EXPECT_EQ(lines_with("10 more rejections not logged in the last 10 s"), 1);
+  EXPECT_EQ(lines_with("rejected request from ipv4:127.0.0.1:1: INVALID_ARGUMENT: not wire"), 1);
+  spdlog::set_default_logger(previous);
 }
 
 TEST_F(RoundManagerTest, OverloadIsResourceExhaustedWithRetryHint) {
