@@ -10,18 +10,22 @@
 namespace tinyfed::server {
 namespace {
 
-// Parses the request's bytes into *message: INVALID_ARGUMENT naming the
-// type when they are not a Message.
+// Parses the request's bytes into *message. When they are not a Message,
+// logs the rejection with the peer and finishes the call with
+// INVALID_ARGUMENT naming the type, and returns false.
 template <typename Message>
-absl::Status Parse(const grpc::ByteBuffer& bytes, Message* message) {
+bool ParseOrReject(RoundManager& manager, grpc::CallbackServerContext* context,
+                   grpc::ServerUnaryReactor* reactor, const grpc::ByteBuffer& bytes,
+                   Message* message) {
   grpc::ByteBuffer copy(bytes);  // shallow: Deserialize consumes its buffer
-  const size_t size = copy.Length();
-  if (grpc::SerializationTraits<Message>::Deserialize(&copy, message).ok()) {
-    return absl::OkStatus();
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("the request (", size, " bytes) is not a valid ", message->GetTypeName(),
+  if (grpc::SerializationTraits<Message>::Deserialize(&copy, message).ok()) return true;
+  const absl::Status status = absl::InvalidArgumentError(
+      absl::StrCat("the request (", bytes.Length(), " bytes) is not a valid ",
+                   message->GetTypeName(),
                    ": not protobuf wire format, or a string field that is not UTF-8"));
+  manager.LogRejected("request", context->peer(), status);
+  reactor->Finish(ToGrpcStatus(status));
+  return false;
 }
 
 // Finishes the call with `result`: the value as the response, or the error
@@ -48,17 +52,6 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-template <typename Message>
-bool CoordinatorService::ParseOrReject(grpc::CallbackServerContext* context,
-                                       grpc::ServerUnaryReactor* reactor,
-                                       const grpc::ByteBuffer& bytes, Message* message) {
-  absl::Status status = Parse(bytes, message);
-  if (status.ok()) return true;
-  manager_->LogRejected("request", context->peer(), status);
-  reactor->Finish(ToGrpcStatus(status));
-  return false;
-}
-
 // The handlers answer through gRPC's default reactor, which gRPC can finish
 // without a thread hop; a reactor of our own would cost one per call.
 
@@ -67,7 +60,7 @@ grpc::ServerUnaryReactor* CoordinatorService::CheckIn(grpc::CallbackServerContex
                                                       grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   v1::CheckInRequest check_in;  // the manager keeps nothing of it
-  if (!ParseOrReject(context, reactor, *request, &check_in)) return reactor;
+  if (!ParseOrReject(*manager_, context, reactor, *request, &check_in)) return reactor;
   manager_->CheckIn(check_in, [context, reactor, response](absl::StatusOr<v1::CheckInResponse> r) {
     Answer(context, reactor, response, r);
   });
@@ -80,7 +73,7 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitUpdate(grpc::CallbackServerC
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   // The manager reads the update until it answers: the callback owns it.
   auto update = std::make_shared<v1::Update>();
-  if (!ParseOrReject(context, reactor, *request, update.get())) return reactor;
+  if (!ParseOrReject(*manager_, context, reactor, *request, update.get())) return reactor;
   const v1::Update& ref = *update;
   manager_->SubmitUpdate(ref, [context, reactor, response, owned = std::move(update)](
                                   absl::StatusOr<v1::UpdateAck> r) {
@@ -94,7 +87,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetModel(grpc::CallbackServerConte
                                                        grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   v1::GetModelRequest get;
-  if (ParseOrReject(context, reactor, *request, &get)) {
+  if (ParseOrReject(*manager_, context, reactor, *request, &get)) {
     Answer(context, reactor, response, manager_->GetModel(get.version()));
   }
   return reactor;

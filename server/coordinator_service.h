@@ -43,12 +43,6 @@ class CoordinatorService final
                                      grpc::ByteBuffer* response) override;
 
  private:
-  // Parses the request's bytes into *message; when they are not a Message,
-  // logs the rejection and finishes the call with INVALID_ARGUMENT.
-  template <typename Message>
-  bool ParseOrReject(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
-                     const grpc::ByteBuffer& bytes, Message* message);
-
   RoundManager* const manager_;
 };
 

@@ -609,7 +609,6 @@ TEST_F(ModelStoreTest, BatchHookRunsOncePerBatchAfterItsCallbacksAndStatsCountIt
             kCount * static_cast<uint64_t>(absl::ToInt64Microseconds(kHeldBehindGate)));
 }
 
-
 TEST_F(ModelStoreTest, FlushReturnsAfterEarlierAppendsTheirCallbacksAndTheHook) {
   StartRoundOne();
   constexpr size_t kCount = 25;
