@@ -705,11 +705,12 @@ TEST(ModelStoreFileTest, RefusesAnotherSchemaVersion) {
   TempDir dir;
   const std::string path = dir.File("store.db");
   ASSERT_NE(OpenOrDie(path), nullptr);
-  ExecSql(path, "PRAGMA user_version=2");
+  // A version from a newer build (this one writes 2 and migrates 1).
+  ExecSql(path, "PRAGMA user_version=3");
   absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(store.status().message().find("schema version 2"), std::string::npos) << store.status();
+  EXPECT_NE(store.status().message().find("schema version 3"), std::string::npos) << store.status();
 }
 
 TEST(ModelStoreFileTest, RefusesAnotherProgramsDatabaseAndLeavesItAlone) {
