@@ -1,6 +1,7 @@
 // The training kernels' edge shapes on the host (the portable variants; the
 // Cortex-M4 variants are compared with these byte for byte by
-// tests/tools/cortex_m4_bitexact.sh on the same shapes), and the 64-by-32
+// tests/tools/cortex_m4_bitexact.sh on the same shapes), the protocol's
+// largest heads in contexts of exactly their size, and the 64-by-32
 // division the device uses for step scales and the mean loss.
 #include <gtest/gtest.h>
 
@@ -107,6 +108,75 @@ TEST(Kernels, EveryShapeTrainsDeterministicallyAndQuantizesWithinTheBound) {
       // Two epochs of separable data must move the head.
       EXPECT_GT(moved, 0) << s.name;
     }
+  }
+}
+
+TEST(Kernels, LargestHeadsTrainAndEncodeWithinTheDocumentedSizes) {
+  // The protocol's bound, 4,096 weights, as the most rows (128 x 32) and
+  // the longest rows (2,048 x 2, 32 forward chunks), with the largest
+  // batch, in contexts of exactly that capacity: the arena and the update
+  // buffer are heap blocks of exactly the documented sizes, so the
+  // sanitized copy of this test sees any access past them.
+  const struct {
+    uint32_t features, classes;
+  } shapes[] = {{128, 32}, {2048, 2}};
+  for (const auto& s : shapes) {
+    ASSERT_EQ(s.features * s.classes, TINYFED_MAX_WEIGHTS);
+    TaskParams p;
+    p.features = s.features;
+    p.classes = s.classes;
+    p.batch_size = TINYFED_MAX_BATCH;
+    p.epochs = 2;
+    p.learning_rate = 0.2;
+    p.zero_point = -5;
+    p.feature_scale = 0.05;
+    std::mt19937 rng(s.features);
+    std::uniform_int_distribution<int> start(-3000, 3000);
+    p.weights.resize(size_t{s.features} * s.classes);
+    for (auto& w : p.weights) w = static_cast<int16_t>(start(rng));
+    p.bias.resize(s.classes);
+    for (auto& b : p.bias) b = static_cast<int16_t>(start(rng));
+    const std::string task = EncodeCheckInResponse(BuildTask(p));
+    EXPECT_LE(task.size(), TINYFED_TASK_MAX_SIZE(s.features, s.classes));
+    // 150 samples: two full batches of 64 and a short one of 22.
+    const QuantizedDataset data = MakeBlobs(5, 6, 150, static_cast<int>(s.features),
+                                            static_cast<int>(s.classes), 0.3, p.feature_scale,
+                                            p.zero_point);
+    Device dev("largest", s.features, s.classes, TINYFED_MAX_BATCH);
+    ASSERT_EQ(dev.Load(BuildTask(p)), TINYFED_OK) << tinyfed_last_error_message(dev.ctx());
+    tinyfed_dataset_t view = data.view();
+    ASSERT_EQ(tinyfed_train(dev.ctx(), &view), TINYFED_OK);
+    const std::string update = dev.EncodeUpdate();  // into exactly TINYFED_UPDATE_MAX_SIZE
+    ASSERT_FALSE(update.empty()) << tinyfed_last_error_message(dev.ctx());
+    EXPECT_LE(update.size(), TINYFED_UPDATE_MAX_SIZE(s.features, s.classes));
+    v1::Update u;
+    ASSERT_TRUE(u.ParseFromString(update));
+    ASSERT_EQ(u.weight_delta().size(), size_t{s.features} * s.classes);
+    ASSERT_EQ(u.bias_delta().size(), size_t{s.classes});
+    ASSERT_EQ(static_cast<uint32_t>(u.row_scales_size()), s.classes);
+    tinyfed_head_view_t g, l;
+    ASSERT_EQ(tinyfed_global_head(dev.ctx(), &g), TINYFED_OK);
+    ASSERT_EQ(tinyfed_local_head(dev.ctx(), &l), TINYFED_OK);
+    for (size_t i = 0; i < p.weights.size(); ++i) {
+      ASSERT_EQ(g.weights[i], p.weights[i]) << "the global head is the task's, " << i;
+    }
+    uint32_t rows_moved = 0;
+    for (uint32_t c = 0; c < s.classes; ++c) {
+      const uint32_t scale = u.row_scales(static_cast<int>(c));
+      bool moved = false;
+      for (uint32_t f = 0; f <= s.features; ++f) {  // f == features: the bias
+        const bool bias = f == s.features;
+        const size_t i = size_t{c} * s.features + f;
+        const int32_t exact = bias ? l.bias[c] - g.bias[c] : l.weights[i] - g.weights[i];
+        const auto q = static_cast<int8_t>(bias ? u.bias_delta()[c] : u.weight_delta()[i]);
+        // quantize.h: |q * s - delta| < s for every value.
+        ASSERT_LT(std::abs(tinyfed_dequantize_s8(q, scale) - exact), static_cast<int32_t>(scale))
+            << s.features << "x" << s.classes << " class " << c << " value " << f;
+        moved = moved || exact != 0;
+      }
+      rows_moved += moved;
+    }
+    EXPECT_EQ(rows_moved, s.classes) << "training must reach every class row";
   }
 }
 

@@ -1,13 +1,18 @@
-// Link framing: frames survive the trip byte by byte, and corrupted,
-// truncated, oversized and noise-interleaved streams are rejected frame by
-// frame while the link recovers at the next delimiter.
+// Link framing: frames survive the trip byte by byte, frames of every type
+// share a stream and keep their type, and corrupted, truncated, oversized
+// and noise-interleaved streams, and frames whose type or length byte was
+// damaged, are rejected frame by frame while the link recovers at the next
+// delimiter.
 #include "tinyfed/link.h"
 
 #include <gtest/gtest.h>
 
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "tinyfed_common/host_numerics.h"
 
 namespace tinyfed::testing {
 namespace {
@@ -258,6 +263,145 @@ TEST(LinkFraming, StreamingWriteProducesTheSameBytesInSmallPieces) {
             TINYFED_ERR_BUFFER_TOO_SMALL);
   EXPECT_EQ(tinyfed_frame_write(TINYFED_FRAME_UPDATE, &one, 1, nullptr, nullptr),
             TINYFED_ERR_ARGUMENT);
+}
+
+// The unstuffed frame as link.h documents it, built here without the SDK:
+// type, length (little-endian), payload, then the CRC-32 of all of those
+// (the host's slicing-by-8 CRC, not the device's nibble table).
+std::vector<uint8_t> RawFrame(uint8_t type, const std::vector<uint8_t>& payload) {
+  std::vector<uint8_t> raw = {type, static_cast<uint8_t>(payload.size() & 0xFF),
+                              static_cast<uint8_t>(payload.size() >> 8)};
+  raw.insert(raw.end(), payload.begin(), payload.end());
+  const uint32_t crc = tinyfed::Crc32Update(0, raw.data(), raw.size());
+  for (int k = 0; k < 4; ++k) raw.push_back(static_cast<uint8_t>(crc >> (8 * k)));
+  return raw;
+}
+
+// Textbook COBS (Cheshire and Baker): blocks of up to 254 non-zero bytes
+// behind a code byte giving the distance to the next zero, the trailing
+// implicit zero dropped; then the 0x00 delimiter.
+std::vector<uint8_t> Stuff(const std::vector<uint8_t>& raw) {
+  std::vector<uint8_t> out = {0};
+  size_t code_at = 0;
+  uint8_t code = 1;
+  for (uint8_t b : raw) {
+    if (b != 0) {
+      out.push_back(b);
+      ++code;
+    }
+    if (b == 0 || code == 0xFF) {
+      out[code_at] = code;
+      code_at = out.size();
+      out.push_back(0);
+      code = 1;
+    }
+  }
+  out[code_at] = code;
+  out.push_back(0);
+  return out;
+}
+
+// The inverse of Stuff for one well-formed frame, delimiter included.
+std::vector<uint8_t> Unstuff(const std::vector<uint8_t>& wire) {
+  std::vector<uint8_t> raw;
+  size_t i = 0;
+  while (i + 1 < wire.size()) {  // wire.back() is the delimiter
+    const uint8_t code = wire[i++];
+    for (uint8_t k = 1; k < code; ++k) raw.push_back(wire[i++]);
+    if (code != 0xFF && i + 1 < wire.size()) raw.push_back(0);
+  }
+  return raw;
+}
+
+// Payload sizes whose length field has a zero high byte (the common
+// case), a non-zero one, and an empty payload.
+const size_t kPayloadSizes[] = {0, 1, 37, 255, 256, 300, 741};
+
+TEST(LinkFraming, FramesOfEveryTypeShareAStreamAndKeepTheirType) {
+  // The five protocol types and other non-zero type bytes (the framing
+  // carries any), over the same payloads, so a frame can only be told from
+  // its neighbours by its type; all in one stream, the types in another
+  // order for each payload.
+  std::mt19937 rng(11);
+  const uint8_t types[] = {TINYFED_FRAME_CHECKIN, TINYFED_FRAME_CHECKIN_RESPONSE,
+                           TINYFED_FRAME_UPDATE,  TINYFED_FRAME_ACK,
+                           TINYFED_FRAME_ERROR,   6,
+                           0x7F,                  0xFF};
+  std::vector<Received> sent;
+  std::vector<uint8_t> stream;
+  for (size_t n : kPayloadSizes) {
+    const std::vector<uint8_t> payload = Random(n, rng);
+    for (size_t i = 0; i < std::size(types); ++i) {
+      const uint8_t type = types[(i * 3 + n) % std::size(types)];  // 3 is coprime to 8
+      const std::vector<uint8_t> wire = Frame(type, payload);
+      // The SDK writes exactly the documented layout: type and length are
+      // under the CRC.
+      ASSERT_EQ(wire, Stuff(RawFrame(type, payload))) << "type " << int{type} << ", " << n;
+      stream.insert(stream.end(), wire.begin(), wire.end());
+      sent.push_back({type, payload});
+    }
+  }
+  const Decoded d = Decode(stream);
+  EXPECT_EQ(d.malformed + d.checksum + d.too_large, 0);
+  ASSERT_EQ(d.frames.size(), sent.size());
+  for (size_t i = 0; i < sent.size(); ++i) {
+    EXPECT_EQ(int{d.frames[i].type}, int{sent[i].type}) << "frame " << i;
+    EXPECT_EQ(d.frames[i].payload, sent[i].payload) << "frame " << i;
+  }
+}
+
+// Replaces byte `at` of a frame the SDK encoded, before stuffing, with
+// every other value in turn (the CRC left as sent, as damage on the line
+// leaves it), stuffs it again and sends it ahead of a good frame: the
+// damaged frame must be dropped as MALFORMED or CHECKSUM, never delivered,
+// and the good one must arrive. The SDK's own frame, not RawFrame: a CRC
+// that did not cover the header would then let the damage through.
+void ExpectEveryValueOfByteIsRejected(size_t at, const char* what) {
+  std::mt19937 rng(12);
+  const std::vector<uint8_t> next_payload = Random(20, rng);
+  const std::vector<uint8_t> next = Frame(TINYFED_FRAME_ACK, next_payload);
+  for (size_t n : kPayloadSizes) {
+    const std::vector<uint8_t> payload = Random(n, rng);
+    const std::vector<uint8_t> wire = Frame(TINYFED_FRAME_UPDATE, payload);
+    const std::vector<uint8_t> good = Unstuff(wire);
+    ASSERT_EQ(Stuff(good), wire) << "the test's COBS disagrees with the SDK's";
+    ASSERT_EQ(good.size(), n + 7);
+    int checksum = 0, malformed = 0;
+    for (int value = 0; value < 256; ++value) {
+      if (value == good[at]) continue;
+      std::vector<uint8_t> raw = good;
+      raw[at] = static_cast<uint8_t>(value);
+      std::vector<uint8_t> stream = Stuff(raw);
+      stream.insert(stream.end(), next.begin(), next.end());
+      const Decoded d = Decode(stream, 1024);
+      for (const Received& r : d.frames) {
+        ASSERT_EQ(int{r.type}, TINYFED_FRAME_ACK)
+            << what << " " << int{good[at]} << " -> " << value << ", payload " << n
+            << ": the damaged frame was delivered with type " << int{r.type} << " and length "
+            << r.payload.size();
+      }
+      ASSERT_EQ(d.frames.size(), 1u) << what << " -> " << value << ", payload " << n;
+      EXPECT_EQ(d.frames[0].payload, next_payload);
+      ASSERT_EQ(d.malformed + d.checksum, 1) << what << " -> " << value << ", payload " << n;
+      EXPECT_EQ(d.too_large, 0);
+      checksum += d.checksum;
+      malformed += d.malformed;
+    }
+    EXPECT_EQ(checksum + malformed, 255) << what << ", payload " << n;
+  }
+}
+
+TEST(LinkFraming, DamagedTypeByteDropsTheFrame) {
+  // Any other type, 0 included (MALFORMED), is caught: the CRC covers it.
+  ExpectEveryValueOfByteIsRejected(0, "type");
+}
+
+TEST(LinkFraming, DamagedLengthBytesDropTheFrame) {
+  // A length that disagrees with the bytes between the delimiters is
+  // MALFORMED before the CRC is even checked; the CRC covers the length
+  // too, so neither check alone lets a wrong length through.
+  ExpectEveryValueOfByteIsRejected(1, "length low byte");
+  ExpectEveryValueOfByteIsRejected(2, "length high byte");
 }
 
 }  // namespace
