@@ -2,31 +2,82 @@
 # Cross-builds the SDK for Cortex-M4 (soft float, -Os) and checks what it
 # links against: no heap functions and no floating-point helpers in the
 # SDK, common, the generated nanopb code or nanopb's runtime, nor in a
-# firmware image that uses the whole SDK. Then prints the SDK's footprint
-# for a 64x10 head: flash and static RAM of that image minus a baseline
+# firmware image that uses the whole SDK. Then compares the SDK's footprint
+# for a 64x10 head with its budgets (tests/tools/budgets.sh): flash, with
+# and without error messages, and static RAM of that image minus a baseline
 # image without the SDK, measured in the same build.
 #
-#   cortex_m4_check.sh SOURCE_DIR BUILD_DIR     build, check, report
+#   cortex_m4_check.sh SOURCE_DIR BUILD_DIR     build, check, compare
+#   cortex_m4_check.sh --scan FILE...           check the given files only
 #   cortex_m4_check.sh --self-test BUILD_DIR    show the checks catch
 #                                               malloc and float helpers
+#
+# Exits non-zero when a file references a forbidden function, when a file
+# cannot be checked (missing, unreadable, without symbols, or LTO bytecode)
+# and when a figure exceeds its budget.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/cortex_m4_configure.sh"
+tools=$(dirname "${BASH_SOURCE[0]}")
+source "$tools/cortex_m4_configure.sh"
+source "$tools/cortex_m4_footprint.sh"
+source "$tools/budget_check.sh"
 
 heap='^(malloc|calloc|realloc|free|_malloc_r|_calloc_r|_realloc_r|_free_r|aligned_alloc|posix_memalign|memalign|strdup|strndup)$'
 # Soft-float runtime: __aeabi_f*/__aeabi_d* (arithmetic, compare, convert),
 # __aeabi_[iul]*2[fd], and the libgcc names (__addsf3, __floatsidf, ...).
 float='^(__aeabi_[fd][a-z0-9]*|__aeabi_[a-z]*2[fd]|__[a-z]*[sd]f[0-9]?|__[a-z]*[sd]f[a-z]*[0-9]?)$'
 
-# Prints the forbidden symbols FILES reference (undefined ones for archives
-# and objects; all symbols for a linked image).
+# forbidden FILE: prints the forbidden symbols FILE references (undefined
+# ones for archives and objects; all symbols for a linked image). Returns 1
+# with the reason on stdout when FILE cannot be checked: missing, not
+# readable by nm, without any symbol, or holding LTO bytecode (nm then
+# lists the bytecode's symbol table, which leaves out calls to built-in
+# functions such as malloc, so a reference would go unseen).
 forbidden() {
-  for f in "$@"; do
-    case "$f" in
-      *.elf) arm-none-eabi-nm "$f" ;;
-      *) arm-none-eabi-nm -u "$f" ;;
-    esac
-  done 2>/dev/null | awk '{print $NF}' | grep -E "$heap|$float" | sort -u || true
+  local f=$1 listing
+  if [[ ! -r "$f" ]]; then
+    echo "cannot read it (missing?), so cannot check it"
+    return 1
+  fi
+  if ! listing=$(arm-none-eabi-nm "$f" 2>&1); then
+    echo "nm cannot read it, so cannot check it: $(echo $listing | head -c 200)"
+    return 1
+  fi
+  if ! grep -qE '^[0-9a-fA-F]* *[A-Za-z] ' <<<"$listing"; then
+    echo "no symbols at all, so nothing to check (an empty library?)"
+    return 1
+  fi
+  if arm-none-eabi-objdump -h "$f" 2>/dev/null | grep -q '\.gnu\.lto_'; then
+    echo "holds LTO bytecode, whose references nm does not list; check a build without -flto"
+    return 1
+  fi
+  case "$f" in
+    *.elf) printf '%s\n' "$listing" ;;
+    *) arm-none-eabi-nm -u "$f" ;;
+  esac | awk '{print $NF}' | grep -E "$heap|$float" | sort -u || true
 }
+
+# check_files FILE...: one line per file; returns 1 if any file fails.
+check_files() {
+  local f found status=0
+  for f in "$@"; do
+    if ! found=$(forbidden "$f"); then
+      echo "FAIL: $(basename "$f"): $found"
+      status=1
+    elif [[ -n "$found" ]]; then
+      echo "FAIL: $(basename "$f") references $(echo $found | tr '\n' ' ')"
+      status=1
+    else
+      echo "ok: $(basename "$f") references no heap function and no floating-point helper"
+    fi
+  done
+  return $status
+}
+
+if [[ "${1:-}" == "--scan" ]]; then
+  shift
+  check_files "$@"
+  exit $?
+fi
 
 if [[ "${1:-}" == "--self-test" ]]; then
   dir=$2
@@ -35,13 +86,25 @@ if [[ "${1:-}" == "--self-test" ]]; then
   printf 'int g(int x) { return (int)(x * 1.5f); }\nint h(int x) { return (int)(x / 3.0); }\n' > "$dir/float.c"
   for name in heap float; do
     arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=soft -Os -c "$dir/$name.c" -o "$dir/$name.o"
-    found=$(forbidden "$dir/$name.o")
+    if ! found=$(forbidden "$dir/$name.o"); then
+      echo "FAIL: the check could not read $name.o: $found"
+      exit 1
+    fi
     if [[ -z "$found" ]]; then
       echo "FAIL: the check missed what $name.c references"
       exit 1
     fi
     echo "ok: the check flags $name.c: $(echo $found | tr '\n' ' ')"
   done
+  # The same malloc call compiled to LTO bytecode: nm lists no reference
+  # to it, so the check must refuse the object rather than pass it.
+  arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=soft -Os -flto -c "$dir/heap.c" \
+    -o "$dir/heap_lto.o"
+  if found=$(forbidden "$dir/heap_lto.o") || [[ "$found" != *"LTO bytecode"* ]]; then
+    echo "FAIL: the check did not refuse LTO bytecode: '$found'"
+    exit 1
+  fi
+  echo "ok: the check refuses heap_lto.o: $found"
   exit 0
 fi
 
@@ -54,46 +117,21 @@ cmake --build "$build" >/dev/null
 libs=("$build/client-sdk/libtinyfed_sdk.a" "$build/common/libtinyfed_common.a"
       "$build/proto/libtinyfed_proto_nanopb.a" "$build/proto/libtinyfed_nanopb_runtime.a")
 image="$build/client-sdk/tinyfed_footprint.elf"
+quiet="$build/client-sdk/tinyfed_footprint_quiet.elf"
 baseline="$build/client-sdk/tinyfed_footprint_baseline.elf"
 status=0
-for f in "${libs[@]}" "$image" "$build/client-sdk/tinyfed_footprint_quiet.elf"; do
-  found=$(forbidden "$f")
-  if [[ -n "$found" ]]; then
-    echo "FAIL: $(basename "$f") references $(echo $found | tr '\n' ' ')"
-    status=1
-  else
-    echo "ok: $(basename "$f") references no heap function and no floating-point helper"
-  fi
-done
+check_files "${libs[@]}" "$image" "$quiet" || status=1
 
-# Flash of the SDK and nanopb: the sizes, in the linked image, of the
-# functions and constants those four libraries define (so unused code the
-# linker dropped does not count, and neither does the application's main).
-# Flash of the SDK and nanopb, constants and strings included: the image
-# minus the baseline image, less what else differs between them (the
-# application's main, and the C library's memcpy/memset, reported apart).
-symbol_size() {  # IMAGE NAME...: total size of the named symbols
-  local image=$1
-  shift
-  arm-none-eabi-nm -S --radix=d "$image" |
-    awk -v names=" $* " 'NF == 4 && index(names, " " $4 " ") { total += $2 + 0 } END { print total + 0 }'
-}
-read -r text data bss _ < <(arm-none-eabi-size "$image" | tail -n 1)
-read -r btext bdata bbss _ < <(arm-none-eabi-size "$baseline" | tail -n 1)
-main_diff=$(( $(symbol_size "$image" main) - $(symbol_size "$baseline" main) ))
-libc=$(( $(symbol_size "$image" memcpy memset) - $(symbol_size "$baseline" memcpy memset) ))
-flash=$(( (text + data) - (btext + bdata) - main_diff - libc ))
-ram=$(( (data + bss) - (bdata + bbss) ))
-arena=$(symbol_size "$image" arena)
+flash=$(footprint_flash "$image" "$baseline")
+qflash=$(footprint_flash "$quiet" "$baseline")
+ram=$(footprint_static_ram "$image" "$baseline")
+arena=$(footprint_symbol_size "$image" arena)
 echo "Cortex-M4 footprint, 64x10 head (SDK + nanopb, -Os, soft float):"
 echo "  flash        $flash bytes: SDK and nanopb code, constants and strings"
-echo "               (image $((text + data)) - baseline $((btext + bdata)) - main's $main_diff - memcpy/memset $libc)"
-quiet="$build/client-sdk/tinyfed_footprint_quiet.elf"
-read -r qtext qdata _ < <(arm-none-eabi-size "$quiet" | tail -n 1)
-qmain=$(( $(symbol_size "$quiet" main) - $(symbol_size "$baseline" main) ))
-qlibc=$(( $(symbol_size "$quiet" memcpy memset) - $(symbol_size "$baseline" memcpy memset) ))
-qflash=$(( (qtext + qdata) - (btext + bdata) - qmain - qlibc ))
 echo "               $qflash bytes with TINYFED_NO_ERROR_MESSAGES (the small-target configuration)"
 echo "  static RAM   $ram bytes in the example image: context, arena of $arena bytes,"
 echo "               and one buffer for frames and messages (the SDK itself holds no static data)"
+check_budget "flash (SDK + nanopb)" "$flash" TINYFED_BUDGET_FLASH_BYTES bytes || status=1
+check_budget "flash without error messages" "$qflash" TINYFED_BUDGET_FLASH_QUIET_BYTES bytes || status=1
+check_budget "static RAM" "$ram" TINYFED_BUDGET_STATIC_RAM_BYTES bytes || status=1
 exit $status
