@@ -1,6 +1,7 @@
 #include "bridge_command.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -16,6 +18,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -72,52 +75,111 @@ speed_t BaudConstant(uint32_t baud) {
   }
 }
 
-// Opens the device's link; -1 with *error set when it cannot.
-int OpenLink(const Endpoint& e, uint32_t baud, std::string* error) {
+// Whether `t` is the line the bridge needs: raw bytes both ways (no echo,
+// line editing, signal characters, CR/LF translation or XON/XOFF, which
+// would swallow or alter frame bytes), 8 data bits, no parity, one stop
+// bit, no RTS/CTS flow control (a board without those lines would stall
+// every write), modem lines ignored, receiver on, and `speed` both ways.
+bool IsRawLine(const termios& t, speed_t speed) {
+  constexpr tcflag_t kInputOff =
+      IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON | IXOFF | IXANY | INPCK;
+  constexpr tcflag_t kLocalOff = ICANON | ECHO | ECHONL | ISIG | IEXTEN;
+  return (t.c_iflag & kInputOff) == 0 && (t.c_oflag & OPOST) == 0 &&
+         (t.c_lflag & kLocalOff) == 0 && (t.c_cflag & CSIZE) == CS8 &&
+         (t.c_cflag & (PARENB | CSTOPB | CRTSCTS)) == 0 &&
+         (t.c_cflag & (CLOCAL | CREAD)) == (CLOCAL | CREAD) && t.c_cc[VMIN] == 1 &&
+         t.c_cc[VTIME] == 0 && cfgetispeed(&t) == speed && cfgetospeed(&t) == speed;
+}
+
+// Makes the terminal `fd` a raw 8N1 line at `baud`, whatever a previous
+// user (a terminal program, stty) left set. FAILED_PRECONDITION when the
+// port refuses: retrying would not help.
+absl::Status MakeRawLine(int fd, const std::string& path, uint32_t baud) {
+  const speed_t speed = BaudConstant(baud);
+  termios tio{};
+  if (tcgetattr(fd, &tio) == 0) {
+    cfmakeraw(&tio);
+    // cfmakeraw() leaves these as they were.
+    tio.c_iflag &= ~static_cast<tcflag_t>(IXOFF | IXANY | INPCK);
+    tio.c_cflag &= ~static_cast<tcflag_t>(CSTOPB | CRTSCTS);
+    tio.c_cflag |= CLOCAL | CREAD;
+    tio.c_cc[VMIN] = 1;
+    tio.c_cc[VTIME] = 0;
+    if (cfsetispeed(&tio, speed) == 0 && cfsetospeed(&tio, speed) == 0 &&
+        tcsetattr(fd, TCSANOW, &tio) == 0) {
+      // tcsetattr() succeeds when any one setting took: read them back.
+      termios applied{};
+      if (tcgetattr(fd, &applied) == 0 && IsRawLine(applied, speed)) return absl::OkStatus();
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, " did not accept a raw 8N1 line at ", baud, " baud"));
+    }
+  }
+  return absl::FailedPreconditionError(absl::StrCat("cannot set ", path, " to a raw 8N1 line at ",
+                                                    baud, " baud: ", std::strerror(errno)));
+}
+
+// Opens the device's link. UNAVAILABLE when it cannot be opened now (device
+// unplugged, emulator not started yet): the caller retries.
+// FAILED_PRECONDITION from MakeRawLine().
+absl::StatusOr<int> OpenLink(const Endpoint& e, uint32_t baud) {
   if (e.tcp) {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* found = nullptr;
     if (getaddrinfo(e.host.c_str(), e.port.c_str(), &hints, &found) != 0 || found == nullptr) {
-      *error = "cannot resolve " + e.host;
-      return -1;
+      return absl::UnavailableError("cannot resolve " + e.host);
     }
     int fd = -1;
     for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
-      fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+      fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
       if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
         close(fd);
         fd = -1;
       }
     }
     freeaddrinfo(found);
-    if (fd < 0) *error = absl::StrCat("cannot connect to ", e.host, ":", e.port);
+    if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot connect to ", e.host, ":", e.port));
     return fd;
   }
-  const int fd = open(e.path.c_str(), O_RDWR | O_NOCTTY);
+  // Non-blocking while opening: with CLOCAL off, open() would wait for a
+  // carrier-detect signal that a bare board never raises.
+  const int fd = open(e.path.c_str(), O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
-    *error = "cannot open " + e.path;
-    return -1;
+    return absl::UnavailableError(absl::StrCat("cannot open ", e.path, ": ", std::strerror(errno)));
   }
-  termios tio{};
-  if (tcgetattr(fd, &tio) == 0) {  // a real tty: raw 8N1 at the requested rate
-    cfmakeraw(&tio);
-    cfsetispeed(&tio, BaudConstant(baud));
-    cfsetospeed(&tio, BaudConstant(baud));
-    tcsetattr(fd, TCSANOW, &tio);
+  // A path that is not a terminal (a FIFO or socket an emulator offers) is
+  // used as a plain byte stream.
+  if (isatty(fd)) {
+    if (absl::Status s = MakeRawLine(fd, e.path, baud); !s.ok()) {
+      close(fd);
+      return s;
+    }
+  }
+  // Blocking again: reads wait in poll(), and a reply is written whole.
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    const int saved = errno;
+    close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot use ", e.path, ": ", std::strerror(saved)));
   }
   return fd;
 }
 
-bool WriteAll(int fd, const uint8_t* data, size_t len) {
+// Writes all of `data`; returns why the link failed, or "" once written.
+// On a socket, MSG_NOSIGNAL: a device that hung up must not raise SIGPIPE,
+// whose default action ends the process.
+std::string WriteAll(int fd, bool socket, const uint8_t* data, size_t len) {
   while (len > 0) {
-    const ssize_t n = write(fd, data, len);
-    if (n <= 0) return false;
+    const ssize_t n = socket ? send(fd, data, len, MSG_NOSIGNAL) : write(fd, data, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return absl::StrCat("writing a reply failed: ", n < 0 ? std::strerror(errno) : "no progress");
+    }
     data += n;
     len -= static_cast<size_t>(n);
   }
-  return true;
+  return "";
 }
 
 }  // namespace
@@ -144,17 +206,22 @@ absl::Status RunBridge(const BridgeOptions& o, FILE* log) {
   std::vector<uint8_t> out(TINYFED_FRAME_ENCODED_MAX(kMaxPayload));
   uint64_t relayed = 0;
   auto stopped = [&] { return o.stop != nullptr && o.stop->load(); };
+  auto done = [&] { return stopped() || (o.max_frames != 0 && relayed >= o.max_frames); };
 
-  while (!stopped() && (o.max_frames == 0 || relayed < o.max_frames)) {
-    std::string error;
-    const int fd = OpenLink(endpoint, o.baud, &error);
-    if (fd < 0) {
-      std::fprintf(log, "bridge: %s; retrying in %u ms\n", error.c_str(), o.reconnect_ms);
+  while (!done()) {
+    absl::StatusOr<int> opened = OpenLink(endpoint, o.baud);
+    if (!opened.ok()) {
+      if (opened.status().code() != absl::StatusCode::kUnavailable) return opened.status();
+      std::fprintf(log, "bridge: %s; retrying in %u ms\n",
+                   std::string(opened.status().message()).c_str(), o.reconnect_ms);
       std::this_thread::sleep_for(std::chrono::milliseconds(o.reconnect_ms));
       continue;
     }
+    const int fd = *opened;
     std::fprintf(log, "bridge: device link %s open, relaying to %s\n", o.device.c_str(),
                  o.server.c_str());
+    // A new decoder per link: the unfinished frame of a lost link must not
+    // run into the first frame of the next one.
     tinyfed_frame_decoder_t decoder;
     if (tinyfed_frame_decoder_init(&decoder, decoder_buffer.data(), decoder_buffer.size()) !=
         TINYFED_OK) {
@@ -162,17 +229,20 @@ absl::Status RunBridge(const BridgeOptions& o, FILE* log) {
       return absl::InternalError("frame decoder set-up failed");
     }
     uint8_t chunk[512];
-    bool link_ok = true;
-    while (link_ok && !stopped() && (o.max_frames == 0 || relayed < o.max_frames)) {
+    std::string lost;        // why the link ended; empty while it works
+    size_t unfinished = 0;   // bytes since the last delimiter: a frame in progress
+    while (lost.empty() && !done()) {
       pollfd p{fd, POLLIN, 0};
       const int ready_fds = poll(&p, 1, 200);
-      if (ready_fds == 0) continue;
+      if (ready_fds == 0 || (ready_fds < 0 && errno == EINTR)) continue;
       const ssize_t n = ready_fds < 0 ? -1 : read(fd, chunk, sizeof chunk);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       if (n <= 0) {
-        link_ok = false;
+        lost = n == 0 ? "hung up" : std::strerror(errno);
         break;
       }
-      for (ssize_t i = 0; i < n && link_ok; ++i) {
+      for (ssize_t i = 0; i < n && lost.empty(); ++i) {
+        unfinished = chunk[i] == 0 ? 0 : unfinished + 1;
         int ready = 0;
         tinyfed_frame_t frame;
         const tinyfed_status_t st = tinyfed_frame_decoder_push(&decoder, chunk[i], &ready, &frame);
@@ -206,18 +276,26 @@ absl::Status RunBridge(const BridgeOptions& o, FILE* log) {
         }
         size_t len = 0;
         if (tinyfed_frame_encode(reply_type, reinterpret_cast<const uint8_t*>(payload.data()),
-                                 payload.size(), out.data(), out.size(), &len) != TINYFED_OK ||
-            !WriteAll(fd, out.data(), len)) {
-          link_ok = false;
+                                 payload.size(), out.data(), out.size(), &len) != TINYFED_OK) {
+          lost = "a reply did not fit in a frame";
+        } else {
+          lost = WriteAll(fd, endpoint.tcp, out.data(), len);
         }
         ++relayed;
       }
     }
     close(fd);
-    if (!link_ok && !stopped() && (o.max_frames == 0 || relayed < o.max_frames)) {
-      std::fprintf(log, "bridge: device link lost; reopening in %u ms\n", o.reconnect_ms);
-      std::this_thread::sleep_for(std::chrono::milliseconds(o.reconnect_ms));
+    if (lost.empty()) continue;  // stopped, or max_frames relayed
+    // The bytes of a frame the loss cut short stay in the decoder, which
+    // this link's end discards: nothing of them reaches the server.
+    std::string cut;
+    if (unfinished > 0) {
+      cut = absl::StrCat(" ", unfinished, unfinished == 1 ? " byte" : " bytes",
+                         " into a frame, which is dropped (nothing of it was sent to the server)");
     }
+    std::fprintf(log, "bridge: device link lost (%s)%s; reopening in %u ms\n", lost.c_str(),
+                 cut.c_str(), o.reconnect_ms);
+    if (!done()) std::this_thread::sleep_for(std::chrono::milliseconds(o.reconnect_ms));
   }
   return absl::OkStatus();
 }
