@@ -1,5 +1,6 @@
 #include "round_manager.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -28,6 +29,17 @@ bool ValidDeviceId(const std::string& id) {
   return true;
 }
 
+// ceil(K * factor), the number of tasks a round hands out. The factor is
+// written in decimal in the config and arrives as the nearest double, which
+// can sit just above a whole product (50 x 1.1 = 55.00000000000001), so it
+// is taken to the nearest millionth first and the ceiling done in integers.
+// The config bounds K <= 4e6 and factor <= 100: the product stays below 2^49.
+uint32_t TaskLimit(uint32_t target_updates, double over_selection) {
+  const int64_t factor_millionths = std::llround(over_selection * 1e6);
+  const int64_t product = static_cast<int64_t>(target_updates) * factor_millionths;
+  return static_cast<uint32_t>((product + 999'999) / 1'000'000);
+}
+
 std::string Serialize(const v1::Update& update) {
   std::string out;
   google::protobuf::io::StringOutputStream stream(&out);
@@ -52,8 +64,7 @@ RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
     : config_(config),
       store_(store),
       clock_(clock),
-      task_limit_(static_cast<uint32_t>(
-          std::ceil(config.policy().target_updates() * config.policy().over_selection()))),
+      task_limit_(TaskLimit(config.policy().target_updates(), config.policy().over_selection())),
       server_lr_q16_(ToQ16(config.policy().server_learning_rate())),
       learning_rate_q16_(ToQ16(config.plan().learning_rate())) {
   store_->SetBatchHook([this] { ApplyWritten(); });
@@ -61,7 +72,7 @@ RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
 
 void RoundManager::LogRejected(std::string_view what, std::string_view who,
                                const absl::Status& status) {
-  rejections_.Warn(what, who, status, clock_->NowMs());
+  rejections_.Warn(what, who, status, clock_->MonotonicMs());
 }
 
 RoundManager::~RoundManager() {
@@ -111,6 +122,7 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   if (!last_round.ok()) return last_round.status();
   const bool resume = last_round->has_value() && (*last_round)->state == RoundState::kOpen;
   RoundRecord record;
+  int64_t deadline_monotonic_ms = 0;
   std::vector<TaskRecord> tasks;
   std::vector<StoredUpdate> updates;
   std::vector<StoredUpdate> previous;
@@ -121,6 +133,11 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
                                               record.base_version, " but the latest is ",
                                               model.version()));
     }
+    // The stored wall deadline is all that survives a restart (see the
+    // header): the time it leaves now, within [0, the round's length].
+    const int64_t length = std::max<int64_t>(0, record.deadline_ms - record.opened_ms);
+    const int64_t left = std::clamp<int64_t>(record.deadline_ms - clock_->NowMs(), 0, length);
+    deadline_monotonic_ms = clock_->MonotonicMs() + left;
     absl::StatusOr<std::vector<TaskRecord>> t = store_->RoundTasks(record.round);
     if (!t.ok()) return t.status();
     tasks = std::move(*t);
@@ -128,11 +145,8 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
     if (!u.ok()) return u.status();
     updates = std::move(*u);
   } else {
-    const int64_t now = clock_->NowMs();
-    record.round = last_round->has_value() ? (*last_round)->round + 1 : 1;
-    record.base_version = model.version();
-    record.opened_ms = now;
-    record.deadline_ms = now + config_.policy().round_deadline_ms();
+    record = NewRound(last_round->has_value() ? (*last_round)->round + 1 : 1, model.version(),
+                      &deadline_monotonic_ms);
     if (absl::Status s = store_->OpenRound(record); !s.ok()) return s;
   }
   if (record.round > 1) {
@@ -145,6 +159,7 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   latest_ = model;
   latest_head_ = *head;
   round_ = record;
+  deadline_monotonic_ms_ = deadline_monotonic_ms;
   accumulator_ = std::make_unique<UpdateAccumulator>(head->features, head->classes);
   for (TaskRecord& t : tasks) tasks_[t.device_id] = std::move(t.token);
   for (StoredUpdate& u : updates) {
@@ -174,7 +189,20 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   return absl::OkStatus();
 }
 
-v1::RoundTask RoundManager::MakeTaskLocked(const std::string& token, int64_t now_ms) const {
+RoundRecord RoundManager::NewRound(uint32_t round, uint32_t base_version,
+                                   int64_t* deadline_monotonic_ms) const {
+  const int64_t length = config_.policy().round_deadline_ms();
+  RoundRecord record;
+  record.round = round;
+  record.base_version = base_version;
+  record.opened_ms = clock_->NowMs();
+  record.deadline_ms = record.opened_ms + length;
+  *deadline_monotonic_ms = clock_->MonotonicMs() + length;
+  return record;
+}
+
+v1::RoundTask RoundManager::MakeTaskLocked(const std::string& token,
+                                           int64_t now_monotonic_ms) const {
   v1::RoundTask task;
   task.set_round(round_.round);
   task.set_task_token(token);
@@ -184,7 +212,7 @@ v1::RoundTask RoundManager::MakeTaskLocked(const std::string& token, int64_t now
   plan->set_batch_size(config_.plan().batch_size());
   plan->set_learning_rate_q16(learning_rate_q16_);
   plan->set_seed(config_.plan().seed() + round_.round);
-  const int64_t left = round_.deadline_ms - now_ms;
+  const int64_t left = deadline_monotonic_ms_ - now_monotonic_ms;
   task.set_deadline_ms(left > 0 ? static_cast<uint32_t>(left) : 0);
   task.mutable_quantization()->set_scheme(v1::QUANTIZATION_SCHEME_INT8_PER_ROW_STOCHASTIC);
   return task;
@@ -215,7 +243,8 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
       return;
     }
   }
-  const int64_t now = clock_->NowMs();
+  const int64_t now = clock_->NowMs();  // for the task's record
+  const int64_t now_monotonic = clock_->MonotonicMs();
   v1::CheckInResponse response;
   std::string token;
   uint32_t round = 0;
@@ -230,7 +259,7 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
       if (updates_.contains(request.device_id())) {
         retry(config_.policy().retry_after_ms());  // done for this round
       } else {
-        *response.mutable_task() = MakeTaskLocked(it->second, now);
+        *response.mutable_task() = MakeTaskLocked(it->second, now_monotonic);
       }
     } else if (tasks_.size() >= task_limit_) {
       retry(config_.policy().retry_after_ms());  // round full
@@ -264,7 +293,7 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
         result = std::move(retry);
       } else {
         v1::CheckInResponse response;
-        *response.mutable_task() = MakeTaskLocked(token, clock_->NowMs());
+        *response.mutable_task() = MakeTaskLocked(token, clock_->MonotonicMs());
         result = std::move(response);
       }
     }
@@ -273,9 +302,9 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
 }
 
 void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
-  const int64_t now = clock_->NowMs();
+  const int64_t now_monotonic = clock_->MonotonicMs();
   auto reject = [&](absl::Status status) {
-    rejections_.Warn("update", update.device_id(), status, now);
+    rejections_.Warn("update", update.device_id(), status, now_monotonic);
     done(std::move(status));
   };
   if (absl::Status s = ValidateUpdate(update, spec_); !s.ok()) {
@@ -341,7 +370,7 @@ void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
     reject(std::move(rejection));
     return;
   }
-  StoredUpdate stored{round, device, std::move(payload), now};
+  StoredUpdate stored{round, device, std::move(payload), clock_->NowMs()};
   store_->AppendUpdate(std::move(stored), [this, round, &update](absl::Status status) {
     absl::MutexLock lock(&written_mu_);
     written_.push_back(Written{round, &update, std::move(status)});
@@ -396,7 +425,7 @@ void RoundManager::ApplyWritten() {
 
 void RoundManager::Tick() {
   absl::MutexLock lock(&mu_);
-  if (open_ && !closing_ && clock_->NowMs() >= round_.deadline_ms) {
+  if (open_ && !closing_ && clock_->MonotonicMs() >= deadline_monotonic_ms_) {
     BeginCloseLocked(/*deadline=*/true);
   }
 }
@@ -460,11 +489,9 @@ void RoundManager::CloseRound(bool deadline) {
                  round.round, accepted, config_.policy().min_updates(), base.version());
   }
 
-  RoundRecord record;
-  record.round = round.round + 1;
-  record.base_version = next ? next->version() : base.version();
-  record.opened_ms = now;
-  record.deadline_ms = now + config_.policy().round_deadline_ms();
+  int64_t deadline_monotonic_ms = 0;
+  const RoundRecord record = NewRound(
+      round.round + 1, next ? next->version() : base.version(), &deadline_monotonic_ms);
   absl::Status opened = store_->OpenRound(record);
 
   absl::MutexLock lock(&mu_);
@@ -481,6 +508,7 @@ void RoundManager::CloseRound(bool deadline) {
   tasks_.clear();
   accepted_ = 0;
   round_ = record;
+  deadline_monotonic_ms_ = deadline_monotonic_ms;
   accumulator_ = std::make_unique<UpdateAccumulator>(latest_head_.features, latest_head_.classes);
   if (opened.ok()) {
     open_ = true;
@@ -519,6 +547,7 @@ RoundSnapshot RoundManager::Snapshot() const {
   s.accepted = accepted_;
   s.pending = pending_;
   s.deadline_ms = round_.deadline_ms;
+  s.time_left_ms = std::max<int64_t>(0, deadline_monotonic_ms_ - clock_->MonotonicMs());
   s.latest_version = latest_.version();
   return s;
 }

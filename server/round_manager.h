@@ -7,6 +7,23 @@
 // acknowledged, and after a restart Create() resumes the open round with
 // the updates already accepted, so none is lost and none counted twice.
 //
+// Time: a round's deadline is measured on the clock's monotonic time, so
+// a wall-clock step (NTP, an operator setting the date) neither closes a
+// round early nor holds it open, and tasks report the monotonic time left.
+// Wall time goes only into records: the stored RoundRecord's opened,
+// deadline and closed times, and the versions' creation times. Monotonic
+// readings do not survive a restart, so Create() resumes an open round
+// with the time its stored wall deadline leaves at the restart, at least
+// zero and at most the round's full length (deadline - opened). The wall
+// deadline is the only time that survives a restart, so a wall-clock step
+// while the server is down shifts that one round's remaining time: at
+// worst it closes at the first Tick() after the restart, or runs one full
+// length from the restart.
+//
+// Over-selection hands out ceil(K x factor) tasks, with the factor taken
+// to the nearest millionth first, so that 50 x 1.1 gives 55 tasks and not
+// the 56 of the double product 55.00000000000001.
+//
 // Safe for concurrent use. Results arrive through callbacks, which may run
 // on the caller's thread or on the store's writer thread; they must not
 // block. The RoundManager must outlive every pending callback; its
@@ -52,7 +69,8 @@ struct RoundSnapshot {
   uint32_t tasks_issued = 0;
   uint32_t accepted = 0;
   uint32_t pending = 0;
-  int64_t deadline_ms = 0;
+  int64_t deadline_ms = 0;   // wall time, as the round's record holds it
+  int64_t time_left_ms = 0;  // monotonic time until the deadline; 0 once passed
   uint32_t latest_version = 0;
 };
 
@@ -120,8 +138,13 @@ class RoundManager {
   };
 
   absl::Status Resume(const v1::ModelVersion& initial);
-  v1::RoundTask MakeTaskLocked(const std::string& token, int64_t now_ms) const
+  // `now_monotonic_ms` is the clock's MonotonicMs().
+  v1::RoundTask MakeTaskLocked(const std::string& token, int64_t now_monotonic_ms) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A new round's record, opened now with the configured deadline; sets
+  // `*deadline_monotonic_ms` to the same deadline on the monotonic clock.
+  RoundRecord NewRound(uint32_t round, uint32_t base_version,
+                       int64_t* deadline_monotonic_ms) const;
   v1::UpdateAck MakeAckLocked(uint32_t round) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The store's result for one update, recorded by its `done` callback
   // and applied with the rest of its batch by ApplyWritten().
@@ -150,6 +173,9 @@ class RoundManager {
   v1::ModelVersion latest_ ABSL_GUARDED_BY(mu_);
   Head latest_head_ ABSL_GUARDED_BY(mu_);
   RoundRecord round_ ABSL_GUARDED_BY(mu_);
+  // The open round's deadline on the monotonic clock; round_.deadline_ms is
+  // the wall time written to the record.
+  int64_t deadline_monotonic_ms_ ABSL_GUARDED_BY(mu_) = 0;
   bool open_ ABSL_GUARDED_BY(mu_) = false;     // accepting work
   bool closing_ ABSL_GUARDED_BY(mu_) = false;  // closer thread at work
   absl::flat_hash_map<std::string, std::string> tasks_ ABSL_GUARDED_BY(mu_);  // device -> token
