@@ -1,7 +1,8 @@
 // Integration over loopback with a real gRPC client: devices built on the
 // C SDK check in, train, submit, and the committed version comes back
-// through GetModel with its lineage. Also the gRPC status codes and the
-// retry-hint metadata at the edge.
+// through GetModel with its lineage, and is exactly the FedAvg of what the
+// devices sent by the independent reference in reference_fedavg.h. Also the
+// gRPC status codes and the retry-hint metadata at the edge.
 #include "coordinator_service.h"
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "in_process_server.h"
+#include "reference_fedavg.h"
 #include "server_config.h"
 #include "server_test_support.h"
 #include "tinyfed/tinyfed.h"
@@ -66,7 +68,8 @@ class SdkDevice {
     for (auto& l : labels_) l = static_cast<uint8_t>(label(rng));
   }
 
-  // One round: check in, train, submit. Returns the submit status.
+  // One round: check in, train, submit. Returns the submit status; the
+  // update sent, as the server received it, is in sent().
   grpc::Status Round(v1::Coordinator::Stub& stub) {
     uint8_t buf[TINYFED_TASK_MAX_SIZE(16u, 4u)];
     size_t len = 0;
@@ -87,12 +90,12 @@ class SdkDevice {
     tinyfed_dataset_t data{features_.data(), labels_.data(), 40, 16};
     EXPECT_EQ(tinyfed_train(&ctx_, &data), TINYFED_OK);
     EXPECT_EQ(tinyfed_update_encode(&ctx_, buf, sizeof buf, &len), TINYFED_OK);
-    v1::Update update;
-    EXPECT_TRUE(update.ParseFromArray(buf, static_cast<int>(len)));
+    EXPECT_TRUE(sent_.ParseFromArray(buf, static_cast<int>(len)));
     v1::UpdateAck ack;
     grpc::ClientContext c2;
-    return stub.SubmitUpdate(&c2, update, &ack);
+    return stub.SubmitUpdate(&c2, sent_, &ack);
   }
+  const v1::Update& sent() const { return sent_; }
 
  private:
   std::string id_;
@@ -100,14 +103,17 @@ class SdkDevice {
   tinyfed_context_t ctx_{};
   std::vector<int8_t> features_;
   std::vector<uint8_t> labels_;
+  v1::Update sent_;
 };
 
 TEST(CoordinatorService, FullRoundFromCheckInToCommittedVersion) {
   LoopbackServer server(Config());
+  std::vector<v1::Update> sent;
   for (const char* id : {"mcu-a", "mcu-b", "mcu-c"}) {
     SdkDevice device(id);
     grpc::Status s = device.Round(server.stub());
     ASSERT_TRUE(s.ok()) << id << ": " << s.error_message();
+    sent.push_back(device.sent());
   }
   server.manager().WaitIdle();
 
@@ -133,11 +139,67 @@ TEST(CoordinatorService, FullRoundFromCheckInToCommittedVersion) {
   EXPECT_EQ(parent.version(), 1u);
   EXPECT_EQ(parent.parent_version(), 0u);
   EXPECT_EQ(parent.spec().SerializeAsString(), latest.spec().SerializeAsString());
+  // Config() keeps the default server learning rate, 1.0 (65536 in Q16.16).
+  EXPECT_TRUE(testing::MatchesReferenceFedAvg(latest, parent, sent, 65536));
 
   grpc::ClientContext c3;
   request.set_version(99);
   v1::ModelVersion none;
   EXPECT_EQ(server.stub().GetModel(&c3, request, &none).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// Trained updates rarely land on a rounding tie, so here every value is
+// one: two devices of one sample each, scale 1, one sending odd int8
+// values of both signs and the other zeros, so each step is q / 2 exactly
+// between two integers. Sent through gRPC and read back through GetModel,
+// the committed version must be the reference's, ties to even.
+TEST(CoordinatorService, CommittedVersionRoundsEveryTieToEvenEndToEnd) {
+  v1::ServerConfig config = Config();
+  config.mutable_policy()->set_target_updates(2);
+  config.mutable_policy()->set_min_updates(2);
+  LoopbackServer server(config);
+  std::vector<v1::Update> sent;
+  for (const char* id : {"mcu-odd", "mcu-zero"}) {
+    v1::CheckInRequest request;
+    request.set_device_id(id);
+    v1::CheckInResponse response;
+    grpc::ClientContext c1;
+    ASSERT_TRUE(server.stub().CheckIn(&c1, request, &response).ok());
+    ASSERT_TRUE(response.has_task()) << id;
+    const v1::RoundTask& task = response.task();
+    v1::Update u;
+    u.set_round(task.round());
+    u.set_task_token(task.task_token());
+    u.set_device_id(id);
+    u.set_base_version(task.model().version());
+    u.set_sample_count(1);
+    const bool odd = sent.empty();
+    std::string weights(16 * 4, '\0');
+    for (size_t j = 0; odd && j < weights.size(); ++j) {
+      weights[j] = static_cast<char>(static_cast<int8_t>(2 * static_cast<int>(j) - 63));
+    }
+    u.set_weight_delta(weights);
+    u.set_bias_delta(odd ? std::string("\x01\xff\x03\xfd", 4) : std::string(4, '\0'));
+    for (int c = 0; c < 4; ++c) u.add_row_scales(1);
+    u.set_local_loss_q16(odd ? 1 : 2);  // mean 1.5 (in Q16 units): a tie too
+    testing::FixChecksum(&u);
+    v1::UpdateAck ack;
+    grpc::ClientContext c2;
+    const grpc::Status s = server.stub().SubmitUpdate(&c2, u, &ack);
+    ASSERT_TRUE(s.ok()) << id << ": " << s.error_message();
+    sent.push_back(u);
+  }
+  server.manager().WaitIdle();
+  v1::GetModelRequest request;  // version 0: latest
+  v1::ModelVersion latest;
+  grpc::ClientContext c3;
+  ASSERT_TRUE(server.stub().GetModel(&c3, request, &latest).ok());
+  ASSERT_EQ(latest.version(), 2u);
+  request.set_version(1);
+  v1::ModelVersion parent;
+  grpc::ClientContext c4;
+  ASSERT_TRUE(server.stub().GetModel(&c4, request, &parent).ok());
+  EXPECT_TRUE(testing::MatchesReferenceFedAvg(latest, parent, sent, 65536));
 }
 
 TEST(CoordinatorService, ErrorsKeepTheirCodeAtTheEdge) {
