@@ -5,7 +5,10 @@
 // division the device uses for step scales and the mean loss.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -111,6 +114,43 @@ TEST(Kernels, EveryShapeTrainsDeterministicallyAndQuantizesWithinTheBound) {
   }
 }
 
+// Checks that tinyfed_classify() picks, for every sample of `data`, the
+// argmax of the exact logits of `head` computed here: acc_c = sum_f
+// w[c][f] * (x_f - zp) in integers, logit_c = (acc_c * s_x + b_c) / 2^fb
+// with s_x the task's fixed-point feature scale. The device rounds each
+// logit to Q16 (within 2^-17), so a sample whose two best exact logits are
+// closer than 2^-15 is a tie either way and is skipped. Returns the number
+// of samples checked.
+size_t ExpectClassifyIsArgmaxOfExactLogits(const tinyfed_context_t* ctx,
+                                           const tinyfed_head_view_t& head,
+                                           const QuantizedDataset& data, double feature_scale,
+                                           int32_t zp) {
+  const auto fixed = ToFixedScale(feature_scale);
+  const double s_x = FromFixedScale(*fixed);
+  const double unit = std::ldexp(1.0, -static_cast<int>(head.weight_frac_bits));
+  size_t checked = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    const int8_t* x = data.x.data() + i * head.feature_count;
+    std::vector<double> logits(head.class_count);
+    for (uint32_t c = 0; c < head.class_count; ++c) {
+      int64_t acc = 0;
+      for (uint32_t f = 0; f < head.feature_count; ++f) {
+        acc += int64_t{head.weights[size_t{c} * head.feature_count + f]} * (x[f] - zp);
+      }
+      logits[c] = (static_cast<double>(acc) * s_x + head.bias[c]) * unit;
+    }
+    std::vector<double> sorted = logits;
+    std::sort(sorted.begin(), sorted.end(), std::greater<double>());
+    if (sorted[0] - sorted[1] < std::ldexp(1.0, -15)) continue;
+    uint32_t label = 0;
+    EXPECT_EQ(tinyfed_classify(ctx, x, &label), TINYFED_OK);
+    EXPECT_EQ(logits[label], sorted[0]) << "sample " << i << " of a " << head.feature_count
+                                        << "x" << head.class_count << " head";
+    ++checked;
+  }
+  return checked;
+}
+
 TEST(Kernels, LargestHeadsTrainAndEncodeWithinTheDocumentedSizes) {
   // The protocol's bound, 4,096 weights, as the most rows (128 x 32) and
   // the longest rows (2,048 x 2, 32 forward chunks), with the largest
@@ -144,8 +184,18 @@ TEST(Kernels, LargestHeadsTrainAndEncodeWithinTheDocumentedSizes) {
                                             p.zero_point);
     Device dev("largest", s.features, s.classes, TINYFED_MAX_BATCH);
     ASSERT_EQ(dev.Load(BuildTask(p)), TINYFED_OK) << tinyfed_last_error_message(dev.ctx());
+    // The forward pass of the widest rows (2,048 features: 32 chunks), on
+    // the task's head and then on the trained one. Near-ties are rare:
+    // nearly every sample must be checked for the check to mean anything.
+    tinyfed_head_view_t g, l;
+    ASSERT_EQ(tinyfed_global_head(dev.ctx(), &g), TINYFED_OK);
+    EXPECT_GE(ExpectClassifyIsArgmaxOfExactLogits(dev.ctx(), g, data, p.feature_scale, p.zero_point),
+              140u);
     tinyfed_dataset_t view = data.view();
     ASSERT_EQ(tinyfed_train(dev.ctx(), &view), TINYFED_OK);
+    ASSERT_EQ(tinyfed_local_head(dev.ctx(), &l), TINYFED_OK);
+    EXPECT_GE(ExpectClassifyIsArgmaxOfExactLogits(dev.ctx(), l, data, p.feature_scale, p.zero_point),
+              140u);
     const std::string update = dev.EncodeUpdate();  // into exactly TINYFED_UPDATE_MAX_SIZE
     ASSERT_FALSE(update.empty()) << tinyfed_last_error_message(dev.ctx());
     EXPECT_LE(update.size(), TINYFED_UPDATE_MAX_SIZE(s.features, s.classes));
@@ -154,7 +204,7 @@ TEST(Kernels, LargestHeadsTrainAndEncodeWithinTheDocumentedSizes) {
     ASSERT_EQ(u.weight_delta().size(), size_t{s.features} * s.classes);
     ASSERT_EQ(u.bias_delta().size(), size_t{s.classes});
     ASSERT_EQ(static_cast<uint32_t>(u.row_scales_size()), s.classes);
-    tinyfed_head_view_t g, l;
+    // The views of before training expired with it (tinyfed.h).
     ASSERT_EQ(tinyfed_global_head(dev.ctx(), &g), TINYFED_OK);
     ASSERT_EQ(tinyfed_local_head(dev.ctx(), &l), TINYFED_OK);
     for (size_t i = 0; i < p.weights.size(); ++i) {
