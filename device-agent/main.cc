@@ -2,16 +2,12 @@
 //   tinyfed-agent simulate [flags]   a virtual fleet on real data
 //   tinyfed-agent bridge [flags]     a real device's link to the server
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <iostream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/internal/parse.h"
-#include "absl/flags/internal/usage.h"
 #include "absl/flags/usage.h"
 #include "tinyfed_common/flag_help.h"
 #include "absl/synchronization/mutex.h"
@@ -88,35 +84,13 @@ int Fail(const std::string& message) {
   return 2;
 }
 
-// Parses the flags as absl::ParseCommandLine does and returns the
-// positional arguments, except that a request for help (--help, -h,
-// --helpfull, ...) prints it and exits with status 0: Abseil exits with 1,
-// which scripts read as failure. Abseil 20220623 has no public way to parse
-// without acting on its usage flags, hence its internal parse entry point,
-// the one ParseCommandLine itself calls.
-std::vector<char*> ParseFlagsOrAnswerHelp(std::vector<char*> args) {
-  static char help[] = "--help";
-  for (size_t i = 1; i < args.size() && std::strcmp(args[i], "--") != 0; ++i) {
-    if (std::strcmp(args[i], "-h") == 0) args[i] = help;
-  }
-  namespace fi = absl::flags_internal;
-  std::vector<char*> positional = fi::ParseCommandLineImpl(
-      static_cast<int>(args.size()), args.data(), fi::ArgvListAction::kRemoveParsedArgs,
-      fi::UsageFlagsAction::kIgnoreUsage, fi::OnUndefinedFlag::kAbortIfUndefined);
-  if (fi::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != -1) {
-    std::cout.flush();
-    std::exit(0);
-  }
-  return positional;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   tinyfed::ConfigureFlagHelp(kUsage);
   std::vector<std::string> storage;
   std::vector<char*> args = NormalizeFlagNames(argc, argv, &storage);
-  std::vector<char*> positional = ParseFlagsOrAnswerHelp(args);
+  std::vector<char*> positional = tinyfed::ParseFlagsOrAnswerHelp(args);
   if (positional.size() < 2) {
     return Fail("missing command; try 'tinyfed-agent simulate --help'");
   }

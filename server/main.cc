@@ -1,9 +1,6 @@
 // tinyfed-server: runs FedAvg rounds for a fleet over gRPC.
 #include <csignal>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,8 +10,6 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/internal/parse.h"
-#include "absl/flags/internal/usage.h"
 #include "absl/flags/usage.h"
 #include "tinyfed_common/flag_help.h"
 #include "absl/synchronization/mutex.h"
@@ -52,28 +47,6 @@ int Fail(const std::string& message) {
   return 2;
 }
 
-// Parses the flags as absl::ParseCommandLine does, except that a request
-// for help (--help, -h, --helpfull, ...) prints it and exits with status 0:
-// Abseil exits with 1, which scripts read as failure. Abseil 20220623 has
-// no public way to parse without acting on its usage flags, hence its
-// internal parse entry point, the one ParseCommandLine itself calls.
-void ParseFlagsOrAnswerHelp(int argc, char** argv) {
-  static char help[] = "--help";
-  std::vector<char*> args(argv, argv + argc);
-  for (size_t i = 1; i < args.size() && std::strcmp(args[i], "--") != 0; ++i) {
-    if (std::strcmp(args[i], "-h") == 0) args[i] = help;
-  }
-  namespace fi = absl::flags_internal;
-  fi::ParseCommandLineImpl(static_cast<int>(args.size()), args.data(),
-                           fi::ArgvListAction::kRemoveParsedArgs,
-                           fi::UsageFlagsAction::kIgnoreUsage,
-                           fi::OnUndefinedFlag::kAbortIfUndefined);
-  if (fi::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != -1) {
-    std::cout.flush();
-    std::exit(0);
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -83,7 +56,7 @@ int main(int argc, char** argv) {
       "Opens rounds on the latest model version, hands tasks to devices, accepts their\n"
       "int8 updates durably and commits FedAvg versions to the SQLite store. Restarting\n"
       "on the same --db resumes where it stopped.");
-  ParseFlagsOrAnswerHelp(argc, argv);
+  tinyfed::ParseFlagsOrAnswerHelp(std::vector<char*>(argv, argv + argc));
   // Debian's Abseil checks every mutex acquisition for lock-order cycles
   // (it is built without NDEBUG); that bookkeeping costs ~15% of the
   // server's throughput and finds nothing the tests don't.

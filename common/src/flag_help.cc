@@ -1,5 +1,11 @@
 #include "tinyfed_common/flag_help.h"
 
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+
+#include "absl/flags/internal/parse.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
@@ -21,6 +27,25 @@ void ConfigureFlagHelp(const std::string& usage) {
   };
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(usage);
+}
+
+// Abseil 20220623 has no public way to parse without acting on its usage
+// flags, hence its internal parse entry point, the one ParseCommandLine
+// itself calls, and its usage handler.
+std::vector<char*> ParseFlagsOrAnswerHelp(std::vector<char*> args) {
+  static char help[] = "--help";
+  for (size_t i = 1; i < args.size() && std::strcmp(args[i], "--") != 0; ++i) {
+    if (std::strcmp(args[i], "-h") == 0) args[i] = help;
+  }
+  namespace fi = absl::flags_internal;
+  std::vector<char*> positional = fi::ParseCommandLineImpl(
+      static_cast<int>(args.size()), args.data(), fi::ArgvListAction::kRemoveParsedArgs,
+      fi::UsageFlagsAction::kIgnoreUsage, fi::OnUndefinedFlag::kAbortIfUndefined);
+  if (fi::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != -1) {
+    std::cout.flush();
+    std::exit(0);
+  }
+  return positional;
 }
 
 }  // namespace tinyfed
