@@ -30,8 +30,10 @@ namespace tinyfed::server {
 namespace {
 
 using testing::ExecSql;
+using testing::CheckIn;
 using testing::MakeUpdate;
 using testing::MatchesReferenceFedAvg;
+using testing::Submit;
 using testing::TempDir;
 
 constexpr int64_t kHourMs = 3'600'000;
@@ -48,20 +50,6 @@ v1::ServerConfig SmallConfig() {
   c.mutable_policy()->set_retry_after_ms(3000);
   ApplyDefaults(&c);
   return c;
-}
-
-absl::StatusOr<v1::CheckInResponse> CheckIn(RoundManager& m, const std::string& device) {
-  v1::CheckInRequest request;
-  request.set_device_id(device);
-  std::promise<absl::StatusOr<v1::CheckInResponse>> promise;
-  m.CheckIn(request, [&](absl::StatusOr<v1::CheckInResponse> r) { promise.set_value(std::move(r)); });
-  return promise.get_future().get();
-}
-
-absl::StatusOr<v1::UpdateAck> Submit(RoundManager& m, const v1::Update& update) {
-  std::promise<absl::StatusOr<v1::UpdateAck>> promise;
-  m.SubmitUpdate(update, [&](absl::StatusOr<v1::UpdateAck> r) { promise.set_value(std::move(r)); });
-  return promise.get_future().get();
 }
 
 // Captures the default logger's lines while it lives.

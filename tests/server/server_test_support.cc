@@ -5,12 +5,27 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <stdexcept>
 
 #include "tinyfed_common/crc32.h"
 #include "tinyfed_common/host_numerics.h"
 
 namespace tinyfed::server::testing {
+
+absl::StatusOr<v1::CheckInResponse> CheckIn(RoundManager& m, const std::string& device_id) {
+  v1::CheckInRequest request;
+  request.set_device_id(device_id);
+  std::promise<absl::StatusOr<v1::CheckInResponse>> promise;
+  m.CheckIn(request, [&](absl::StatusOr<v1::CheckInResponse> r) { promise.set_value(std::move(r)); });
+  return promise.get_future().get();
+}
+
+absl::StatusOr<v1::UpdateAck> Submit(RoundManager& m, const v1::Update& update) {
+  std::promise<absl::StatusOr<v1::UpdateAck>> promise;
+  m.SubmitUpdate(update, [&](absl::StatusOr<v1::UpdateAck> r) { promise.set_value(std::move(r)); });
+  return promise.get_future().get();
+}
 
 void ExecSql(const std::string& path, const std::string& sql) {
   sqlite3* db = nullptr;

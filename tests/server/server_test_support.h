@@ -1,5 +1,6 @@
-// Fixtures for server tests: valid updates with random int8 deltas, SQL on
-// a store's file, and a temporary directory per test.
+// Fixtures for server tests: valid updates with random int8 deltas, blocking
+// calls into a RoundManager, SQL on a store's file, and a temporary
+// directory per test.
 #ifndef TINYFED_TESTS_SERVER_SERVER_TEST_SUPPORT_H_
 #define TINYFED_TESTS_SERVER_SERVER_TEST_SUPPORT_H_
 
@@ -7,6 +8,9 @@
 #include <random>
 #include <string>
 
+#include "absl/status/statusor.h"
+#include "round_manager.h"
+#include "tinyfed/v1/coordinator.pb.h"
 #include "tinyfed/v1/model.pb.h"
 #include "tinyfed/v1/round.pb.h"
 
@@ -22,6 +26,10 @@ v1::HeadSpec MakeSpec(uint32_t features = 64, uint32_t classes = 10);
 v1::Update MakeUpdate(const v1::HeadSpec& spec, uint32_t round, const std::string& device_id,
                       const std::string& token, uint32_t base_version, uint32_t sample_count,
                       std::mt19937& rng, uint32_t max_scale = 517);
+
+// A check-in and an update submission that wait for the manager's answer.
+absl::StatusOr<v1::CheckInResponse> CheckIn(RoundManager& m, const std::string& device_id);
+absl::StatusOr<v1::UpdateAck> Submit(RoundManager& m, const v1::Update& update);
 
 // Recomputes update->checksum after a test edits its deltas.
 void FixChecksum(v1::Update* update);

@@ -43,8 +43,10 @@
 namespace tinyfed::server {
 namespace {
 
+using testing::CheckIn;
 using testing::MakeUpdate;
 using testing::MatchesReferenceFedAvg;
+using testing::Submit;
 using testing::TempDir;
 
 // 64 x 10: an update is about 700 bytes and a version about 1.3 kB, the
@@ -84,20 +86,6 @@ struct History {
   std::string killed_db;  // the files while the server still ran
   std::string killed_wal;
 };
-
-absl::StatusOr<v1::CheckInResponse> CheckIn(RoundManager& m, const std::string& device) {
-  v1::CheckInRequest request;
-  request.set_device_id(device);
-  std::promise<absl::StatusOr<v1::CheckInResponse>> promise;
-  m.CheckIn(request, [&](absl::StatusOr<v1::CheckInResponse> r) { promise.set_value(std::move(r)); });
-  return promise.get_future().get();
-}
-
-absl::StatusOr<v1::UpdateAck> Submit(RoundManager& m, const v1::Update& update) {
-  std::promise<absl::StatusOr<v1::UpdateAck>> promise;
-  m.SubmitUpdate(update, [&](absl::StatusOr<v1::UpdateAck> r) { promise.set_value(std::move(r)); });
-  return promise.get_future().get();
-}
 
 void BuildHistory(History* h) {
   TempDir dir;
