@@ -93,8 +93,9 @@ typedef enum tinyfed_status {
 /* Longest encoded message of each kind this SDK accepts or writes for a
  * head of f features and c classes. Task: 2 bytes per weight and bias plus
  * 320 bytes for everything else and room for fields a newer server adds.
- * Update: 1 byte per weight and bias plus 10 bytes per row scale (5-byte
- * varint plus slack) and 100 bytes of envelope. Check-in request: fixed. */
+ * Update: 1 byte per weight and bias plus 5 bytes per row scale (the
+ * longest uint32 varint; valid scales take at most 2, and the rest is slack
+ * for the envelope) and 100 bytes of envelope. Check-in request: fixed. */
 #define TINYFED_TASK_MAX_SIZE(f, c) (2u * (f) * (c) + 2u * (c) + 320u)
 #define TINYFED_UPDATE_MAX_SIZE(f, c) ((f) * (c) + (c) + 5u * (c) + 100u)
 #define TINYFED_CHECKIN_MAX_SIZE 80u
