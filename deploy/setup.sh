@@ -17,6 +17,7 @@ full_packages=(
   libabsl-dev libeigen3-dev libspdlog-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+  clang-14 libclang-rt-14-dev
 )
 
 packages=("${full_packages[@]}")
