@@ -1,5 +1,6 @@
 #include "aggregator.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cstddef>
 #include <limits>
@@ -11,6 +12,10 @@ namespace tinyfed::server {
 namespace {
 
 using int128 = __int128;
+using uint128 = unsigned __int128;
+
+// Clipped contributions are kept in units of 2^-kClipFractionBits.
+constexpr int kClipFractionBits = 16;
 
 // num / den rounded to the nearest integer, ties to the even neighbour, so
 // that ties do not push the model in one direction round after round.
@@ -33,7 +38,108 @@ int16_t SaturateInt16(int128 v) {
   return static_cast<int16_t>(v);
 }
 
+// floor(sqrt(v)), exactly: Newton's iteration from above on integers,
+// which decreases strictly until it reaches the floor.
+uint128 FloorSqrt(uint128 v) {
+  if (v < 2) return v;
+  // A start above sqrt(v): 2^ceil(bits/2).
+  int bits = 0;
+  for (uint128 t = v; t != 0; t >>= 1) ++bits;
+  uint128 x = uint128{1} << ((bits + 1) / 2);
+  for (;;) {
+    const uint128 y = (x + v / x) / 2;
+    if (y >= x) return x;
+    x = y;
+  }
+}
+
+uint128 CeilSqrt(uint128 v) {
+  const uint128 r = FloorSqrt(v);
+  return r * r == v ? r : r + 1;
+}
+
+// The lower median (index (k-1)/2 of the sorted values).
+// REQUIRES: !values.empty().
+template <typename T>
+T LowerMedian(std::vector<T> values) {
+  const auto middle = values.begin() + static_cast<std::ptrdiff_t>((values.size() - 1) / 2);
+  std::nth_element(values.begin(), middle, values.end());
+  return *middle;
+}
+
 }  // namespace
+
+UpdateMeasure MeasureUpdate(const v1::Update& update, uint32_t features, uint32_t classes) {
+  const size_t f = features;
+  const auto* w = reinterpret_cast<const int8_t*>(update.weight_delta().data());
+  const auto* b = reinterpret_cast<const int8_t*>(update.bias_delta().data());
+  uint128 norm = 0;
+  for (size_t c = 0; c < classes; ++c) {
+    // Per row: s^2 * sum q^2, with sum q^2 <= 4097 * 127^2 < 2^26.
+    uint64_t q_squares = static_cast<uint64_t>(b[c] * b[c]);
+    const int8_t* q = w + c * f;
+    for (size_t j = 0; j < f; ++j) q_squares += static_cast<uint64_t>(q[j] * q[j]);
+    const uint64_t s = update.row_scales(static_cast<int>(c));
+    norm += static_cast<uint128>(s * s) * q_squares;
+  }
+  return UpdateMeasure{update.sample_count(), norm};
+}
+
+InfluenceDecision DecideInfluence(const std::vector<UpdateMeasure>& measures,
+                                  const InfluenceBounds& bounds) {
+  InfluenceDecision d;
+  d.influence.resize(measures.size());
+  if (measures.empty()) return d;
+
+  if (bounds.weight_median_multiple_q16 != 0) {
+    std::vector<uint32_t> counts;
+    counts.reserve(measures.size());
+    for (const UpdateMeasure& m : measures) counts.push_back(m.sample_count);
+    const uint64_t cap =
+        (static_cast<uint64_t>(LowerMedian(std::move(counts))) * bounds.weight_median_multiple_q16) >>
+        16;
+    // Sample counts are at most 2^24, so a cap above that caps nothing.
+    d.weight_cap = static_cast<uint32_t>(std::clamp<uint64_t>(cap, 1, uint64_t{1} << 24));
+  }
+
+  uint128 bound = 0;
+  bool has_bound = false;
+  if (bounds.norm_bound != 0) {
+    bound = bounds.norm_bound;
+    has_bound = true;
+  }
+  if (bounds.norm_median_multiple_q16 != 0) {
+    std::vector<uint128> norms;
+    norms.reserve(measures.size());
+    for (const UpdateMeasure& m : measures) norms.push_back(m.squared_norm);
+    // m^2 < 2^64 and median N2 < 2^45: the product fits in 128 bits.
+    const uint128 m = bounds.norm_median_multiple_q16;
+    const uint128 adaptive = FloorSqrt((m * m * LowerMedian(std::move(norms))) >> 32);
+    bound = has_bound ? std::min(bound, adaptive) : adaptive;
+    has_bound = true;
+  }
+  d.has_norm_bound = has_bound;
+  d.norm_bound = static_cast<uint64_t>(bound);
+
+  for (size_t i = 0; i < measures.size(); ++i) {
+    const UpdateMeasure& m = measures[i];
+    Influence& in = d.influence[i];
+    in.weight = m.sample_count;
+    if (d.weight_cap != 0 && m.sample_count > d.weight_cap) {
+      in.weight = d.weight_cap;
+      in.capped = true;
+      ++d.capped;
+    }
+    if (has_bound && m.squared_norm > bound * bound) {
+      // bound < sqrt(N2) < 2^23, so both fit the factor's 64-bit fields.
+      in.clip_num = static_cast<uint64_t>(bound);
+      in.clip_den = static_cast<uint64_t>(CeilSqrt(m.squared_norm));
+      in.clipped = true;
+      ++d.clipped;
+    }
+  }
+  return d;
+}
 
 UpdateAccumulator::UpdateAccumulator(uint32_t features, uint32_t classes)
     : features_(features),
@@ -42,28 +148,55 @@ UpdateAccumulator::UpdateAccumulator(uint32_t features, uint32_t classes)
           static_cast<Eigen::Index>(static_cast<uint64_t>(features) * classes + classes))) {}
 
 void UpdateAccumulator::Add(const v1::Update& update) {
+  Add(update, Influence{update.sample_count(), 1, 1, false, false});
+}
+
+void UpdateAccumulator::Add(const v1::Update& update, const Influence& influence) {
   const size_t f = features_;
   const size_t c_count = classes_;
   assert(update.weight_delta().size() == f * c_count);
   assert(update.bias_delta().size() == c_count);
   assert(static_cast<size_t>(update.row_scales_size()) == c_count);
+  assert(influence.weight >= 1 && influence.weight <= update.sample_count());
 
   const auto* w = reinterpret_cast<const int8_t*>(update.weight_delta().data());
   const auto* b = reinterpret_cast<const int8_t*>(update.bias_delta().data());
-  const int64_t n = update.sample_count();
-  int64_t* sums = sums_.data();
-  int64_t* bias_sums = sums + f * c_count;
-  for (size_t c = 0; c < c_count; ++c) {
-    // n <= 2^24 and s <= 517 (validated): m * q stays below 2^41.
-    const int64_t m = n * static_cast<int64_t>(update.row_scales(static_cast<int>(c)));
-    int64_t* row = sums + c * f;
-    const int8_t* q = w + c * f;
-    for (size_t j = 0; j < f; ++j) row[j] += m * q[j];
-    bias_sums[c] += m * b[c];
+  const int64_t n = influence.weight;
+  if (!influence.clipped) {
+    int64_t* sums = sums_.data();
+    int64_t* bias_sums = sums + f * c_count;
+    for (size_t c = 0; c < c_count; ++c) {
+      // w <= 2^24 and s <= 517 (validated): m * q stays below 2^41.
+      const int64_t m = n * static_cast<int64_t>(update.row_scales(static_cast<int>(c)));
+      int64_t* row = sums + c * f;
+      const int8_t* q = w + c * f;
+      for (size_t j = 0; j < f; ++j) row[j] += m * q[j];
+      bias_sums[c] += m * b[c];
+    }
+  } else {
+    assert(influence.clip_num < influence.clip_den);
+    if (clipped_sums_.empty()) clipped_sums_.assign(static_cast<size_t>(sums_.size()), 0);
+    int128* sums = clipped_sums_.data();
+    int128* bias_sums = sums + f * c_count;
+    const int128 num = influence.clip_num;
+    const int128 den = influence.clip_den;
+    for (size_t c = 0; c < c_count; ++c) {
+      // w * s * 2^16 * num < 2^24 * 2^10 * 2^16 * 2^23 = 2^73; times q < 2^80.
+      const int128 m =
+          (static_cast<int128>(n) * update.row_scales(static_cast<int>(c)) * num)
+          << kClipFractionBits;
+      int128* row = sums + c * f;
+      const int8_t* q = w + c * f;
+      for (size_t j = 0; j < f; ++j) row[j] += DivideRoundHalfEven(m * q[j], den);
+      bias_sums[c] += DivideRoundHalfEven(m * b[c], den);
+    }
+    clipped_ += 1;
   }
+  if (influence.capped) capped_ += 1;
   samples_ += update.sample_count();
+  weight_ += influence.weight;
   participants_ += 1;
-  loss_weighted_ += static_cast<unsigned __int128>(update.sample_count()) * update.local_loss_q16();
+  loss_weighted_ += static_cast<unsigned __int128>(influence.weight) * update.local_loss_q16();
 }
 
 absl::Status UpdateAccumulator::Merge(const UpdateAccumulator& other) {
@@ -73,14 +206,21 @@ absl::Status UpdateAccumulator::Merge(const UpdateAccumulator& other) {
                                                    features_, "x", classes_, " one"));
   }
   sums_ += other.sums_;
+  if (!other.clipped_sums_.empty()) {
+    if (clipped_sums_.empty()) clipped_sums_.assign(other.clipped_sums_.size(), 0);
+    for (size_t j = 0; j < clipped_sums_.size(); ++j) clipped_sums_[j] += other.clipped_sums_[j];
+  }
   samples_ += other.samples_;
+  weight_ += other.weight_;
   participants_ += other.participants_;
+  capped_ += other.capped_;
+  clipped_ += other.clipped_;
   loss_weighted_ += other.loss_weighted_;
   return absl::OkStatus();
 }
 
 absl::StatusOr<Head> UpdateAccumulator::Apply(const Head& global, uint32_t server_lr_q16) const {
-  if (participants_ == 0 || samples_ == 0) {
+  if (participants_ == 0 || weight_ == 0) {
     return absl::FailedPreconditionError("no updates accumulated: nothing to apply");
   }
   const size_t weight_count = static_cast<size_t>(features_) * classes_;
@@ -91,34 +231,40 @@ absl::StatusOr<Head> UpdateAccumulator::Apply(const Head& global, uint32_t serve
                      global.weights.size(), " weights, ", global.bias.size(),
                      " bias) does not match the accumulator's ", features_, "x", classes_));
   }
-  // |sum_j| < 2^63 and lr < 2^32, so lr * sum_j < 2^95; N * 2^16 < 2^80.
+  // Unclipped sums below 2^63 shifted by 16, plus clipped sums below 2^79,
+  // stay below 2^80; times lr < 2^32 below 2^112. W * 2^32 < 2^79.
   const int128 lr = server_lr_q16;
-  const int128 den = static_cast<int128>(samples_) << 16;
+  const int128 den = static_cast<int128>(weight_) << (16 + kClipFractionBits);
+  auto total = [&](size_t j) {
+    int128 sum = static_cast<int128>(sums_[static_cast<Eigen::Index>(j)]) << kClipFractionBits;
+    if (!clipped_sums_.empty()) sum += clipped_sums_[j];
+    return sum;
+  };
   Head next = global;
   for (size_t j = 0; j < weight_count; ++j) {
-    next.weights[j] = SaturateInt16(
-        global.weights[j] + DivideRoundHalfEven(lr * sums_[static_cast<Eigen::Index>(j)], den));
+    next.weights[j] = SaturateInt16(global.weights[j] + DivideRoundHalfEven(lr * total(j), den));
   }
   for (size_t c = 0; c < classes_; ++c) {
-    next.bias[c] = SaturateInt16(
-        global.bias[c] +
-        DivideRoundHalfEven(lr * sums_[static_cast<Eigen::Index>(weight_count + c)], den));
+    next.bias[c] = SaturateInt16(global.bias[c] +
+                                 DivideRoundHalfEven(lr * total(weight_count + c), den));
   }
   return next;
 }
 
 uint32_t UpdateAccumulator::mean_loss_q16() const {
-  if (samples_ == 0) return 0;
+  if (weight_ == 0) return 0;
   // A weighted mean of uint32 losses is at most the largest of them, so the
   // rounded result fits in uint32.
   return static_cast<uint32_t>(
-      DivideRoundHalfEven(static_cast<int128>(loss_weighted_), static_cast<int128>(samples_)));
+      DivideRoundHalfEven(static_cast<int128>(loss_weighted_), static_cast<int128>(weight_)));
 }
 
 bool UpdateAccumulator::operator==(const UpdateAccumulator& other) const {
   return features_ == other.features_ && classes_ == other.classes_ && samples_ == other.samples_ &&
-         participants_ == other.participants_ && loss_weighted_ == other.loss_weighted_ &&
-         sums_ == other.sums_;
+         weight_ == other.weight_ && participants_ == other.participants_ &&
+         capped_ == other.capped_ && clipped_ == other.clipped_ &&
+         loss_weighted_ == other.loss_weighted_ && sums_ == other.sums_ &&
+         clipped_sums_ == other.clipped_sums_;
 }
 
 }  // namespace tinyfed::server

@@ -34,6 +34,20 @@ bool ValidDeviceId(const std::string& id) {
 // can sit just above a whole product (50 x 1.1 = 55.00000000000001), so it
 // is taken to the nearest millionth first and the ceiling done in integers.
 // The config bounds K <= 4e6 and factor <= 100: the product stays below 2^49.
+// The configured bounds in the aggregator's integers. Multiples go to
+// Q16.16; the fixed norm bound to master steps (at least one, so that a
+// configured bound never means "none").
+InfluenceBounds BoundsFromConfig(const v1::InfluencePolicy& policy, uint32_t frac_bits) {
+  InfluenceBounds b;
+  b.weight_median_multiple_q16 = ToQ16(policy.max_weight_median_multiple());
+  b.norm_median_multiple_q16 = ToQ16(policy.max_norm_median_multiple());
+  if (policy.max_update_norm() > 0) {
+    b.norm_bound = static_cast<uint64_t>(std::max<long long>(
+        1, std::llround(std::ldexp(policy.max_update_norm(), static_cast<int>(frac_bits)))));
+  }
+  return b;
+}
+
 uint32_t TaskLimit(uint32_t target_updates, double over_selection) {
   const int64_t factor_millionths = std::llround(over_selection * 1e6);
   const int64_t product = static_cast<int64_t>(target_updates) * factor_millionths;
@@ -117,6 +131,7 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   absl::StatusOr<Head> head = LoadHead(model);
   if (!head.ok()) return head.status();
   spec_ = model.spec();
+  bounds_ = BoundsFromConfig(config_.influence(), spec_.weight_frac_bits());
 
   absl::StatusOr<std::optional<RoundRecord>> last_round = store_->LatestRound();
   if (!last_round.ok()) return last_round.status();
@@ -160,18 +175,18 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   latest_head_ = *head;
   round_ = record;
   deadline_monotonic_ms_ = deadline_monotonic_ms;
-  accumulator_ = std::make_unique<UpdateAccumulator>(head->features, head->classes);
-  for (TaskRecord& t : tasks) tasks_[t.device_id] = std::move(t.token);
+  // Declared sample counts are not stored (see the header): 0 = unknown.
+  for (TaskRecord& t : tasks) tasks_[t.device_id] = Task{std::move(t.token), 0};
   for (StoredUpdate& u : updates) {
     v1::Update update;
     if (!update.ParseFromString(u.payload) || !ValidateUpdate(update, spec_).ok()) {
       return absl::DataLossError(
           absl::StrCat("stored update of ", u.device_id, " in round ", record.round, " is corrupt"));
     }
-    accumulator_->Add(update);
     Entry& entry = updates_[u.device_id];
     entry.payload = std::move(u.payload);
     entry.durable = true;
+    entry.update = std::move(update);
     ++accepted_;
   }
   previous_round_ = record.round > 1 ? record.round - 1 : 0;
@@ -259,7 +274,7 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
       if (updates_.contains(request.device_id())) {
         retry(config_.policy().retry_after_ms());  // done for this round
       } else {
-        *response.mutable_task() = MakeTaskLocked(it->second, now_monotonic);
+        *response.mutable_task() = MakeTaskLocked(it->second.token, now_monotonic);
       }
     } else if (tasks_.size() >= task_limit_) {
       retry(config_.policy().retry_after_ms());  // round full
@@ -268,7 +283,8 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
       for (char& ch : token) {
         ch = static_cast<char>(absl::Uniform<uint8_t>(token_bits_));
       }
-      tasks_[request.device_id()] = token;
+      tasks_[request.device_id()] =
+          Task{token, request.has_capabilities() ? request.capabilities().sample_count() : 0};
       round = round_.round;
     }
   }
@@ -328,9 +344,14 @@ void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
           "round ", update.round(), " is not open (current round ", round_.round,
           open_ ? ", open)" : ", closing)"));
     } else if (auto task = tasks_.find(device);
-               task == tasks_.end() || task->second != update.task_token()) {
+               task == tasks_.end() || task->second.token != update.task_token()) {
       rejection = absl::FailedPreconditionError(
           absl::StrCat("unknown task token for ", device, " in round ", round_.round));
+    } else if (task->second.declared_samples != 0 &&
+               update.sample_count() > task->second.declared_samples) {
+      rejection = absl::InvalidArgumentError(absl::StrCat(
+          "sample_count ", update.sample_count(), " is above the ",
+          task->second.declared_samples, " samples ", device, " declared at check-in"));
     } else if (update.base_version() != round_.base_version) {
       rejection = absl::AbortedError(absl::StrCat("update built on version ",
                                                   update.base_version(), " but round ",
@@ -405,7 +426,7 @@ void RoundManager::ApplyWritten() {
       --pending_;
       if (w.status.ok()) {
         it->second.durable = true;
-        accumulator_->Add(*w.update);
+        it->second.update = *w.update;
         ++accepted_;
         results[i] = MakeAckLocked(w.round);
         if (open_ && accepted_ >= config_.policy().target_updates()) {
@@ -446,15 +467,36 @@ void RoundManager::CloseRound(bool deadline) {
   const uint32_t tasks = static_cast<uint32_t>(tasks_.size());
   const v1::ModelVersion base = latest_;
   const Head base_head = latest_head_;
-  std::unique_ptr<UpdateAccumulator> accumulator = std::move(accumulator_);
+  // The round's set, to decide on as a whole. Pointers stay valid: only
+  // this thread changes updates_ until the round is reset below.
+  std::vector<const v1::Update*> set;
+  set.reserve(updates_.size());
+  for (const auto& [device, entry] : updates_) {
+    if (entry.durable) set.push_back(&entry.update);
+  }
   mu_.Unlock();
+  UpdateAccumulator accumulator(base_head.features, base_head.classes);
+  {
+    std::vector<UpdateMeasure> measures;
+    measures.reserve(set.size());
+    for (const v1::Update* u : set) {
+      measures.push_back(MeasureUpdate(*u, base_head.features, base_head.classes));
+    }
+    const InfluenceDecision decision = DecideInfluence(measures, bounds_);
+    for (size_t i = 0; i < set.size(); ++i) accumulator.Add(*set[i], decision.influence[i]);
+    if (decision.capped != 0 || decision.clipped != 0) {
+      spdlog::info("round {}: {} of {} updates capped at weight {}, {} clipped to norm {}",
+                   round.round, decision.capped, set.size(), decision.weight_cap,
+                   decision.clipped, decision.norm_bound);
+    }
+  }
 
   const int64_t now = clock_->NowMs();
   const bool commit = accepted >= config_.policy().min_updates() && accepted > 0;
   std::optional<v1::ModelVersion> next;
   std::optional<Head> next_head;
   if (commit) {
-    absl::StatusOr<Head> head = accumulator->Apply(base_head, server_lr_q16_);
+    absl::StatusOr<Head> head = accumulator.Apply(base_head, server_lr_q16_);
     if (head.ok()) {
       v1::ModelVersion model;
       model.set_version(base.version() + 1);
@@ -462,9 +504,11 @@ void RoundManager::CloseRound(bool deadline) {
       model.set_round(round.round);
       *model.mutable_spec() = base.spec();
       StoreHead(*head, &model);
-      model.mutable_metrics()->set_participants(accumulator->participants());
-      model.mutable_metrics()->set_samples(accumulator->samples());
-      model.mutable_metrics()->set_mean_local_loss_q16(accumulator->mean_loss_q16());
+      model.mutable_metrics()->set_participants(accumulator.participants());
+      model.mutable_metrics()->set_samples(accumulator.samples());
+      model.mutable_metrics()->set_mean_local_loss_q16(accumulator.mean_loss_q16());
+      model.mutable_metrics()->set_capped_updates(accumulator.capped());
+      model.mutable_metrics()->set_clipped_updates(accumulator.clipped());
       model.set_created_unix_ms(now);
       if (absl::Status s = store_->CommitRound(round.round, now, model); s.ok()) {
         next = std::move(model);
@@ -509,7 +553,6 @@ void RoundManager::CloseRound(bool deadline) {
   accepted_ = 0;
   round_ = record;
   deadline_monotonic_ms_ = deadline_monotonic_ms;
-  accumulator_ = std::make_unique<UpdateAccumulator>(latest_head_.features, latest_head_.classes);
   if (opened.ok()) {
     open_ = true;
     spdlog::info("opened round {} on version {}", record.round, record.base_version);

@@ -24,6 +24,18 @@
 // to the nearest millionth first, so that 50 x 1.1 gives 55 tasks and not
 // the 56 of the double product 55.00000000000001.
 //
+// Bounded influence (aggregator.h has the exact rule): a device's task
+// remembers the sample count it declared at check-in
+// (capabilities.sample_count; a second check-in in the same round does not
+// change it), and an update claiming more is refused. At the close, the
+// round's set of accepted updates decides every update's weight (capped at
+// a multiple of the round's median) and clip factor (the norm bound),
+// from ServerConfig.influence; the committed version's metrics count the
+// capped and clipped updates. Declared counts live in memory only: a task
+// resumed after a restart has none, so the updates still to come in that
+// one round are bounded by the median cap and the 2^24 limit alone. A
+// device that declares nothing (0) is treated the same way.
+//
 // Safe for concurrent use. Results arrive through callbacks, which may run
 // on the caller's thread or on the store's writer thread; they must not
 // block. The RoundManager must outlive every pending callback; its
@@ -102,7 +114,8 @@ class RoundManager {
   // Validates, records durably, accumulates and acknowledges `update`,
   // which must stay valid until `done` has run (CoordinatorService keeps it
   // in the callback).
-  // INVALID_ARGUMENT (shape, ranges, checksum); FAILED_PRECONDITION (round
+  // INVALID_ARGUMENT (shape, ranges, checksum, a sample count above the
+  // one declared at check-in); FAILED_PRECONDITION (round
   // not open, unknown task token, round already has K updates); ABORTED
   // (built on another base version, or the round closed while it was being
   // recorded); ALREADY_EXISTS (the device sent different bytes before);
@@ -131,9 +144,14 @@ class RoundManager {
  private:
   RoundManager(const v1::ServerConfig& config, ModelStore* store, const Clock* clock);
 
+  struct Task {
+    std::string token;
+    uint32_t declared_samples = 0;  // at check-in; 0 = unknown
+  };
   struct Entry {
     std::string payload;          // serialized update
     bool durable = false;
+    v1::Update update;            // parsed, once durable: aggregated at the close
     std::vector<SubmitDone> waiters;  // retries waiting for the first write
   };
 
@@ -167,6 +185,7 @@ class RoundManager {
   const uint32_t task_limit_;      // ceil(K * over_selection)
   const uint32_t server_lr_q16_;
   const uint32_t learning_rate_q16_;
+  InfluenceBounds bounds_;  // set once by Create(), immutable after
   v1::HeadSpec spec_;  // set once by Create(), immutable after
 
   mutable absl::Mutex mu_;
@@ -178,14 +197,13 @@ class RoundManager {
   int64_t deadline_monotonic_ms_ ABSL_GUARDED_BY(mu_) = 0;
   bool open_ ABSL_GUARDED_BY(mu_) = false;     // accepting work
   bool closing_ ABSL_GUARDED_BY(mu_) = false;  // closer thread at work
-  absl::flat_hash_map<std::string, std::string> tasks_ ABSL_GUARDED_BY(mu_);  // device -> token
+  absl::flat_hash_map<std::string, Task> tasks_ ABSL_GUARDED_BY(mu_);  // by device
   absl::flat_hash_map<std::string, Entry> updates_ ABSL_GUARDED_BY(mu_);      // device -> entry
   // Payloads accepted in the previous round, to re-acknowledge retries.
   uint32_t previous_round_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, std::string> previous_updates_ ABSL_GUARDED_BY(mu_);
   uint32_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t pending_ ABSL_GUARDED_BY(mu_) = 0;
-  std::unique_ptr<UpdateAccumulator> accumulator_ ABSL_GUARDED_BY(mu_);
   absl::BitGen token_bits_ ABSL_GUARDED_BY(mu_);
   // Filled by the store's callbacks, emptied by ApplyWritten(). Its own
   // lock so that recording a result never waits for request handling.

@@ -76,6 +76,11 @@ void ApplyDefaults(v1::ServerConfig* c) {
   if (r->round_deadline_ms() == 0) r->set_round_deadline_ms(60000);
   if (r->server_learning_rate() == 0) r->set_server_learning_rate(1.0);
   if (r->retry_after_ms() == 0) r->set_retry_after_ms(5000);
+  // Unset means the default; an explicit 0 turns a bound off.
+  v1::InfluencePolicy* b = c->mutable_influence();
+  if (!b->has_max_weight_median_multiple()) b->set_max_weight_median_multiple(3);
+  if (!b->has_max_update_norm()) b->set_max_update_norm(0);
+  if (!b->has_max_norm_median_multiple()) b->set_max_norm_median_multiple(2);
 }
 
 absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
@@ -123,6 +128,25 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
   if (!(r.server_learning_rate() > 0) || r.server_learning_rate() > 16 ||
       ToQ16(r.server_learning_rate()) == 0) {
     return bad("policy.server_learning_rate must be in (0, 16], got ", r.server_learning_rate());
+  }
+  const v1::InfluencePolicy& b = c.influence();
+  // Multiples below 1 would cap or clip the median update itself; above
+  // 1000 they bound nothing a device can send.
+  for (const auto& [name, value] :
+       {std::pair<const char*, double>{"max_weight_median_multiple",
+                                       b.max_weight_median_multiple()},
+        std::pair<const char*, double>{"max_norm_median_multiple",
+                                       b.max_norm_median_multiple()}}) {
+    if (!(value == 0 || (value >= 1 && value <= 1000))) {
+      return bad("influence.", name, " must be 0 (off) or in [1, 1000], got ", value);
+    }
+  }
+  // A bound below one master step (2^-14 at the finest format) would clip
+  // every update to nothing.
+  if (!(b.max_update_norm() == 0 ||
+        (b.max_update_norm() >= std::ldexp(1.0, -14) && b.max_update_norm() <= 1e6))) {
+    return bad("influence.max_update_norm must be 0 (off) or in [2^-14, 1e6], got ",
+               b.max_update_norm());
   }
   if (c.listen().find(':') == std::string::npos) {
     return bad("listen must be HOST:PORT, got '", c.listen(), "'");

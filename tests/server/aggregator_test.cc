@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "head.h"
+#include "reference_fedavg.h"
 #include "server_test_support.h"
 #include "update_validation.h"
 
@@ -472,6 +473,284 @@ TEST(UpdateAccumulatorTest, LargestUpdatesSumExactly) {
     ASSERT_TRUE(static_cast<__int128>(mixed.sums()[static_cast<Eigen::Index>(j)]) == reference[j])
         << "entry " << j;
   }
+}
+
+// ---- bounded influence ---------------------------------------------------
+
+constexpr uint32_t kQ16 = 65536;
+
+// Decides over `updates` and accumulates them in the given order.
+UpdateAccumulator AccumulateBounded(const v1::HeadSpec& spec,
+                                    const std::vector<v1::Update>& updates,
+                                    const InfluenceBounds& bounds,
+                                    InfluenceDecision* decision_out = nullptr) {
+  std::vector<UpdateMeasure> measures;
+  for (const v1::Update& u : updates) {
+    measures.push_back(MeasureUpdate(u, spec.feature_count(), spec.class_count()));
+  }
+  const InfluenceDecision decision = DecideInfluence(measures, bounds);
+  UpdateAccumulator acc(spec.feature_count(), spec.class_count());
+  for (size_t i = 0; i < updates.size(); ++i) acc.Add(updates[i], decision.influence[i]);
+  if (decision_out != nullptr) *decision_out = decision;
+  return acc;
+}
+
+// The update an attacker sends: the largest count and scale, every value
+// +-127 with a random sign.
+v1::Update Attack(const v1::HeadSpec& spec, std::mt19937& rng) {
+  std::vector<int8_t> w(static_cast<size_t>(spec.feature_count()) * spec.class_count());
+  std::vector<int8_t> b(spec.class_count());
+  for (int8_t& v : w) v = (rng() & 1) ? 127 : -127;
+  for (int8_t& v : b) v = (rng() & 1) ? 127 : -127;
+  return ExplicitUpdate(spec, kMaxSampleCount, std::vector<uint32_t>(spec.class_count(), kMaxScale),
+                        w, b);
+}
+
+// Hand-worked capping, 1 feature x 2 classes, scales 1, lr 1:
+//   n:        10    20   1000
+//   q (w0):   10    20   -100
+// lower median of n = 20, multiple 2 -> cap 40; weights 10, 20, 40.
+//   W = 70, S = 10*10 + 20*20 + 40*(-100) = -3500, mean -50.
+// Plain FedAvg would give (100 + 400 - 100000) / 1030 = -96.6 -> -97.
+TEST(BoundedInfluenceTest, CapsTheWeightAtAMultipleOfTheMedianCount) {
+  const v1::HeadSpec spec = MakeSpec(1, 2);
+  const std::vector<v1::Update> updates = {
+      ExplicitUpdate(spec, 10, {1, 1}, {10, 0}, {0, 0}, 100),
+      ExplicitUpdate(spec, 20, {1, 1}, {20, 0}, {0, 0}, 200),
+      ExplicitUpdate(spec, 1000, {1, 1}, {-100, 0}, {0, 0}, 700)};
+  InfluenceDecision d;
+  const UpdateAccumulator acc = AccumulateBounded(spec, updates, {2 * kQ16, 0, 0}, &d);
+  EXPECT_EQ(d.weight_cap, 40u);
+  EXPECT_FALSE(d.has_norm_bound);
+  EXPECT_EQ(d.influence[0].weight, 10u);
+  EXPECT_EQ(d.influence[1].weight, 20u);
+  EXPECT_EQ(d.influence[2].weight, 40u);
+  EXPECT_TRUE(d.influence[2].capped);
+  EXPECT_EQ(acc.capped(), 1u);
+  EXPECT_EQ(acc.clipped(), 0u);
+  EXPECT_EQ(acc.weight(), 70u);
+  EXPECT_EQ(acc.samples(), 1030u) << "the claimed counts stay on record";
+  // Loss weighted by the capped weights: (10*100 + 20*200 + 40*700) / 70.
+  EXPECT_EQ(acc.mean_loss_q16(), 471u);  // 471.43
+  auto next = acc.Apply(Head::Zeros(1, 2), kLrOne);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->weights, (std::vector<int16_t>{-50, 0}));
+  auto plain = Accumulate(spec, updates).Apply(Head::Zeros(1, 2), kLrOne);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->weights, (std::vector<int16_t>{-97, 0}));
+}
+
+// The median of an even count is the lower one, and a cap never falls
+// below one sample.
+TEST(BoundedInfluenceTest, LowerMedianAndACapOfAtLeastOne) {
+  std::vector<UpdateMeasure> m = {{200, 0}, {1, 0}, {100, 0}, {2, 0}};
+  InfluenceDecision d = DecideInfluence(m, {kQ16, 0, 0});
+  EXPECT_EQ(d.weight_cap, 2u) << "lower median of 1, 2, 100, 200";
+  EXPECT_EQ(d.capped, 2u);
+  EXPECT_EQ(d.influence[0].weight, 2u);
+  EXPECT_EQ(d.influence[1].weight, 1u);
+  EXPECT_EQ(d.influence[2].weight, 2u);
+  EXPECT_EQ(d.influence[3].weight, 2u);
+  // Median 1, multiple 1.5: floor(1.5) = 1.
+  d = DecideInfluence({{1, 0}, {1, 0}, {9, 0}}, {kQ16 + kQ16 / 2, 0, 0});
+  EXPECT_EQ(d.weight_cap, 1u);
+  EXPECT_EQ(d.influence[2].weight, 1u);
+  // Nothing configured: nothing bounded.
+  d = DecideInfluence(m, {});
+  EXPECT_EQ(d.weight_cap, 0u);
+  EXPECT_FALSE(d.has_norm_bound);
+  EXPECT_EQ(d.influence[0].weight, 200u);
+  EXPECT_EQ(d.capped + d.clipped, 0u);
+}
+
+// Hand-worked clipping, 2 features x 2 classes, scales 1, counts 1, lr 1:
+//   update      w00 w01   |v|
+//   a             3   4    5
+//   b            30  41    sqrt(2581) = 50.80, ceil 51
+//   c             0   5    5
+// lower median |v| = 5, multiple 2 -> B = floor(2 * 5) = 10; only b is
+// clipped, by 10/51: its contributions in units of 2^-16 are
+//   30 * 65536 * 10 / 51 = 385505.88 -> 385506
+//   41 * 65536 * 10 / 51 = 526858.04 -> 526858
+// mean w00 = (3 * 65536 + 385506) / (3 * 65536) = 2.9607 -> 3
+// mean w01 = (9 * 65536 + 526858) / (3 * 65536) = 5.6798 -> 6
+// (unclipped: 33/3 = 11 and 50/3 = 16.67 -> 17).
+TEST(BoundedInfluenceTest, ClipsTheNormToAMultipleOfTheMedianNorm) {
+  const v1::HeadSpec spec = MakeSpec(2, 2);
+  const std::vector<v1::Update> updates = {
+      ExplicitUpdate(spec, 1, {1, 1}, {3, 4, 0, 0}, {0, 0}),
+      ExplicitUpdate(spec, 1, {1, 1}, {30, 41, 0, 0}, {0, 0}),
+      ExplicitUpdate(spec, 1, {1, 1}, {0, 5, 0, 0}, {0, 0})};
+  EXPECT_EQ(MeasureUpdate(updates[1], 2, 2).squared_norm, 2581u);
+  InfluenceDecision d;
+  const UpdateAccumulator acc = AccumulateBounded(spec, updates, {0, 0, 2 * kQ16}, &d);
+  ASSERT_TRUE(d.has_norm_bound);
+  EXPECT_EQ(d.norm_bound, 10u);
+  EXPECT_FALSE(d.influence[0].clipped);
+  EXPECT_TRUE(d.influence[1].clipped);
+  EXPECT_EQ(d.influence[1].clip_num, 10u);
+  EXPECT_EQ(d.influence[1].clip_den, 51u);
+  EXPECT_FALSE(d.influence[2].clipped);
+  EXPECT_EQ(acc.clipped(), 1u);
+  EXPECT_EQ(acc.capped(), 0u);
+  ASSERT_EQ(acc.clipped_sums().size(), 6u);
+  EXPECT_TRUE(acc.clipped_sums()[0] == 385506);
+  EXPECT_TRUE(acc.clipped_sums()[1] == 526858);
+  EXPECT_EQ(acc.sums()[0], 3);
+  EXPECT_EQ(acc.sums()[1], 9);
+  auto next = acc.Apply(Head::Zeros(2, 2), kLrOne);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->weights, (std::vector<int16_t>{3, 6, 0, 0}));
+
+  // A fixed bound of 50 steps: b (50.80) is clipped by 50/51, a and c not;
+  // at or below the bound nothing changes: 51 leaves all three alone.
+  d = DecideInfluence({MeasureUpdate(updates[0], 2, 2), MeasureUpdate(updates[1], 2, 2)},
+                      {0, 50, 0});
+  EXPECT_TRUE(d.influence[1].clipped);
+  EXPECT_EQ(d.influence[1].clip_num, 50u);
+  EXPECT_EQ(d.influence[1].clip_den, 51u);
+  d = DecideInfluence({MeasureUpdate(updates[1], 2, 2)}, {0, 51, 0});
+  EXPECT_FALSE(d.influence[0].clipped);
+  // A norm exactly at the bound is not clipped: |a| = 5.
+  d = DecideInfluence({MeasureUpdate(updates[0], 2, 2)}, {0, 5, 0});
+  EXPECT_FALSE(d.influence[0].clipped);
+  d = DecideInfluence({MeasureUpdate(updates[0], 2, 2)}, {0, 4, 0});
+  EXPECT_TRUE(d.influence[0].clipped);
+  EXPECT_EQ(d.influence[0].clip_den, 5u) << "a perfect square's root is exact";
+  // Both bounds: the smaller wins (adaptive 10 against fixed 7).
+  d = DecideInfluence({MeasureUpdate(updates[0], 2, 2), MeasureUpdate(updates[1], 2, 2),
+                       MeasureUpdate(updates[2], 2, 2)},
+                      {0, 7, 2 * kQ16});
+  EXPECT_EQ(d.norm_bound, 7u);
+}
+
+// The norm counts the row scale and the bias: |v|^2 = sum (s_row * q)^2.
+TEST(BoundedInfluenceTest, NormIsOfTheDequantizedDeltaWithBias) {
+  const v1::HeadSpec spec = MakeSpec(2, 2);
+  const v1::Update u = ExplicitUpdate(spec, 1, {3, 517}, {1, -2, 0, 127}, {-127, 4});
+  // 3^2 * (1 + 4 + 16129) + 517^2 * (16129 + 16)
+  EXPECT_EQ(MeasureUpdate(u, 2, 2).squared_norm,
+            static_cast<unsigned __int128>(9 * 16134 + 267289ull * 16145));
+}
+
+// 100 orders of a round's set, with attackers among them: the same
+// decisions, the same sums, the same head.
+TEST(BoundedInfluenceTest, ArrivalOrderDoesNotChangeTheBoundedResult) {
+  std::mt19937 rng(4242);
+  const v1::HeadSpec spec = MakeSpec(64, 10);
+  std::vector<v1::Update> updates = RandomUpdates(spec, 27, rng, 60, 40);
+  for (int i = 0; i < 3; ++i) updates.push_back(Attack(spec, rng));
+  const InfluenceBounds bounds{3 * kQ16, 0, 2 * kQ16};
+  InfluenceDecision first_decision;
+  const UpdateAccumulator first = AccumulateBounded(spec, updates, bounds, &first_decision);
+  ASSERT_GE(first.capped(), 3u) << "the attackers are capped";
+  ASSERT_GE(first.clipped(), 3u) << "and clipped";
+  const Head global = RandomHead(64, 10, 4000, rng);
+  const absl::StatusOr<Head> want = first.Apply(global, kLrOne);
+  ASSERT_TRUE(want.ok());
+  for (int order = 0; order < 100; ++order) {
+    std::shuffle(updates.begin(), updates.end(), rng);
+    InfluenceDecision d;
+    const UpdateAccumulator acc = AccumulateBounded(spec, updates, bounds, &d);
+    EXPECT_EQ(d.weight_cap, first_decision.weight_cap);
+    EXPECT_EQ(d.norm_bound, first_decision.norm_bound);
+    ASSERT_TRUE(acc == first) << "order " << order;
+    const absl::StatusOr<Head> got = acc.Apply(global, kLrOne);
+    ASSERT_TRUE(got.ok());
+    ASSERT_EQ(*got, *want) << "order " << order;
+  }
+}
+
+// Partial sums, each over updates whose influence the whole round
+// decided, merge into the flat sum bit for bit.
+TEST(BoundedInfluenceTest, MergedPartsWithTheRoundsDecisionsEqualTheFlatSum) {
+  std::mt19937 rng(99);
+  const v1::HeadSpec spec = MakeSpec(16, 4);
+  std::vector<v1::Update> updates = RandomUpdates(spec, 40, rng, 200, 517);
+  for (int i = 0; i < 4; ++i) updates.push_back(Attack(spec, rng));
+  std::vector<UpdateMeasure> measures;
+  for (const v1::Update& u : updates) measures.push_back(MeasureUpdate(u, 16, 4));
+  const InfluenceDecision d = DecideInfluence(measures, {2 * kQ16, 0, 2 * kQ16});
+  ASSERT_GT(d.clipped, 0u);
+  UpdateAccumulator flat(16, 4), merged(16, 4);
+  UpdateAccumulator parts[3] = {UpdateAccumulator(16, 4), UpdateAccumulator(16, 4),
+                                UpdateAccumulator(16, 4)};
+  for (size_t i = 0; i < updates.size(); ++i) {
+    flat.Add(updates[i], d.influence[i]);
+    parts[i % 3].Add(updates[i], d.influence[i]);
+  }
+  for (const UpdateAccumulator& p : parts) ASSERT_TRUE(merged.Merge(p).ok());
+  EXPECT_TRUE(merged == flat);
+  EXPECT_EQ(*merged.Apply(Head::Zeros(16, 4), kLrOne), *flat.Apply(Head::Zeros(16, 4), kLrOne));
+}
+
+// The aggregator against the independent reference (tests/server/
+// reference_fedavg.h), over random rounds and every kind of bound.
+TEST(BoundedInfluenceTest, MatchesTheIndependentReference) {
+  std::mt19937 rng(2718);
+  const v1::HeadSpec spec = MakeSpec(8, 3);
+  const InfluenceBounds cases[] = {
+      {}, {3 * kQ16, 0, 0}, {0, 0, 2 * kQ16}, {0, 20000, 0}, {kQ16 + 12345, 30000, 3 * kQ16 + 7}};
+  for (int trial = 0; trial < 40; ++trial) {
+    const InfluenceBounds& b = cases[trial % 5];
+    std::vector<v1::Update> updates =
+        RandomUpdates(spec, 1 + trial % 9, rng, trial % 2 ? 50 : kMaxSampleCount, 517);
+    if (trial % 3 == 0) updates.push_back(Attack(spec, rng));
+    v1::ModelVersion base;
+    base.set_version(5);
+    *base.mutable_spec() = spec;
+    StoreHead(RandomHead(8, 3, 30000, rng), &base);
+    const uint32_t lr = trial % 4 == 0 ? 49152 : kLrOne;
+    const UpdateAccumulator acc = AccumulateBounded(spec, updates, b);
+    auto head = acc.Apply(*LoadHead(base), lr);
+    ASSERT_TRUE(head.ok());
+    v1::ModelVersion committed = base;
+    committed.set_version(6);
+    committed.set_parent_version(5);
+    StoreHead(*head, &committed);
+    v1::ModelMetrics* m = committed.mutable_metrics();
+    m->set_participants(acc.participants());
+    m->set_samples(acc.samples());
+    m->set_mean_local_loss_q16(acc.mean_loss_q16());
+    m->set_capped_updates(acc.capped());
+    m->set_clipped_updates(acc.clipped());
+    EXPECT_TRUE(testing::MatchesReferenceFedAvg(
+        committed, base, updates, lr,
+        {b.weight_median_multiple_q16, b.norm_bound, b.norm_median_multiple_q16}))
+        << "trial " << trial;
+  }
+}
+
+// The attack that motivated the bounds, 1 feature x 2 classes: 18 honest
+// updates, counts 10..27 and w0 = 90..107 (scale 1), move w0 by
+// 33285 / 333 = +99.95 steps; 2 attackers claim 2^24 samples and send
+// -127 x 517 = -65659 everywhere. Plain FedAvg: w0 at the int16 floor.
+// Bounded (3x median weight, 2x median norm), by hand:
+//   lower median count (index 9 of 20) 19 -> cap 57;
+//   lower median norm 99 -> B = 198; an attacker's norm is
+//   sqrt(4 * 65659^2) = 131318 exactly, so its values become -65659 *
+//   198/131318 = -99;
+//   w0 = (33285 - 2 * 57 * 99) / (333 + 114) = 21999 / 447 = 49.2 -> 49,
+//   every other value -11286 / 447 = -25.2 -> -25.
+TEST(BoundedInfluenceTest, ScaledAttackersCannotPinTheModel) {
+  const v1::HeadSpec spec = MakeSpec(1, 2);
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 18; ++i) {
+    updates.push_back(ExplicitUpdate(spec, 10 + static_cast<uint32_t>(i), {1, 1},
+                                     {static_cast<int8_t>(90 + i), 0}, {0, 0}));
+  }
+  for (int i = 0; i < 2; ++i) {
+    updates.push_back(ExplicitUpdate(spec, kMaxSampleCount, {kMaxScale, kMaxScale}, {-127, -127},
+                                     {-127, -127}));
+  }
+  auto plain = Accumulate(spec, updates).Apply(Head::Zeros(1, 2), kLrOne);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->weights[0], -32768);
+  auto bounded =
+      AccumulateBounded(spec, updates, {3 * kQ16, 0, 2 * kQ16}).Apply(Head::Zeros(1, 2), kLrOne);
+  ASSERT_TRUE(bounded.ok());
+  EXPECT_EQ(bounded->weights, (std::vector<int16_t>{49, -25}));
+  EXPECT_EQ(bounded->bias, (std::vector<int16_t>{-25, -25}));
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 namespace tinyfed::server {
 namespace {
 
+using testing::kNoBounds;
 using testing::MakeSpec;
 using testing::MatchesReferenceFedAvg;
 using testing::ReferenceFedAvg;
@@ -227,10 +228,10 @@ TEST(ReferenceFedAvg, MatcherRefusesEveryKindOfDifference) {
   good.mutable_metrics()->set_participants(2);
   good.mutable_metrics()->set_samples(4);
   good.mutable_metrics()->set_mean_local_loss_q16(751);
-  EXPECT_TRUE(MatchesReferenceFedAvg(good, base, updates, kLrOne));
+  EXPECT_TRUE(MatchesReferenceFedAvg(good, base, updates, kLrOne, kNoBounds));
 
   auto refused = [&](v1::ModelVersion m, const char* what) {
-    const ::testing::AssertionResult r = MatchesReferenceFedAvg(m, base, updates, kLrOne);
+    const ::testing::AssertionResult r = MatchesReferenceFedAvg(m, base, updates, kLrOne, kNoBounds);
     EXPECT_FALSE(r) << what;
     EXPECT_NE(std::string(r.message()).find("version 8"), std::string::npos)
         << what << ": " << r.message();
@@ -260,8 +261,8 @@ TEST(ReferenceFedAvg, MatcherRefusesEveryKindOfDifference) {
   m.mutable_spec()->set_feature_count(4);
   refused(m, "shape");
   // The same bytes judged against another learning rate do not match.
-  EXPECT_FALSE(MatchesReferenceFedAvg(good, base, updates, 81920));
-  EXPECT_FALSE(MatchesReferenceFedAvg(good, base, {}, kLrOne));
+  EXPECT_FALSE(MatchesReferenceFedAvg(good, base, updates, 81920, kNoBounds));
+  EXPECT_FALSE(MatchesReferenceFedAvg(good, base, {}, kLrOne, kNoBounds));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <map>
@@ -757,6 +758,151 @@ TEST_F(RoundManagerTest, RefusesAStoreOfAnotherHeadShape) {
   ASSERT_TRUE(initial.ok());
   auto manager = RoundManager::Create(other, *initial, store_.get(), &clock_);
   EXPECT_EQ(manager.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// ---- bounded influence ---------------------------------------------------
+
+// A check-in that declares `samples` (capabilities.sample_count), waiting
+// for the answer.
+absl::StatusOr<v1::CheckInResponse> CheckInDeclaring(RoundManager& m, const std::string& device,
+                                                     uint32_t samples) {
+  v1::CheckInRequest request;
+  request.set_device_id(device);
+  request.mutable_capabilities()->set_sample_count(samples);
+  std::promise<absl::StatusOr<v1::CheckInResponse>> answer;
+  m.CheckIn(request, [&](absl::StatusOr<v1::CheckInResponse> r) { answer.set_value(r); });
+  return answer.get_future().get();
+}
+
+// The largest legal delta with random signs, claiming the largest count.
+v1::Update AttackUpdate(const v1::RoundTask& task, const std::string& device, std::mt19937& rng) {
+  v1::Update u = MakeUpdate(task.model().spec(), task.round(), device, task.task_token(),
+                            task.model().version(), 1u << 24, rng, 517);
+  std::string w = u.weight_delta();
+  for (char& ch : w) ch = static_cast<char>((rng() & 1) ? 127 : -127);
+  std::string b = u.bias_delta();
+  for (char& ch : b) ch = static_cast<char>((rng() & 1) ? 127 : -127);
+  u.set_weight_delta(w);
+  u.set_bias_delta(b);
+  for (int c = 0; c < u.row_scales_size(); ++c) u.set_row_scales(c, 517);
+  testing::FixChecksum(&u);
+  return u;
+}
+
+TEST_F(RoundManagerTest, AnUpdateClaimingMoreSamplesThanItsDeviceDeclaredIsRefused) {
+  std::vector<v1::Update> accepted;
+  std::vector<v1::RoundTask> tasks;
+  for (int i = 0; i < 4; ++i) {
+    auto r = CheckInDeclaring(*manager_, "dev-" + std::to_string(i), 10);
+    ASSERT_TRUE(r.ok() && r->has_task()) << i;
+    tasks.push_back(r->task());
+  }
+  auto make = [&](int i, uint32_t samples) {
+    const v1::RoundTask& t = tasks[static_cast<size_t>(i)];
+    return MakeUpdate(t.model().spec(), t.round(), "dev-" + std::to_string(i), t.task_token(),
+                      t.model().version(), samples, rng_, 40);
+  };
+  // One sample more than declared: refused, and nothing recorded.
+  auto over = Submit(*manager_, make(0, 11));
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument) << over.status();
+  EXPECT_NE(over.status().message().find("declared"), std::string::npos) << over.status();
+  EXPECT_EQ(manager_->Snapshot().accepted, 0u);
+  // A second check-in cannot raise the declared count.
+  auto again = CheckInDeclaring(*manager_, "dev-1", 1u << 24);
+  ASSERT_TRUE(again.ok() && again->has_task());
+  EXPECT_EQ(Submit(*manager_, make(1, 1u << 24)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // At or below the declared count: accepted.
+  accepted.push_back(make(0, 10));
+  accepted.push_back(make(1, 7));
+  accepted.push_back(make(2, 10));
+  accepted.push_back(make(3, 1));
+  for (const v1::Update& u : accepted) ASSERT_TRUE(Submit(*manager_, u).ok());
+  manager_->WaitIdle();
+  ASSERT_EQ(manager_->Snapshot().latest_version, 2u);
+  EXPECT_TRUE(IsReferenceFedAvg(2, 1, accepted)) << "the refused updates are not in it";
+  EXPECT_EQ(manager_->GetModel(2)->metrics().samples(), 28u);
+}
+
+// One attacker among four: declared and claimed 2^24 samples, the largest
+// delta. Its weight is capped and its norm clipped, the version is the
+// reference's bounded FedAvg with the configured defaults, the metrics
+// count both, and recomputing from the stored updates gives the same head.
+TEST_F(RoundManagerTest, AnAttackerIsCappedAndClippedAndTheVersionIsRecomputable) {
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 3; ++i) {
+    const std::string id = "dev-" + std::to_string(i);
+    auto r = CheckInDeclaring(*manager_, id, 10 + 2 * i);
+    ASSERT_TRUE(r.ok() && r->has_task());
+    updates.push_back(MakeUpdate(r->task().model().spec(), r->task().round(), id,
+                                 r->task().task_token(), r->task().model().version(), 10 + 2 * i,
+                                 rng_, 40));
+  }
+  auto r = CheckInDeclaring(*manager_, "mallory", 1u << 24);
+  ASSERT_TRUE(r.ok() && r->has_task());
+  updates.push_back(AttackUpdate(r->task(), "mallory", rng_));
+  for (const v1::Update& u : updates) ASSERT_TRUE(Submit(*manager_, u).ok());
+  manager_->WaitIdle();
+  ASSERT_EQ(manager_->Snapshot().latest_version, 2u);
+  EXPECT_TRUE(IsReferenceFedAvg(2, 1, updates));
+  auto committed = manager_->GetModel(2);
+  ASSERT_TRUE(committed.ok());
+  EXPECT_EQ(committed->metrics().capped_updates(), 1u) << "cap 3 x 12: only the attacker";
+  EXPECT_GE(committed->metrics().clipped_updates(), 1u);
+  EXPECT_EQ(committed->metrics().samples(), 36u + (1u << 24)) << "claimed counts on record";
+
+  // Recomputed from the store, in the order it holds them and reversed.
+  auto stored = store_->RoundUpdates(1);
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 4u);
+  std::vector<v1::Update> parsed;
+  for (const StoredUpdate& su : *stored) {
+    parsed.emplace_back();
+    ASSERT_TRUE(parsed.back().ParseFromString(su.payload));
+  }
+  auto base = manager_->GetModel(1);
+  ASSERT_TRUE(base.ok());
+  for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1) std::reverse(parsed.begin(), parsed.end());
+    std::vector<UpdateMeasure> measures;
+    for (const v1::Update& u : parsed) measures.push_back(MeasureUpdate(u, 16, 4));
+    const InfluenceDecision d = DecideInfluence(measures, {3 * 65536, 0, 2 * 65536});
+    UpdateAccumulator acc(16, 4);
+    for (size_t i = 0; i < parsed.size(); ++i) acc.Add(parsed[i], d.influence[i]);
+    auto head = acc.Apply(*LoadHead(*base), 65536);
+    ASSERT_TRUE(head.ok());
+    EXPECT_EQ(*head, *LoadHead(*committed)) << "pass " << pass;
+    EXPECT_EQ(acc.capped(), committed->metrics().capped_updates());
+    EXPECT_EQ(acc.clipped(), committed->metrics().clipped_updates());
+  }
+}
+
+// With every bound set to 0 the server runs plain FedAvg, and the same
+// attacker pins the head.
+TEST_F(RoundManagerTest, BoundsSetToZeroGivePlainFedAvg) {
+  v1::ServerConfig c = SmallConfig();
+  c.mutable_influence()->set_max_weight_median_multiple(0);
+  c.mutable_influence()->set_max_norm_median_multiple(0);
+  c.mutable_influence()->set_max_update_norm(0);
+  ApplyDefaults(&c);  // explicit zeros stay zeros
+  ASSERT_EQ(c.influence().max_weight_median_multiple(), 0);
+  Start(c, "plain.db");
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 3; ++i) updates.push_back(TaskAndUpdate("dev-" + std::to_string(i), 10));
+  updates.push_back(AttackUpdate(Task("mallory"), "mallory", rng_));
+  for (const v1::Update& u : updates) ASSERT_TRUE(Submit(*manager_, u).ok());
+  manager_->WaitIdle();
+  ASSERT_EQ(manager_->Snapshot().latest_version, 2u);
+  auto committed = manager_->GetModel(2);
+  auto base = manager_->GetModel(1);
+  ASSERT_TRUE(committed.ok() && base.ok());
+  EXPECT_TRUE(MatchesReferenceFedAvg(*committed, *base, updates, 65536, testing::kNoBounds));
+  EXPECT_EQ(committed->metrics().capped_updates(), 0u);
+  EXPECT_EQ(committed->metrics().clipped_updates(), 0u);
+  const Head head = *LoadHead(*committed);
+  const int pinned = static_cast<int>(std::count_if(
+      head.weights.begin(), head.weights.end(), [](int16_t w) { return w == 32767 || w == -32768; }));
+  EXPECT_EQ(pinned, 64) << "every weight at an int16 limit";
 }
 
 }  // namespace
