@@ -36,6 +36,12 @@ ABSL_FLAG(uint32_t, batch_size, 8, "in-process server: local mini-batch size");
 ABSL_FLAG(double, learning_rate, 0.2, "in-process server: devices' SGD learning rate");
 ABSL_FLAG(std::string, metrics_out, "", "write the per-round metrics as JSON to this file");
 ABSL_FLAG(bool, progress, true, "show a live progress line on a terminal while a round runs");
+ABSL_FLAG(std::string, attack, "none",
+          "'scaled': --attackers of the fleet send the largest legal update with random signs "
+          "and claim 2^24 samples");
+ABSL_FLAG(double, attackers, 0, "with --attack: the fraction of devices that attack, in [0, 1]");
+ABSL_FLAG(bool, bounded_influence, true,
+          "in-process server: cap each update's weight and clip its norm (false: plain FedAvg)");
 ABSL_FLAG(std::string, device, "", "bridge: the device's link, tcp:HOST:PORT or serial:PATH");
 ABSL_FLAG(uint32_t, baud, 115200, "bridge: serial line rate");
 
@@ -124,6 +130,9 @@ int main(int argc, char** argv) {
   o.seed = absl::GetFlag(FLAGS_seed);
   o.server = absl::GetFlag(FLAGS_server);
   o.concurrency = absl::GetFlag(FLAGS_concurrency);
+  o.attack = absl::GetFlag(FLAGS_attack);
+  o.attackers = absl::GetFlag(FLAGS_attackers);
+  o.bounded_influence = absl::GetFlag(FLAGS_bounded_influence);
   if (o.concurrency == 0) o.concurrency = std::max(1u, std::thread::hardware_concurrency());
   o.clients_per_round = absl::GetFlag(FLAGS_clients_per_round);
   o.epochs = absl::GetFlag(FLAGS_epochs);

@@ -2,9 +2,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <memory>
+#include <random>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -51,6 +55,19 @@ absl::StatusOr<Dataset> LoadData(const SimulateOptions& o) {
   return LoadCsv(o.dataset, o.label_column == "first" ? LabelColumn::kFirst : LabelColumn::kLast);
 }
 
+// Devices that attack, by index: round(fraction x devices) of them, the
+// first ones of a seeded shuffle.
+std::vector<bool> ChooseAttackers(uint32_t devices, double fraction, uint32_t seed) {
+  std::vector<uint32_t> order(devices);
+  for (uint32_t i = 0; i < devices; ++i) order[i] = i;
+  std::mt19937_64 rng(uint64_t{seed} * 7919u + 17u);
+  std::shuffle(order.begin(), order.end(), rng);
+  const auto count = static_cast<uint32_t>(std::llround(fraction * devices));
+  std::vector<bool> attackers(devices, false);
+  for (uint32_t i = 0; i < count; ++i) attackers[order[i]] = true;
+  return attackers;
+}
+
 double CentralizedFloatAccuracy(const QuantizedSplit& data, const SimulateOptions& o) {
   FloatTwin twin(data.features, data.classes);
   FloatDataset train{data.train_real, data.train_y};
@@ -92,6 +109,19 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
   }
   if (!(o.learning_rate > 0 && o.learning_rate <= 16)) {
     return bad("--learning-rate must be in (0, 16], got ", o.learning_rate);
+  }
+  if (o.attack != "none" && o.attack != "scaled") {
+    return bad("--attack must be 'none' or 'scaled', got '", o.attack, "'");
+  }
+  if (!(o.attackers >= 0 && o.attackers <= 1)) {
+    return bad("--attackers must be a fraction in [0, 1], got ", o.attackers);
+  }
+  if ((o.attack == "none") != (o.attackers == 0)) {
+    return bad("--attack scaled and --attackers F > 0 go together");
+  }
+  if (!o.bounded_influence && !o.server.empty()) {
+    return bad("--bounded_influence=false configures the in-process server; a running "
+               "server's bounds are in its own config");
   }
   return absl::OkStatus();
 }
@@ -167,6 +197,11 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     sc.mutable_policy()->set_target_updates(k);
     sc.mutable_policy()->set_min_updates(k);
     sc.mutable_policy()->set_round_deadline_ms(120'000);
+    if (!o.bounded_influence) {
+      sc.mutable_influence()->set_max_weight_median_multiple(0);
+      sc.mutable_influence()->set_max_update_norm(0);
+      sc.mutable_influence()->set_max_norm_median_multiple(0);
+    }
     server::ApplyDefaults(&sc);
     absl::StatusOr<std::unique_ptr<server::InProcessServer>> started =
         server::InProcessServer::Start(sc);
@@ -183,6 +218,9 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   FleetOptions fleet_options;
   fleet_options.concurrency = o.concurrency;
   fleet_options.seed = o.seed;
+  if (o.attack == "scaled") {
+    fleet_options.attackers = ChooseAttackers(o.devices, o.attackers, o.seed);
+  }
   VirtualFleet fleet(&data, &*shards, channel, fleet_options);
 
   absl::StatusOr<v1::ModelVersion> initial = fleet.LatestModel();
@@ -204,6 +242,14 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   std::fprintf(out, "%u devices (%s%s), server %s\n\n", o.devices, o.partition.c_str(),
                o.partition == "dirichlet" ? absl::StrCat(", alpha ", o.alpha).c_str() : "",
                o.server.empty() ? absl::StrCat("in-process at ", address).c_str() : address.c_str());
+  if (o.attack == "scaled") {
+    const auto count = std::count(fleet_options.attackers.begin(), fleet_options.attackers.end(),
+                                  true);
+    std::fprintf(out, "attack: %ld of %u devices declare and claim %u samples and send the "
+                      "largest delta with random signs; bounded influence %s\n\n",
+                 static_cast<long>(count), o.devices, kAttackSampleCount,
+                 o.server.empty() ? (o.bounded_influence ? "on" : "off") : "as the server has it");
+  }
   std::fprintf(out, "%6s %8s %13s %9s %8s %11s %13s %8s\n", "round", "version", "participants",
                "accuracy", "loss", "bytes up", "bytes down", "seconds");
   std::fflush(out);

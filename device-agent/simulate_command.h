@@ -32,6 +32,14 @@ struct SimulateOptions {
   uint32_t batch_size = 8;
   double learning_rate = 0.2;
   std::string metrics_out;
+  // "none", or "scaled": a fraction `attackers` of the fleet (in [0, 1],
+  // rounded to whole devices, chosen by `seed`) sends the largest legal
+  // update with random signs and claims 2^24 samples (virtual_fleet.h).
+  std::string attack = "none";
+  double attackers = 0;
+  // In-process server only: false sets every bounded-influence option of
+  // its config to 0 (off), to show what the bounds stop.
+  bool bounded_influence = true;
   bool progress = true;                 // a live line on stderr while a round runs
 };
 

@@ -13,9 +13,40 @@
 #include "generic_call.h"
 #include "head.h"
 #include "tinyfed/tinyfed.h"
+#include "tinyfed_common/crc32.h"
 #include "tinyfed_common/host_numerics.h"
 
 namespace tinyfed::agent {
+namespace {
+
+// Replaces an encoded update with the scaled attack (see the header): the
+// same task, base version and ids, the largest legal everything else.
+absl::Status RewriteAsScaledAttack(std::vector<uint8_t>* bytes, uint64_t seed) {
+  v1::Update u;
+  if (!u.ParseFromArray(bytes->data(), static_cast<int>(bytes->size()))) {
+    return absl::InternalError("an attacker could not read its own update");
+  }
+  std::mt19937_64 rng(seed);
+  auto largest = [&](std::string* values) {
+    for (char& ch : *values) ch = static_cast<char>((rng() & 1) != 0 ? 127 : -127);
+  };
+  largest(u.mutable_weight_delta());
+  largest(u.mutable_bias_delta());
+  for (int c = 0; c < u.row_scales_size(); ++c) u.set_row_scales(c, 517);
+  u.set_sample_count(kAttackSampleCount);
+  uint32_t crc = tinyfed_crc32_update(
+      0, reinterpret_cast<const uint8_t*>(u.weight_delta().data()), u.weight_delta().size());
+  crc = tinyfed_crc32_update(crc, reinterpret_cast<const uint8_t*>(u.bias_delta().data()),
+                             u.bias_delta().size());
+  u.set_checksum(crc);
+  bytes->resize(u.ByteSizeLong());
+  if (!u.SerializeToArray(bytes->data(), static_cast<int>(bytes->size()))) {
+    return absl::InternalError("an attacker could not encode its update");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<Evaluation> EvaluateModel(const v1::ModelVersion& model,
                                          const Eigen::MatrixXd& features,
@@ -107,6 +138,7 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
   //    training, which runs in parallel.
   struct Active {
     uint32_t device = 0;
+    bool attacker = false;
     std::string id;
     std::vector<uint8_t> arena;
     tinyfed_context_t ctx{};
@@ -119,6 +151,7 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
   for (uint32_t d : order) {
     auto a = std::make_unique<Active>();
     a->device = d;
+    a->attacker = d < options_.attackers.size() && options_.attackers[d];
     a->id = absl::StrFormat("sim-%06u", d);
     a->arena.resize(arena_size);
     tinyfed_config_t cfg{a->id.c_str(), features, classes, TINYFED_MAX_BATCH};
@@ -126,7 +159,8 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
       return absl::InternalError(absl::StrCat("SDK init: ", tinyfed_last_error_message(&a->ctx)));
     }
     size_t len = 0;
-    const uint32_t samples = static_cast<uint32_t>((*shards_)[d].size());
+    const uint32_t samples =
+        a->attacker ? kAttackSampleCount : static_cast<uint32_t>((*shards_)[d].size());
     if (tinyfed_checkin_encode(&a->ctx, samples, buffer.data(), buffer.size(), &len) !=
         TINYFED_OK) {
       return absl::InternalError(absl::StrCat("check-in: ", tinyfed_last_error_message(&a->ctx)));
@@ -179,6 +213,13 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
         continue;
       }
       a.update.resize(len);
+      if (a.attacker) {
+        const uint64_t seed = (options_.seed * 1000003u + rounds_run_) * 1000003u + a.device;
+        if (absl::Status s = RewriteAsScaledAttack(&a.update, seed); !s.ok()) {
+          a.error = std::string(s.message());
+          continue;
+        }
+      }
       report([](RoundProgress& c) { ++c.trained; });
     }
   };

@@ -8,6 +8,16 @@
 // an SDK context only while it holds a task, and `concurrency` workers
 // train those, so memory is bounded by the round's tasks, not the fleet.
 //
+// Attack mode (the "scaled" attack of DESIGN.md "Trust"): a device marked
+// as an attacker holds a task like any other, but declares 2^24 samples
+// at check-in and, instead of its trained delta, sends the largest legal
+// update: sample_count 2^24, every row scale 517 and every int8 value +127
+// or -127 with a random sign (seeded by the fleet's seed, the round and the
+// device, so a run is reproducible), with a correct checksum. That is all
+// an attacker holding its own valid identity can claim: it cannot exceed
+// the protocol's bounds (the server refuses that) nor claim more samples
+// than it declared (refused too), so it declares the most.
+//
 // A VirtualFleet requires external synchronization (one RunRound at a time).
 #ifndef TINYFED_DEVICE_AGENT_VIRTUAL_FLEET_H_
 #define TINYFED_DEVICE_AGENT_VIRTUAL_FLEET_H_
@@ -32,7 +42,12 @@ struct FleetOptions {
   uint64_t seed = 1;
   // How long to wait for a round to commit after the fleet is done with it.
   double round_timeout_s = 120;
+  // Devices that attack, by index (empty or false: honest).
+  std::vector<bool> attackers;
 };
+
+// The sample count an attacker declares and claims: the protocol's largest.
+inline constexpr uint32_t kAttackSampleCount = uint32_t{1} << 24;
 
 struct RoundProgress {
   uint32_t checked_in = 0;

@@ -107,6 +107,46 @@ TEST(Simulate, DigitsDirichletFleetReachesCentralizedAccuracy) {
   EXPECT_EQ(parsed.config().devices(), 100u);
 }
 
+// Acceptance of bounded influence (DESIGN.md "Trust"): the digits run with
+// 10% of the 100 devices attacking (the largest legal update, random
+// signs, 2^24 samples declared and claimed) against the same run without
+// attackers, and the same attack on a server with the bounds turned off.
+TEST(Simulate, BoundedInfluenceHoldsAgainstScaledAttackers) {
+  auto run = [](const SimulateOptions& o) {
+    std::FILE* sink = std::tmpfile();
+    absl::StatusOr<v1::SimulationReport> report = RunSimulate(o, sink, sink);
+    std::fclose(sink);
+    return report;
+  };
+  SimulateOptions o;
+  o.progress = false;
+  const absl::StatusOr<v1::SimulationReport> clean = run(o);
+  ASSERT_TRUE(clean.ok()) << clean.status() << " (the digits data comes from deploy/setup.sh)";
+  o.attack = "scaled";
+  o.attackers = 0.1;
+  const absl::StatusOr<v1::SimulationReport> attacked = run(o);
+  ASSERT_TRUE(attacked.ok()) << attacked.status();
+  o.bounded_influence = false;
+  const absl::StatusOr<v1::SimulationReport> undefended = run(o);
+  ASSERT_TRUE(undefended.ok()) << undefended.status();
+  std::cout << "final accuracy: no attack " << clean->final_accuracy() << ", 10% attacking "
+            << attacked->final_accuracy() << ", 10% attacking without bounds "
+            << undefended->final_accuracy() << "\n";
+
+  // The acceptance figures: within 2 percentage points of the
+  // clean run at the end, and no round losing more than 5 points.
+  EXPECT_NEAR(attacked->final_accuracy(), clean->final_accuracy(), 0.02);
+  ASSERT_EQ(attacked->rounds_size(), 30);
+  for (int r = 1; r < 30; ++r) {
+    EXPECT_GE(attacked->rounds(r).accuracy(), attacked->rounds(r - 1).accuracy() - 0.05)
+        << "round " << attacked->rounds(r).round();
+    EXPECT_EQ(attacked->rounds(r).participants(), 20u) << "every round committed";
+  }
+  // The attack is real: without the bounds the head is pinned and the
+  // accuracy collapses (chance is 0.1; the clean run is above 0.9).
+  EXPECT_LT(undefended->final_accuracy(), 0.5);
+}
+
 TEST(Simulate, CsvWithLabelFirstAndIidPartition) {
   TempDir dir;
   WriteBlobsCsv(dir.File("blobs.csv"), 1500, 12, 5, 3);
@@ -177,6 +217,10 @@ TEST(SimulateCli, BadInputGivesOneLineNamingTheProblem) {
       {"simulate --devices=0", "--devices"},
       {"simulate --rounds=0", "--rounds"},
       {"simulate --epochs=0", "--epochs"},
+      {"simulate --attack=flood --attackers=0.1", "--attack"},
+      {"simulate --attack=scaled", "--attackers"},
+      {"simulate --attack=scaled --attackers=1.5", "--attackers"},
+      {"simulate --bounded_influence=false --server=127.0.0.1:1", "--bounded_influence"},
       {"simulate --dataset=" + dir.File("missing.csv"), "missing.csv"},
       {"simulate --dataset=" + dir.File("bad.csv"), "bad.csv:2"},
       {"simulate --dataset=" + dir.File("ragged.csv"), "ragged.csv:2"},
