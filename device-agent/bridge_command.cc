@@ -190,6 +190,7 @@ absl::Status ValidateBridgeOptions(const BridgeOptions& o) {
   if (o.server.find(':') == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("--server HOST:PORT expected, got '", o.server, "'"));
   }
+  if (absl::Status s = ValidateChannelTlsOptions(o.server, o.tls); !s.ok()) return s;
   if (!e.tcp && BaudConstant(o.baud) == B0) {
     return absl::InvalidArgumentError(absl::StrCat("--baud ", o.baud, " is not a standard rate"));
   }
@@ -200,7 +201,10 @@ absl::Status RunBridge(const BridgeOptions& o, FILE* log) {
   if (absl::Status s = ValidateBridgeOptions(o); !s.ok()) return s;
   Endpoint endpoint;
   (void)ParseDevice(o.device, &endpoint);
-  auto channel = grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials());
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(o.server, o.tls);
+  if (!credentials.ok()) return credentials.status();
+  auto channel = grpc::CreateChannel(o.server, *credentials);
   grpc::GenericStub stub(channel);
   std::vector<uint8_t> decoder_buffer(TINYFED_FRAME_DECODER_BUFFER(kMaxPayload));
   std::vector<uint8_t> out(TINYFED_FRAME_ENCODED_MAX(kMaxPayload));

@@ -35,25 +35,30 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "channel_credentials.h"
 
 namespace tinyfed::agent {
 
 struct BridgeOptions {
   std::string device;           // "tcp:HOST:PORT" or "serial:PATH"
   std::string server;           // HOST:PORT of tinyfed-server
+  ChannelTlsOptions tls;        // to `server`; plaintext only to loopback
   uint32_t baud = 115200;       // serial only
   uint32_t reconnect_ms = 1000; // wait before reopening a lost link
   uint64_t max_frames = 0;      // stop after relaying this many (0: run until stopped)
   const std::atomic<bool>* stop = nullptr;  // set to stop (checked at least every 200 ms)
 };
 
-// INVALID_ARGUMENT naming a malformed --device or --server.
+// INVALID_ARGUMENT naming a malformed --device or --server, or a --server
+// that is not loopback without --tls_ca (ValidateChannelTlsOptions()).
 absl::Status ValidateBridgeOptions(const BridgeOptions& options);
 
 // Runs until `max_frames` frames were relayed or `*stop` is set (OK); logs
 // one line per event (link opened or lost, relayed call, dropped frame) to
-// `log`. INVALID_ARGUMENT as ValidateBridgeOptions(); FAILED_PRECONDITION
-// when a serial port refuses the raw line settings.
+// `log`. INVALID_ARGUMENT as ValidateBridgeOptions(); NOT_FOUND or
+// INVALID_ARGUMENT for a PEM file that cannot be read or is not one
+// (MakeChannelCredentials()); FAILED_PRECONDITION when a serial port
+// refuses the raw line settings.
 absl::Status RunBridge(const BridgeOptions& options, FILE* log);
 
 }  // namespace tinyfed::agent

@@ -44,6 +44,12 @@ ABSL_FLAG(bool, bounded_influence, true,
           "in-process server: cap each update's weight and clip its norm (false: plain FedAvg)");
 ABSL_FLAG(std::string, device, "", "bridge: the device's link, tcp:HOST:PORT or serial:PATH");
 ABSL_FLAG(uint32_t, baud, 115200, "bridge: serial line rate");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA certificates that signed the server's certificate: talk TLS to --server. "
+          "Without it the agent talks plaintext, and only to a loopback --server");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate chain, for a server that requires one (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 
 namespace {
 
@@ -62,6 +68,10 @@ constexpr char kUsage[] =
     "logged, never sent in part (the device resends it after its reply timeout). A\n"
     "serial port is set to raw 8N1 at --baud with no flow control; a port that refuses\n"
     "ends the bridge with one line on stderr and exit status 2.\n\n"
+    "TLS: --tls_ca FILE verifies the server's certificate (and --tls_cert/--tls_key\n"
+    "present the agent's own, when the server requires client certificates). Without\n"
+    "--tls_ca the agent talks plaintext, and only to a loopback --server (127.0.0.1,\n"
+    "localhost, ::1); any other address is refused.\n\n"
     "Flags may be written with dashes or underscores (--label-column, --label_column).\n"
     "Example:\n"
     "  tinyfed-agent simulate --dataset digits --devices 100 --rounds 30 \\\n"
@@ -110,6 +120,8 @@ int main(int argc, char** argv) {
     b.device = absl::GetFlag(FLAGS_device);
     b.server = absl::GetFlag(FLAGS_server);
     b.baud = absl::GetFlag(FLAGS_baud);
+    b.tls = {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+             absl::GetFlag(FLAGS_tls_key)};
     const absl::Status s = tinyfed::agent::RunBridge(b, stderr);
     return s.ok() ? 0 : Fail(std::string(s.message()));
   }
@@ -129,6 +141,8 @@ int main(int argc, char** argv) {
   o.alpha = absl::GetFlag(FLAGS_alpha);
   o.seed = absl::GetFlag(FLAGS_seed);
   o.server = absl::GetFlag(FLAGS_server);
+  o.tls = {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+           absl::GetFlag(FLAGS_tls_key)};
   o.concurrency = absl::GetFlag(FLAGS_concurrency);
   o.attack = absl::GetFlag(FLAGS_attack);
   o.attackers = absl::GetFlag(FLAGS_attackers);

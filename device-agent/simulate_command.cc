@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "channel_credentials.h"
 #include "float_twin.h"
 #include "google/protobuf/util/json_util.h"
 #include "in_process_server.h"
@@ -31,10 +32,14 @@ constexpr uint32_t kCentralizedEpochs = 60;
 // Standardized features are clipped at this many standard deviations.
 constexpr double kDefaultClipSigma = 4.0;
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
+                                                          const ChannelTlsOptions& tls) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(address, tls);
+  if (!credentials.ok()) return credentials.status();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(address, *credentials, args);
 }
 
 absl::StatusOr<v1::ModelVersion> FetchLatest(const std::shared_ptr<grpc::Channel>& channel) {
@@ -85,6 +90,14 @@ double CentralizedFloatAccuracy(const QuantizedSplit& data, const SimulateOption
 absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
   auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
   if (o.dataset.empty()) return bad("--dataset must be 'digits' or a CSV file");
+  if (o.server.empty()) {
+    if (!o.tls.ca_file.empty() || !o.tls.cert_file.empty() || !o.tls.key_file.empty()) {
+      return bad("--tls_ca, --tls_cert and --tls_key are for --server; the in-process server "
+                 "is on loopback");
+    }
+  } else if (absl::Status s = ValidateChannelTlsOptions(o.server, o.tls); !s.ok()) {
+    return s;
+  }
   if (o.label_column != "first" && o.label_column != "last") {
     return bad("--label-column must be 'first' or 'last', got '", o.label_column, "'");
   }
@@ -143,7 +156,9 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   double clip_sigma = kDefaultClipSigma;
   std::shared_ptr<grpc::Channel> channel;
   if (!o.server.empty()) {
-    channel = MakeChannel(o.server);
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> made = MakeChannel(o.server, o.tls);
+    if (!made.ok()) return made.status();
+    channel = std::move(*made);
     absl::StatusOr<v1::ModelVersion> model = FetchLatest(channel);
     if (!model.ok()) {
       return absl::UnavailableError(absl::StrCat("cannot reach the server at ", o.server, ": ",
@@ -214,7 +229,11 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     config->set_learning_rate(o.learning_rate);
   }
 
-  if (!channel) channel = MakeChannel(address);
+  if (!channel) {
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> made = MakeChannel(address, {});
+    if (!made.ok()) return made.status();
+    channel = std::move(*made);
+  }
   FleetOptions fleet_options;
   fleet_options.concurrency = o.concurrency;
   fleet_options.seed = o.seed;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "channel_credentials.h"
 #include "tinyfed/v1/simulation_report.pb.h"
 
 namespace tinyfed::agent {
@@ -25,6 +26,7 @@ struct SimulateOptions {
   double alpha = 0.5;
   uint32_t seed = 1;
   std::string server;                   // empty: in-process
+  ChannelTlsOptions tls;                // for `server`; plaintext only to loopback
   uint32_t concurrency = 2;
   // In-process server only: the round policy and the devices' plan.
   uint32_t clients_per_round = 20;
@@ -43,7 +45,8 @@ struct SimulateOptions {
   bool progress = true;                 // a live line on stderr while a round runs
 };
 
-// INVALID_ARGUMENT naming the first bad option.
+// INVALID_ARGUMENT naming the first bad option (a `server` that is not
+// loopback without tls.ca_file is one).
 absl::Status ValidateSimulateOptions(const SimulateOptions& options);
 
 // Runs the simulation, writing the table and summary to `out` and progress

@@ -10,13 +10,22 @@
 namespace tinyfed::server {
 namespace {
 
-// Parses the request's bytes into *message. When they are not a Message,
-// logs the rejection with the peer and finishes the call with
-// INVALID_ARGUMENT naming the type, and returns false.
+// Parses the request's bytes into *message. When they are more than
+// `max_bytes`, or not a Message, logs the rejection with the peer, finishes
+// the call with RESOURCE_EXHAUSTED or INVALID_ARGUMENT naming the type, and
+// returns false.
 template <typename Message>
 bool ParseOrReject(RoundManager& manager, grpc::CallbackServerContext* context,
                    grpc::ServerUnaryReactor* reactor, const grpc::ByteBuffer& bytes,
-                   Message* message) {
+                   uint32_t max_bytes, Message* message) {
+  if (bytes.Length() > max_bytes) {
+    const absl::Status status = absl::ResourceExhaustedError(absl::StrCat(
+        "the request (", bytes.Length(), " bytes) is larger than the ", max_bytes, " bytes a ",
+        message->GetTypeName(), " can take for this server's head"));
+    manager.LogRejected("request", context->peer(), status);
+    reactor->Finish(ToGrpcStatus(status));
+    return false;
+  }
   grpc::ByteBuffer copy(bytes);  // shallow: Deserialize consumes its buffer
   if (grpc::SerializationTraits<Message>::Deserialize(&copy, message).ok()) return true;
   const absl::Status status = absl::InvalidArgumentError(
@@ -60,7 +69,7 @@ grpc::ServerUnaryReactor* CoordinatorService::CheckIn(grpc::CallbackServerContex
                                                       grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   v1::CheckInRequest check_in;  // the manager keeps nothing of it
-  if (!ParseOrReject(*manager_, context, reactor, *request, &check_in)) return reactor;
+  if (!ParseOrReject(*manager_, context, reactor, *request, limits_.check_in_bytes, &check_in)) return reactor;
   manager_->CheckIn(check_in, [context, reactor, response](absl::StatusOr<v1::CheckInResponse> r) {
     Answer(context, reactor, response, r);
   });
@@ -73,7 +82,7 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitUpdate(grpc::CallbackServerC
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   // The manager reads the update until it answers: the callback owns it.
   auto update = std::make_shared<v1::Update>();
-  if (!ParseOrReject(*manager_, context, reactor, *request, update.get())) return reactor;
+  if (!ParseOrReject(*manager_, context, reactor, *request, limits_.update_bytes, update.get())) return reactor;
   const v1::Update& ref = *update;
   manager_->SubmitUpdate(ref, [context, reactor, response, owned = std::move(update)](
                                   absl::StatusOr<v1::UpdateAck> r) {
@@ -87,7 +96,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetModel(grpc::CallbackServerConte
                                                        grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   v1::GetModelRequest get;
-  if (ParseOrReject(*manager_, context, reactor, *request, &get)) {
+  if (ParseOrReject(*manager_, context, reactor, *request, limits_.get_model_bytes, &get)) {
     Answer(context, reactor, response, manager_->GetModel(get.version()));
   }
   return reactor;

@@ -7,6 +7,12 @@
 // The methods take the request's raw bytes and parse them here, so that
 // bytes that are not the method's message get INVALID_ARGUMENT with a
 // message (gRPC's generated handlers answer UNIMPLEMENTED, with none).
+// Before parsing, each method compares the request's length with its own
+// bound (RequestLimits): a larger one is answered RESOURCE_EXHAUSTED, the
+// code gRPC itself gives a message above the server-wide receive limit, so
+// a client sees one code for "too large" whichever bound it crossed. The
+// parser never sees it, so a request padded with unknown fields costs no
+// more than its bytes.
 //
 // Safe for concurrent use; the RoundManager must outlive the service.
 #ifndef TINYFED_SERVER_COORDINATOR_SERVICE_H_
@@ -16,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "round_manager.h"
+#include "server_config.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
 
 namespace tinyfed::server {
@@ -30,7 +37,8 @@ class CoordinatorService final
           v1::Coordinator::WithRawCallbackMethod_SubmitUpdate<
               v1::Coordinator::WithRawCallbackMethod_GetModel<v1::Coordinator::Service>>> {
  public:
-  explicit CoordinatorService(RoundManager* manager) : manager_(manager) {}
+  CoordinatorService(RoundManager* manager, RequestLimits limits)
+      : manager_(manager), limits_(limits) {}
 
   grpc::ServerUnaryReactor* CheckIn(grpc::CallbackServerContext* context,
                                     const grpc::ByteBuffer* request,
@@ -44,6 +52,7 @@ class CoordinatorService final
 
  private:
   RoundManager* const manager_;
+  const RequestLimits limits_;
 };
 
 }  // namespace tinyfed::server

@@ -7,9 +7,11 @@
 #include "absl/strings/str_cat.h"
 #include "clock.h"
 #include "coordinator_service.h"
+#include "grpc_port.h"
 #include "model_store.h"
 #include "round_manager.h"
 #include "server_config.h"
+#include "tls_credentials.h"
 
 namespace tinyfed::server {
 
@@ -23,6 +25,9 @@ absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(v1::Serv
   config.set_listen("127.0.0.1:0");
   config.set_db(s->dir_ + "/store.db");
   if (absl::Status v = ValidateServerConfig(config); !v.ok()) return v;
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(config.tls());
+  if (!credentials.ok()) return credentials.status();
   s->clock_ = std::make_unique<SystemClock>();
   absl::StatusOr<v1::ModelVersion> initial = InitialModel(config, s->clock_->NowMs());
   if (!initial.ok()) return initial.status();
@@ -34,17 +39,13 @@ absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(v1::Serv
       RoundManager::Create(config, *initial, s->store_.get(), s->clock_.get());
   if (!manager.ok()) return manager.status();
   s->manager_ = std::move(*manager);
-  s->service_ = std::make_unique<CoordinatorService>(s->manager_.get());
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(config.listen(), grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(s->service_.get());
-  // Updates of a 128x32 head are small; the default 4 MB limit is plenty.
-  s->grpc_server_ = builder.BuildAndStart();
-  if (s->grpc_server_ == nullptr || port == 0) {
-    return absl::UnavailableError("cannot listen on a loopback port");
-  }
-  s->address_ = absl::StrCat("127.0.0.1:", port);
+  s->service_ = std::make_unique<CoordinatorService>(s->manager_.get(),
+                                                     RequestLimitsFromConfig(config));
+  absl::StatusOr<StartedGrpcServer> started =
+      StartGrpcServer(config, *credentials, s->service_.get());
+  if (!started.ok()) return started.status();
+  s->grpc_server_ = std::move(started->server);
+  s->address_ = absl::StrCat("127.0.0.1:", started->port);
   InProcessServer* raw = s.get();
   s->ticker_ = std::make_unique<std::thread>([raw] {
     while (!raw->stop_.WaitForNotificationWithTimeout(absl::Milliseconds(50))) {

@@ -27,7 +27,8 @@ class InProcessServer {
  public:
   // `config` has its defaults applied (ApplyDefaults) and must pass
   // ValidateServerConfig() (INVALID_ARGUMENT otherwise); its listen and db
-  // options are replaced.
+  // options are replaced. Its tls and limits apply as in tinyfed-server
+  // (StartGrpcServer), so tests can run TLS and the edge limits in process.
   static absl::StatusOr<std::unique_ptr<InProcessServer>> Start(v1::ServerConfig config);
   ~InProcessServer();
 

@@ -16,10 +16,12 @@
 #include "absl/synchronization/notification.h"
 #include "clock.h"
 #include "coordinator_service.h"
+#include "grpc_port.h"
 #include "model_store.h"
 #include "round_manager.h"
 #include "server_config.h"
 #include "spdlog/spdlog.h"
+#include "tls_credentials.h"
 
 ABSL_FLAG(std::string, listen, "", "address to serve on, HOST:PORT (default 127.0.0.1:50051)");
 ABSL_FLAG(std::string, db, "", "SQLite file holding models, rounds and updates (default tinyfed.db)");
@@ -27,6 +29,15 @@ ABSL_FLAG(std::string, config, "",
           "ServerConfig in protobuf text format (see proto/tinyfed/v1/server_config.proto); "
           "flags override it");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain to serve TLS with (needs --tls_key); required to listen on an "
+          "address that is not loopback");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert (unencrypted, mode 0600)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificates: every client must present a certificate they signed (mTLS)");
+ABSL_FLAG(bool, insecure_plaintext, false,
+          "serve plaintext on an address that is not loopback (anyone on the path can read and "
+          "alter updates); warned at start");
 
 namespace {
 
@@ -52,10 +63,13 @@ int Fail(const std::string& message) {
 int main(int argc, char** argv) {
   tinyfed::ConfigureFlagHelp(
       "the tinyfed aggregation server.\n\n"
-      "  tinyfed-server [--config FILE] [--listen HOST:PORT] [--db FILE]\n\n"
+      "  tinyfed-server [--config FILE] [--listen HOST:PORT] [--db FILE]\n"
+      "                 [--tls_cert FILE --tls_key FILE [--tls_client_ca FILE]]\n\n"
       "Opens rounds on the latest model version, hands tasks to devices, accepts their\n"
       "int8 updates durably and commits FedAvg versions to the SQLite store. Restarting\n"
-      "on the same --db resumes where it stopped.");
+      "on the same --db resumes where it stopped.\n\n"
+      "Serves TLS with --tls_cert and --tls_key. Plaintext is served only on a loopback\n"
+      "address (the default 127.0.0.1:50051), unless --insecure_plaintext is given.");
   tinyfed::ParseFlagsOrAnswerHelp(std::vector<char*>(argv, argv + argc));
   // Debian's Abseil checks every mutex acquisition for lock-order cycles
   // (it is built without NDEBUG); that bookkeeping costs ~15% of the
@@ -73,10 +87,24 @@ int main(int argc, char** argv) {
   }
   if (const std::string v = absl::GetFlag(FLAGS_listen); !v.empty()) config.set_listen(v);
   if (const std::string v = absl::GetFlag(FLAGS_db); !v.empty()) config.set_db(v);
+  if (const std::string v = absl::GetFlag(FLAGS_tls_cert); !v.empty()) {
+    config.mutable_tls()->set_cert_file(v);
+  }
+  if (const std::string v = absl::GetFlag(FLAGS_tls_key); !v.empty()) {
+    config.mutable_tls()->set_key_file(v);
+  }
+  if (const std::string v = absl::GetFlag(FLAGS_tls_client_ca); !v.empty()) {
+    config.mutable_tls()->set_client_ca_file(v);
+  }
+  if (absl::GetFlag(FLAGS_insecure_plaintext)) config.mutable_tls()->set_insecure_plaintext(true);
   ApplyDefaults(&config);
   if (absl::Status s = tinyfed::server::ValidateServerConfig(config); !s.ok()) {
     return Fail(std::string(s.message()));
   }
+
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      tinyfed::server::MakeServerCredentials(config.tls());
+  if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
 
   tinyfed::server::SystemClock clock;
   absl::StatusOr<tinyfed::v1::ModelVersion> initial =
@@ -97,15 +125,28 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  tinyfed::server::CoordinatorService service(manager->get());
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(config.listen(), grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) return Fail("cannot listen on " + config.listen());
-  spdlog::info("tinyfed-server listening on {} (port {}), store {}", config.listen(), port,
+  const tinyfed::server::RequestLimits limits = tinyfed::server::RequestLimitsFromConfig(config);
+  tinyfed::server::CoordinatorService service(manager->get(), limits);
+  absl::StatusOr<tinyfed::server::StartedGrpcServer> started =
+      tinyfed::server::StartGrpcServer(config, *credentials, &service);
+  if (!started.ok()) return Fail(std::string(started.status().message()));
+  std::unique_ptr<grpc::Server> server = std::move(started->server);
+  const tinyfed::v1::TlsConfig& tls = config.tls();
+  if (tls.insecure_plaintext() && !tinyfed::server::IsLoopbackAddress(config.listen())) {
+    spdlog::warn("--insecure_plaintext: serving plaintext on {}; anyone on the path can read "
+                 "and alter every update. Use --tls_cert and --tls_key.",
+                 config.listen());
+  }
+  spdlog::info("tinyfed-server listening on {} (port {}, {}), store {}", config.listen(),
+               started->port,
+               tls.cert_file().empty()            ? "plaintext"
+               : tls.client_ca_file().empty()     ? "TLS"
+                                                  : "TLS with client certificates",
                config.db());
+  spdlog::info("largest request: CheckIn {} bytes, SubmitUpdate {} bytes; at most {} calls per "
+               "connection; idle connections closed after {} ms",
+               limits.check_in_bytes, limits.update_bytes,
+               config.limits().max_concurrent_streams(), config.limits().max_connection_idle_ms());
 
   absl::Notification stop;
   std::thread ticker([&] {

@@ -1,5 +1,6 @@
 #include "server_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -8,6 +9,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "head.h"
+#include "tls_credentials.h"
 #include "tinyfed_common/host_numerics.h"
 
 namespace tinyfed::server {
@@ -81,6 +83,10 @@ void ApplyDefaults(v1::ServerConfig* c) {
   if (!b->has_max_weight_median_multiple()) b->set_max_weight_median_multiple(3);
   if (!b->has_max_update_norm()) b->set_max_update_norm(0);
   if (!b->has_max_norm_median_multiple()) b->set_max_norm_median_multiple(2);
+  v1::EdgeLimits* l = c->mutable_limits();
+  if (l->max_concurrent_streams() == 0) l->set_max_concurrent_streams(1024);
+  if (l->max_connection_idle_ms() == 0) l->set_max_connection_idle_ms(300'000);
+  if (l->request_slack_bytes() == 0) l->set_request_slack_bytes(512);
 }
 
 absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
@@ -151,7 +157,52 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
   if (c.listen().find(':') == std::string::npos) {
     return bad("listen must be HOST:PORT, got '", c.listen(), "'");
   }
+  const v1::TlsConfig& t = c.tls();
+  if (t.cert_file().empty() != t.key_file().empty()) {
+    return bad("tls.cert_file and tls.key_file (--tls_cert, --tls_key) go together");
+  }
+  if (!t.client_ca_file().empty() && t.cert_file().empty()) {
+    return bad("tls.client_ca_file (--tls_client_ca) needs --tls_cert and --tls_key");
+  }
+  if (t.insecure_plaintext() && !t.cert_file().empty()) {
+    return bad("--insecure_plaintext and --tls_cert exclude each other");
+  }
+  if (t.cert_file().empty() && !t.insecure_plaintext() && !IsLoopbackAddress(c.listen())) {
+    return bad("listen ", c.listen(),
+               " is not a loopback address: serve TLS with --tls_cert and --tls_key, or pass "
+               "--insecure_plaintext to accept plaintext from the network");
+  }
+  const v1::EdgeLimits& l = c.limits();
+  if (l.max_concurrent_streams() < 1) {
+    return bad("limits.max_concurrent_streams must be >= 1, got ", l.max_concurrent_streams());
+  }
+  if (l.max_connection_idle_ms() < 100) {
+    return bad("limits.max_connection_idle_ms must be >= 100, got ", l.max_connection_idle_ms());
+  }
+  if (l.request_slack_bytes() > 65536) {
+    return bad("limits.request_slack_bytes must be <= 65536, got ", l.request_slack_bytes());
+  }
   return absl::OkStatus();
+}
+
+uint32_t RequestLimits::largest() const {
+  return std::max({check_in_bytes, update_bytes, get_model_bytes});
+}
+
+RequestLimits RequestLimitsFromConfig(const v1::ServerConfig& c) {
+  const uint32_t f = c.head().feature_count();
+  const uint32_t k = c.head().class_count();
+  const uint32_t slack = c.limits().request_slack_bytes();
+  RequestLimits limits;
+  // The SDK's formulas (tinyfed.h), which tests check against the SDK: a
+  // check-in is fixed; an update is one byte per weight and bias, five per
+  // row scale and 100 for the ids, token and numbers. Validation bounds
+  // f * k <= 4096 and k <= 32, so nothing here overflows.
+  limits.check_in_bytes = 80 + slack;
+  limits.update_bytes = f * k + k + 5 * k + 100 + slack;
+  // A GetModelRequest is one uint32 field: a tag and at most 5 bytes.
+  limits.get_model_bytes = 6 + slack;
+  return limits;
 }
 
 v1::HeadSpec HeadSpecFromConfig(const v1::ServerConfig& c) {

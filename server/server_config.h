@@ -4,6 +4,7 @@
 #ifndef TINYFED_SERVER_SERVER_CONFIG_H_
 #define TINYFED_SERVER_SERVER_CONFIG_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -26,6 +27,19 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& config);
 
 // The head spec (wire form) the configuration describes.
 v1::HeadSpec HeadSpecFromConfig(const v1::ServerConfig& config);
+
+// The largest request each Coordinator method accepts, in bytes: the
+// largest valid message for the configured head (the SDK's
+// TINYFED_CHECKIN_MAX_SIZE and TINYFED_UPDATE_MAX_SIZE(f, c) in
+// client-sdk/include/tinyfed/tinyfed.h) plus limits.request_slack_bytes.
+struct RequestLimits {
+  uint32_t check_in_bytes = 0;
+  uint32_t update_bytes = 0;
+  uint32_t get_model_bytes = 0;
+  uint32_t largest() const;
+};
+// REQUIRES: ValidateServerConfig(config) is OK.
+RequestLimits RequestLimitsFromConfig(const v1::ServerConfig& config);
 
 // Version 1: the file named by config.initial_model, or all zeros.
 // INVALID_ARGUMENT when the file is not a valid model of the configured head.
