@@ -624,6 +624,30 @@ TEST(BoundedInfluenceTest, ClipsTheNormToAMultipleOfTheMedianNorm) {
   EXPECT_EQ(d.norm_bound, 7u);
 }
 
+// A clipped contribution that falls exactly half-way rounds to the even
+// neighbour. 2 features x 2 classes, one update of 1 sample:
+//   row 0, scale 517: w 127, -127, bias 127;  row 1, scale 516: w 126, 8,
+//   bias 3;  N2 = 3 * 65659^2 + 516^2 * (126^2 + 8^2 + 3^2) = 17179829787,
+//   just below 131072^2 = 2^34, so the factor is 3 / 131072 for a fixed
+//   bound of 3. In units of 2^-16: 517 * 3 * q * 2^16 / 2^17 = 1551 q / 2,
+//   so +-127 gives +-98488.5 -> +-98488 (half up would give 98489 and
+//   -98488, half away from zero +-98489); row 1 is 774 q exactly.
+TEST(BoundedInfluenceTest, ClippedContributionsRoundHalfToEven) {
+  const v1::HeadSpec spec = MakeSpec(2, 2);
+  const v1::Update u = ExplicitUpdate(spec, 1, {517, 516}, {127, -127, 126, 8}, {127, 3});
+  ASSERT_EQ(MeasureUpdate(u, 2, 2).squared_norm, 17179829787u);
+  InfluenceDecision d;
+  const UpdateAccumulator acc = AccumulateBounded(spec, {u}, {0, 3, 0}, &d);
+  ASSERT_TRUE(d.influence[0].clipped);
+  EXPECT_EQ(d.influence[0].clip_den, 131072u);
+  const std::vector<__int128> want = {98488, -98488, 774 * 126, 774 * 8, 98488, 774 * 3};
+  ASSERT_EQ(acc.clipped_sums().size(), want.size());
+  for (size_t j = 0; j < want.size(); ++j) {
+    EXPECT_TRUE(acc.clipped_sums()[j] == want[j])
+        << "value " << j << ": " << static_cast<int64_t>(acc.clipped_sums()[j]);
+  }
+}
+
 // The norm counts the row scale and the bias: |v|^2 = sum (s_row * q)^2.
 TEST(BoundedInfluenceTest, NormIsOfTheDequantizedDeltaWithBias) {
   const v1::HeadSpec spec = MakeSpec(2, 2);
