@@ -7,7 +7,7 @@
 # CORPUS_DIR is emptied first and receives the inputs that found new
 # coverage in this run (so each run starts from the same seeds); a crashing
 # input is kept beside it as CORPUS_DIR-crash-<sha1> (or -leak-, -timeout-,
-# -oom-), with the command that reproduces it.
+# -oom-), with the command that reproduces it, until the next run.
 set -uo pipefail
 if [[ $# -ne 4 ]]; then
   echo "usage: run_fuzzer.sh FUZZER SEED_DIR CORPUS_DIR SECONDS" >&2
@@ -21,8 +21,14 @@ if [[ "$seed_count" -eq 0 ]]; then
   echo "FAIL: no seeds in $seeds: the fuzz.build fixture did not write them"
   exit 1
 fi
-rm -rf "$corpus"
+rm -rf "$corpus" "$corpus"-*
 mkdir -p "$corpus"
+# The fuzzer's own temporary files (server_round's store) go to a directory
+# of this run, removed even when a finding aborts the fuzzer before its
+# clean-up.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/tinyfed-fuzz-run-XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+export TMPDIR=$scratch
 
 # -timeout: one input taking over 10 s is a hang, a finding. -rss_limit_mb:
 # the default, stated. -print_final_stats: the executions, for the check below.
