@@ -877,6 +877,32 @@ TEST_F(RoundManagerTest, AnAttackerIsCappedAndClippedAndTheVersionIsRecomputable
   }
 }
 
+// Declared counts are not stored (round_manager.h): after a restart, a
+// task of the resumed round has none, so an update above what its device
+// declared before the restart is accepted, and only the median cap bounds
+// its weight: 1000 samples claimed, median 10, cap 30.
+TEST_F(RoundManagerTest, AfterARestartTheMedianCapAloneBoundsAResumedTask) {
+  std::vector<v1::RoundTask> tasks;
+  for (int i = 0; i < 4; ++i) {
+    auto r = CheckInDeclaring(*manager_, "dev-" + std::to_string(i), 10);
+    ASSERT_TRUE(r.ok() && r->has_task());
+    tasks.push_back(r->task());
+  }
+  Start(config_);  // restart with the round open
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 4; ++i) {
+    const v1::RoundTask& t = tasks[static_cast<size_t>(i)];
+    updates.push_back(MakeUpdate(t.model().spec(), t.round(), "dev-" + std::to_string(i),
+                                 t.task_token(), t.model().version(), i == 0 ? 1000 : 10, rng_,
+                                 40));
+  }
+  for (const v1::Update& u : updates) ASSERT_TRUE(Submit(*manager_, u).ok());
+  manager_->WaitIdle();
+  ASSERT_EQ(manager_->Snapshot().latest_version, 2u);
+  EXPECT_TRUE(IsReferenceFedAvg(2, 1, updates));
+  EXPECT_EQ(manager_->GetModel(2)->metrics().capped_updates(), 1u);
+}
+
 // With every bound set to 0 the server runs plain FedAvg, and the same
 // attacker pins the head.
 TEST_F(RoundManagerTest, BoundsSetToZeroGivePlainFedAvg) {
