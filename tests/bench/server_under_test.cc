@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/blocking_counter.h"
+#include "grpc_port.h"
 #include "server_config.h"
 #include "server_test_support.h"
 
@@ -24,14 +25,16 @@ absl::StatusOr<std::unique_ptr<ServerUnderTest>> ServerUnderTest::Start(
       server::RoundManager::Create(config, *initial, s->store_.get(), &s->clock_);
   if (!manager.ok()) return manager.status();
   s->manager_ = std::move(*manager);
-  s->service_ = std::make_unique<server::CoordinatorService>(s->manager_.get());
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &s->port_);
-  builder.RegisterService(s->service_.get());
-  s->server_ = builder.BuildAndStart();
-  if (s->server_ == nullptr || s->port_ == 0) {
-    return absl::UnavailableError("cannot listen on a loopback port");
-  }
+  s->service_ = std::make_unique<server::CoordinatorService>(
+      s->manager_.get(), server::RequestLimitsFromConfig(config));
+  // The product's own port set-up, so the benchmark pays its edge limits.
+  v1::ServerConfig loopback = config;
+  loopback.set_listen("127.0.0.1:0");
+  absl::StatusOr<server::StartedGrpcServer> started =
+      server::StartGrpcServer(loopback, grpc::InsecureServerCredentials(), s->service_.get());
+  if (!started.ok()) return started.status();
+  s->server_ = std::move(started->server);
+  s->port_ = started->port;
   return s;
 }
 
