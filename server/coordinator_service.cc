@@ -70,9 +70,10 @@ grpc::ServerUnaryReactor* CoordinatorService::CheckIn(grpc::CallbackServerContex
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   v1::CheckInRequest check_in;  // the manager keeps nothing of it
   if (!ParseOrReject(*manager_, context, reactor, *request, limits_.check_in_bytes, &check_in)) return reactor;
-  manager_->CheckIn(check_in, [context, reactor, response](absl::StatusOr<v1::CheckInResponse> r) {
-    Answer(context, reactor, response, r);
-  });
+  manager_->CheckIn(check_in, PeerKey(context->peer()),
+                    [context, reactor, response](absl::StatusOr<v1::CheckInResponse> r) {
+                      Answer(context, reactor, response, r);
+                    });
   return reactor;
 }
 

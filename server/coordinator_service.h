@@ -14,6 +14,10 @@
 // parser never sees it, so a request padded with unknown fields costs no
 // more than its bytes.
 //
+// CheckIn passes the caller's address without its port (PeerKey of
+// context->peer()) to the RoundManager, whose check-in limits count per
+// peer.
+//
 // Safe for concurrent use; the RoundManager must outlive the service.
 #ifndef TINYFED_SERVER_COORDINATOR_SERVICE_H_
 #define TINYFED_SERVER_COORDINATOR_SERVICE_H_

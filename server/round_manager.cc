@@ -80,7 +80,8 @@ RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
       clock_(clock),
       task_limit_(TaskLimit(config.policy().target_updates(), config.policy().over_selection())),
       server_lr_q16_(ToQ16(config.policy().server_learning_rate())),
-      learning_rate_q16_(ToQ16(config.plan().learning_rate())) {
+      learning_rate_q16_(ToQ16(config.plan().learning_rate())),
+      limiter_(config.checkin_limits(), task_limit_) {
   store_->SetBatchHook([this] { ApplyWritten(); });
 }
 
@@ -240,7 +241,8 @@ v1::UpdateAck RoundManager::MakeAckLocked(uint32_t round) const {
   return ack;
 }
 
-void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) {
+void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view peer,
+                           CheckInDone done) {
   if (!ValidDeviceId(request.device_id())) {
     done(absl::InvalidArgumentError("device_id must be 1..32 printable ASCII bytes"));
     return;
@@ -263,6 +265,7 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
   v1::CheckInResponse response;
   std::string token;
   uint32_t round = 0;
+  absl::Status limited;  // a limit refused it: logged after the lock
   {
     absl::MutexLock lock(&mu_);
     auto retry = [&](uint32_t ms) {
@@ -270,6 +273,11 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
     };
     if (!open_) {
       retry(std::min<uint32_t>(1000, config_.policy().retry_after_ms()));
+    } else if (const uint32_t wait = limiter_.Admit(peer, request.device_id(), now_monotonic);
+               wait != 0) {
+      retry(wait);
+      limited = absl::ResourceExhaustedError(
+          absl::StrCat("check-in rate limit of its peer or device ", request.device_id()));
     } else if (auto it = tasks_.find(request.device_id()); it != tasks_.end()) {
       if (updates_.contains(request.device_id())) {
         retry(config_.policy().retry_after_ms());  // done for this round
@@ -278,6 +286,11 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
       }
     } else if (tasks_.size() >= task_limit_) {
       retry(config_.policy().retry_after_ms());  // round full
+    } else if (!limiter_.MayTakeTask(peer)) {
+      retry(config_.policy().retry_after_ms());
+      limited = absl::ResourceExhaustedError(absl::StrCat(
+          "the peer already holds its ", limiter_.peer_task_cap(), " tasks of round ",
+          round_.round));
     } else {
       token.resize(16);
       for (char& ch : token) {
@@ -285,8 +298,13 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
       }
       tasks_[request.device_id()] =
           Task{token, request.has_capabilities() ? request.capabilities().sample_count() : 0};
+      limiter_.TookTask(peer);
       round = round_.round;
     }
+  }
+  if (!limited.ok()) {
+    rejections_.Warn("check-in", peer.empty() ? std::string_view("in-process") : peer, limited,
+                     now_monotonic);
   }
   if (token.empty()) {
     done(std::move(response));
@@ -294,12 +312,16 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, CheckInDone done) 
   }
   TaskRecord record{round, request.device_id(), token, now};
   store_->AppendTask(std::move(record), [this, round, token, device = request.device_id(),
+                                         peer = std::string(peer),
                                          done = std::move(done)](absl::Status status) {
     absl::StatusOr<v1::CheckInResponse> result;
     {
       absl::MutexLock lock(&mu_);
       if (!status.ok()) {
-        if (round_.round == round) tasks_.erase(device);
+        if (round_.round == round) {
+          tasks_.erase(device);
+          limiter_.ReleaseTask(peer);
+        }
         spdlog::error("could not record task of {} in round {}: {}", device, round,
                       status.ToString());
         result = WithRetryHint(absl::UnavailableError("could not record the task"), 1000);
@@ -550,6 +572,7 @@ void RoundManager::CloseRound(bool deadline) {
   }
   updates_.clear();
   tasks_.clear();
+  limiter_.NewRound();
   accepted_ = 0;
   round_ = record;
   deadline_monotonic_ms_ = deadline_monotonic_ms;

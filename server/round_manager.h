@@ -36,6 +36,13 @@
 // one round are bounded by the median cap and the 2^24 limit alone. A
 // device that declares nothing (0) is treated the same way.
 //
+// Check-in limits (checkin_limiter.h, ServerConfig.checkin_limits): a
+// check-in over its peer's or its device's rate, or a new task beyond its
+// peer's share of the round's task slots, gets a RetryAfter, never an
+// error status: every device SDK and the agent's fleet take a RetryAfter
+// on their normal path (back off, check in later), while an error fails
+// their call. The share counts restart with each round.
+//
 // Safe for concurrent use. Results arrive through callbacks, which may run
 // on the caller's thread or on the store's writer thread; they must not
 // block. The RoundManager must outlive every pending callback; its
@@ -58,6 +65,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "aggregator.h"
+#include "checkin_limiter.h"
 #include "clock.h"
 #include "head.h"
 #include "model_store.h"
@@ -108,8 +116,13 @@ class RoundManager {
   // A task for the device, the same one again if it already has one in the
   // open round, or a retry hint. INVALID_ARGUMENT for a bad device id;
   // FAILED_PRECONDITION when the device declares it cannot hold the head;
-  // UNAVAILABLE when the task could not be recorded.
-  void CheckIn(const v1::CheckInRequest& request, CheckInDone done);
+  // UNAVAILABLE when the task could not be recorded. `peer` is the
+  // caller's PeerKey() for the check-in limits; "" (the overload without
+  // it: in-process callers) is exempt from them. A RetryAfter for a check-in over a limit (see the top).
+  void CheckIn(const v1::CheckInRequest& request, std::string_view peer, CheckInDone done);
+  void CheckIn(const v1::CheckInRequest& request, CheckInDone done) {
+    CheckIn(request, "", std::move(done));
+  }
 
   // Validates, records durably, accumulates and acknowledges `update`,
   // which must stay valid until `done` has run (CoordinatorService keeps it
@@ -205,6 +218,7 @@ class RoundManager {
   uint32_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t pending_ ABSL_GUARDED_BY(mu_) = 0;
   absl::BitGen token_bits_ ABSL_GUARDED_BY(mu_);
+  CheckInLimiter limiter_ ABSL_GUARDED_BY(mu_);
   // Filled by the store's callbacks, emptied by ApplyWritten(). Its own
   // lock so that recording a result never waits for request handling.
   absl::Mutex written_mu_;

@@ -87,6 +87,14 @@ void ApplyDefaults(v1::ServerConfig* c) {
   if (l->max_concurrent_streams() == 0) l->set_max_concurrent_streams(1024);
   if (l->max_connection_idle_ms() == 0) l->set_max_connection_idle_ms(300'000);
   if (l->request_slack_bytes() == 0) l->set_request_slack_bytes(512);
+  v1::CheckInLimits* k = c->mutable_checkin_limits();
+  if (!k->has_peer_task_share()) k->set_peer_task_share(0.25);
+  if (!k->has_peer_checkins_per_second()) k->set_peer_checkins_per_second(20);
+  if (!k->has_peer_burst()) k->set_peer_burst(40);
+  if (!k->has_device_checkins_per_second()) k->set_device_checkins_per_second(1);
+  if (!k->has_device_burst()) k->set_device_burst(10);
+  if (!k->has_exempt_loopback()) k->set_exempt_loopback(true);
+  if (k->max_tracked() == 0) k->set_max_tracked(65536);
 }
 
 absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
@@ -182,6 +190,29 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
   if (l.request_slack_bytes() > 65536) {
     return bad("limits.request_slack_bytes must be <= 65536, got ", l.request_slack_bytes());
   }
+  const v1::CheckInLimits& k = c.checkin_limits();
+  // A share of 0 would let no peer check in; above 1 it limits nothing.
+  if (!(k.peer_task_share() > 0 && k.peer_task_share() <= 1)) {
+    return bad("checkin_limits.peer_task_share must be in (0, 1], got ", k.peer_task_share());
+  }
+  // Bounds keep a bucket's thousandths far inside int64 (limiter).
+  for (const auto& [name, value] :
+       {std::pair<const char*, uint32_t>{"peer_checkins_per_second",
+                                         k.peer_checkins_per_second()},
+        std::pair<const char*, uint32_t>{"device_checkins_per_second",
+                                         k.device_checkins_per_second()}}) {
+    if (value > 1'000'000) {
+      return bad("checkin_limits.", name, " must be <= 1000000, got ", value);
+    }
+  }
+  for (const auto& [name, value] :
+       {std::pair<const char*, uint32_t>{"peer_burst", k.peer_burst()},
+        std::pair<const char*, uint32_t>{"device_burst", k.device_burst()}}) {
+    if (value < 1 || value > 1'000'000) {
+      return bad("checkin_limits.", name, " must be in [1, 1000000], got ", value);
+    }
+  }
+  if (k.max_tracked() < 1) return bad("checkin_limits.max_tracked must be >= 1");
   return absl::OkStatus();
 }
 

@@ -287,5 +287,47 @@ TEST(CoordinatorService, OverloadCarriesRetryHintMetadata) {
   EXPECT_GT(std::stoi(std::string(it->second.data(), it->second.size())), 0);
 }
 
+// The service hands the caller's address to the check-in limits: with
+// loopback not exempt, this client (one peer, whatever device ids it
+// invents) gets its share of the round's slots, ceil(0.25 x 4) = 1, and a
+// RetryAfter for the rest, as an OK response the SDK decodes. Peers on
+// other addresses are tested in round_manager_test.cc (a loopback client
+// cannot choose its source address through gRPC).
+TEST(CoordinatorService, CheckInLimitsCountPerPeerAtTheEdge) {
+  v1::ServerConfig config = Config();
+  config.mutable_checkin_limits()->set_exempt_loopback(false);
+  LoopbackServer server(config);
+  int tasks = 0;
+  for (int i = 0; i < 4; ++i) {
+    v1::CheckInRequest request;
+    request.set_device_id("invented-" + std::to_string(i));
+    grpc::ClientContext context;
+    v1::CheckInResponse response;
+    const grpc::Status status = server.stub().CheckIn(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    if (response.has_task()) {
+      ++tasks;
+    } else {
+      EXPECT_EQ(response.retry().retry_after_ms(), config.policy().retry_after_ms()) << i;
+    }
+  }
+  EXPECT_EQ(tasks, 1);
+  EXPECT_EQ(server.manager().Snapshot().tasks_issued, 1u);
+}
+
+// By default loopback is exempt: the simulator's one-address fleet gets
+// every slot.
+TEST(CoordinatorService, LoopbackFleetGetsEverySlotByDefault) {
+  LoopbackServer server(Config());
+  for (int i = 0; i < 4; ++i) {
+    v1::CheckInRequest request;
+    request.set_device_id("sim-" + std::to_string(i));
+    grpc::ClientContext context;
+    v1::CheckInResponse response;
+    ASSERT_TRUE(server.stub().CheckIn(&context, request, &response).ok());
+    EXPECT_TRUE(response.has_task()) << i;
+  }
+}
+
 }  // namespace
 }  // namespace tinyfed::server

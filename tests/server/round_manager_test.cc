@@ -931,5 +931,115 @@ TEST_F(RoundManagerTest, BoundsSetToZeroGivePlainFedAvg) {
   EXPECT_EQ(pinned, 64) << "every weight at an int16 limit";
 }
 
+// Check-in limits (checkin_limiter.h) through the manager, with the peer
+// given as the service passes it.
+absl::StatusOr<v1::CheckInResponse> CheckInFrom(RoundManager& m, const std::string& device,
+                                                const std::string& peer) {
+  v1::CheckInRequest request;
+  request.set_device_id(device);
+  std::promise<absl::StatusOr<v1::CheckInResponse>> answer;
+  m.CheckIn(request, peer, [&](absl::StatusOr<v1::CheckInResponse> r) { answer.set_value(r); });
+  return answer.get_future().get();
+}
+
+// The attack of issue 12: one client inventing device ids at the start of
+// a round took every task slot. With the default share (0.25 of SmallConfig's
+// 6 slots: 2) it gets two, and four devices behind other addresses complete
+// the round; the next round gives the flooding peer its share again.
+TEST_F(RoundManagerTest, FloodFromOnePeerLeavesTheRoundToOtherPeers) {
+  ASSERT_EQ(config_.checkin_limits().peer_task_share(), 0.25);
+  const std::string attacker = "ipv4:10.6.6.6";
+  int attacker_tasks = 0;
+  for (int i = 0; i < 60; ++i) {
+    auto r = CheckInFrom(*manager_, "fake-" + std::to_string(i), attacker);
+    ASSERT_TRUE(r.ok()) << r.status();  // a RetryAfter, which every device SDK handles
+    if (r->has_task()) {
+      ++attacker_tasks;
+    } else {
+      EXPECT_GT(r->retry().retry_after_ms(), 0u) << i;
+    }
+  }
+  EXPECT_EQ(attacker_tasks, 2);
+  EXPECT_EQ(manager_->Snapshot().tasks_issued, 2u);
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 4; ++i) {
+    const std::string device = "dev-" + std::to_string(i);
+    auto r = CheckInFrom(*manager_, device, "ipv4:10.0.0." + std::to_string(i + 1));
+    ASSERT_TRUE(r.ok() && r->has_task()) << device;
+    const v1::RoundTask& task = r->task();
+    updates.push_back(MakeUpdate(task.model().spec(), task.round(), device, task.task_token(),
+                                 task.model().version(), 10, rng_, 40));
+  }
+  for (const v1::Update& u : updates) ASSERT_TRUE(Submit(*manager_, u).ok());
+  manager_->WaitIdle();
+  ASSERT_EQ(manager_->Snapshot().latest_version, 2u);
+  EXPECT_TRUE(IsReferenceFedAvg(2, 1, updates));
+  // A new round: the share counts start again (the peer's bucket, 40
+  // check-ins deep, is refilled by the time that passes).
+  clock_.AdvanceMs(2000);
+  attacker_tasks = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto r = CheckInFrom(*manager_, "fake-next-" + std::to_string(i), attacker);
+    ASSERT_TRUE(r.ok()) << r.status();
+    attacker_tasks += r->has_task();
+  }
+  EXPECT_EQ(attacker_tasks, 2);
+}
+
+// A device checking in again gets its task again, and that task counts once
+// against its peer's share.
+TEST_F(RoundManagerTest, CheckingInAgainDoesNotCountAgainstThePeerShare) {
+  const std::string peer = "ipv4:192.0.2.7";
+  auto first = CheckInFrom(*manager_, "dev-a", peer);
+  ASSERT_TRUE(first.ok() && first->has_task());
+  for (int i = 0; i < 3; ++i) {
+    auto again = CheckInFrom(*manager_, "dev-a", peer);
+    ASSERT_TRUE(again.ok() && again->has_task()) << i;
+    EXPECT_EQ(again->task().task_token(), first->task().task_token());
+  }
+  auto second = CheckInFrom(*manager_, "dev-b", peer);
+  ASSERT_TRUE(second.ok());
+  EXPECT_TRUE(second->has_task()) << "the share (2) counted dev-a more than once";
+  auto third = CheckInFrom(*manager_, "dev-c", peer);
+  ASSERT_TRUE(third.ok());
+  EXPECT_FALSE(third->has_task());
+  EXPECT_EQ(third->retry().retry_after_ms(), config_.policy().retry_after_ms());
+  EXPECT_EQ(manager_->Snapshot().tasks_issued, 2u);
+}
+
+// The per-peer bucket empties and refills on the monotonic clock; its
+// RetryAfter says when.
+TEST_F(RoundManagerTest, PeerRateLimitRefillsOnTheMonotonicClock) {
+  v1::ServerConfig c = SmallConfig();
+  c.mutable_checkin_limits()->set_peer_task_share(1);
+  c.mutable_checkin_limits()->set_peer_checkins_per_second(2);  // one each 500 ms
+  c.mutable_checkin_limits()->set_peer_burst(2);
+  Start(c, "rate.db");
+  const std::string peer = "ipv4:192.0.2.9";
+  ASSERT_TRUE(CheckInFrom(*manager_, "dev-0", peer)->has_task());
+  ASSERT_TRUE(CheckInFrom(*manager_, "dev-1", peer)->has_task());
+  auto limited = CheckInFrom(*manager_, "dev-2", peer);
+  ASSERT_TRUE(limited.ok());
+  EXPECT_FALSE(limited->has_task());
+  EXPECT_EQ(limited->retry().retry_after_ms(), 500u);
+  clock_.StepWallMs(kHourMs);  // the wall clock refills nothing
+  EXPECT_FALSE(CheckInFrom(*manager_, "dev-2", peer)->has_task());
+  clock_.AdvanceMs(499);
+  EXPECT_FALSE(CheckInFrom(*manager_, "dev-2", peer)->has_task());
+  clock_.AdvanceMs(1);
+  EXPECT_TRUE(CheckInFrom(*manager_, "dev-2", peer)->has_task());
+  EXPECT_EQ(manager_->Snapshot().tasks_issued, 3u);
+}
+
+// The simulator and a bridge on the server's host bring a whole fleet from
+// loopback: by default the per-peer limits leave them alone.
+TEST_F(RoundManagerTest, LoopbackPeersAreExemptByDefault) {
+  for (int i = 0; i < 6; ++i) {
+    auto r = CheckInFrom(*manager_, "dev-" + std::to_string(i), "ipv4:127.0.0.1");
+    ASSERT_TRUE(r.ok() && r->has_task()) << i;
+  }
+  EXPECT_EQ(manager_->Snapshot().tasks_issued, 6u);
+}
+
 }  // namespace
 }  // namespace tinyfed::server
