@@ -69,7 +69,9 @@ grpc::ServerUnaryReactor* CoordinatorService::CheckIn(grpc::CallbackServerContex
                                                       grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   v1::CheckInRequest check_in;  // the manager keeps nothing of it
-  if (!ParseOrReject(*manager_, context, reactor, *request, limits_.check_in_bytes, &check_in)) return reactor;
+  if (!ParseOrReject(*manager_, context, reactor, *request, limits_.check_in_bytes, &check_in)) {
+    return reactor;
+  }
   manager_->CheckIn(check_in, PeerKey(context->peer()),
                     [context, reactor, response](absl::StatusOr<v1::CheckInResponse> r) {
                       Answer(context, reactor, response, r);
@@ -83,7 +85,10 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitUpdate(grpc::CallbackServerC
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   // The manager reads the update until it answers: the callback owns it.
   auto update = std::make_shared<v1::Update>();
-  if (!ParseOrReject(*manager_, context, reactor, *request, limits_.update_bytes, update.get())) return reactor;
+  if (!ParseOrReject(*manager_, context, reactor, *request, limits_.update_bytes,
+                     update.get())) {
+    return reactor;
+  }
   const v1::Update& ref = *update;
   manager_->SubmitUpdate(ref, [context, reactor, response, owned = std::move(update)](
                                   absl::StatusOr<v1::UpdateAck> r) {

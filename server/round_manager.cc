@@ -29,11 +29,6 @@ bool ValidDeviceId(const std::string& id) {
   return true;
 }
 
-// ceil(K * factor), the number of tasks a round hands out. The factor is
-// written in decimal in the config and arrives as the nearest double, which
-// can sit just above a whole product (50 x 1.1 = 55.00000000000001), so it
-// is taken to the nearest millionth first and the ceiling done in integers.
-// The config bounds K <= 4e6 and factor <= 100: the product stays below 2^49.
 // The configured bounds in the aggregator's integers. Multiples go to
 // Q16.16; the fixed norm bound to master steps (at least one, so that a
 // configured bound never means "none").
@@ -48,6 +43,11 @@ InfluenceBounds BoundsFromConfig(const v1::InfluencePolicy& policy, uint32_t fra
   return b;
 }
 
+// ceil(K * factor), the number of tasks a round hands out. The factor is
+// written in decimal in the config and arrives as the nearest double, which
+// can sit just above a whole product (50 x 1.1 = 55.00000000000001), so it
+// is taken to the nearest millionth first and the ceiling done in integers.
+// The config bounds K <= 4e6 and factor <= 100: the product stays below 2^49.
 uint32_t TaskLimit(uint32_t target_updates, double over_selection) {
   const int64_t factor_millionths = std::llround(over_selection * 1e6);
   const int64_t product = static_cast<int64_t>(target_updates) * factor_millionths;
