@@ -13,7 +13,9 @@
 #include "absl/strings/str_format.h"
 #include "openssl/crypto.h"
 #include "openssl/evp.h"
+#include "openssl/core_names.h"
 #include "openssl/hmac.h"
+#include "openssl/params.h"
 #include "openssl/rand.h"
 
 namespace tinyfed {
@@ -21,6 +23,9 @@ namespace {
 
 static_assert(sizeof(TINYFED_DEVICE_KEY_LABEL) == TINYFED_DEVICE_KEY_LABEL_SIZE,
               "the label's size in device_key.h counts its NUL");
+static_assert(sizeof(TINYFED_CHECKIN_TAG_LABEL) == TINYFED_CHECKIN_TAG_LABEL_SIZE &&
+                  sizeof(TINYFED_UPDATE_TAG_LABEL) == TINYFED_UPDATE_TAG_LABEL_SIZE,
+              "the labels' sizes in request_auth.h count their NUL");
 static_assert(Key256::kSize == TINYFED_FLEET_KEY_SIZE && Key256::kSize == TINYFED_DEVICE_KEY_SIZE);
 
 // Owner read and write at most: group, other, execute and set-id bits are
@@ -83,6 +88,55 @@ void HmacSha256(absl::Span<const uint8_t> key, absl::Span<const uint8_t> message
     std::fprintf(stderr, "tinyfed: libcrypto's HMAC-SHA256 failed\n");
     std::abort();
   }
+}
+
+namespace {
+
+[[noreturn]] void CryptoFailed(const char* what) {
+  std::fprintf(stderr, "tinyfed: libcrypto's %s failed\n", what);
+  std::abort();
+}
+
+// libcrypto's HMAC implementation, fetched once: a fetch per request costs
+// a lookup under a lock in every call on the server's request path. The
+// object is immutable and shared by every thread (OpenSSL 3 allows that).
+EVP_MAC* HmacMac() {
+  static EVP_MAC* const mac = [] {
+    EVP_MAC* fetched = EVP_MAC_fetch(nullptr, OSSL_MAC_NAME_HMAC, nullptr);
+    if (fetched == nullptr) CryptoFailed("HMAC fetch");
+    return fetched;
+  }();
+  return mac;
+}
+
+}  // namespace
+
+Tag256 RequestTag(const Key256& device_key, RequestType type, std::string_view body) {
+  const char* label = type == RequestType::kCheckIn ? TINYFED_CHECKIN_TAG_LABEL
+                                                    : TINYFED_UPDATE_TAG_LABEL;
+  const size_t label_size = type == RequestType::kCheckIn ? TINYFED_CHECKIN_TAG_LABEL_SIZE
+                                                          : TINYFED_UPDATE_TAG_LABEL_SIZE;
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_END};
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(HmacMac());
+  if (ctx == nullptr) CryptoFailed("HMAC context");
+  Tag256 tag;
+  size_t length = 0;
+  const bool ok =
+      EVP_MAC_init(ctx, device_key.bytes().data(), device_key.bytes().size(), params) == 1 &&
+      EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(label), label_size) == 1 &&
+      EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(body.data()), body.size()) ==
+          1 &&
+      EVP_MAC_final(ctx, tag.data(), &length, tag.size()) == 1 && length == tag.size();
+  EVP_MAC_CTX_free(ctx);
+  if (!ok) CryptoFailed("HMAC-SHA256");
+  return tag;
+}
+
+bool TagMatches(const Tag256& expected, std::string_view tag) {
+  return tag.size() == expected.size() &&
+         CRYPTO_memcmp(expected.data(), tag.data(), expected.size()) == 0;
 }
 
 absl::Status ValidateDeviceId(std::string_view device_id) {

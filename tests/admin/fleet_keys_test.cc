@@ -89,6 +89,37 @@ TEST(DeriveDeviceKey, MatchesPythonHmacOfLabelAndId) {
             "63ab47e51e8a0de7feafc597fdb4c02abd201ee9ab7130695aa6b2484009f5ae");
 }
 
+// request_auth.h's fixed vectors, from python3's hmac module:
+//   dk = bytes.fromhex("1878b31e...127d43")   # dev-0001's key above
+//   hmac.new(dk, b"tinyfed/v1 CheckInRequest\0" + b"\x0a\x08dev-0001",
+//            hashlib.sha256).hexdigest()
+// and the same with b"tinyfed/v1 Update\0".
+TEST(RequestTag, MatchesPythonHmacOfLabelAndBody) {
+  absl::StatusOr<Key256> key = DeriveDeviceKey(CountingFleetKey(), "dev-0001");
+  ASSERT_TRUE(key.ok()) << key.status();
+  const std::string body = std::string("\x0a\x08", 2) + "dev-0001";
+  EXPECT_EQ(ToHex(RequestTag(*key, RequestType::kCheckIn, body)),
+            "00192496c68442dbe9e8fe4348f8dc1f3c99e642127201cff3857740940f4f4e");
+  EXPECT_EQ(ToHex(RequestTag(*key, RequestType::kUpdate, body)),
+            "5322a0e1ebe8d7ca60830952c04786ae95e2006e8adbe119100129e89bf7435f");
+}
+
+TEST(TagMatches, AcceptsTheExactTagOnly) {
+  absl::StatusOr<Key256> key = DeriveDeviceKey(CountingFleetKey(), "dev-0001");
+  ASSERT_TRUE(key.ok()) << key.status();
+  const Tag256 tag = RequestTag(*key, RequestType::kUpdate, "body");
+  const std::string exact(tag.begin(), tag.end());
+  EXPECT_TRUE(TagMatches(tag, exact));
+  EXPECT_FALSE(TagMatches(tag, ""));
+  EXPECT_FALSE(TagMatches(tag, exact.substr(0, 16)));  // a shortened tag
+  EXPECT_FALSE(TagMatches(tag, exact + "x"));
+  for (size_t i = 0; i < exact.size(); ++i) {
+    std::string flipped = exact;
+    flipped[i] = static_cast<char>(flipped[i] ^ 0x01);
+    EXPECT_FALSE(TagMatches(tag, flipped)) << "byte " << i;
+  }
+}
+
 // The same derivation by a second, independent implementation, run now:
 // python3's hmac over a fleet key this test draws at random.
 TEST(DeriveDeviceKey, MatchesPythonForARandomFleetKey) {

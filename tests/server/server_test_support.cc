@@ -49,6 +49,36 @@ v1::HeadSpec MakeSpec(uint32_t features, uint32_t classes) {
   return spec;
 }
 
+Key256 TestFleetKey() {
+  std::array<uint8_t, Key256::kSize> bytes;
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i);
+  return Key256(bytes);
+}
+
+v1::SignedRequest SignBytes(const Key256& fleet_key, const std::string& device_id,
+                            RequestType type, const std::string& body) {
+  absl::StatusOr<Key256> device_key = DeriveDeviceKey(fleet_key, device_id);
+  EXPECT_TRUE(device_key.ok()) << device_key.status();
+  v1::SignedRequest signed_request;
+  signed_request.set_device_id(device_id);
+  signed_request.set_body(body);
+  if (device_key.ok()) {
+    const Tag256 tag = RequestTag(*device_key, type, body);
+    signed_request.set_tag(std::string(tag.begin(), tag.end()));
+  }
+  return signed_request;
+}
+
+v1::SignedRequest Sign(const Key256& fleet_key, const v1::CheckInRequest& check_in) {
+  return SignBytes(fleet_key, check_in.device_id(), RequestType::kCheckIn,
+                   check_in.SerializeAsString());
+}
+
+v1::SignedRequest Sign(const Key256& fleet_key, const v1::Update& update) {
+  return SignBytes(fleet_key, update.device_id(), RequestType::kUpdate,
+                   update.SerializeAsString());
+}
+
 void FixChecksum(v1::Update* update) {
   uint32_t crc = tinyfed_crc32_update(
       TINYFED_CRC32_INIT, reinterpret_cast<const uint8_t*>(update->weight_delta().data()),

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "round_manager.h"
+#include "tinyfed_common/fleet_keys.h"
 #include "tinyfed/v1/coordinator.pb.h"
 #include "tinyfed/v1/model.pb.h"
 #include "tinyfed/v1/round.pb.h"
@@ -30,6 +31,18 @@ v1::Update MakeUpdate(const v1::HeadSpec& spec, uint32_t round, const std::strin
 // A check-in and an update submission that wait for the manager's answer.
 absl::StatusOr<v1::CheckInResponse> CheckIn(RoundManager& m, const std::string& device_id);
 absl::StatusOr<v1::UpdateAck> Submit(RoundManager& m, const v1::Update& update);
+
+// The fleet key tests use unless they need another: bytes 0x00..0x1f,
+// device_key.h's vector key.
+Key256 TestFleetKey();
+
+// `body` (a message's exact bytes) in a SignedRequest for `device_id`,
+// tagged with that device's key under `fleet_key` (request_auth.h).
+v1::SignedRequest SignBytes(const Key256& fleet_key, const std::string& device_id,
+                            RequestType type, const std::string& body);
+// The message serialized and signed for its own device id.
+v1::SignedRequest Sign(const Key256& fleet_key, const v1::CheckInRequest& check_in);
+v1::SignedRequest Sign(const Key256& fleet_key, const v1::Update& update);
 
 // Recomputes update->checksum after a test edits its deltas.
 void FixChecksum(v1::Update* update);

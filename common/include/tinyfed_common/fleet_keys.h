@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "tinyfed_common/device_key.h"
+#include "tinyfed_common/request_auth.h"
 
 namespace tinyfed {
 
@@ -57,6 +58,22 @@ absl::Status ValidateDeviceId(std::string_view device_id);
 // device_key.h's derivation. INVALID_ARGUMENT for an id ValidateDeviceId
 // refuses (no key is derived for an id the server would never accept).
 absl::StatusOr<Key256> DeriveDeviceKey(const Key256& fleet_key, std::string_view device_id);
+
+// The body types a SignedRequest can carry; each has its own label in the
+// tag's input (request_auth.h).
+enum class RequestType { kCheckIn, kUpdate };
+
+using Tag256 = std::array<uint8_t, TINYFED_TAG_SIZE>;
+
+// request_auth.h's tag of `body` (the encoded message's exact bytes) under
+// `device_key`. Cannot fail; aborts like HmacSha256 on a broken libcrypto.
+Tag256 RequestTag(const Key256& device_key, RequestType type, std::string_view body);
+
+// True when `tag` is exactly the 32 bytes of `expected`, compared in
+// constant time (CRYPTO_memcmp), so the time taken does not tell an
+// attacker how many leading bytes of a forged tag were right. A tag of any
+// other length is false.
+bool TagMatches(const Tag256& expected, std::string_view tag);
 
 // The fleet key file: exactly 32 raw bytes (the key itself, no encoding),
 // a regular file (a symbolic link to one is followed) whose permission
