@@ -1,5 +1,6 @@
 // Durable state of the server: model versions with their lineage, rounds,
-// the tasks handed out in a round and the updates accepted in it.
+// the tasks handed out in a round and the updates accepted in it, and the
+// devices whose keys are revoked.
 //
 // Writes are durable when they complete: synchronous calls return after
 // their transaction commits; AppendTask/AppendUpdate queue the record and
@@ -49,6 +50,9 @@ struct TaskRecord {
   std::string device_id;
   std::string token;
   int64_t issued_ms = 0;
+  // The sample count the device declared at check-in (0 = declared none),
+  // kept so that a restarted server still refuses an update claiming more.
+  uint32_t declared_samples = 0;
 };
 
 struct StoredUpdate {
@@ -74,6 +78,8 @@ class ModelStore {
   // Everything recorded for `round`, in insertion order.
   virtual absl::StatusOr<std::vector<TaskRecord>> RoundTasks(uint32_t round) = 0;
   virtual absl::StatusOr<std::vector<StoredUpdate>> RoundUpdates(uint32_t round) = 0;
+  // The ids of every revoked device, in byte order.
+  virtual absl::StatusOr<std::vector<std::string>> RevokedDevices() = 0;
 
   // ---- writes ------------------------------------------------------------
   // Stores the first version (version 1, parent 0, round 0, else
@@ -97,6 +103,12 @@ class ModelStore {
                                    const v1::ModelVersion& next) = 0;
   // Marks the open `round` abandoned; the model stays as it is.
   virtual absl::Status AbandonRound(uint32_t round, int64_t closed_ms) = 0;
+  // Adds `device_id` (not empty, else INVALID_ARGUMENT) to the revocation
+  // list, durably, as revoked at `revoked_unix_ms`. Revoking a revoked
+  // device is OK and keeps the first time. There is no un-revoke: a
+  // device's key is derived from its id, so a device back in service gets
+  // a new id, and with it a new key.
+  virtual absl::Status RevokeDevice(const std::string& device_id, int64_t revoked_unix_ms) = 0;
 
   // Appends queued and not yet durable (for back-pressure).
   virtual size_t PendingWrites() const = 0;
@@ -128,8 +140,10 @@ class ModelStore {
 };
 
 // A SQLite store in one file (WAL mode, synchronous=FULL), created when
-// missing. The schema is versioned; a file from an unknown schema gives
-// FAILED_PRECONDITION.
+// missing. The schema is versioned; a file of an older schema is migrated
+// when opened (its tasks then have declared_samples 0), a file from an
+// unknown schema gives FAILED_PRECONDITION. Damage found in the file gives
+// DATA_LOSS naming it.
 absl::StatusOr<std::unique_ptr<ModelStore>> OpenSqliteModelStore(const std::string& path);
 
 }  // namespace tinyfed::server

@@ -52,15 +52,18 @@ namespace {
 // program's SQLite file is recognized as foreign instead of being adopted.
 constexpr int32_t kApplicationId = 0x54464544;  // "TFED"
 // PRAGMA user_version. Bump it with every schema change and teach Open to
-// migrate from the previous one. 2 added the `crc` column to every table.
-constexpr int32_t kSchemaVersion = 2;
+// migrate from the previous one. 2 added the `crc` column to every table;
+// 3 added tasks.declared_samples and the revocations table.
+constexpr int32_t kSchemaVersion = 3;
 // How long a connection waits for another process's lock before giving up
 // with UNAVAILABLE. Only another process (an admin tool, a second server
 // pointed at the same file by mistake) can hold one: in this process all
 // writes go through one connection and WAL readers never block it.
 constexpr int kBusyTimeoutMs = 5000;
 
-// `crc` is the RowCrc of the row's other columns, in the order listed.
+// `crc` is the RowCrc of the row's other columns, in the order listed
+// (tasks.declared_samples last, after crc: where ALTER TABLE puts it in a
+// migrated file, so that new and migrated files have the same columns).
 constexpr absl::string_view kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS model_versions(
   version INTEGER PRIMARY KEY,
@@ -84,6 +87,7 @@ CREATE TABLE IF NOT EXISTS tasks(
   token BLOB NOT NULL,
   issued_ms INTEGER NOT NULL,
   crc INTEGER NOT NULL,
+  declared_samples INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(round, device_id));
 CREATE TABLE IF NOT EXISTS updates(
   round INTEGER NOT NULL,
@@ -92,6 +96,15 @@ CREATE TABLE IF NOT EXISTS updates(
   received_ms INTEGER NOT NULL,
   crc INTEGER NOT NULL,
   PRIMARY KEY(round, device_id));
+)sql";
+
+// Created by kSchema's transaction in a new file and by the migration from
+// schema 2 in an old one. `crc` as in kSchema.
+constexpr absl::string_view kRevocationsTable = R"sql(
+CREATE TABLE IF NOT EXISTS revocations(
+  device_id TEXT PRIMARY KEY,
+  revoked_ms INTEGER NOT NULL,
+  crc INTEGER NOT NULL);
 )sql";
 
 // Schema 1 had no `crc` columns. The migration computes them from the rows
@@ -110,6 +123,18 @@ ALTER TABLE updates ADD COLUMN crc INTEGER NOT NULL DEFAULT 0;
 UPDATE updates SET crc = tinyfed_row_crc('u', round, device_id, payload, received_ms);
 )sql";
 
+// Schema 2 had no declared counts (0 = declared none) and no revocations.
+// A task's CRC then covers one more value, so it is recomputed, but only
+// after every task row has passed its schema 2 CRC (kDamagedTasksOf2):
+// a migration must not bless damage it could still see.
+constexpr absl::string_view kDamagedTasksOf2 =
+    "SELECT count(*) FROM tasks "
+    "WHERE crc != tinyfed_row_crc('t', round, device_id, token, issued_ms)";
+constexpr absl::string_view kMigrateFrom2 = R"sql(
+ALTER TABLE tasks ADD COLUMN declared_samples INTEGER NOT NULL DEFAULT 0;
+UPDATE tasks SET crc = tinyfed_row_crc('t', round, device_id, token, issued_ms, declared_samples);
+)sql";
+
 // The columns each table must have (name, declared type, primary-key
 // position), as both a new file and a migrated one have them. A damaged
 // schema text can still parse, as another table: this finds it at open
@@ -119,8 +144,10 @@ constexpr absl::string_view kExpectedColumns =
     "created_ms INTEGER 0,model BLOB 0,crc INTEGER 0;"
     "rounds:round INTEGER 1,base_version INTEGER 0,state INTEGER 0,opened_ms INTEGER 0,"
     "deadline_ms INTEGER 0,closed_ms INTEGER 0,crc INTEGER 0;"
-    "tasks:round INTEGER 1,device_id TEXT 2,token BLOB 0,issued_ms INTEGER 0,crc INTEGER 0;"
-    "updates:round INTEGER 1,device_id TEXT 2,payload BLOB 0,received_ms INTEGER 0,crc INTEGER 0;";
+    "tasks:round INTEGER 1,device_id TEXT 2,token BLOB 0,issued_ms INTEGER 0,crc INTEGER 0,"
+    "declared_samples INTEGER 0;"
+    "updates:round INTEGER 1,device_id TEXT 2,payload BLOB 0,received_ms INTEGER 0,crc INTEGER 0;"
+    "revocations:device_id TEXT 1,revoked_ms INTEGER 0,crc INTEGER 0;";
 
 // The CRC-32 of one row: a tag naming the table, then each value with its
 // kind (an integer as 8 bytes little-endian, bytes as their 8-byte length
@@ -382,6 +409,29 @@ absl::Status CheckColumns(sqlite3* db) {
   return absl::OkStatus();
 }
 
+// Brings a file of schema `from` (1 or 2), checked by quick_check, to
+// kSchemaVersion in one transaction: a failure leaves it as it was.
+absl::Status MigrateFile(sqlite3* db, int64_t from) {
+  const int rc = sqlite3_create_function_v2(db, "tinyfed_row_crc", -1,
+                                            SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
+                                            RowCrcFunction, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db, rc, "registering tinyfed_row_crc");
+  if (absl::Status s = Exec(db, "BEGIN IMMEDIATE"); !s.ok()) return s;
+  if (from == 1) {
+    if (absl::Status s = Exec(db, std::string(kMigrateFrom1).c_str()); !s.ok()) return s;
+  }
+  absl::StatusOr<int64_t> damaged = QueryInt(db, kDamagedTasksOf2, "checking the task rows");
+  if (!damaged.ok()) return damaged.status();
+  if (*damaged != 0) return Damaged(db, absl::StrCat(*damaged, " task rows fail their row CRC"));
+  if (absl::Status s = Exec(db, absl::StrCat(kMigrateFrom2, kRevocationsTable,
+                                             "PRAGMA user_version=", kSchemaVersion)
+                                    .c_str());
+      !s.ok()) {
+    return s;
+  }
+  return Exec(db, "COMMIT");
+}
+
 // Checks that `db` is empty or a tinyfed store of this schema version, and
 // creates the schema in an empty one. Reads the header before writing
 // anything, so a foreign file is left untouched.
@@ -405,7 +455,7 @@ absl::Status PrepareFile(sqlite3* db, const std::string& path) {
         absl::StrCat(path, " is a SQLite database of another program (application_id ",
                      *application, "), not a tinyfed model store"));
   }
-  if (!empty && *schema != kSchemaVersion && *schema != 1) {
+  if (!empty && (*schema < 1 || *schema > kSchemaVersion)) {
     return absl::FailedPreconditionError(absl::StrCat(path, " has model store schema version ",
                                                       *schema, "; this build reads versions 1 to ",
                                                       kSchemaVersion));
@@ -430,26 +480,16 @@ absl::Status PrepareFile(sqlite3* db, const std::string& path) {
     if (*check != "ok") {
       return Damaged(db, absl::StrCat("SQLite's quick_check failed (", *check, ")"));
     }
-    if (*schema == 1) {
-      const int rc = sqlite3_create_function_v2(db, "tinyfed_row_crc", -1,
-                                                SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
-                                                RowCrcFunction, nullptr, nullptr, nullptr);
-      if (rc != SQLITE_OK) return SqliteError(db, rc, "registering tinyfed_row_crc");
-      if (absl::Status s = Exec(db, "BEGIN IMMEDIATE"); !s.ok()) return s;
-      absl::Status migrated = Exec(db, std::string(kMigrateFrom1).c_str());
-      if (migrated.ok()) {
-        migrated = Exec(db, absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
-      }
-      if (migrated.ok()) migrated = Exec(db, "COMMIT");
-      if (!migrated.ok()) {
+    if (*schema < kSchemaVersion) {
+      if (absl::Status s = MigrateFile(db, *schema); !s.ok()) {
         RollbackIfOpen(db);
-        return WithContext(migrated, absl::StrCat("migrating ", path, " from schema version 1"));
+        return WithContext(s, absl::StrCat("migrating ", path, " from schema version ", *schema));
       }
     }
     return CheckColumns(db);
   }
   if (absl::Status s = Exec(db, "BEGIN IMMEDIATE"); !s.ok()) return s;
-  absl::Status created = Exec(db, std::string(kSchema).c_str());
+  absl::Status created = Exec(db, absl::StrCat(kSchema, kRevocationsTable).c_str());
   if (created.ok()) {
     created = Exec(db, absl::StrCat("PRAGMA application_id=", kApplicationId, ";",
                                     "PRAGMA user_version=", kSchemaVersion)
@@ -548,19 +588,23 @@ absl::StatusOr<RoundRecord> RoundFromRow(sqlite3* db, const Query& query) {
   return record;
 }
 
+int64_t RevocationCrc(absl::string_view device_id, int64_t revoked_ms) {
+  return RowCrc('d').Bytes(device_id).Int(revoked_ms).value();
+}
+
 // Checks the CRC of a task ('t') or update ('u') row read as (round,
-// device_id, bytes, ms, crc), and that it belongs to `round`: a damaged
-// index can lead a lookup to another round's row.
+// device_id, bytes, ms, crc), a task's with declared_samples after them,
+// and that it belongs to `round`: a damaged index can lead a lookup to
+// another round's row.
 absl::Status CheckAppendRow(sqlite3* db, char table, uint32_t round, const Query& query) {
   const char* what = table == 'u' ? "update" : "task";
-  const std::string device = query.ColumnBytes(1);
-  const int64_t crc = RowCrc(table)
-                          .Int(query.ColumnInt(0))
-                          .Bytes(device)
-                          .Bytes(query.ColumnBytes(2))
-                          .Int(query.ColumnInt(3))
-                          .value();
-  if (crc != query.ColumnInt(4)) {
+  RowCrc crc(table);
+  crc.Int(query.ColumnInt(0))
+      .Bytes(query.ColumnBytes(1))
+      .Bytes(query.ColumnBytes(2))
+      .Int(query.ColumnInt(3));
+  if (table == 't') crc.Int(query.ColumnInt(5));
+  if (crc.value() != query.ColumnInt(4)) {
     return Damaged(db, absl::StrCat("the ", what, " row of a device in round ", round,
                                     " fails its row CRC"));
   }
@@ -580,6 +624,7 @@ struct AppendOp {
   int64_t ms = 0;
   DoneCallback done;
   std::chrono::steady_clock::time_point queued{};  // set by Enqueue
+  uint32_t declared_samples = 0;                   // tasks only
 };
 
 // One queued synchronous write. The caller waits on `finished` and owns
@@ -602,6 +647,7 @@ class SqliteModelStore final : public ModelStore {
   absl::StatusOr<std::optional<RoundRecord>> LatestRound() override;
   absl::StatusOr<std::vector<TaskRecord>> RoundTasks(uint32_t round) override;
   absl::StatusOr<std::vector<StoredUpdate>> RoundUpdates(uint32_t round) override;
+  absl::StatusOr<std::vector<std::string>> RevokedDevices() override;
 
   absl::Status PutInitialVersion(const v1::ModelVersion& model) override;
   absl::Status OpenRound(const RoundRecord& round) override;
@@ -610,6 +656,7 @@ class SqliteModelStore final : public ModelStore {
   absl::Status CommitRound(uint32_t round, int64_t closed_ms,
                            const v1::ModelVersion& next) override;
   absl::Status AbandonRound(uint32_t round, int64_t closed_ms) override;
+  absl::Status RevokeDevice(const std::string& device_id, int64_t revoked_unix_ms) override;
   size_t PendingWrites() const override;
   WriteStats Stats() const override;
   void SetBatchHook(std::function<void()> hook) override;
@@ -698,7 +745,8 @@ absl::Status SqliteModelStore::PrepareStatements() {
     std::string sql;
   } const statements[] = {
       {&insert_task_,
-       "INSERT INTO tasks(round, device_id, token, issued_ms, crc) VALUES(?1, ?2, ?3, ?4, ?5)"},
+       "INSERT INTO tasks(round, device_id, token, issued_ms, crc, declared_samples) "
+       "VALUES(?1, ?2, ?3, ?4, ?5, ?6)"},
       {&insert_update_,
        "INSERT INTO updates(round, device_id, payload, received_ms, crc) "
        "VALUES(?1, ?2, ?3, ?4, ?5)"},
@@ -797,8 +845,8 @@ absl::StatusOr<std::vector<TaskRecord>> SqliteModelStore::RoundTasks(uint32_t ro
   sqlite3* db = read_db_.get();
   absl::StatusOr<StatementPtr> stmt =
       Prepare(db,
-              "SELECT round, device_id, token, issued_ms, crc FROM tasks WHERE round = ?1 "
-              "ORDER BY rowid");
+              "SELECT round, device_id, token, issued_ms, crc, declared_samples FROM tasks "
+              "WHERE round = ?1 ORDER BY rowid");
   if (!stmt.ok()) return stmt.status();
   Query query(db, stmt->get());
   query.Int(1, round);
@@ -806,8 +854,8 @@ absl::StatusOr<std::vector<TaskRecord>> SqliteModelStore::RoundTasks(uint32_t ro
   int rc;
   while ((rc = query.Step()) == SQLITE_ROW) {
     if (absl::Status s = CheckAppendRow(db, 't', round, query); !s.ok()) return s;
-    tasks.push_back(
-        TaskRecord{round, query.ColumnBytes(1), query.ColumnBytes(2), query.ColumnInt(3)});
+    tasks.push_back(TaskRecord{round, query.ColumnBytes(1), query.ColumnBytes(2),
+                               query.ColumnInt(3), static_cast<uint32_t>(query.ColumnInt(5))});
   }
   if (rc != SQLITE_DONE) {
     return SqliteError(db, rc, absl::StrCat("reading the tasks of round ", round));
@@ -838,6 +886,26 @@ absl::StatusOr<std::vector<StoredUpdate>> SqliteModelStore::RoundUpdates(uint32_
   return updates;
 }
 
+absl::StatusOr<std::vector<std::string>> SqliteModelStore::RevokedDevices() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db, "SELECT device_id, revoked_ms, crc FROM revocations ORDER BY device_id");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  std::vector<std::string> devices;
+  int rc;
+  while ((rc = query.Step()) == SQLITE_ROW) {
+    std::string device = query.ColumnBytes(0);
+    if (RevocationCrc(device, query.ColumnInt(1)) != query.ColumnInt(2)) {
+      return Damaged(db, "the revocation row of a device fails its row CRC");
+    }
+    devices.push_back(std::move(device));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, "reading the revoked devices");
+  return devices;
+}
+
 // ---- writes ----------------------------------------------------------------
 
 void SqliteModelStore::Enqueue(WriteOp op) {
@@ -862,8 +930,10 @@ absl::Status SqliteModelStore::RunWrite(absl::AnyInvocable<absl::Status()> write
 }
 
 void SqliteModelStore::AppendTask(TaskRecord task, DoneCallback done) {
-  Enqueue(AppendOp{false, task.round, std::move(task.device_id), std::move(task.token),
-                   task.issued_ms, std::move(done)});
+  AppendOp op{false, task.round, std::move(task.device_id), std::move(task.token),
+              task.issued_ms, std::move(done)};
+  op.declared_samples = task.declared_samples;
+  Enqueue(std::move(op));
 }
 
 void SqliteModelStore::AppendUpdate(StoredUpdate update, DoneCallback done) {
@@ -1017,6 +1087,28 @@ absl::Status SqliteModelStore::AbandonRound(uint32_t round, int64_t closed_ms) {
   });
 }
 
+absl::Status SqliteModelStore::RevokeDevice(const std::string& device_id,
+                                            int64_t revoked_unix_ms) {
+  if (device_id.empty()) {
+    return absl::InvalidArgumentError("model store: cannot revoke an empty device id");
+  }
+  sqlite3* db = write_db_.get();
+  return RunWrite([&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
+      // A second revocation keeps the first row, and with it the first time.
+      absl::StatusOr<StatementPtr> stmt =
+          Prepare(db,
+                  "INSERT INTO revocations(device_id, revoked_ms, crc) VALUES(?1, ?2, ?3) "
+                  "ON CONFLICT(device_id) DO NOTHING");
+      if (!stmt.ok()) return stmt.status();
+      Query query(db, stmt->get());
+      query.Text(1, device_id).Int(2, revoked_unix_ms).Int(3, RevocationCrc(device_id,
+                                                                           revoked_unix_ms));
+      return query.Run(absl::StrCat("revoking device '", device_id, "'"));
+    });
+  });
+}
+
 // ---- the writer thread -------------------------------------------------------
 
 void SqliteModelStore::WriterLoop() {
@@ -1108,13 +1200,13 @@ absl::Status SqliteModelStore::InsertAppend(const AppendOp& op,
   }
   sqlite3* db = write_db_.get();
   Query query(db, op.is_update ? insert_update_.get() : insert_task_.get());
-  const int64_t crc = RowCrc(op.is_update ? 'u' : 't')
-                          .Int(op.round)
-                          .Bytes(op.device_id)
-                          .Bytes(op.bytes)
-                          .Int(op.ms)
-                          .value();
-  query.Int(1, op.round).Text(2, op.device_id).Blob(3, op.bytes).Int(4, op.ms).Int(5, crc);
+  RowCrc crc(op.is_update ? 'u' : 't');
+  crc.Int(op.round).Bytes(op.device_id).Bytes(op.bytes).Int(op.ms);
+  if (!op.is_update) {
+    crc.Int(op.declared_samples);
+    query.Int(6, op.declared_samples);
+  }
+  query.Int(1, op.round).Text(2, op.device_id).Blob(3, op.bytes).Int(4, op.ms).Int(5, crc.value());
   const int rc = query.Step();
   if (rc == SQLITE_DONE) return absl::OkStatus();
   if (IsDuplicateKey(rc)) {

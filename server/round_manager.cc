@@ -176,8 +176,9 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   latest_head_ = *head;
   round_ = record;
   deadline_monotonic_ms_ = deadline_monotonic_ms;
-  // Declared sample counts are not stored (see the header): 0 = unknown.
-  for (TaskRecord& t : tasks) tasks_[t.device_id] = Task{std::move(t.token), 0};
+  for (TaskRecord& t : tasks) {
+    tasks_[t.device_id] = Task{std::move(t.token), t.declared_samples};
+  }
   for (StoredUpdate& u : updates) {
     v1::Update update;
     if (!update.ParseFromString(u.payload) || !ValidateUpdate(update, spec_).ok()) {
@@ -265,6 +266,8 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view p
   v1::CheckInResponse response;
   std::string token;
   uint32_t round = 0;
+  const uint32_t declared =
+      request.has_capabilities() ? request.capabilities().sample_count() : 0;
   absl::Status limited;  // a limit refused it: logged after the lock
   {
     absl::MutexLock lock(&mu_);
@@ -296,8 +299,7 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view p
       for (char& ch : token) {
         ch = static_cast<char>(absl::Uniform<uint8_t>(token_bits_));
       }
-      tasks_[request.device_id()] =
-          Task{token, request.has_capabilities() ? request.capabilities().sample_count() : 0};
+      tasks_[request.device_id()] = Task{token, declared};
       limiter_.TookTask(peer);
       round = round_.round;
     }
@@ -310,7 +312,7 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view p
     done(std::move(response));
     return;
   }
-  TaskRecord record{round, request.device_id(), token, now};
+  TaskRecord record{round, request.device_id(), token, now, declared};
   store_->AppendTask(std::move(record), [this, round, token, device = request.device_id(),
                                          peer = std::string(peer),
                                          done = std::move(done)](absl::Status status) {

@@ -27,14 +27,14 @@
 // Bounded influence (aggregator.h has the exact rule): a device's task
 // remembers the sample count it declared at check-in
 // (capabilities.sample_count; a second check-in in the same round does not
-// change it), and an update claiming more is refused. At the close, the
-// round's set of accepted updates decides every update's weight (capped at
-// a multiple of the round's median) and clip factor (the norm bound),
-// from ServerConfig.influence; the committed version's metrics count the
-// capped and clipped updates. Declared counts live in memory only: a task
-// resumed after a restart has none, so the updates still to come in that
-// one round are bounded by the median cap and the 2^24 limit alone. A
-// device that declares nothing (0) is treated the same way.
+// change it), stored with the task so that it survives a restart, and an
+// update claiming more is refused. At the close, the round's set of
+// accepted updates decides every update's weight (capped at a multiple of
+// the round's median) and clip factor (the norm bound), from
+// ServerConfig.influence; the committed version's metrics count the capped
+// and clipped updates. A device that declares nothing (0), and a task
+// stored by a server before declared counts were stored, is bounded by the
+// median cap and the 2^24 limit alone.
 //
 // Check-in limits (checkin_limiter.h, ServerConfig.checkin_limits): a
 // check-in over its peer's or its device's rate, or a new task beyond its
@@ -159,7 +159,7 @@ class RoundManager {
 
   struct Task {
     std::string token;
-    uint32_t declared_samples = 0;  // at check-in; 0 = unknown
+    uint32_t declared_samples = 0;  // at check-in; 0 = none declared
   };
   struct Entry {
     std::string payload;          // serialized update

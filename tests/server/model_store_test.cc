@@ -469,8 +469,9 @@ TEST_F(ModelStoreTest, EverythingSurvivesReopening) {
   const RoundRecord two = MakeRound(2, 2);
   ASSERT_TRUE(store_->OpenRound(two).ok());
   Completions done(4);
-  store_->AppendTask({2, "dev-b", "tb", 2001}, done.Callback(0));
-  store_->AppendTask({2, "dev-a", "ta", 2002}, done.Callback(1));
+  // The largest declared count, so that a narrowing or a sign shows.
+  store_->AppendTask({2, "dev-b", "tb", 2001, 0xffffffffu}, done.Callback(0));
+  store_->AppendTask({2, "dev-a", "ta", 2002, 7}, done.Callback(1));
   store_->AppendUpdate({2, "dev-b", Payload(2, "dev-b", 1), 2101}, done.Callback(2));
   store_->AppendUpdate({2, "dev-a", Payload(2, "dev-a", 2), 2102}, done.Callback(3));
   for (const absl::Status& s : done.Wait()) EXPECT_TRUE(s.ok()) << s;
@@ -490,7 +491,9 @@ TEST_F(ModelStoreTest, EverythingSurvivesReopening) {
   EXPECT_EQ(tasks[0].device_id, "dev-b");
   EXPECT_EQ(tasks[0].token, "tb");
   EXPECT_EQ(tasks[0].issued_ms, 2001);
+  EXPECT_EQ(tasks[0].declared_samples, 0xffffffffu);
   EXPECT_EQ(tasks[1].device_id, "dev-a");
+  EXPECT_EQ(tasks[1].declared_samples, 7u);
   const std::vector<StoredUpdate> updates = store_->RoundUpdates(2).value();
   ASSERT_EQ(updates.size(), 2u);
   EXPECT_EQ(updates[0].device_id, "dev-b");
@@ -502,6 +505,45 @@ TEST_F(ModelStoreTest, EverythingSurvivesReopening) {
   Completions again(1);
   store_->AppendUpdate({2, "dev-a", "other", 2200}, again.Callback(0));
   EXPECT_EQ(again.Wait()[0].code(), absl::StatusCode::kAlreadyExists);
+}
+
+// The time a device was revoked at, read from the file (the store's API
+// does not return it); -1 when the device has no revocation row.
+int64_t RevokedMs(const std::string& path, const std::string& device) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT revoked_ms FROM revocations WHERE device_id = ?1", -1,
+                               &stmt, nullptr),
+            SQLITE_OK);
+  sqlite3_bind_text(stmt, 1, device.data(), static_cast<int>(device.size()), SQLITE_STATIC);
+  const int64_t ms = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : -1;
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return ms;
+}
+
+TEST_F(ModelStoreTest, RevocationsSurviveReopeningAndRevokingAgainKeepsTheFirstTime) {
+  EXPECT_TRUE(store_->RevokedDevices().value().empty());
+  ASSERT_TRUE(store_->RevokeDevice("dev-b", 100).ok());
+  ASSERT_TRUE(store_->RevokeDevice("dev-a", 200).ok());
+  const absl::Status again = store_->RevokeDevice("dev-b", 300);
+  EXPECT_TRUE(again.ok()) << again;
+  const std::vector<std::string> byte_order = {"dev-a", "dev-b"};
+  EXPECT_EQ(store_->RevokedDevices().value(), byte_order);
+
+  Reopen();
+  EXPECT_EQ(store_->RevokedDevices().value(), byte_order);
+  ASSERT_TRUE(store_->RevokeDevice("dev-b", 400).ok());
+  EXPECT_EQ(store_->RevokedDevices().value(), byte_order);
+  store_.reset();
+  EXPECT_EQ(RevokedMs(path_, "dev-b"), 100);
+  EXPECT_EQ(RevokedMs(path_, "dev-a"), 200);
+}
+
+TEST_F(ModelStoreTest, RevokingAnEmptyDeviceIdIsRefused) {
+  EXPECT_EQ(store_->RevokeDevice("", 100).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(store_->RevokedDevices().value().empty());
 }
 
 TEST_F(ModelStoreTest, TheFileIsInWalMode) {
@@ -705,12 +747,12 @@ TEST(ModelStoreFileTest, RefusesAnotherSchemaVersion) {
   TempDir dir;
   const std::string path = dir.File("store.db");
   ASSERT_NE(OpenOrDie(path), nullptr);
-  // A version from a newer build (this one writes 2 and migrates 1).
-  ExecSql(path, "PRAGMA user_version=3");
+  // A version from a newer build (this one writes 3 and migrates 1 and 2).
+  ExecSql(path, "PRAGMA user_version=4");
   absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(store.status().message().find("schema version 3"), std::string::npos) << store.status();
+  EXPECT_NE(store.status().message().find("schema version 4"), std::string::npos) << store.status();
 }
 
 TEST(ModelStoreFileTest, RefusesAnotherProgramsDatabaseAndLeavesItAlone) {

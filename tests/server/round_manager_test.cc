@@ -877,29 +877,37 @@ TEST_F(RoundManagerTest, AnAttackerIsCappedAndClippedAndTheVersionIsRecomputable
   }
 }
 
-// Declared counts are not stored (round_manager.h): after a restart, a
-// task of the resumed round has none, so an update above what its device
-// declared before the restart is accepted, and only the median cap bounds
-// its weight: 1000 samples claimed, median 10, cap 30.
-TEST_F(RoundManagerTest, AfterARestartTheMedianCapAloneBoundsAResumedTask) {
+// Declared counts are stored with their tasks (round_manager.h): after a
+// restart, a task of the resumed round still refuses an update above what
+// its device declared before the restart, and records nothing. A device
+// that declared nothing (0) is bounded by the median cap alone: 1000
+// samples claimed, median 10, cap 30.
+TEST_F(RoundManagerTest, AfterARestartTheDeclaredCountStillBoundsAResumedTask) {
   std::vector<v1::RoundTask> tasks;
   for (int i = 0; i < 4; ++i) {
-    auto r = CheckInDeclaring(*manager_, "dev-" + std::to_string(i), 10);
+    auto r = CheckInDeclaring(*manager_, "dev-" + std::to_string(i), i == 3 ? 0 : 10);
     ASSERT_TRUE(r.ok() && r->has_task());
     tasks.push_back(r->task());
   }
   Start(config_);  // restart with the round open
-  std::vector<v1::Update> updates;
-  for (int i = 0; i < 4; ++i) {
+  auto make = [&](int i, uint32_t samples) {
     const v1::RoundTask& t = tasks[static_cast<size_t>(i)];
-    updates.push_back(MakeUpdate(t.model().spec(), t.round(), "dev-" + std::to_string(i),
-                                 t.task_token(), t.model().version(), i == 0 ? 1000 : 10, rng_,
-                                 40));
-  }
+    return MakeUpdate(t.model().spec(), t.round(), "dev-" + std::to_string(i), t.task_token(),
+                      t.model().version(), samples, rng_, 40);
+  };
+  auto over = Submit(*manager_, make(0, 11));
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument) << over.status();
+  EXPECT_NE(over.status().message().find("declared"), std::string::npos) << over.status();
+  EXPECT_EQ(manager_->Snapshot().accepted, 0u);
+  std::vector<v1::Update> updates;
+  updates.push_back(make(0, 10));
+  updates.push_back(make(1, 10));
+  updates.push_back(make(2, 10));
+  updates.push_back(make(3, 1000));
   for (const v1::Update& u : updates) ASSERT_TRUE(Submit(*manager_, u).ok());
   manager_->WaitIdle();
   ASSERT_EQ(manager_->Snapshot().latest_version, 2u);
-  EXPECT_TRUE(IsReferenceFedAvg(2, 1, updates));
+  EXPECT_TRUE(IsReferenceFedAvg(2, 1, updates)) << "the refused update is not in it";
   EXPECT_EQ(manager_->GetModel(2)->metrics().capped_updates(), 1u);
 }
 

@@ -29,20 +29,24 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "model_store.h"
 #include "reference_fedavg.h"
 #include "round_manager.h"
 #include "server_config.h"
 #include "server_test_support.h"
 #include "spdlog/spdlog.h"
+#include "tinyfed_common/crc32.h"
 
 namespace tinyfed::server {
 namespace {
 
+using absl::Notification;
 using testing::CheckIn;
 using testing::MakeUpdate;
 using testing::MatchesReferenceFedAvg;
@@ -574,6 +578,232 @@ INSERT INTO tasks VALUES(1, 'dev-a', x'746f6b656e2d61', 1001);
   auto updates = (*store)->RoundUpdates(1);
   EXPECT_EQ(updates.status().code(), absl::StatusCode::kDataLoss) << updates.status();
   EXPECT_NE(updates.status().message().find("row CRC"), std::string::npos) << updates.status();
+}
+
+// A row's CRC as model_store_sqlite.cc documents it (RowCrc), computed
+// here with the SDK's CRC-32 apart from the store's own code: a one-letter
+// tag, then each integer as a kind byte 1 and 8 bytes little-endian, each
+// byte string as a kind byte 2, its 8-byte length and its bytes.
+class DocumentedRowCrc {
+ public:
+  explicit DocumentedRowCrc(char tag) { Add(&tag, 1); }
+  DocumentedRowCrc& Int(int64_t value) {
+    uint8_t bytes[9] = {1};
+    for (int i = 0; i < 8; ++i) bytes[1 + i] = static_cast<uint8_t>(uint64_t(value) >> (8 * i));
+    Add(bytes, sizeof bytes);
+    return *this;
+  }
+  DocumentedRowCrc& Bytes(const std::string& value) {
+    uint8_t bytes[9] = {2};
+    for (int i = 0; i < 8; ++i) bytes[1 + i] = static_cast<uint8_t>(value.size() >> (8 * i));
+    Add(bytes, sizeof bytes);
+    Add(value.data(), value.size());
+    return *this;
+  }
+  int64_t value() const { return crc_; }
+
+ private:
+  void Add(const void* data, size_t size) {
+    crc_ = tinyfed_crc32_update(crc_, static_cast<const uint8_t*>(data), size);
+  }
+  uint32_t crc_ = TINYFED_CRC32_INIT;
+};
+
+// Runs one INSERT with integer and byte-string (bound as blob or text)
+// values.
+struct SqlText {
+  std::string text;
+};
+using SqlValue = std::variant<int64_t, std::string, SqlText>;
+void InsertRow(sqlite3* db, const char* sql, const std::vector<SqlValue>& values) {
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr), SQLITE_OK) << sql;
+  for (size_t i = 0; i < values.size(); ++i) {
+    const int index = static_cast<int>(i + 1);
+    if (const int64_t* n = std::get_if<int64_t>(&values[i])) {
+      sqlite3_bind_int64(stmt, index, *n);
+    } else if (const std::string* b = std::get_if<std::string>(&values[i])) {
+      sqlite3_bind_blob(stmt, index, b->data(), static_cast<int>(b->size()), SQLITE_STATIC);
+    } else {
+      const std::string& t = std::get<SqlText>(values[i]).text;
+      sqlite3_bind_text(stmt, index, t.data(), static_cast<int>(t.size()), SQLITE_STATIC);
+    }
+  }
+  EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE) << sql << ": " << sqlite3_errmsg(db);
+  sqlite3_finalize(stmt);
+}
+
+int64_t UserVersion(const std::string& path) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr), SQLITE_OK);
+  const int64_t version = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : -1;
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return version;
+}
+
+// A schema 2 store as that build created it: one version, one open round,
+// two tasks and one update, every row with its CRC. `task_crc_offset` is
+// added to the second task's CRC (0: an intact file).
+void WriteSchemaTwoStore(const std::string& path, const v1::ModelVersion& initial,
+                         const std::string& payload, int64_t task_crc_offset) {
+  testing::ExecSql(path, R"sql(
+PRAGMA journal_mode=WAL;
+CREATE TABLE model_versions(version INTEGER PRIMARY KEY, parent INTEGER NOT NULL,
+  round INTEGER NOT NULL, checksum INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+  model BLOB NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE rounds(round INTEGER PRIMARY KEY, base_version INTEGER NOT NULL,
+  state INTEGER NOT NULL, opened_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL,
+  closed_ms INTEGER NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE tasks(round INTEGER NOT NULL, device_id TEXT NOT NULL, token BLOB NOT NULL,
+  issued_ms INTEGER NOT NULL, crc INTEGER NOT NULL, PRIMARY KEY(round, device_id));
+CREATE TABLE updates(round INTEGER NOT NULL, device_id TEXT NOT NULL, payload BLOB NOT NULL,
+  received_ms INTEGER NOT NULL, crc INTEGER NOT NULL, PRIMARY KEY(round, device_id));
+PRAGMA application_id=1413891396;
+PRAGMA user_version=2;
+)sql");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  const std::string model = initial.SerializeAsString();
+  const int64_t checksum = initial.checksum();
+  const int64_t created = initial.created_unix_ms();
+  InsertRow(db, "INSERT INTO model_versions VALUES(1, 0, 0, ?1, ?2, ?3, ?4)",
+            {checksum, created, model,
+             DocumentedRowCrc('v').Int(1).Int(0).Int(0).Int(checksum).Int(created).Bytes(model)
+                 .value()});
+  InsertRow(db, "INSERT INTO rounds VALUES(1, 1, 0, 1000, 11000, 0, ?1)",
+            {DocumentedRowCrc('r').Int(1).Int(1).Int(0).Int(1000).Int(11000).Int(0).value()});
+  InsertRow(db, "INSERT INTO tasks VALUES(1, ?1, ?2, ?3, ?4)",
+            {SqlText{"dev-a"}, std::string("token-a"), int64_t{1001},
+             DocumentedRowCrc('t').Int(1).Bytes("dev-a").Bytes("token-a").Int(1001).value()});
+  InsertRow(db, "INSERT INTO tasks VALUES(1, ?1, ?2, ?3, ?4)",
+            {SqlText{"dev-b"}, std::string("token-b"), int64_t{1003},
+             DocumentedRowCrc('t').Int(1).Bytes("dev-b").Bytes("token-b").Int(1003).value() +
+                 task_crc_offset});
+  InsertRow(db, "INSERT INTO updates VALUES(1, ?1, ?2, ?3, ?4)",
+            {SqlText{"dev-a"}, payload, int64_t{1002},
+             DocumentedRowCrc('u').Int(1).Bytes("dev-a").Bytes(payload).Int(1002).value()});
+  sqlite3_close(db);
+}
+
+// A store written by schema 2 (row CRCs, no declared counts, no
+// revocations) keeps working: opening migrates it, keeping every row, its
+// tasks declaring nothing, and its rows stay checked.
+TEST(StoreMigrationTest, SchemaTwoStoreIsMigratedKeepingItsData) {
+  TempDir dir;
+  const std::string path = dir.File("two.db");
+  absl::StatusOr<v1::ModelVersion> initial = InitialModel(Config(), kStartMs);
+  ASSERT_TRUE(initial.ok()) << initial.status();
+  std::mt19937 rng(6);
+  const std::string payload =
+      MakeUpdate(initial->spec(), 1, "dev-a", "token-a", 1, 21, rng, 300).SerializeAsString();
+  WriteSchemaTwoStore(path, *initial, payload, 0);
+  {
+    absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto latest = (*store)->LatestVersion();
+    ASSERT_TRUE(latest.ok()) << latest.status();
+    ASSERT_TRUE(latest->has_value());
+    EXPECT_EQ((*latest)->SerializeAsString(), initial->SerializeAsString());
+    auto round = (*store)->LatestRound();
+    ASSERT_TRUE(round.ok() && round->has_value()) << round.status();
+    EXPECT_EQ((*round)->state, RoundState::kOpen);
+    EXPECT_EQ((*round)->deadline_ms, 11000);
+    auto tasks = (*store)->RoundTasks(1);
+    ASSERT_TRUE(tasks.ok()) << tasks.status();
+    ASSERT_EQ(tasks->size(), 2u);
+    EXPECT_EQ((*tasks)[0].device_id, "dev-a");
+    EXPECT_EQ((*tasks)[0].token, "token-a");
+    EXPECT_EQ((*tasks)[0].issued_ms, 1001);
+    EXPECT_EQ((*tasks)[0].declared_samples, 0u);
+    EXPECT_EQ((*tasks)[1].token, "token-b");
+    EXPECT_EQ((*tasks)[1].declared_samples, 0u);
+    auto updates = (*store)->RoundUpdates(1);
+    ASSERT_TRUE(updates.ok()) << updates.status();
+    ASSERT_EQ(updates->size(), 1u);
+    EXPECT_EQ((*updates)[0].payload, payload);
+    auto revoked = (*store)->RevokedDevices();
+    ASSERT_TRUE(revoked.ok()) << revoked.status();
+    EXPECT_TRUE(revoked->empty());
+    // The new table and column take writes.
+    EXPECT_TRUE((*store)->RevokeDevice("dev-b", 5000).ok());
+    Notification stored;
+    absl::Status task_status;
+    (*store)->AppendTask({1, "dev-c", "token-c", 1004, 12}, [&](absl::Status s) {
+      task_status = s;
+      stored.Notify();
+    });
+    stored.WaitForNotification();
+    EXPECT_TRUE(task_status.ok()) << task_status;
+  }
+  EXPECT_EQ(UserVersion(path), 3);
+  absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto tasks = (*store)->RoundTasks(1);
+  ASSERT_TRUE(tasks.ok()) << tasks.status();
+  ASSERT_EQ(tasks->size(), 3u);
+  EXPECT_EQ((*tasks)[2].declared_samples, 12u);
+  EXPECT_EQ((*store)->RevokedDevices().value(), std::vector<std::string>{"dev-b"});
+}
+
+// A task row already damaged in a schema 2 file is refused by the
+// migration, which would otherwise give it a fresh CRC; the file stays as
+// it was.
+TEST(StoreMigrationTest, SchemaTwoStoreWithADamagedTaskIsRefusedAndLeftAsItWas) {
+  TempDir dir;
+  const std::string path = dir.File("two.db");
+  absl::StatusOr<v1::ModelVersion> initial = InitialModel(Config(), kStartMs);
+  ASSERT_TRUE(initial.ok()) << initial.status();
+  std::mt19937 rng(7);
+  const std::string payload =
+      MakeUpdate(initial->spec(), 1, "dev-a", "token-a", 1, 21, rng, 300).SerializeAsString();
+  WriteSchemaTwoStore(path, *initial, payload, 1);
+  absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss) << store.status();
+  EXPECT_NE(store.status().message().find(path), std::string::npos) << store.status();
+  EXPECT_EQ(UserVersion(path), 2);
+}
+
+// A revocation row altered in the file, where SQLite sees nothing wrong:
+// the id in the row and in its index changed alike, or the time changed.
+// Reading the list reports DATA_LOSS instead of a list without the device.
+TEST(StoreCorruptionOfRevocationsTest, AnAlteredRevocationRowIsDataLoss) {
+  struct Case {
+    const char* name;
+    std::string from;  // every occurrence in the file
+    std::string to;
+  };
+  // 0x0102030405060708 ms, stored big-endian in the row's record.
+  const int64_t kDistinctMs = 0x0102030405060708;
+  const std::string time_bytes("\x01\x02\x03\x04\x05\x06\x07\x08", 8);
+  const Case cases[] = {
+      {"device id", "dev-revoked-1", "dev-revoked-2"},
+      {"time", time_bytes, std::string("\x01\x02\x03\x04\x05\x06\x07\x09", 8)},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    TempDir dir;
+    const std::string path = dir.File("store.db");
+    {
+      absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+      ASSERT_TRUE(store.ok()) << store.status();
+      ASSERT_TRUE((*store)->RevokeDevice("dev-revoked-1", kDistinctMs).ok());
+      ASSERT_TRUE((*store)->RevokeDevice("dev-other", 1000).ok());
+    }  // closing checkpoints the -wal file into the main file
+    std::string file = ReadFile(path);
+    const std::vector<size_t> at = FindAll(file, c.from);
+    ASSERT_FALSE(at.empty());
+    for (size_t offset : at) file.replace(offset, c.from.size(), c.to);
+    WriteFile(path, file);
+    absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+    ASSERT_TRUE(store.ok()) << store.status();  // the b-trees are intact
+    auto revoked = (*store)->RevokedDevices();
+    EXPECT_EQ(revoked.status().code(), absl::StatusCode::kDataLoss) << revoked.status();
+    EXPECT_NE(revoked.status().message().find("row CRC"), std::string::npos) << revoked.status();
+  }
 }
 
 // What the checks at open cost: a store with 10,000 stored updates (about
