@@ -9,7 +9,7 @@ set -euo pipefail
 
 sdk_packages=(
   build-essential cmake ninja-build
-  protobuf-compiler nanopb libnanopb-dev
+  protobuf-compiler nanopb libnanopb-dev libmbedtls-dev
 )
 full_packages=(
   "${sdk_packages[@]}"

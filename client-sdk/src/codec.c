@@ -1,10 +1,12 @@
-/* Wire codec: nanopb encoding and decoding of the SDK's messages, and
- * validation of a decoded task before it touches the context's head. */
+/* Wire codec: nanopb encoding and decoding of the SDK's messages, the
+ * signed envelope around what the device sends, and validation of a
+ * decoded task before it touches the context's head. */
 #include <string.h>
 
 #include <pb_decode.h>
 #include <pb_encode.h>
 
+#include "request_tag.h"
 #include "sdk_internal.h"
 #include "tinyfed/v1/coordinator.nanopb.h"
 #include "tinyfed/v1/round.nanopb.h"
@@ -269,22 +271,58 @@ static bool encode_span(pb_ostream_t *stream, const pb_field_t *field,
          pb_encode_string(stream, span->data, span->len);
 }
 
-/* Encodes `message` of type `fields` into out[0..capacity). The SDK's own
- * messages always encode, so a failure can only be the buffer running out
- * (whatever was written before it is not a message). */
+/* The SignedRequest's framing around the body (request_auth.h): the head
+ * is the device id field and the body's key and length, the tail the tag
+ * field. A body length below 2^21 takes at most three varint bytes
+ * (TINYFED_SIGNED_ENVELOPE_MAX_SIZE counts as much). */
+#define ENVELOPE_HEAD_MAX (2u + TINYFED_DEVICE_ID_MAX_LEN + 1u + 3u)
+#define ENVELOPE_TAIL (2u + TINYFED_TAG_SIZE)
+typedef char tinyfed_envelope_bound[
+    (ENVELOPE_HEAD_MAX + ENVELOPE_TAIL == TINYFED_SIGNED_ENVELOPE_MAX_SIZE) ? 1 : -1];
+typedef char tinyfed_checkin_label_size[
+    (sizeof TINYFED_CHECKIN_TAG_LABEL == TINYFED_CHECKIN_TAG_LABEL_SIZE) ? 1 : -1];
+typedef char tinyfed_update_label_size[
+    (sizeof TINYFED_UPDATE_TAG_LABEL == TINYFED_UPDATE_TAG_LABEL_SIZE) ? 1 : -1];
+
+/* Writes a SignedRequest into out[0..capacity): `message` of type `fields`
+ * as its body, tagged with `label` (its NUL included in label_size). The
+ * body is sized first (nanopb's sizing pass), so the whole envelope is
+ * written once, in order, straight into `out`, and the tag is computed
+ * over the body where it lies. Fails only when the envelope is longer than
+ * `capacity`: the SDK's own messages always encode. */
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((noinline)) /* one copy for both encoders */
 #endif
-static tinyfed_status_t encode_message(tinyfed_context_t *ctx,
-                                       const pb_msgdesc_t *fields,
-                                       const void *message, uint8_t *out,
-                                       size_t capacity, size_t *out_len) {
-  pb_ostream_t stream = pb_ostream_from_buffer(out, capacity);
-  if (!pb_encode(&stream, fields, message)) {
-    return TINYFED_FAIL(ctx, TINYFED_ERR_BUFFER_TOO_SMALL,
-                        "output buffer too small");
+static tinyfed_status_t encode_signed(tinyfed_context_t *ctx, const pb_msgdesc_t *fields,
+                                      const void *message, const char *label,
+                                      size_t label_size, uint8_t *out, size_t capacity,
+                                      size_t *out_len) {
+  size_t body_len = 0u;
+  pb_ostream_t length = PB_OSTREAM_SIZING;
+  const size_t id_len = ctx->device_id_len;
+  if (!pb_get_encoded_size(&body_len, fields, message) ||
+      !pb_encode_varint(&length, body_len)) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_BUFFER_TOO_SMALL, "output buffer too small");
   }
-  *out_len = stream.bytes_written;
+  const size_t head_len = 3u + id_len + length.bytes_written;
+  if (head_len + body_len + ENVELOPE_TAIL > capacity) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_BUFFER_TOO_SMALL, "output buffer too small");
+  }
+  pb_ostream_t stream = pb_ostream_from_buffer(out, capacity);
+  if (!pb_encode_tag(&stream, PB_WT_STRING, tinyfed_v1_SignedRequest_device_id_tag) ||
+      !pb_encode_string(&stream, (const pb_byte_t *)ctx->device_id, id_len) ||
+      !pb_encode_tag(&stream, PB_WT_STRING, tinyfed_v1_SignedRequest_body_tag) ||
+      !pb_encode_varint(&stream, body_len) || !pb_encode(&stream, fields, message) ||
+      !pb_encode_tag(&stream, PB_WT_STRING, tinyfed_v1_SignedRequest_tag_tag) ||
+      !pb_encode_varint(&stream, TINYFED_TAG_SIZE) ||
+      stream.bytes_written + TINYFED_TAG_SIZE != head_len + body_len + ENVELOPE_TAIL) {
+    /* Unreachable with the size checked above, unless the message's
+     * encoding were to change between the sizing pass and this one. */
+    return TINYFED_FAIL(ctx, TINYFED_ERR_BUFFER_TOO_SMALL, "output buffer too small");
+  }
+  tinyfed_request_tag(ctx->device_key, (const uint8_t *)label, label_size, out + head_len,
+                      body_len, out + stream.bytes_written);
+  *out_len = stream.bytes_written + TINYFED_TAG_SIZE;
   return TINYFED_OK;
 }
 
@@ -306,8 +344,9 @@ tinyfed_status_t tinyfed_checkin_encode(tinyfed_context_t *ctx,
   request.capabilities.max_classes = ctx->max_classes;
   request.capabilities.max_batch_size = ctx->max_batch;
   request.capabilities.sample_count = sample_count;
-  return encode_message(ctx, tinyfed_v1_CheckInRequest_fields, &request, out,
-                        capacity, out_len);
+  return encode_signed(ctx, tinyfed_v1_CheckInRequest_fields, &request,
+                       TINYFED_CHECKIN_TAG_LABEL, TINYFED_CHECKIN_TAG_LABEL_SIZE, out,
+                       capacity, out_len);
 }
 
 tinyfed_status_t tinyfed_update_encode(tinyfed_context_t *ctx, uint8_t *out,
@@ -341,6 +380,6 @@ tinyfed_status_t tinyfed_update_encode(tinyfed_context_t *ctx, uint8_t *out,
       tinyfed_crc32_update(tinyfed_crc32_update(TINYFED_CRC32_INIT, weights.data,
                                                 weights.len),
                            bias.data, bias.len);
-  return encode_message(ctx, tinyfed_v1_Update_fields, &update, out, capacity,
-                        out_len);
+  return encode_signed(ctx, tinyfed_v1_Update_fields, &update, TINYFED_UPDATE_TAG_LABEL,
+                       TINYFED_UPDATE_TAG_LABEL_SIZE, out, capacity, out_len);
 }

@@ -27,8 +27,9 @@ tinyfed_status_t tinyfed_init(tinyfed_context_t *ctx,
                               size_t arena_size) {
   if (ctx == NULL) return TINYFED_ERR_ARGUMENT;
   memset(ctx, 0, sizeof *ctx);
-  if (config == NULL || arena == NULL || config->device_id == NULL) {
-    return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL config or arena");
+  if (config == NULL || arena == NULL || config->device_id == NULL ||
+      config->device_key == NULL) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL config, id, key or arena");
   }
   /* One message for both faults of the id: it costs flash on the device. */
   size_t id_len = 0u;
@@ -55,6 +56,8 @@ tinyfed_status_t tinyfed_init(tinyfed_context_t *ctx,
   }
   memcpy(ctx->device_id, config->device_id, id_len);
   ctx->device_id[id_len] = '\0';
+  ctx->device_id_len = (uint32_t)id_len;
+  ctx->device_key = config->device_key;
   ctx->device_hash =
       tinyfed_crc32_update(TINYFED_CRC32_INIT, (const uint8_t *)ctx->device_id,
                            id_len);

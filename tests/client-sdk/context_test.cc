@@ -34,14 +34,17 @@ TEST(Init, AcceptsUnalignedArenaOfExactSize) {
   const size_t size = tinyfed_arena_size(64, 10, 16);
   std::vector<uint8_t> storage(size + 1);
   tinyfed_context_t ctx;
-  tinyfed_config_t cfg{"dev-1", 64, 10, 16};
+  const Key256 key = TestDeviceKey("dev-1");
+  tinyfed_config_t cfg{"dev-1", 64, 10, 16, key.bytes().data()};
   EXPECT_EQ(tinyfed_init(&ctx, &cfg, storage.data() + 1, size), TINYFED_OK);
 }
 
 TEST(Init, RejectsBadArguments) {
   std::vector<uint8_t> arena(tinyfed_arena_size(64, 10, 16));
   tinyfed_context_t ctx;
-  tinyfed_config_t cfg{"dev-1", 64, 10, 16};
+  const Key256 device_key = TestDeviceKey("dev-1");
+  const uint8_t* key = device_key.bytes().data();
+  tinyfed_config_t cfg{"dev-1", 64, 10, 16, key};
   EXPECT_EQ(tinyfed_init(nullptr, &cfg, arena.data(), arena.size()), TINYFED_ERR_ARGUMENT);
   EXPECT_EQ(tinyfed_init(&ctx, nullptr, arena.data(), arena.size()), TINYFED_ERR_ARGUMENT);
   EXPECT_EQ(tinyfed_init(&ctx, &cfg, nullptr, arena.size()), TINYFED_ERR_ARGUMENT);
@@ -49,14 +52,14 @@ TEST(Init, RejectsBadArguments) {
             TINYFED_ERR_BUFFER_TOO_SMALL);
   EXPECT_STRNE(tinyfed_last_error_message(&ctx), "");
 
-  tinyfed_config_t empty_id{"", 64, 10, 16};
+  tinyfed_config_t empty_id{"", 64, 10, 16, key};
   EXPECT_EQ(tinyfed_init(&ctx, &empty_id, arena.data(), arena.size()), TINYFED_ERR_ARGUMENT);
   const std::string long_id(33, 'x');
-  tinyfed_config_t long_cfg{long_id.c_str(), 64, 10, 16};
+  tinyfed_config_t long_cfg{long_id.c_str(), 64, 10, 16, key};
   EXPECT_EQ(tinyfed_init(&ctx, &long_cfg, arena.data(), arena.size()), TINYFED_ERR_ARGUMENT);
-  tinyfed_config_t space_id{"dev 1", 64, 10, 16};
+  tinyfed_config_t space_id{"dev 1", 64, 10, 16, key};
   EXPECT_EQ(tinyfed_init(&ctx, &space_id, arena.data(), arena.size()), TINYFED_ERR_ARGUMENT);
-  tinyfed_config_t too_many_classes{"dev-1", 64, 40, 16};
+  tinyfed_config_t too_many_classes{"dev-1", 64, 40, 16, key};
   EXPECT_EQ(tinyfed_init(&ctx, &too_many_classes, arena.data(), arena.size()),
             TINYFED_ERR_ARGUMENT);
 }

@@ -1,7 +1,15 @@
 // tinyfed_fixture_gen OUT_DIR: writes the Cortex-M4 firmware's fixtures and
 // the update bytes the host SDK computes from them:
+//   OUT_DIR/fleet.key        a test fleet key (32 random bytes, mode 0600,
+//                            tinyfed_common/fleet_keys.h's file format),
+//                            created on the first run and reused after, so
+//                            a server started with --fleet_key on it
+//                            authenticates the fixtures' devices;
 //   OUT_DIR/fixture.h        a round task for a 64x10 head with a non-zero
-//                            global model, one device's id and samples
+//                            global model, one device's id, its device key
+//                            under that fleet key (derived here by
+//                            tinyfed_fleet_keys, as tinyfed-admin
+//                            provisions a device) and its samples
 //                            (the reference firmware's device, and case 0 of
 //                            the bit-exactness firmware, which times it);
 //   OUT_DIR/fixture_cases.h  further cases for the bit-exactness firmware,
@@ -10,9 +18,11 @@
 //                            end in a partial quad, odd and maximal batches,
 //                            short last batches, both logit shift ranges and
 //                            a learning rate large enough to saturate;
-//   OUT_DIR/expected.hex     one line per case: "update <case> <hex>".
+//   OUT_DIR/expected.hex     one line per case: "update <case> <hex>", the
+//                            signed update (SignedRequest) the device sends.
 #include <cstdio>
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
@@ -23,6 +33,7 @@
 namespace {
 
 using namespace tinyfed::testing;
+using tinyfed::Key256;
 
 template <typename T>
 void WriteArray(std::ofstream& out, const char* type, const std::string& name, const T* data,
@@ -36,6 +47,7 @@ void WriteArray(std::ofstream& out, const char* type, const std::string& name, c
 
 struct Case {
   std::string device_id;
+  Key256 device_key;  // filled in by main()
   TaskParams params;
   uint32_t samples = 0;
   double separation = 0.5;
@@ -142,7 +154,7 @@ bool Run(Case& c) {
   c.task = BuildTask(p).SerializeAsString();
   c.data = MakeBlobs(3, 4, c.samples, static_cast<int>(p.features), static_cast<int>(p.classes),
                      c.separation, p.feature_scale, p.zero_point);
-  Device device(c.device_id, p.features, p.classes, p.batch_size);
+  Device device(c.device_id, c.device_key, p.features, p.classes, p.batch_size);
   if (tinyfed_task_decode(device.ctx(), reinterpret_cast<const uint8_t*>(c.task.data()),
                           c.task.size()) != TINYFED_OK) {
     std::fprintf(stderr, "%s: task rejected: %s\n", c.device_id.c_str(),
@@ -154,7 +166,7 @@ bool Run(Case& c) {
     std::fprintf(stderr, "%s: training failed\n", c.device_id.c_str());
     return false;
   }
-  c.update = device.EncodeUpdate();
+  c.update = device.EncodeSignedUpdate();
   return !c.update.empty();
 }
 
@@ -176,8 +188,22 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string dir = argv[1];
+  const std::string fleet_path = dir + "/fleet.key";
+  absl::StatusOr<Key256> fleet = std::filesystem::exists(fleet_path)
+                                     ? tinyfed::LoadFleetKey(fleet_path)
+                                     : tinyfed::CreateFleetKeyFile(fleet_path);
+  if (!fleet.ok()) {
+    std::fprintf(stderr, "%s\n", fleet.status().ToString().c_str());
+    return 1;
+  }
   std::vector<Case> cases = Cases();
   for (Case& c : cases) {
+    absl::StatusOr<Key256> key = tinyfed::DeriveDeviceKey(*fleet, c.device_id);
+    if (!key.ok()) {
+      std::fprintf(stderr, "%s\n", key.status().ToString().c_str());
+      return 1;
+    }
+    c.device_key = *key;
     if (!Run(c)) return 1;
   }
 
@@ -192,6 +218,8 @@ int main(int argc, char** argv) {
     << "#define FIXTURE_BATCH " << p.batch_size << "u\n"
     << "#define FIXTURE_SAMPLES " << main_case.samples << "u\n"
     << "#define FIXTURE_EPOCHS " << p.epochs << "u\n";
+  WriteArray(h, "uint8_t", "kFixtureDeviceKey", main_case.device_key.bytes().data(),
+             main_case.device_key.bytes().size());
   WriteArray(h, "uint8_t", "kFixtureTask", reinterpret_cast<const uint8_t*>(main_case.task.data()),
              main_case.task.size());
   WriteArray(h, "int8_t", "kFixtureFeatures", main_case.data.x.data(), main_case.data.x.size());
@@ -206,11 +234,14 @@ int main(int argc, char** argv) {
     << "#include <stdint.h>\n#include \"tinyfed/tinyfed.h\"\n"
     << "typedef struct fixture_case {\n  const char *device_id;\n  const uint8_t *task;\n"
     << "  uint32_t task_size;\n  const int8_t *features;\n  const uint8_t *labels;\n"
-    << "  uint32_t samples, feature_count, class_count, batch;\n} fixture_case_t;\n";
+    << "  uint32_t samples, feature_count, class_count, batch;\n"
+    << "  const uint8_t *device_key;\n} fixture_case_t;\n";
   size_t arena = 0, update = 0;
   for (size_t i = 1; i < cases.size(); ++i) {
     const Case& c = cases[i];
     const std::string n = std::to_string(i);
+    WriteArray(k, "uint8_t", "kCaseDeviceKey" + n, c.device_key.bytes().data(),
+               c.device_key.bytes().size());
     WriteArray(k, "uint8_t", "kCaseTask" + n, reinterpret_cast<const uint8_t*>(c.task.data()),
                c.task.size());
     WriteArray(k, "int8_t", "kCaseFeatures" + n, c.data.x.data(), c.data.x.size());
@@ -228,7 +259,7 @@ int main(int argc, char** argv) {
     const std::string n = std::to_string(i);
     k << "  {\"" << c.device_id << "\", kCaseTask" << n << ", " << c.task.size() << "u, kCaseFeatures"
       << n << ", kCaseLabels" << n << ", " << c.samples << "u, " << c.params.features << "u, "
-      << c.params.classes << "u, " << c.params.batch_size << "u},\n";
+      << c.params.classes << "u, " << c.params.batch_size << "u, kCaseDeviceKey" << n << "},\n";
   }
   k << "};\n#endif\n";
 

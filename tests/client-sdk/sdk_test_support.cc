@@ -1,5 +1,6 @@
 #include "sdk_test_support.h"
 
+#include <array>
 #include <random>
 #include <stdexcept>
 
@@ -108,11 +109,40 @@ std::string EncodeCheckInResponse(const v1::RoundTask& task) {
   return response.SerializeAsString();
 }
 
+Key256 TestFleetKey() {
+  std::array<uint8_t, Key256::kSize> bytes{};
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i);
+  return Key256(bytes);
+}
+
+Key256 TestDeviceKey(const std::string& id) {
+  absl::StatusOr<Key256> key = DeriveDeviceKey(TestFleetKey(), id);
+  if (!key.ok()) throw std::runtime_error(std::string(key.status().message()));
+  return *key;
+}
+
+Envelope ParseEnvelope(const std::string& bytes) {
+  Envelope e;
+  v1::SignedRequest request;
+  if (!request.ParseFromString(bytes)) return e;
+  e.ok = true;
+  e.device_id = request.device_id();
+  e.body = request.body();
+  e.tag = request.tag();
+  return e;
+}
+
 Device::Device(std::string id, uint32_t max_features, uint32_t max_classes,
                uint32_t max_batch)
+    : Device(id, TestDeviceKey(id), max_features, max_classes, max_batch) {}
+
+Device::Device(std::string id, const Key256& key, uint32_t max_features,
+               uint32_t max_classes, uint32_t max_batch)
     : id_(std::move(id)),
+      key_(key),
       arena_(tinyfed_arena_size(max_features, max_classes, max_batch)) {
-  tinyfed_config_t config{id_.c_str(), max_features, max_classes, max_batch};
+  tinyfed_config_t config{id_.c_str(), max_features, max_classes, max_batch,
+                          key_.bytes().data()};
   if (tinyfed_init(&ctx_, &config, arena_.data(), arena_.size()) != TINYFED_OK) {
     throw std::runtime_error(std::string("tinyfed_init: ") +
                              tinyfed_last_error_message(&ctx_));
@@ -132,13 +162,18 @@ tinyfed_status_t Device::Load(const v1::RoundTask& task) {
       &ctx_, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &result);
 }
 
-std::string Device::EncodeUpdate() {
+std::string Device::EncodeSignedUpdate() {
   std::vector<uint8_t> buf(TINYFED_UPDATE_MAX_SIZE(ctx_.max_features, ctx_.max_classes));
   size_t len = 0;
   if (tinyfed_update_encode(&ctx_, buf.data(), buf.size(), &len) != TINYFED_OK) {
     return {};
   }
   return std::string(reinterpret_cast<const char*>(buf.data()), len);
+}
+
+std::string Device::EncodeUpdate() {
+  const Envelope envelope = ParseEnvelope(EncodeSignedUpdate());
+  return envelope.ok ? envelope.body : std::string();
 }
 
 double DeviceAccuracy(const tinyfed_context_t* ctx, const QuantizedDataset& data) {

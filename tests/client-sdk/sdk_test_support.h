@@ -11,6 +11,7 @@
 #include "float_twin.h"
 #include "tinyfed/tinyfed.h"
 #include "tinyfed/v1/coordinator.pb.h"
+#include "tinyfed_common/fleet_keys.h"
 #include "tinyfed_common/host_numerics.h"
 
 namespace tinyfed::testing {
@@ -61,22 +62,53 @@ std::string EncodeInt16(const std::vector<int16_t>& values);
 v1::RoundTask BuildTask(const TaskParams& params);
 std::string EncodeCheckInResponse(const v1::RoundTask& task);
 
-// One device: a context, its arena and its id.
+// The tests' fleet key, bytes 0x00..0x1f: the key of the fixed vectors in
+// tinyfed_common/device_key.h and request_auth.h.
+Key256 TestFleetKey();
+
+// The device key of `id` under TestFleetKey(), derived by the host's
+// tinyfed_fleet_keys (OpenSSL), as tinyfed-admin provisions it. Throws for
+// an id the derivation refuses.
+Key256 TestDeviceKey(const std::string& id);
+
+// The parts of a SignedRequest as the SDK wrote it, parsed by C++ protobuf.
+// ok is false when `bytes` is not a SignedRequest.
+struct Envelope {
+  bool ok = false;
+  std::string device_id;
+  std::string body;
+  std::string tag;
+};
+Envelope ParseEnvelope(const std::string& bytes);
+
+// One device: a context, its arena, its id and its key (by default its
+// key under TestFleetKey()). The context points at key(), so a Device is
+// neither copied nor moved.
 class Device {
  public:
   explicit Device(std::string id, uint32_t max_features = 64,
                   uint32_t max_classes = 10, uint32_t max_batch = 16);
+  Device(std::string id, const Key256& key, uint32_t max_features = 64,
+         uint32_t max_classes = 10, uint32_t max_batch = 16);
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
   tinyfed_context_t* ctx() { return &ctx_; }
   const std::string& id() const { return id_; }
+  const Key256& key() const { return key_; }
   uint32_t hash() const;
 
   // Loads `task` through the CheckInResponse path; returns the SDK status.
   tinyfed_status_t Load(const v1::RoundTask& task);
-  // Encodes the update after training; empty on error.
+  // The SignedRequest tinyfed_update_encode writes after training, into a
+  // buffer of TINYFED_UPDATE_MAX_SIZE; empty on error.
+  std::string EncodeSignedUpdate();
+  // The Update inside it (the envelope's body, its exact bytes); empty on
+  // error or when the SDK's output is not a SignedRequest.
   std::string EncodeUpdate();
 
  private:
   std::string id_;
+  Key256 key_;
   std::vector<uint8_t> arena_;
   tinyfed_context_t ctx_{};
 };

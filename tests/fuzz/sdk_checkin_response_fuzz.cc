@@ -98,7 +98,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Require(arena_size != 0);
   void* arena = std::malloc(arena_size);
   tinyfed_context_t ctx;
-  const tinyfed_config_t config = {"fuzz-device", cap.features, cap.classes, cap.batch};
+  // Any key: the target fuzzes decoding; signing is tested in tests/client-sdk.
+  static const uint8_t kKey[TINYFED_DEVICE_KEY_SIZE] = {1, 2, 3};
+  const tinyfed_config_t config = {"fuzz-device", cap.features, cap.classes, cap.batch, kKey};
   Require(tinyfed_init(&ctx, &config, arena, arena_size) == TINYFED_OK);
 
   tinyfed_status_t status;

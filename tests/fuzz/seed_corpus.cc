@@ -10,6 +10,7 @@
 // writes OUT_DIR/<target>/<name>, one input per file, in each target's
 // input format (see the targets' header comments), and fails loudly on any
 // step that does not succeed, so a seed directory is never silently empty.
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +27,7 @@
 #include "tinyfed/tinyfed.h"
 #include "tinyfed/v1/coordinator.pb.h"
 #include "tinyfed_common/crc32.h"
+#include "tinyfed_common/fleet_keys.h"
 
 namespace {
 
@@ -93,22 +95,39 @@ v1::RoundTask MakeTask(uint32_t features, uint32_t classes, uint32_t batch, uint
   return task;
 }
 
-// A device of the given capacity that has loaded `task`.
+// The body of the SignedRequest the SDK writes: the bare message the
+// server's parsers see once the envelope is verified.
+std::string Body(const std::string& signed_request) {
+  v1::SignedRequest request;
+  Check(request.ParseFromString(signed_request), "SignedRequest parse");
+  return request.body();
+}
+
+// A device of the given capacity that has loaded `task`, with its key
+// under a fleet key of bytes 0x00..0x1f.
 struct Device {
   std::vector<uint8_t> arena;
+  tinyfed::Key256 key;
   tinyfed_context_t ctx;
   Device(const char* id, uint32_t features, uint32_t classes, uint32_t batch)
       : arena(tinyfed_arena_size(features, classes, batch)) {
-    const tinyfed_config_t config = {id, features, classes, batch};
+    std::array<uint8_t, tinyfed::Key256::kSize> fleet{};
+    for (size_t i = 0; i < fleet.size(); ++i) fleet[i] = static_cast<uint8_t>(i);
+    absl::StatusOr<tinyfed::Key256> derived = tinyfed::DeriveDeviceKey(tinyfed::Key256(fleet), id);
+    Check(derived.ok(), "DeriveDeviceKey");
+    key = *derived;
+    const tinyfed_config_t config = {id, features, classes, batch, key.bytes().data()};
     Check(tinyfed_init(&ctx, &config, arena.data(), arena.size()) == TINYFED_OK, "tinyfed_init");
   }
+  // The CheckInRequest's bytes (the body of the SDK's signed check-in).
   std::string CheckIn() {
     uint8_t buf[TINYFED_CHECKIN_MAX_SIZE];
     size_t len = 0;
     Check(tinyfed_checkin_encode(&ctx, 40, buf, sizeof buf, &len) == TINYFED_OK, "check-in");
-    return Bytes(buf, len);
+    return Body(Bytes(buf, len));
   }
-  // Loads `task`, trains on `count` samples and returns the update's bytes.
+  // Loads `task`, trains on `count` samples and returns the Update's bytes
+  // (the body of the SDK's signed update).
   std::string Update(const v1::RoundTask& task, uint32_t count, std::mt19937& rng) {
     const std::string bytes = task.SerializeAsString();
     Check(tinyfed_task_decode(&ctx, reinterpret_cast<const uint8_t*>(bytes.data()),
@@ -126,7 +145,7 @@ struct Device {
     size_t len = 0;
     Check(tinyfed_update_encode(&ctx, out.data(), out.size(), &len) == TINYFED_OK,
           "tinyfed_update_encode");
-    return Bytes(out.data(), len);
+    return Body(Bytes(out.data(), len));
   }
 };
 

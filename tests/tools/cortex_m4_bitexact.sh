@@ -6,9 +6,12 @@
 # other paths (see tests/client-sdk/fixture_gen.cc).
 #
 # The same run's figures are compared with their budgets
-# (tests/tools/budgets.sh): instructions per training sample, peak stack
-# of decode, train and encode, and RAM in total (the footprint image's
-# static RAM, from this build, plus that stack).
+# (tests/tools/budgets.sh): instructions per training sample, instructions
+# to tag the longest 64x10 update (HMAC-SHA256 over its body, with
+# mbedTLS's SHA-256 as the SDK configures it; case 0's own tag is checked
+# by the firmware too), peak stack of decode, train and encode
+# (signing included), and RAM in total (the footprint image's static RAM,
+# from this build, plus that stack).
 #
 #   cortex_m4_bitexact.sh SOURCE_DIR BUILD_DIR FIXTURE_GEN
 set -euo pipefail
@@ -54,6 +57,7 @@ echo "ok: identical update bytes on x86-64 and the emulated Cortex-M4 in every c
 # the calibration loop measures that ratio rather than assuming it.
 read -r cal_ticks cal_insns < <(printf '%s\n' "$output" | sed -n 's/^calibration \([0-9]*\) ticks for \([0-9]*\) instructions$/\1 \2/p')
 read -r train_ticks steps < <(printf '%s\n' "$output" | sed -n 's/^training \([0-9]*\) ticks for \([0-9]*\) sample steps$/\1 \2/p')
+read -r tag_ticks tag_body < <(printf '%s\n' "$output" | sed -n 's/^tag \([0-9]*\) ticks for a \([0-9]*\)-byte update body$/\1 \2/p')
 stack=$(printf '%s\n' "$output" | sed -n 's/^stack \([0-9]*\) bytes for decode, train and encode$/\1/p')
 per_sample=""
 if [[ "${cal_ticks:-0}" -gt 0 && "${steps:-0}" -gt 0 ]]; then
@@ -63,6 +67,14 @@ if [[ "${cal_ticks:-0}" -gt 0 && "${steps:-0}" -gt 0 ]]; then
   per_sample=$(( train_ticks * cal_insns / cal_ticks / steps ))
   echo "instructions per training sample (64x10 head, batch 8, incl. batch updates and delta quantization): $per_sample"
   echo "  (training $train_ticks ticks over $steps sample steps; calibration $cal_ticks ticks = $cal_insns instructions)"
+fi
+tag_insns=""
+if [[ "${cal_ticks:-0}" -gt 0 && -n "${tag_ticks:-}" ]]; then
+  # Rounded down, within one tick (40 instructions) of the true count: a
+  # budget one unit below the figure still fails, and the SHA-256
+  # compression, about 4,000 instructions a block, cannot hide in it.
+  tag_insns=$(( tag_ticks * cal_insns / cal_ticks ))
+  echo "instructions to tag one 64x10 update (HMAC-SHA256 over its ${tag_body}-byte body): $tag_insns"
 fi
 echo "peak stack $stack bytes for decode, train and encode"
 static_ram=$(footprint_static_ram "$build/client-sdk/tinyfed_footprint.elf" \
@@ -75,6 +87,8 @@ fi
 status=0
 check_budget "instructions per training sample" "$per_sample" \
   TINYFED_BUDGET_INSTRUCTIONS_PER_SAMPLE instructions || status=1
+check_budget "instructions to tag a 64x10 update" "$tag_insns" \
+  TINYFED_BUDGET_TAG_INSTRUCTIONS instructions || status=1
 check_budget "peak stack" "$stack" TINYFED_BUDGET_STACK_BYTES bytes || status=1
 check_budget "RAM (static + stack)" "$ram" TINYFED_BUDGET_RAM_BYTES bytes || status=1
 exit $status

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Cross-builds the SDK for Cortex-M4 (soft float, -Os) and checks what it
 # links against: no heap functions and no floating-point helpers in the
-# SDK, common, the generated nanopb code or nanopb's runtime, nor in a
-# firmware image that uses the whole SDK. Then compares the SDK's footprint
-# for a 64x10 head with its budgets (tests/tools/budgets.sh): flash, with
-# and without error messages, and static RAM of that image minus a baseline
-# image without the SDK, measured in the same build.
+# SDK, common, the generated nanopb code, nanopb's runtime or the SDK's
+# mbedTLS (SHA-256), nor in a firmware image that uses the whole SDK. Then
+# compares the SDK's footprint for a 64x10 head with its budgets
+# (tests/tools/budgets.sh): flash, with and without error messages, and
+# static RAM of that image minus a baseline image without the SDK,
+# measured in the same build.
 #
 #   cortex_m4_check.sh SOURCE_DIR BUILD_DIR     build, check, compare
 #   cortex_m4_check.sh --scan FILE...           check the given files only
@@ -115,7 +116,8 @@ cortex_m4_configure "$root" "$build"
 cmake --build "$build" >/dev/null
 
 libs=("$build/client-sdk/libtinyfed_sdk.a" "$build/common/libtinyfed_common.a"
-      "$build/proto/libtinyfed_proto_nanopb.a" "$build/proto/libtinyfed_nanopb_runtime.a")
+      "$build/proto/libtinyfed_proto_nanopb.a" "$build/proto/libtinyfed_nanopb_runtime.a"
+      "$build/client-sdk/libtinyfed_mbedtls.a")
 image="$build/client-sdk/tinyfed_footprint.elf"
 quiet="$build/client-sdk/tinyfed_footprint_quiet.elf"
 baseline="$build/client-sdk/tinyfed_footprint_baseline.elf"
@@ -126,12 +128,12 @@ flash=$(footprint_flash "$image" "$baseline")
 qflash=$(footprint_flash "$quiet" "$baseline")
 ram=$(footprint_static_ram "$image" "$baseline")
 arena=$(footprint_symbol_size "$image" arena)
-echo "Cortex-M4 footprint, 64x10 head (SDK + nanopb, -Os, soft float):"
-echo "  flash        $flash bytes: SDK and nanopb code, constants and strings"
+echo "Cortex-M4 footprint, 64x10 head (SDK + nanopb + mbedTLS SHA-256, -Os, soft float):"
+echo "  flash        $flash bytes: SDK, nanopb and mbedTLS code, constants and strings"
 echo "               $qflash bytes with TINYFED_NO_ERROR_MESSAGES (the small-target configuration)"
 echo "  static RAM   $ram bytes in the example image: context, arena of $arena bytes,"
 echo "               and one buffer for frames and messages (the SDK itself holds no static data)"
-check_budget "flash (SDK + nanopb)" "$flash" TINYFED_BUDGET_FLASH_BYTES bytes || status=1
+check_budget "flash (SDK + nanopb + crypto)" "$flash" TINYFED_BUDGET_FLASH_BYTES bytes || status=1
 check_budget "flash without error messages" "$qflash" TINYFED_BUDGET_FLASH_QUIET_BYTES bytes || status=1
 check_budget "static RAM" "$ram" TINYFED_BUDGET_STATIC_RAM_BYTES bytes || status=1
 exit $status

@@ -10,8 +10,8 @@ footprint_symbol_size() {
     awk -v names=" $* " 'NF == 4 && index(names, " " $4 " ") { total += $2 + 0 } END { print total + 0 }'
 }
 
-# footprint_flash IMAGE BASELINE: flash of the SDK and nanopb, constants and
-# strings included: the image minus the baseline, less what else differs
+# footprint_flash IMAGE BASELINE: flash of the SDK, nanopb and the SDK's
+# mbedTLS, constants and strings included: the image minus the baseline, less what else differs
 # between them (the application's main, and the C library's memcpy/memset,
 # which a firmware has anyway).
 footprint_flash() {

@@ -5,12 +5,16 @@
  * head) and fixture_cases.h (shapes that take the training kernels' other
  * paths), generated at build time by the host tool tinyfed_fixture_gen.
  *
- * It also times case 0's training with SysTick, and a calibration loop of a
- * known instruction count with the same timer: under qemu's -icount the
- * timer advances with executed instructions, so the two give instructions
- * per training sample without knowing the timer's rate. */
+ * It also times case 0's training with SysTick, the tag of the longest
+ * 64x10 update (HMAC-SHA256 over its body, by the SDK's internal function
+ * the encoder calls), and a calibration loop of a known instruction count with
+ * the same timer: under qemu's -icount the timer advances with executed
+ * instructions, so the two give instructions per training sample and per
+ * tag without knowing the timer's rate. */
 #include <stdio.h>
+#include <string.h>
 
+#include "../../src/request_tag.h" /* internal: this firmware is a test harness */
 #include "fixture.h"
 #include "fixture_cases.h"
 #include "tinyfed/tinyfed.h"
@@ -74,7 +78,8 @@ static void calibration_loop(void) {
  * measures in *stack the stack the SDK calls take. */
 static tinyfed_status_t run_case(const fixture_case_t *c, size_t *len, uint32_t *ticks,
                                  uint32_t *stack) {
-  const tinyfed_config_t config = {c->device_id, c->feature_count, c->class_count, c->batch};
+  const tinyfed_config_t config = {c->device_id, c->feature_count, c->class_count, c->batch,
+                                   c->device_key};
   const tinyfed_dataset_t data = {c->features, c->labels, c->samples, c->feature_count};
   volatile uint32_t frame_marker = 0u;
   const uintptr_t stack_top = (uintptr_t)&frame_marker;
@@ -92,6 +97,40 @@ static tinyfed_status_t run_case(const fixture_case_t *c, size_t *len, uint32_t 
   return s;
 }
 
+/* The longest Update body a 64x10 head can have by the SDK's documented
+ * bound (the signed update's bound less the envelope's). */
+#define LONGEST_BODY_64X10 (TINYFED_UPDATE_MAX_SIZE(64u, 10u) - TINYFED_SIGNED_ENVELOPE_MAX_SIZE)
+
+/* Computes the tag of the signed update in update[0..len) (a
+ * SignedRequest: device id field, body field, tag field, as the SDK frames
+ * it) again over its body: 1 when it equals the update's own tag. Then
+ * times a tag over LONGEST_BODY_64X10 bytes of the buffer in *ticks: what
+ * the longest 64x10 update costs to sign. mbedTLS's SHA-256 runs the same
+ * instructions whatever the bytes (no data-dependent branch), so the
+ * length alone sets the count. */
+typedef char update_buffer_holds_longest_body[(sizeof update >= LONGEST_BODY_64X10) ? 1 : -1];
+
+static int check_and_time_tag(const uint8_t *key, size_t len, uint32_t *ticks) {
+  uint8_t tag[TINYFED_TAG_SIZE];
+  size_t at = 2u + update[1]; /* past the device id field */
+  size_t body = 0u;
+  unsigned shift = 0u;
+  ++at; /* the body's key */
+  do {
+    body |= (size_t)(update[at] & 0x7Fu) << shift;
+    shift += 7u;
+  } while (update[at++] & 0x80u);
+  if (at + body + 2u + TINYFED_TAG_SIZE != len) return 0;
+  tinyfed_request_tag(key, (const uint8_t *)TINYFED_UPDATE_TAG_LABEL,
+                      TINYFED_UPDATE_TAG_LABEL_SIZE, update + at, body, tag);
+  if (memcmp(tag, update + at + body + 2u, sizeof tag) != 0) return 0;
+  const uint32_t start = SYST_CVR;
+  tinyfed_request_tag(key, (const uint8_t *)TINYFED_UPDATE_TAG_LABEL,
+                      TINYFED_UPDATE_TAG_LABEL_SIZE, update, LONGEST_BODY_64X10, tag);
+  *ticks = systick_since(start);
+  return 1;
+}
+
 static void print_update(unsigned index, size_t len) {
   size_t i;
   printf("update %u ", index);
@@ -102,9 +141,10 @@ static void print_update(unsigned index, size_t len) {
 int main(void) {
   const fixture_case_t main_case = {FIXTURE_DEVICE_ID, kFixtureTask,  sizeof kFixtureTask,
                                     kFixtureFeatures,  kFixtureLabels, FIXTURE_SAMPLES,
-                                    FIXTURE_FEATURES,  FIXTURE_CLASSES, FIXTURE_BATCH};
+                                    FIXTURE_FEATURES,  FIXTURE_CLASSES, FIXTURE_BATCH,
+                                    kFixtureDeviceKey};
   size_t len = 0;
-  uint32_t train_ticks = 0, ticks = 0, stack_bytes = 0, i;
+  uint32_t train_ticks = 0, tag_ticks = 0, ticks = 0, stack_bytes = 0, i;
   systick_start();
   const uint32_t start = SYST_CVR;
   calibration_loop();
@@ -112,6 +152,10 @@ int main(void) {
   /* The stack figure is case 0's, the 64x10 head. */
   if (run_case(&main_case, &len, &train_ticks, &stack_bytes) != TINYFED_OK) return 1;
   print_update(0u, len);
+  if (!check_and_time_tag(kFixtureDeviceKey, len, &tag_ticks)) {
+    printf("error: case 0's tag differs when computed again over its body\n");
+    return 1;
+  }
   for (i = 0; i < FIXTURE_CASES; ++i) {
     if (run_case(&kFixtureCases[i], &len, &ticks, NULL) != TINYFED_OK) return 1;
     print_update(i + 1u, len);
@@ -120,6 +164,8 @@ int main(void) {
          (unsigned long)(2u * CALIBRATION_ITERATIONS));
   printf("training %lu ticks for %lu sample steps\n", (unsigned long)train_ticks,
          (unsigned long)(FIXTURE_SAMPLES * FIXTURE_EPOCHS));
+  printf("tag %lu ticks for a %lu-byte update body\n", (unsigned long)tag_ticks,
+         (unsigned long)LONGEST_BODY_64X10);
   printf("stack %lu bytes for decode, train and encode\n",
          (unsigned long)stack_bytes);
   return 0;

@@ -1,9 +1,9 @@
 /* A minimal firmware image that uses every SDK call a device makes in a
  * round, for a 64x10 head with batches of 16, so the linker keeps exactly
- * the SDK and nanopb code a real device needs, with the RAM a device needs:
- * the context, the arena, and one buffer that first receives the task
- * frame (decoded in place) and then holds the encoded update, which is
- * framed straight onto the link. Built twice: with the SDK and, with
+ * the SDK, nanopb and mbedTLS code a real device needs, with the RAM a
+ * device needs: the context, the arena, and one buffer that first receives
+ * the task frame (decoded in place) and then holds the signed update, which
+ * is framed straight onto the link. Built twice: with the SDK and, with
  * TINYFED_FOOTPRINT_BASELINE, without it; the size difference is the SDK's
  * flash and RAM. Never run.
  */
@@ -25,6 +25,7 @@ static uint8_t buffer[TINYFED_FRAME_DECODER_BUFFER(TINYFED_TASK_MAX_SIZE(FEATURE
 #endif
 
 /* Stand-ins for the firmware's data and link, opaque to the optimizer. */
+const uint8_t *volatile firmware_device_key;
 const int8_t *volatile firmware_features;
 const uint8_t *volatile firmware_labels;
 volatile uint32_t firmware_count;
@@ -44,7 +45,7 @@ int main(void) {
   firmware_sink = firmware_count + firmware_rx;
   return 0;
 #else
-  const tinyfed_config_t config = {"footprint", FEATURES, CLASSES, BATCH};
+  const tinyfed_config_t config = {"footprint", FEATURES, CLASSES, BATCH, firmware_device_key};
   size_t len = 0;
   tinyfed_checkin_result_t result;
   tinyfed_frame_decoder_t decoder;

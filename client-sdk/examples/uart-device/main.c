@@ -1,4 +1,6 @@
-/* Reference firmware: one tinyfed device on a UART link. It checks in,
+/* Reference firmware: one tinyfed device on a UART link, its id and device
+ * key provisioned at build time (fixture.h; a real product would take them
+ * from tinyfed-admin's `keys device --format c`). It checks in,
  * trains the task's head on its local shard (held in flash, generated at
  * build time into fixture.h), submits its update and waits for the
  * acknowledgement, retrying as a real device would: it re-sends when no
@@ -64,7 +66,7 @@ static void report_error(const tinyfed_frame_t *reply) {
 
 int main(void) {
   const tinyfed_config_t config = {FIXTURE_DEVICE_ID, FIXTURE_FEATURES, FIXTURE_CLASSES,
-                                   FIXTURE_BATCH};
+                                   FIXTURE_BATCH, kFixtureDeviceKey};
   const tinyfed_dataset_t data = {kFixtureFeatures, kFixtureLabels, FIXTURE_SAMPLES,
                                   FIXTURE_FEATURES};
   tinyfed_frame_t reply;

@@ -5,7 +5,8 @@
  *
  *   tinyfed_context_t ctx;                          // static or on a stack
  *   static uint8_t arena[TINYFED_ARENA_SIZE(64, 10, 16)];
- *   tinyfed_config_t cfg = {"sensor-17", 64, 10, 16};
+ *   static const uint8_t key[TINYFED_DEVICE_KEY_SIZE] = {...};  // provisioned
+ *   tinyfed_config_t cfg = {"sensor-17", 64, 10, 16, key};
  *   tinyfed_init(&ctx, &cfg, arena, sizeof arena);
  *   tinyfed_checkin_encode(&ctx, n_samples, buf, sizeof buf, &len);
  *       ... send buf to the server, receive the response into buf ...
@@ -16,10 +17,20 @@
  *       ... send buf as the update ...
  *   }
  *
- * Memory: the caller owns everything. The context struct and one arena
- * (sized by TINYFED_ARENA_SIZE or tinyfed_arena_size()) must outlive every
- * call that uses the context; the SDK keeps no other state, never allocates
- * and uses no floating point. A context requires external synchronization;
+ * Authentication: the device key (32 bytes, derived from the fleet key for
+ * this device id: tinyfed_common/device_key.h; `tinyfed-admin keys device`
+ * prints it) signs everything the device sends. Check-ins and updates leave
+ * the SDK as a SignedRequest (proto/tinyfed/v1/coordinator.proto) holding
+ * the device id, the message's exact bytes and their HMAC-SHA256 tag
+ * (tinyfed_common/request_auth.h), computed with mbedTLS's SHA-256. Relays
+ * (bridge, gateways) must forward those bytes unchanged.
+ *
+ * Memory: the caller owns everything. The context struct, one arena
+ * (sized by TINYFED_ARENA_SIZE or tinyfed_arena_size()) and the device key
+ * (not copied, so it can stay in flash) must outlive every call that uses
+ * the context; the SDK keeps no other state, never allocates and uses no
+ * floating point. Key bytes and intermediate hashes it puts on the stack
+ * are wiped before the call returns. A context requires external synchronization;
  * separate contexts are independent.
  *
  * Errors: every fallible call returns a tinyfed_status_t (TINYFED_OK or a
@@ -37,6 +48,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tinyfed_common/device_key.h"   /* TINYFED_DEVICE_KEY_SIZE */
+#include "tinyfed_common/request_auth.h" /* TINYFED_TAG_SIZE */
 
 #ifdef __cplusplus
 extern "C" {
@@ -90,15 +104,23 @@ typedef enum tinyfed_status {
 #define TINYFED_DEVICE_ID_MAX_LEN 32u
 #define TINYFED_TOKEN_MAX_LEN 16u
 
+/* Bytes a SignedRequest adds around the message it carries, at most: the
+ * device id field (2 + 32), the body's key and length (1 + 3, a varint
+ * long enough for any body below 2 MiB) and the tag field (2 + 32). */
+#define TINYFED_SIGNED_ENVELOPE_MAX_SIZE 72u
+
 /* Longest encoded message of each kind this SDK accepts or writes for a
  * head of f features and c classes. Task: 2 bytes per weight and bias plus
  * 320 bytes for everything else and room for fields a newer server adds.
- * Update: 1 byte per weight and bias plus 5 bytes per row scale (the
- * longest uint32 varint; valid scales take at most 2, and the rest is slack
- * for the envelope) and 100 bytes of envelope. Check-in request: fixed. */
+ * Update, as signed: 1 byte per weight and bias plus 5 bytes per row scale
+ * (the longest uint32 varint; valid scales take at most 2, and the rest is
+ * slack for the other fields), 100 bytes for the Update's other fields and
+ * the signed envelope. Check-in request, as signed: fixed. An output buffer
+ * of this size always suffices; a smaller one works when the message fits. */
 #define TINYFED_TASK_MAX_SIZE(f, c) (2u * (f) * (c) + 2u * (c) + 320u)
-#define TINYFED_UPDATE_MAX_SIZE(f, c) ((f) * (c) + (c) + 5u * (c) + 100u)
-#define TINYFED_CHECKIN_MAX_SIZE 80u
+#define TINYFED_UPDATE_MAX_SIZE(f, c) \
+  ((f) * (c) + (c) + 5u * (c) + 100u + TINYFED_SIGNED_ENVELOPE_MAX_SIZE)
+#define TINYFED_CHECKIN_MAX_SIZE (80u + TINYFED_SIGNED_ENVELOPE_MAX_SIZE)
 
 /* Arena bytes for a context that accepts heads up to f features x c classes
  * and batches up to b samples: global and local int16 heads, int8 deltas,
@@ -107,12 +129,16 @@ typedef enum tinyfed_status {
   (2u * 2u * ((f) * (c) + (c)) + ((f) * (c) + (c)) + 4u * (b) * (c) + \
    4u * (b) + 4u * (c) + 8u)
 
-/* What the device can hold; fixed for the life of a context. */
+/* Who the device is and what it can hold; fixed for the life of a context. */
 typedef struct tinyfed_config {
   const char *device_id; /* 1..32 printable bytes, NUL-terminated; copied */
   uint32_t max_features; /* >= 1 */
   uint32_t max_classes;  /* 2..TINYFED_MAX_CLASSES */
   uint32_t max_batch;    /* 1..TINYFED_MAX_BATCH */
+  const uint8_t *device_key; /* TINYFED_DEVICE_KEY_SIZE (32) bytes,
+                                caller-owned, must stay valid for the life
+                                of the context (not copied: may be in
+                                flash) */
 } tinyfed_config_t;
 
 /* A device's local samples, usually in flash. Must stay valid and unchanged
@@ -169,6 +195,8 @@ typedef struct tinyfed_checkin_result {
  * are private to the SDK and may change between releases. */
 typedef struct tinyfed_context {
   char device_id[TINYFED_DEVICE_ID_MAX_LEN + 1u];
+  uint32_t device_id_len;
+  const uint8_t *device_key;
   uint32_t device_hash;
   uint32_t max_features, max_classes, max_batch;
   int16_t *global_w, *global_b, *local_w, *local_b;
@@ -193,16 +221,22 @@ size_t tinyfed_arena_size(uint32_t max_features, uint32_t max_classes,
                           uint32_t max_batch);
 
 /* Prepares `ctx` for a device. `arena` (any alignment) must hold
- * tinyfed_arena_size() bytes and outlive the context.
- * Errors: ARGUMENT (NULL, bad id, capacity out of bounds),
+ * tinyfed_arena_size() bytes and outlive the context; so must the device
+ * key config->device_key points to, which the context keeps a pointer to
+ * (the bytes are read at every encode, never copied).
+ * Errors: ARGUMENT (NULL, device key NULL, bad id, capacity out of bounds),
  * BUFFER_TOO_SMALL (arena). */
 TINYFED_NODISCARD tinyfed_status_t tinyfed_init(tinyfed_context_t *ctx,
                                                 const tinyfed_config_t *config,
                                                 void *arena, size_t arena_size);
 
-/* Writes a CheckInRequest (device id, model version held, capabilities and
- * `sample_count`) into out[0..capacity) and sets *out_len.
- * Errors: ARGUMENT, BUFFER_TOO_SMALL. */
+/* Writes a SignedRequest into out[0..capacity) and sets *out_len: the
+ * device id, the body, a CheckInRequest (device id, model version held,
+ * capabilities and `sample_count`), and the body's tag under the device key
+ * with the check-in label (tinyfed_common/request_auth.h). At most
+ * TINYFED_CHECKIN_MAX_SIZE bytes. Send the bytes as they are: the server
+ * verifies the tag over the body's exact bytes.
+ * Errors: ARGUMENT, STATE (not initialised), BUFFER_TOO_SMALL. */
 TINYFED_NODISCARD tinyfed_status_t tinyfed_checkin_encode(
     tinyfed_context_t *ctx, uint32_t sample_count, uint8_t *out,
     size_t capacity, size_t *out_len);
@@ -233,9 +267,14 @@ TINYFED_NODISCARD tinyfed_status_t tinyfed_task_info(
 TINYFED_NODISCARD tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
                                                  const tinyfed_dataset_t *data);
 
-/* Quantizes local - global per class row to int8 with stochastic rounding
- * and writes the Update message into out[0..capacity). Deterministic: the
- * same task, data and device id give the same bytes.
+/* Writes the update of the trained task into out[0..capacity) as a
+ * SignedRequest and sets *out_len: the device id, the body, an Update (the
+ * round, task token and base version of the task, the sample count, and
+ * local - global per class row quantized to int8 with stochastic rounding),
+ * and the body's tag under the device key with the update label
+ * (tinyfed_common/request_auth.h). At most TINYFED_UPDATE_MAX_SIZE of the
+ * context's capacity. Deterministic: the same task, data, device id and key
+ * give the same bytes, so a re-sent update is the same submission.
  * Errors: ARGUMENT, STATE (not trained), BUFFER_TOO_SMALL. */
 TINYFED_NODISCARD tinyfed_status_t tinyfed_update_encode(
     tinyfed_context_t *ctx, uint8_t *out, size_t capacity, size_t *out_len);
