@@ -39,6 +39,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -725,6 +726,78 @@ TEST(PowerLossTest, AcknowledgedUpdatesSurviveEveryLossPointAndCountOnce) {
             << " s\n";
   EXPECT_EQ(failing, 0u) << "of " << ordered.size() << " loss points";
   spdlog::set_level(log_level);
+}
+
+// The store's own synchronous write and its task appends, cut right after
+// each returned: a revocation whose RevokeDevice returned OK, and a task's
+// declared sample count whose append reported OK, are in what a power loss
+// leaves, as acknowledged updates are above.
+TEST(PowerLossTest, RevocationsAndDeclaredCountsSurviveALossRightAfterTheirOk) {
+  testing::TempDir work;
+  testing::TempDir scratch;
+  PowerLossVfs vfs(work.path());
+  constexpr int kDevices = 6;
+  const v1::ServerConfig config = Config();
+  {
+    auto store = OpenSqliteModelStore(work.File("store.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto initial = InitialModel(config, 1000);
+    ASSERT_TRUE(initial.ok()) << initial.status();
+    ASSERT_TRUE((*store)->PutInitialVersion(*initial).ok());
+    RoundRecord round;
+    round.round = 1;
+    round.base_version = 1;
+    round.opened_ms = 1000;
+    round.deadline_ms = 2000;
+    ASSERT_TRUE((*store)->OpenRound(round).ok());
+    for (int i = 0; i < kDevices; ++i) {
+      // Tag 2i: device i's revocation returned; 2i + 1: its task's did.
+      ASSERT_TRUE((*store)->RevokeDevice(absl::StrCat("revoked-", i), 5000 + i).ok());
+      vfs.Mark(2 * static_cast<uint64_t>(i));
+      std::promise<absl::Status> appended;
+      (*store)->AppendTask({1, absl::StrCat("dev-", i), "token", 3000, 100u + i},
+                           [&](absl::Status s) {
+                             if (s.ok()) vfs.Mark(2 * static_cast<uint64_t>(i) + 1);
+                             appended.set_value(s);
+                           });
+      const absl::Status s = appended.get_future().get();
+      ASSERT_TRUE(s.ok()) << s;
+    }
+  }
+  const std::vector<VfsEvent> log = vfs.Log();
+  DurableImage image(&log);
+  int checked = 0;
+  for (size_t i = 0; i < log.size(); ++i) {
+    if (log[i].kind != VfsEvent::Kind::kMark) continue;
+    const uint64_t tag = log[i].tag;
+    SCOPED_TRACE(absl::StrCat("loss right after mark ", tag));
+    image.AdvanceTo(i + 1);
+    const std::string dir = scratch.File(absl::StrCat("loss-", i));
+    std::filesystem::create_directory(dir);
+    ASSERT_TRUE(image.WriteTo(dir));
+    auto store = OpenSqliteModelStore(dir + "/store.db");
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto revoked = (*store)->RevokedDevices();
+    ASSERT_TRUE(revoked.ok()) << revoked.status();
+    auto tasks = (*store)->RoundTasks(1);
+    ASSERT_TRUE(tasks.ok()) << tasks.status();
+    const int devices_done = static_cast<int>(tag / 2) + 1;
+    for (int d = 0; d < devices_done; ++d) {
+      const std::string id = absl::StrCat("revoked-", d);
+      EXPECT_NE(std::find(revoked->begin(), revoked->end(), id), revoked->end())
+          << id << " was revoked before the loss";
+      if (d + 1 == devices_done && tag % 2 == 0) continue;  // its task not yet reported
+      const std::string device = absl::StrCat("dev-", d);
+      auto task = std::find_if(tasks->begin(), tasks->end(),
+                               [&](const TaskRecord& t) { return t.device_id == device; });
+      ASSERT_NE(task, tasks->end()) << device << "'s task was recorded before the loss";
+      EXPECT_EQ(task->declared_samples, 100u + static_cast<uint32_t>(d));
+    }
+    store->reset();
+    std::filesystem::remove_all(dir);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2 * kDevices);
 }
 
 }  // namespace
