@@ -5,7 +5,10 @@
 // each committed version is exactly its parent plus the FedAvg of that
 // round's stored updates (so each counted once; judged by the independent
 // reference in reference_fedavg.h, not by the server's aggregator), and
-// lineage and checksums are intact.
+// lineage and checksums are intact. Every request is signed with its
+// device's key; each device declares its sample count at check-in and
+// first claims one more, which must be refused (INVALID_ARGUMENT) also
+// when a restart came between its check-in and its submission.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
@@ -29,6 +32,7 @@
 #include "reference_fedavg.h"
 #include "server_test_support.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
+#include "tinyfed_common/fleet_keys.h"
 
 #ifndef TINYFED_SERVER_BINARY
 #error "TINYFED_SERVER_BINARY must name the tinyfed-server executable"
@@ -54,9 +58,10 @@ int FreePort() {
 
 class ServerProcess {
  public:
-  ServerProcess(std::string config, std::string db, std::string listen, std::string log)
-      : config_(std::move(config)), db_(std::move(db)), listen_(std::move(listen)),
-        log_(std::move(log)) {}
+  ServerProcess(std::string config, std::string db, std::string fleet_key, std::string listen,
+                std::string log)
+      : config_(std::move(config)), db_(std::move(db)), fleet_key_(std::move(fleet_key)),
+        listen_(std::move(listen)), log_(std::move(log)) {}
   ~ServerProcess() { Kill(); }
 
   void Start() {
@@ -65,7 +70,8 @@ class ServerProcess {
       // The server logs to stdout and reports fatal errors on stderr.
       if (freopen(log_.c_str(), "a", stdout) == nullptr || dup2(fileno(stdout), 2) < 0) _exit(126);
       execl(TINYFED_SERVER_BINARY, TINYFED_SERVER_BINARY, ("--config=" + config_).c_str(),
-            ("--db=" + db_).c_str(), ("--listen=" + listen_).c_str(), "--log_level=warn",
+            ("--db=" + db_).c_str(), ("--fleet_key=" + fleet_key_).c_str(),
+            ("--listen=" + listen_).c_str(), "--log_level=warn",
             static_cast<char*>(nullptr));
       _exit(127);
     }
@@ -87,7 +93,7 @@ class ServerProcess {
   }
 
  private:
-  std::string config_, db_, listen_, log_;
+  std::string config_, db_, fleet_key_, listen_, log_;
   pid_t pid_ = -1;
 };
 
@@ -106,14 +112,20 @@ TEST(CrashTest, KilledServerLosesNoAcknowledgedUpdateAndCountsNoneTwice) {
               "policy { target_updates: 12 min_updates: 12 over_selection: 4\n"
               "         round_deadline_ms: 600000 retry_after_ms: 20 }\n";
   }
+  // Made here rather than by the server's first start, which a kill could
+  // interrupt.
+  const absl::StatusOr<Key256> fleet_key = CreateFleetKeyFile(dir.File("fleet.key"));
+  ASSERT_TRUE(fleet_key.ok()) << fleet_key.status();
   const std::string listen = "127.0.0.1:" + std::to_string(FreePort());
-  ServerProcess server(config_path, dir.File("store.db"), listen, dir.File("server.log"));
+  ServerProcess server(config_path, dir.File("store.db"), dir.File("fleet.key"), listen,
+                       dir.File("server.log"));
   server.Start();
 
   std::mutex mu;
   std::vector<Acked> acked;
   std::atomic<bool> stop{false};
   std::atomic<int> device_counter{0};
+  std::atomic<int> over_declared_refused{0};
 
   // Devices: check in, build a valid update for the task, submit it, and
   // on UNAVAILABLE retry the same bytes until answered.
@@ -128,15 +140,18 @@ TEST(CrashTest, KilledServerLosesNoAcknowledgedUpdateAndCountsNoneTwice) {
     auto stub = v1::Coordinator::NewStub(channel);
     while (!stop) {
       const std::string id = "dev-" + std::to_string(device_counter++);
+      const uint32_t samples = 1 + rng() % 50;
       v1::CheckInRequest request;
       request.set_device_id(id);
+      request.mutable_capabilities()->set_sample_count(samples);
+      const v1::SignedRequest signed_check_in = testing::Sign(*fleet_key, request);
       v1::CheckInResponse response;
       grpc::Status s;
       do {
         grpc::ClientContext context;
         context.set_deadline(std::chrono::system_clock::now() + 2s);
         context.set_wait_for_ready(true);
-        s = stub->CheckIn(&context, request, &response);
+        s = stub->CheckIn(&context, signed_check_in, &response);
         if (!s.ok()) std::this_thread::sleep_for(20ms);
       } while (!s.ok() && !stop);
       if (stop) return;
@@ -145,15 +160,37 @@ TEST(CrashTest, KilledServerLosesNoAcknowledgedUpdateAndCountsNoneTwice) {
         continue;
       }
       const v1::RoundTask& task = response.task();
-      const v1::Update update = testing::MakeUpdate(task.model().spec(), task.round(), id,
-                                                    task.task_token(), task.model().version(),
-                                                    1 + rng() % 50, rng, 60);
+      auto make = [&](uint32_t claimed) {
+        return testing::MakeUpdate(task.model().spec(), task.round(), id, task.task_token(),
+                                   task.model().version(), claimed, rng, 60);
+      };
+      // One sample more than declared: refused, whether or not the server
+      // restarted since the check-in; retried while the server is down.
+      const v1::SignedRequest over = testing::Sign(*fleet_key, make(samples + 1));
       for (int attempt = 0; attempt < 500 && !stop; ++attempt) {
         grpc::ClientContext context;
         context.set_deadline(std::chrono::system_clock::now() + 2s);
         context.set_wait_for_ready(true);
         v1::UpdateAck ack;
-        s = stub->SubmitUpdate(&context, update, &ack);
+        s = stub->SubmitUpdate(&context, over, &ack);
+        if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+            s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+            s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          std::this_thread::sleep_for(20ms);
+          continue;
+        }
+        EXPECT_FALSE(s.ok()) << id << ": an update above its declared count was acknowledged";
+        if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) ++over_declared_refused;
+        break;
+      }
+      const v1::Update update = make(samples);
+      const v1::SignedRequest signed_update = testing::Sign(*fleet_key, update);
+      for (int attempt = 0; attempt < 500 && !stop; ++attempt) {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + 2s);
+        context.set_wait_for_ready(true);
+        v1::UpdateAck ack;
+        s = stub->SubmitUpdate(&context, signed_update, &ack);
         if (s.ok()) {
           std::lock_guard<std::mutex> lock(mu);
           acked.push_back({update.round(), id, update.SerializeAsString()});
@@ -197,7 +234,9 @@ TEST(CrashTest, KilledServerLosesNoAcknowledgedUpdateAndCountsNoneTwice) {
   ASSERT_TRUE(latest.ok() && latest->has_value());
   const uint32_t versions = (*latest)->version();
   std::cout << kKills << " kills, " << acked.size() << " acknowledged updates, " << versions
-            << " versions committed\n";
+            << " versions committed, " << over_declared_refused
+            << " updates above their declared count refused\n";
+  EXPECT_GT(over_declared_refused.load(), 0);
   ASSERT_GE(versions, 3u) << "rounds must have committed between the kills";
 
   std::map<uint32_t, std::map<std::string, std::string>> stored_by_round;

@@ -6,7 +6,9 @@
 // encode their updates into buffers of exactly the documented maximum size
 // and submit them; the round commits, and the committed version is checked
 // against the independent FedAvg reference of the updates the devices
-// sent. Two rounds, so the second task carries a committed version with
+// sent. Each device signs with its own key, derived from the server's
+// fleet key, and its check-ins and updates travel as the SDK wrote them,
+// in their SignedRequest. Two rounds, so the second task carries a committed version with
 // its metrics, the largest task the server sends.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
@@ -27,6 +29,7 @@
 #include "server_config.h"
 #include "tinyfed/tinyfed.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
+#include "tinyfed_common/fleet_keys.h"
 
 namespace tinyfed::server {
 namespace {
@@ -53,11 +56,18 @@ constexpr uint32_t kServerLearningRateQ16 = 49152;
 // and the second round must still move every row.
 class LargeDevice {
  public:
-  LargeDevice(std::string id, Shape shape)
+  LargeDevice(std::string id, Shape shape, const Key256& fleet_key)
       : id_(std::move(id)),
         shape_(shape),
         arena_(TINYFED_ARENA_SIZE(shape.features, shape.classes, kBatch)) {
-    const tinyfed_config_t cfg{id_.c_str(), shape.features, shape.classes, kBatch};
+    absl::StatusOr<Key256> key = DeriveDeviceKey(fleet_key, id_);
+    if (!key.ok()) {
+      ADD_FAILURE() << id_ << ": " << key.status();
+      return;  // init_status_ stays an error
+    }
+    device_key_ = *key;
+    const tinyfed_config_t cfg{id_.c_str(), shape.features, shape.classes, kBatch,
+                               device_key_.bytes().data()};
     init_status_ = tinyfed_init(&ctx_, &cfg, arena_.data(), arena_.size());
     std::mt19937 means_rng(77);  // the same problem on every device
     std::normal_distribution<double> normal(0.0, 1.0);
@@ -88,14 +98,17 @@ class LargeDevice {
     uint8_t checkin[TINYFED_CHECKIN_MAX_SIZE];
     size_t len = 0;
     EXPECT_EQ(tinyfed_checkin_encode(&ctx_, kSamples, checkin, sizeof checkin, &len), TINYFED_OK);
+    v1::SignedRequest signed_check_in;
     v1::CheckInRequest request;
-    if (!request.ParseFromArray(checkin, static_cast<int>(len))) {
-      ADD_FAILURE() << id_ << ": check-in is not a CheckInRequest";
+    if (!signed_check_in.ParseFromArray(checkin, static_cast<int>(len)) ||
+        !request.ParseFromString(signed_check_in.body())) {
+      ADD_FAILURE() << id_ << ": check-in is not a CheckInRequest in a SignedRequest";
       return false;
     }
+    EXPECT_EQ(signed_check_in.device_id(), id_);
     v1::CheckInResponse response;
     grpc::ClientContext c1;
-    const grpc::Status checked_in = stub.CheckIn(&c1, request, &response);
+    const grpc::Status checked_in = stub.CheckIn(&c1, signed_check_in, &response);
     if (!checked_in.ok() || !response.has_task()) {
       ADD_FAILURE() << id_ << ": no task: " << checked_in.error_message();
       return false;
@@ -131,15 +144,17 @@ class LargeDevice {
       return false;
     }
     update_bytes_ = len;
-    if (!sent_.ParseFromArray(out.data(), static_cast<int>(len))) {
-      ADD_FAILURE() << id_ << ": update is not an Update";
+    v1::SignedRequest signed_update;
+    if (!signed_update.ParseFromArray(out.data(), static_cast<int>(len)) ||
+        !sent_.ParseFromString(signed_update.body())) {
+      ADD_FAILURE() << id_ << ": update is not an Update in a SignedRequest";
       return false;
     }
     EXPECT_EQ(sent_.weight_delta().size(), size_t{shape_.features} * shape_.classes);
     EXPECT_EQ(static_cast<uint32_t>(sent_.row_scales_size()), shape_.classes);
     v1::UpdateAck ack;
     grpc::ClientContext c2;
-    const grpc::Status submitted = stub.SubmitUpdate(&c2, sent_, &ack);
+    const grpc::Status submitted = stub.SubmitUpdate(&c2, signed_update, &ack);
     if (!submitted.ok()) {
       ADD_FAILURE() << id_ << ": update refused: " << submitted.error_message();
       return false;
@@ -150,6 +165,7 @@ class LargeDevice {
  private:
   std::string id_;
   Shape shape_;
+  Key256 device_key_;  // the context points to it
   std::vector<uint8_t> arena_;
   tinyfed_context_t ctx_{};
   tinyfed_status_t init_status_ = TINYFED_ERR_STATE;
@@ -190,7 +206,8 @@ TEST_P(LargestHead, TaskTrainingUpdateAndAggregationAtTheProtocolBound) {
 
   std::vector<std::unique_ptr<LargeDevice>> devices;
   for (uint32_t d = 0; d < kDevices; ++d) {
-    devices.push_back(std::make_unique<LargeDevice>("mcu-" + std::to_string(d), shape));
+    devices.push_back(
+        std::make_unique<LargeDevice>("mcu-" + std::to_string(d), shape, server->fleet_key()));
     ASSERT_EQ(devices.back()->init_status(), TINYFED_OK);
   }
   for (uint32_t round = 1; round <= 2; ++round) {

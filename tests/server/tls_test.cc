@@ -21,6 +21,7 @@
 #include "server_config.h"
 #include "server_test_support.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
+#include "tinyfed_common/fleet_keys.h"
 #include "tls_credentials.h"
 
 #ifndef TINYFED_SERVER_BINARY
@@ -77,10 +78,12 @@ std::string ReadAll(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// A check-in's status over `credentials`; a handshake that fails shows as
-// UNAVAILABLE once the 5 s deadline's retries are exhausted.
-grpc::Status CheckIn(const std::string& address,
+// A check-in, signed under the server's fleet key, and its status over
+// `credentials`; a handshake that fails shows as UNAVAILABLE once the 5 s
+// deadline's retries are exhausted.
+grpc::Status CheckIn(const InProcessServer& server,
                      std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  const std::string& address = server.address();
   auto stub = v1::Coordinator::NewStub(grpc::CreateChannel(address, credentials));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + 5s);
@@ -91,7 +94,8 @@ grpc::Status CheckIn(const std::string& address,
   request.mutable_capabilities()->set_max_batch_size(8);
   request.mutable_capabilities()->set_sample_count(10);
   v1::CheckInResponse response;
-  grpc::Status status = stub->CheckIn(&context, request, &response);
+  grpc::Status status =
+      stub->CheckIn(&context, testing::Sign(server.fleet_key(), request), &response);
   if (status.ok() && !response.has_task()) {
     return grpc::Status(grpc::StatusCode::INTERNAL, "answered without a task");
   }
@@ -132,9 +136,9 @@ class TlsTest : public ::testing::Test {
 TEST_F(TlsTest, ClientTrustingTheCaIsServedAndPlaintextClientIsNot) {
   std::unique_ptr<InProcessServer> server = Start(false);
   ASSERT_NE(server, nullptr);
-  const grpc::Status tls = CheckIn(server->address(), Tls());
+  const grpc::Status tls = CheckIn(*server, Tls());
   EXPECT_TRUE(tls.ok()) << tls.error_code() << " " << tls.error_message();
-  const grpc::Status plain = CheckIn(server->address(), grpc::InsecureChannelCredentials());
+  const grpc::Status plain = CheckIn(*server, grpc::InsecureChannelCredentials());
   EXPECT_EQ(plain.error_code(), grpc::StatusCode::UNAVAILABLE) << plain.error_message();
 }
 
@@ -143,18 +147,18 @@ TEST_F(TlsTest, ClientThatDoesNotTrustTheServersCaIsRefused) {
   ASSERT_NE(server, nullptr);
   grpc::SslCredentialsOptions options;
   options.pem_root_certs = ReadAll(certs_.File("other_ca", "pem"));
-  const grpc::Status s = CheckIn(server->address(), grpc::SslCredentials(options));
+  const grpc::Status s = CheckIn(*server, grpc::SslCredentials(options));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
 }
 
 TEST_F(TlsTest, ClientCaRequiresACertificateFromThatCa) {
   std::unique_ptr<InProcessServer> server = Start(true);
   ASSERT_NE(server, nullptr);
-  const grpc::Status with = CheckIn(server->address(), Tls("client"));
+  const grpc::Status with = CheckIn(*server, Tls("client"));
   EXPECT_TRUE(with.ok()) << with.error_code() << " " << with.error_message();
-  const grpc::Status without = CheckIn(server->address(), Tls());
+  const grpc::Status without = CheckIn(*server, Tls());
   EXPECT_EQ(without.error_code(), grpc::StatusCode::UNAVAILABLE) << without.error_message();
-  const grpc::Status stranger = CheckIn(server->address(), Tls("stranger"));
+  const grpc::Status stranger = CheckIn(*server, Tls("stranger"));
   EXPECT_EQ(stranger.error_code(), grpc::StatusCode::UNAVAILABLE) << stranger.error_message();
 }
 
@@ -206,13 +210,16 @@ void WriteCsv(const std::string& path) {
 
 TEST_F(TlsTest, AgentCompletesARoundWithTheServerBinaryOverTls) {
   const int port = testing::FreeLoopbackPort();
+  // The agent's devices derive their keys from the server's fleet key.
+  const std::string fleet_key = dir_.File("fleet.key");
+  ASSERT_TRUE(CreateFleetKeyFile(fleet_key).ok());
   std::ofstream(dir_.File("server.textproto"))
       << "head { feature_count: 4 class_count: 3 }\n"
          "policy { target_updates: 5 min_updates: 5 }\n";
   ChildProcess server({TINYFED_SERVER_BINARY, "--config=" + dir_.File("server.textproto"),
                        "--db=" + dir_.File("store.db"), absl::StrCat("--listen=127.0.0.1:", port),
                        "--tls_cert=" + certs_.File("server", "pem"),
-                       "--tls_key=" + certs_.File("server", "key")},
+                       "--tls_key=" + certs_.File("server", "key"), "--fleet_key=" + fleet_key},
                       dir_.File("server.log"));
   ASSERT_TRUE(server.WaitForLog("listening", 20s)) << server.Log();
   EXPECT_NE(server.Log().find("TLS"), std::string::npos) << server.Log();
@@ -221,7 +228,7 @@ TEST_F(TlsTest, AgentCompletesARoundWithTheServerBinaryOverTls) {
   auto agent = [&](const std::string& name, std::vector<std::string> extra) {
     std::vector<std::string> argv = {TINYFED_AGENT_BINARY, "simulate", "--server=" + address,
                                      "--dataset=" + dir_.File("data.csv"), "--devices=10",
-                                     "--rounds=1", "--progress=false"};
+                                     "--rounds=1", "--progress=false", "--fleet_key=" + fleet_key};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return std::make_unique<ChildProcess>(argv, dir_.File(name));
   };
