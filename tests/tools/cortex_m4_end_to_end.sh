@@ -4,6 +4,11 @@
 # socket), tinyfed-agent bridge between the two, and simulated devices
 # (tinyfed-agent simulate) filling the rest of the round. The round must
 # commit, and the firmware's update must be one of its accepted updates.
+# Authentication is on end to end: the fixture step writes a test fleet key
+# (fixture/fleet.key, mode 0600) and builds the firmware with its device key
+# derived from it; the server verifies every request under that fleet key,
+# the simulated devices sign with keys derived from the same file, and the
+# bridge relays the firmware's signed bytes unchanged.
 #
 #   cortex_m4_end_to_end.sh SOURCE_DIR BUILD_DIR FIXTURE_GEN SERVER AGENT
 set -euo pipefail
@@ -25,8 +30,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-# Firmware holding one device's shard in flash.
+# Firmware holding one device's shard and its device key in flash.
 "$gen" "$work/fixture"
+fleet_key="$work/fixture/fleet.key"
 cortex_m4_configure "$root" "$build" -DTINYFED_FIXTURE_DIR="$work/fixture"
 cmake --build "$build" --target tinyfed_uart_device >/dev/null
 
@@ -40,7 +46,7 @@ policy { target_updates: 3 min_updates: 3 over_selection: 1.0
          round_deadline_ms: 120000 retry_after_ms: 500 }
 CONFIG
 "$server_bin" --config "$work/server.textproto" --db "$work/store.db" \
-  --listen "127.0.0.1:$server_port" > "$work/server.log" 2>&1 &
+  --listen "127.0.0.1:$server_port" --fleet_key "$fleet_key" > "$work/server.log" 2>&1 &
 pids+=($!)
 
 timeout 120 qemu-system-arm -M mps2-an386 -nographic -semihosting -monitor none \
@@ -67,8 +73,8 @@ if [[ $status -ne 0 ]] || ! grep -q "update accepted in round 1" "$work/firmware
   exit 1
 fi
 
-"$agent_bin" simulate --server "127.0.0.1:$server_port" --devices 20 --rounds 1 \
-  --progress=false > "$work/simulate.log" 2>&1
+"$agent_bin" simulate --server "127.0.0.1:$server_port" --fleet_key "$fleet_key" \
+  --devices 20 --rounds 1 --progress=false > "$work/simulate.log" 2>&1
 echo "simulated devices:"
 sed 's/^/  /' "$work/simulate.log"
 row=$(awk '$1 == "1" && NF >= 8 {print}' "$work/simulate.log")
