@@ -3,15 +3,23 @@
 // since absolute times drift from machine to machine and minute to minute.
 //
 //   ingest    accepted SubmitUpdate calls per second through the full server
-//             path (validate, group-committed SQLite write, accumulate, ack)
-//             versus a bare gRPC echo of the same service, fed the same bytes
-//             by the same load generator. Target: ratio >= 0.8.
+//             path (authenticate the SignedRequest, validate, group-committed
+//             SQLite write, accumulate, ack) versus a bare gRPC echo of the
+//             same service, fed the same bytes (every update signed by its
+//             own device's key) by the same load generator. Target: ratio
+//             >= 0.8.
+//   auth      the same server path with authentication off (the envelope
+//             unwrapped, no tag checked), in segments alternating with the
+//             authenticated ones: its ratio to the echo minus the
+//             authenticated one is what authentication costs. Target:
+//             <= 0.03.
 //   close     last acknowledgement of a K-update round -> next version
 //             committed (WaitIdle() returns, GetModel(0) has moved on).
 //             Target: < 50 ms for K >= 10,000 on a 64x10 head.
 //   compute   UpdateAccumulator::Add over 10,000 updates, and Apply().
 //   breakdown the same ingest without gRPC (RoundManager alone, then the
-//             store alone) and validation, to show where the time goes.
+//             store alone), validation and authentication, to show where the
+//             time goes.
 //
 // A benchmark, not a test: it prints figures and fails only when the server
 // rejects work it should accept.
@@ -46,6 +54,7 @@
 #include "server_test_support.h"
 #include "server_under_test.h"
 #include "spdlog/spdlog.h"
+#include "tinyfed_common/fleet_keys.h"
 #include "unary_load.h"
 
 ABSL_FLAG(uint32_t, updates, 20000,
@@ -66,8 +75,8 @@ ABSL_FLAG(int32_t, client_threads, 1,
           "load generator threads, each driving a completion queue (1 or 2 on a 2-core machine)");
 ABSL_FLAG(uint32_t, accumulate_updates, 10000, "updates for the pure-compute Add() timing");
 ABSL_FLAG(bool, breakdown, true,
-          "also time a second round through the RoundManager without gRPC, the store alone "
-          "and validation, to show where the server path spends its time");
+          "also time a second round through the RoundManager without gRPC, the store alone, "
+          "validation and authentication, to show where the server path spends its time");
 ABSL_FLAG(bool, server_only, false,
           "run only the server ingest phase and its round close, to profile the server path "
           "alone (prints no ratio)");
@@ -80,6 +89,12 @@ ABSL_FLAG(int32_t, held_echo_us, -1,
           "writes must answer; its rate over the echo's (E H E H ... segments) is the most any "
           "such server can reach with that hold on this machine. -1: the server's own mean "
           "wait for durability, as measured in the ingest; 0: skip it");
+ABSL_FLAG(bool, unauthenticated_baseline, true,
+          "also run the server with authentication off (the same round manager behind a "
+          "CoordinatorService with no DeviceAuthenticator: the envelope is unwrapped and its tag "
+          "not checked) in --segments more segments, alternating with the authenticated ones "
+          "(E A E N E N E A ...), and print both ratios to the echo and their difference, what "
+          "authentication costs");
 ABSL_FLAG(bool, mutex_deadlock_detection, true,
           "leave Abseil's Mutex deadlock detection as the Abseil build sets it (on in builds "
           "without NDEBUG, such as Debian's), as tinyfed-server does; false turns it off for "
@@ -94,6 +109,7 @@ constexpr char kSubmitMethod[] = "/tinyfed.v1.Coordinator/SubmitUpdate";
 constexpr uint32_t kFeatures = 64;
 constexpr uint32_t kClasses = 10;
 constexpr double kIngestTarget = 0.8;
+constexpr double kAuthCostTarget = 0.03;
 constexpr double kCloseTargetMs = 50;
 
 double MsBetween(SteadyClock::time_point start, SteadyClock::time_point end) {
@@ -123,16 +139,6 @@ class EchoServer {
 
 std::vector<std::shared_ptr<grpc::Channel>> Connect(int port) {
   return ConnectionPerChannel(absl::StrCat("127.0.0.1:", port), absl::GetFlag(FLAGS_clients));
-}
-
-std::vector<grpc::ByteBuffer> ToRequests(const std::vector<v1::Update>& updates) {
-  std::vector<grpc::ByteBuffer> requests;
-  requests.reserve(updates.size());
-  for (const v1::Update& u : updates) {
-    grpc::Slice slice(u.SerializeAsString());
-    requests.emplace_back(&slice, 1);
-  }
-  return requests;
 }
 
 void PrintLoad(const char* name, const UnaryLoadResult& r) {
@@ -189,23 +195,24 @@ bool Committed(server::RoundManager& manager, uint32_t base_version, uint32_t pa
 }
 
 // The ratios of each run in `runs` to the mean of the echo runs on either
-// side of it (echo_runs has one more run than runs), printed as a table;
-// sorted, with their median.
+// side of it (before[i] and after[i]), printed as a table; sorted, with
+// their median.
 struct PairedRatios {
   std::vector<double> sorted;
   double median = 0;
 };
 
-PairedRatios PrintPaired(const char* name, const std::vector<UnaryLoadResult>& echo_runs,
-                         const std::vector<UnaryLoadResult>& runs) {
+PairedRatios PrintPaired(const char* name, const std::vector<UnaryLoadResult>& before,
+                         const std::vector<UnaryLoadResult>& runs,
+                         const std::vector<UnaryLoadResult>& after) {
   PairedRatios paired;
   std::printf("  %-8s %14s %14s %14s %7s\n", "segment", "echo before", name, "echo after",
               "ratio");
   for (size_t i = 0; i < runs.size(); ++i) {
-    const double around = (echo_runs[i].OkPerSecond() + echo_runs[i + 1].OkPerSecond()) / 2;
+    const double around = (before[i].OkPerSecond() + after[i].OkPerSecond()) / 2;
     paired.sorted.push_back(around > 0 ? runs[i].OkPerSecond() / around : 0);
     std::printf("  %-8zu %8.0f calls/s %8.0f calls/s %8.0f calls/s %7.2f\n", i + 1,
-                echo_runs[i].OkPerSecond(), runs[i].OkPerSecond(), echo_runs[i + 1].OkPerSecond(),
+                before[i].OkPerSecond(), runs[i].OkPerSecond(), after[i].OkPerSecond(),
                 paired.sorted.back());
   }
   std::sort(paired.sorted.begin(), paired.sorted.end());
@@ -251,16 +258,21 @@ int Run() {
   const uint32_t segments = absl::GetFlag(FLAGS_segments);
   const bool echo_only = absl::GetFlag(FLAGS_echo_only);
   const bool breakdown = absl::GetFlag(FLAGS_breakdown) && !server_only && !echo_only;
+  const bool baseline = absl::GetFlag(FLAGS_unauthenticated_baseline) && !server_only && !echo_only;
+  // Timed slices: one per server segment, and as many again for the
+  // unauthenticated baseline.
+  const uint32_t slices = segments * (baseline ? 2 : 1);
   UnaryLoadOptions load;
   load.inflight = absl::GetFlag(FLAGS_inflight);
   load.client_threads = absl::GetFlag(FLAGS_client_threads);
-  if (updates < 2 || warmup >= updates || segments < 1 || segments > updates - warmup ||
+  if (updates < 2 || warmup >= updates || segments < 1 || slices > updates - warmup ||
       load.inflight < 1 || load.client_threads < 1 || absl::GetFlag(FLAGS_clients) < 1 ||
       absl::GetFlag(FLAGS_held_echo_us) < -1 || (server_only && echo_only)) {
     std::fprintf(stderr,
                  "need --updates >= 2, --warmup < --updates, 1 <= --segments <= --updates - "
-                 "--warmup, --inflight >= 1, --client_threads >= 1, --clients >= 1, "
-                 "--held_echo_us >= -1, and at most one of --server_only and --echo_only\n");
+                 "--warmup (half that with --unauthenticated_baseline), --inflight >= 1, "
+                 "--client_threads >= 1, --clients >= 1, --held_echo_us >= -1, and at most one "
+                 "of --server_only and --echo_only\n");
     return 2;
   }
   if (!absl::GetFlag(FLAGS_mutex_deadlock_detection)) {
@@ -299,9 +311,13 @@ int Run() {
       absl::GetFlag(FLAGS_clients), load.client_threads, std::thread::hardware_concurrency());
   std::printf("  store %s (WAL, synchronous=FULL)\n", db.c_str());
 
+  // Any fleet key will do: each device's key is derived from it, and the
+  // server derives them again (and caches them) as in production.
+  const Key256 fleet_key = server::testing::TestFleetKey();
   int exit_code = 0;
   {
-    absl::StatusOr<std::unique_ptr<ServerUnderTest>> started = ServerUnderTest::Start(config);
+    absl::StatusOr<std::unique_ptr<ServerUnderTest>> started =
+        ServerUnderTest::Start(config, fleet_key);
     if (!started.ok()) {
       std::fprintf(stderr, "server: %s\n", started.status().ToString().c_str());
       return 1;
@@ -321,15 +337,18 @@ int Run() {
       std::fprintf(stderr, "check-in: %s\n", fleet.status().ToString().c_str());
       return 1;
     }
-    const std::vector<grpc::ByteBuffer> requests = ToRequests(*fleet);
+    const std::vector<grpc::ByteBuffer> requests = SignedRequests(fleet_key, *fleet);
     size_t wire_bytes = 0;
     for (const grpc::ByteBuffer& r : requests) wire_bytes += r.Length();
-    std::printf("  prepared %u devices with tasks and updates (%.0f bytes/update) in %.1f s\n",
+    std::printf("  prepared %u devices with tasks and signed updates (%.0f bytes/update) in "
+                "%.1f s\n",
                 updates, static_cast<double>(wire_bytes) / updates,
                 MsBetween(prep_start, SteadyClock::now()) / 1e3);
 
     const std::vector<std::shared_ptr<grpc::Channel>> echo_channel = Connect(echo_server.port());
     const std::vector<std::shared_ptr<grpc::Channel>> server_channel = Connect(tinyfed.port());
+    const std::vector<std::shared_ptr<grpc::Channel>> unauthenticated_channel =
+        Connect(tinyfed.unauthenticated_port());
     auto run_echo = [&](size_t begin, size_t end) {
       return RunUnaryLoad(echo_channel, kSubmitMethod, requests, begin, server_only ? begin : end,
                           load);
@@ -338,6 +357,9 @@ int Run() {
       return RunUnaryLoad(server_channel, kSubmitMethod, requests, begin, echo_only ? begin : end,
                           load);
     };
+    auto run_unauthenticated = [&](size_t begin, size_t end) {
+      return RunUnaryLoad(unauthenticated_channel, kSubmitMethod, requests, begin, end, load);
+    };
 
     // ---- warm-up: connections, thread pools, SQLite pages ---------------
     // The server's warm-up calls are the round's first updates: accepted,
@@ -345,6 +367,11 @@ int Run() {
     const UnaryLoadResult warm_echo = run_echo(0, warmup);
     const UnaryLoadResult warm_server = run_server(0, warmup);
     if (!AllOk("echo warm-up", warm_echo) || !AllOk("server warm-up", warm_server)) return 1;
+    if (baseline) {
+      // The same updates again: acknowledged as retries, counted once.
+      const UnaryLoadResult warm = run_unauthenticated(0, warmup);
+      if (!AllOk("unauthenticated warm-up", warm)) return 1;
+    }
 
     // ---- ingest: echo and server segments, alternating ------------------
     // The timed calls are cut into --segments slices, each sent once to the
@@ -353,25 +380,45 @@ int Run() {
     // echo runs on either side of it, so a change in the machine's speed
     // (on a shared virtual machine it moves by tens of percent within a
     // minute) cancels within each pair, and the median of those paired
-    // ratios is the headline figure.
+    // ratios is the headline figure. With the unauthenticated baseline the
+    // server segments alternate between the two services in the order
+    // A N N A A N ..., so that neither always comes first in a pair.
     const uint32_t timed = updates - warmup;
-    auto slice_begin = [&](uint32_t i) { return warmup + static_cast<size_t>(timed) * i / segments; };
+    auto slice_begin = [&](uint32_t i) { return warmup + static_cast<size_t>(timed) * i / slices; };
+    auto authenticated_slice = [&](uint32_t i) { return !baseline || (i + i / 2) % 2 == 0; };
     std::vector<UnaryLoadResult> echo_runs;
     std::vector<UnaryLoadResult> server_runs;
+    std::vector<UnaryLoadResult> unauthenticated_runs;
+    // The echo runs on either side of each run of the two kinds.
+    std::vector<UnaryLoadResult> server_before, server_after;
+    std::vector<UnaryLoadResult> unauthenticated_before, unauthenticated_after;
+    // Slices 2k and 2k + 1 are one of each kind: their rates, side by side.
+    std::vector<double> adjacent_auth_over_none;
     double close_ms = 0;
     const server::ModelStore::WriteStats stats_before = tinyfed.store().Stats();
     echo_runs.push_back(run_echo(slice_begin(0), slice_begin(1)));
-    for (uint32_t i = 0; i < segments; ++i) {
-      server_runs.push_back(run_server(slice_begin(i), slice_begin(i + 1)));
-      if (i + 1 == segments && !echo_only) {
+    for (uint32_t i = 0; i < slices; ++i) {
+      const bool authenticated = authenticated_slice(i);
+      std::vector<UnaryLoadResult>& runs = authenticated ? server_runs : unauthenticated_runs;
+      runs.push_back(authenticated ? run_server(slice_begin(i), slice_begin(i + 1))
+                                   : run_unauthenticated(slice_begin(i), slice_begin(i + 1)));
+      if (i + 1 == slices && !echo_only) {
         // ---- round close: last ack -> committed version ------------------
         tinyfed.manager().WaitIdle();
-        close_ms = MsBetween(server_runs.back().last_finished, SteadyClock::now());
+        close_ms = MsBetween(runs.back().last_finished, SteadyClock::now());
       }
       echo_runs.push_back(run_echo(slice_begin(i), slice_begin(i + 1)));
+      (authenticated ? server_before : unauthenticated_before).push_back(echo_runs[i]);
+      (authenticated ? server_after : unauthenticated_after).push_back(echo_runs[i + 1]);
+      if (baseline && i % 2 == 1) {
+        const double none = unauthenticated_runs.back().OkPerSecond();
+        adjacent_auth_over_none.push_back(none > 0 ? server_runs.back().OkPerSecond() / none : 0);
+      }
     }
+    std::sort(adjacent_auth_over_none.begin(), adjacent_auth_over_none.end());
     const UnaryLoadResult ingest = Combine(server_runs);
     const UnaryLoadResult echo = Combine(echo_runs);
+    const UnaryLoadResult unauthenticated = Combine(unauthenticated_runs);
     // Only the timed updates were written meanwhile (the fleet checked in
     // before), so these are the group commits of the timed calls.
     const server::ModelStore::WriteStats stats_after = tinyfed.store().Stats();
@@ -399,8 +446,9 @@ int Run() {
       }
     };
 
-    std::printf("\ningest (SubmitUpdate over gRPC, %u timed calls in %u segments, same bytes):\n",
-                timed, segments);
+    std::printf("\ningest (SubmitUpdate over gRPC, SignedRequests, %u timed calls in %u segments, "
+                "same bytes):\n",
+                timed, slices);
     if (echo_only) {
       PrintLoad("echo (all runs)", echo);
       return AllOk("echo", echo) ? 0 : 1;
@@ -413,17 +461,45 @@ int Run() {
       const bool committed = Committed(tinyfed.manager(), base_version, updates);
       return AllOk("server", ingest) && committed ? 0 : 1;
     }
-    const PairedRatios paired = PrintPaired("server", echo_runs, server_runs);
+    const PairedRatios paired = PrintPaired("server", server_before, server_runs, server_after);
+    std::optional<PairedRatios> unauthenticated_paired;
+    if (baseline) {
+      unauthenticated_paired = PrintPaired("no auth", unauthenticated_before, unauthenticated_runs,
+                                           unauthenticated_after);
+    }
     const std::vector<double>& sorted = paired.sorted;
     const double ratio = paired.median;
     const double ratio_all = echo.OkPerSecond() > 0 ? ingest.OkPerSecond() / echo.OkPerSecond() : 0;
     const double echo_cpu_us = echo.CpuUsPerCall();
     PrintLoad("echo (all runs)", echo);
     PrintLoad("server (full path)", ingest);
+    if (baseline) PrintLoad("server, no auth", unauthenticated);
     std::printf("  %-24s %8.2f           target >= %.1f: %s  (paired ratios %.2f..%.2f; "
                 "all calls together %.2f)\n",
                 "ratio server/echo", ratio, kIngestTarget,
                 ratio >= kIngestTarget ? "met" : "MISSED", sorted.front(), sorted.back(), ratio_all);
+    std::optional<double> auth_cost;
+    std::optional<double> adjacent_median;
+    if (unauthenticated_paired) {
+      const PairedRatios& u = *unauthenticated_paired;
+      auth_cost = u.median - ratio;
+      std::printf("  %-24s %8.2f           (paired ratios %.2f..%.2f)\n", "ratio no auth/echo",
+                  u.median, u.sorted.front(), u.sorted.back());
+      std::printf("  %-24s %8.3f           target <= %.2f: %s  (no auth %.3f - server %.3f; "
+                  "cpu %.1f us/call more)\n",
+                  "authentication costs", *auth_cost, kAuthCostTarget,
+                  *auth_cost <= kAuthCostTarget ? "met" : "MISSED", u.median, ratio,
+                  ingest.CpuUsPerCall() - unauthenticated.CpuUsPerCall());
+      // The same cost from neighbouring segments only, which share the
+      // machine's speed more closely than segments further apart.
+      const std::vector<double>& a = adjacent_auth_over_none;
+      const size_t n = a.size();
+      adjacent_median = n % 2 == 1 ? a[n / 2] : (a[n / 2 - 1] + a[n / 2]) / 2;
+      std::printf("  %-24s %8.2f           (%zu neighbouring pairs, %.2f..%.2f): authentication "
+                  "costs %.3f of the echo's rate\n",
+                  "server/no auth", *adjacent_median, n, a.front(), a.back(),
+                  u.median * (1 - *adjacent_median));
+    }
     print_durability();
 
     std::printf("\nround close (K = %u):\n", updates);
@@ -456,7 +532,8 @@ int Run() {
       std::printf("\nheld echo (empty acks from another thread, %d us after the handler; no "
                   "other work):\n",
                   hold_us);
-      held = PrintPaired("held echo", echo_around, held_runs);
+      held = PrintPaired("held echo", {echo_around.begin(), echo_around.end() - 1}, held_runs,
+                         {echo_around.begin() + 1, echo_around.end()});
       const UnaryLoadResult held_all = Combine(held_runs);
       PrintLoad("held echo (all runs)", held_all);
       std::printf("  %-24s %8.2f           (paired ratios %.2f..%.2f): the most a server holding "
@@ -486,6 +563,7 @@ int Run() {
     std::optional<ManagerIngest> manager_round;
     std::optional<InProcessResult> store_only;
     std::optional<ValidationTiming> validation_run;
+    std::optional<AuthTiming> auth_timing;
     if (breakdown) {
       std::printf("\nbreakdown (same updates, %d in flight, no gRPC; cpu = whole process):\n",
                   load.inflight);
@@ -509,6 +587,27 @@ int Run() {
       validation_run = validation;
       std::printf("  %-24s %8.2f us/update   of which CRC-32 %.2f us\n", "ValidateUpdate",
                   validation.validate_ns / 1e3, validation.crc_ns / 1e3);
+      std::vector<std::string> signed_updates;
+      signed_updates.reserve(accumulate.size());
+      for (const v1::Update& u : accumulate) {
+        signed_updates.push_back(server::testing::Sign(fleet_key, u).SerializeAsString());
+      }
+      absl::StatusOr<AuthTiming> auth =
+          TimeAuthentication(fleet_key, &tinyfed.store(), signed_updates);
+      if (!auth.ok()) {
+        std::fprintf(stderr, "authentication: %s\n", auth.status().ToString().c_str());
+        return 1;
+      }
+      auth_timing = *auth;
+      std::printf("  %-24s %8.2f us/update   key derived (%zu devices); %.2f us with the key "
+                  "cached (%zu devices)\n",
+                  "Authenticate", auth->first_ns / 1e3, auth->requests, auth->cached_ns / 1e3,
+                  auth->cached);
+      if (auth->refused != 0) {
+        std::fprintf(stderr, "authentication: %llu correctly signed requests refused\n",
+                     static_cast<unsigned long long>(auth->refused));
+        exit_code = 1;
+      }
       std::printf("  %-24s %8.0f us/call    server %.0f - echo %.0f\n", "server path cpu over gRPC",
                   ingest.CpuUsPerCall() - echo_cpu_us, ingest.CpuUsPerCall(), echo_cpu_us);
       if (!AllOk("RoundManager (round 2)", manager_round->ingest) ||
@@ -528,7 +627,9 @@ int Run() {
         "\"apply_us\":%.2f,\"manager_per_s\":%s,\"manager_cpu_us_per_update\":%s,"
         "\"manager_close_ms\":%s,\"store_per_s\":%s,\"store_cpu_us_per_update\":%s,"
         "\"validate_us\":%s,\"crc_us\":%s,\"wait_us\":%.0f,\"held_echo_us\":%d,"
-        "\"held_ratio\":%s,"
+        "\"held_ratio\":%s,\"clients\":%d,\"noauth_per_s\":%s,\"noauth_p50_us\":%s,"
+        "\"noauth_p99_us\":%s,\"ratio_noauth\":%s,\"auth_cost\":%s,"
+        "\"authenticate_us\":%s,\"authenticate_cached_us\":%s,\"adjacent_auth_over_noauth\":%s,"
         "\"failed_calls\":%llu}\n",
         updates, warmup, load.inflight, load.client_threads, segments, echo.OkPerSecond(),
         ingest.OkPerSecond(), ratio, sorted.front(), sorted.back(), ratio_all, mean_batch,
@@ -562,10 +663,29 @@ int Run() {
         Json(
             held, [](const PairedRatios& p) { return p.median; }, 3)
             .c_str(),
-        static_cast<unsigned long long>(echo.failed + ingest.failed));
+        absl::GetFlag(FLAGS_clients),
+        baseline ? absl::StrFormat("%.0f", unauthenticated.OkPerSecond()).c_str() : "null",
+        baseline ? absl::StrFormat("%.0f", unauthenticated.PercentileUs(50)).c_str() : "null",
+        baseline ? absl::StrFormat("%.0f", unauthenticated.PercentileUs(99)).c_str() : "null",
+        Json(
+            unauthenticated_paired, [](const PairedRatios& p) { return p.median; }, 3)
+            .c_str(),
+        Json(
+            auth_cost, [](double d) { return d; }, 3)
+            .c_str(),
+        Json(
+            auth_timing, [](const AuthTiming& a) { return a.first_ns / 1e3; }, 3)
+            .c_str(),
+        Json(
+            auth_timing, [](const AuthTiming& a) { return a.cached_ns / 1e3; }, 3)
+            .c_str(),
+        Json(
+            adjacent_median, [](double d) { return d; }, 3)
+            .c_str(),
+        static_cast<unsigned long long>(echo.failed + ingest.failed + unauthenticated.failed));
 
     if (!AllOk("echo", echo) || !AllOk("server", ingest) ||
-        !committed) {
+        (baseline && !AllOk("server, no auth", unauthenticated)) || !committed) {
       exit_code = 1;
     }
   }
@@ -596,15 +716,19 @@ int main(int argc, char** argv) {
       "  tinyfed_bench_server [--updates N] [--inflight N] [--db_dir DIR]\n\n"
       "Runs an in-process server (RoundManager + CoordinatorService + SQLite store) and a bare\n"
       "gRPC echo of the Coordinator service on loopback ports, then reports:\n"
-      "  ingest     accepted SubmitUpdate calls/s of the server vs the echo, same bytes, same\n"
-      "             load generator, in alternating segments E S E ... S E (target >= 0.8),\n"
+      "  ingest     accepted SubmitUpdate calls/s of the server vs the echo, same bytes (each\n"
+      "             update in a SignedRequest tagged with its device's key), same load\n"
+      "             generator, in alternating segments E S E ... S E (target >= 0.8),\n"
       "             and the mean wait of an ack for its group commit;\n"
+      "  auth       the same with authentication off in alternate segments: both ratios\n"
+      "             and their difference, what authentication costs (target <= 0.03);\n"
       "  held echo  the echo answered from another thread after that wait: the ceiling for\n"
       "             any server that acknowledges only durable writes;\n"
       "  close      last ack of the K-update round -> next version committed (target < 50 ms);\n"
       "  compute    UpdateAccumulator::Add over 10,000 updates and Apply();\n"
       "  breakdown  a second round through the RoundManager without gRPC, the store alone,\n"
-      "             and ValidateUpdate, with CPU per update, to show where the time goes.\n"
+      "             ValidateUpdate and Authenticate, with CPU per update, to show where the\n"
+      "             time goes.\n"
       "Ends with one JSON line for scripts.");
   absl::ParseCommandLine(argc, argv);
   spdlog::set_level(spdlog::level::warn);

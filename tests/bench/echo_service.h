@@ -1,7 +1,8 @@
 // The baselines of the ingest benchmark.
 //
 // EchoCoordinator: a Coordinator whose SubmitUpdate acknowledges at once
-// with an empty ack. gRPC still receives, parses and answers every call,
+// with an empty ack. gRPC still receives, parses (the SignedRequest, not
+// the body inside it) and answers every call,
 // so the server path's figures are measured against exactly what gRPC
 // itself costs.
 //
@@ -33,7 +34,7 @@ namespace tinyfed::bench {
 class EchoCoordinator final : public v1::Coordinator::CallbackService {
  public:
   grpc::ServerUnaryReactor* SubmitUpdate(grpc::CallbackServerContext* context,
-                                         const v1::Update* /*request*/,
+                                         const v1::SignedRequest* /*request*/,
                                          v1::UpdateAck* /*response*/) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
@@ -55,7 +56,7 @@ class HeldEchoCoordinator final : public v1::Coordinator::CallbackService {
   }
 
   grpc::ServerUnaryReactor* SubmitUpdate(grpc::CallbackServerContext* context,
-                                         const v1::Update* /*request*/,
+                                         const v1::SignedRequest* /*request*/,
                                          v1::UpdateAck* /*response*/) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     absl::MutexLock lock(&mu_);

@@ -13,7 +13,7 @@
 namespace tinyfed::bench {
 
 absl::StatusOr<std::unique_ptr<ServerUnderTest>> ServerUnderTest::Start(
-    const v1::ServerConfig& config) {
+    const v1::ServerConfig& config, const Key256& fleet_key) {
   std::unique_ptr<ServerUnderTest> s(new ServerUnderTest());
   absl::StatusOr<std::unique_ptr<server::ModelStore>> store =
       server::OpenSqliteModelStore(config.db());
@@ -25,8 +25,15 @@ absl::StatusOr<std::unique_ptr<ServerUnderTest>> ServerUnderTest::Start(
       server::RoundManager::Create(config, *initial, s->store_.get(), &s->clock_);
   if (!manager.ok()) return manager.status();
   s->manager_ = std::move(*manager);
-  s->service_ = std::make_unique<server::CoordinatorService>(
-      s->manager_.get(), server::RequestLimitsFromConfig(config));
+  absl::StatusOr<std::unique_ptr<server::DeviceAuthenticator>> auth =
+      server::DeviceAuthenticator::Create(fleet_key, s->store_.get());
+  if (!auth.ok()) return auth.status();
+  s->auth_ = std::move(*auth);
+  const server::RequestLimits limits = server::RequestLimitsFromConfig(config);
+  s->service_ =
+      std::make_unique<server::CoordinatorService>(s->manager_.get(), s->auth_.get(), limits);
+  s->unauthenticated_service_ =
+      std::make_unique<server::CoordinatorService>(s->manager_.get(), nullptr, limits);
   // The product's own port set-up, so the benchmark pays its edge limits.
   v1::ServerConfig loopback = config;
   loopback.set_listen("127.0.0.1:0");
@@ -35,11 +42,17 @@ absl::StatusOr<std::unique_ptr<ServerUnderTest>> ServerUnderTest::Start(
   if (!started.ok()) return started.status();
   s->server_ = std::move(started->server);
   s->port_ = started->port;
+  started = server::StartGrpcServer(loopback, grpc::InsecureServerCredentials(),
+                                    s->unauthenticated_service_.get());
+  if (!started.ok()) return started.status();
+  s->unauthenticated_server_ = std::move(started->server);
+  s->unauthenticated_port_ = started->port;
   return s;
 }
 
 ServerUnderTest::~ServerUnderTest() {
   if (server_) server_->Shutdown();
+  if (unauthenticated_server_) unauthenticated_server_->Shutdown();
   manager_.reset();  // waits for a round being closed
   store_.reset();    // drains the writer
 }
@@ -74,6 +87,17 @@ absl::StatusOr<std::vector<v1::Update>> CheckInFleet(server::RoundManager& manag
                                                   samples(rng), rng));
   }
   return updates;
+}
+
+std::vector<grpc::ByteBuffer> SignedRequests(const Key256& fleet_key,
+                                             const std::vector<v1::Update>& updates) {
+  std::vector<grpc::ByteBuffer> requests;
+  requests.reserve(updates.size());
+  for (const v1::Update& u : updates) {
+    grpc::Slice slice(server::testing::Sign(fleet_key, u).SerializeAsString());
+    requests.emplace_back(&slice, 1);
+  }
+  return requests;
 }
 
 }  // namespace tinyfed::bench

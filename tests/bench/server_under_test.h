@@ -1,6 +1,13 @@
-// The tinyfed server in-process for benchmarks: store, round manager and
-// Coordinator service on a loopback port, wired as tinyfed-server wires
-// them, plus a fleet of devices checked in to its open round.
+// The tinyfed server in-process for benchmarks: store, round manager,
+// device authenticator and Coordinator service on a loopback port, wired as
+// tinyfed-server wires them, plus a fleet of devices checked in to its
+// open round and their updates signed as the devices would sign them.
+//
+// A second Coordinator service over the same round manager, on a port of
+// its own, runs with authentication off (no DeviceAuthenticator: the
+// envelope is unwrapped, its tag not checked): the baseline that shows
+// what authentication costs. Both take updates of the same round, so a
+// benchmark can alternate between them on one fleet.
 //
 // ServerUnderTest is safe for concurrent use through its manager and its
 // port; it owns everything it starts and stops it in its destructor.
@@ -19,31 +26,42 @@
 #include "clock.h"
 #include "coordinator_service.h"
 #include "model_store.h"
+#include "device_auth.h"
 #include "round_manager.h"
 #include "tinyfed/v1/round.pb.h"
 #include "tinyfed/v1/server_config.pb.h"
+#include "tinyfed_common/fleet_keys.h"
 
 namespace tinyfed::bench {
 
 class ServerUnderTest {
  public:
-  // Opens config.db() and listens on 127.0.0.1 on a free port.
+  // Opens config.db(), authenticates devices under `fleet_key` and listens
+  // on 127.0.0.1 on two free ports (authenticated, and not).
   // REQUIRES: ValidateServerConfig(config) is OK.
-  static absl::StatusOr<std::unique_ptr<ServerUnderTest>> Start(const v1::ServerConfig& config);
+  static absl::StatusOr<std::unique_ptr<ServerUnderTest>> Start(const v1::ServerConfig& config,
+                                                                const Key256& fleet_key);
   ~ServerUnderTest();
 
   server::RoundManager& manager() { return *manager_; }
   server::ModelStore& store() { return *store_; }
+  // The server as deployed: every request's tag checked.
   int port() const { return port_; }
+  // The benchmark's baseline only: no tag checked.
+  int unauthenticated_port() const { return unauthenticated_port_; }
 
  private:
   ServerUnderTest() = default;
   server::SystemClock clock_;
   std::unique_ptr<server::ModelStore> store_;
   std::unique_ptr<server::RoundManager> manager_;
+  std::unique_ptr<server::DeviceAuthenticator> auth_;
   std::unique_ptr<server::CoordinatorService> service_;
+  std::unique_ptr<server::CoordinatorService> unauthenticated_service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> unauthenticated_server_;
   int port_ = 0;
+  int unauthenticated_port_ = 0;
 };
 
 // "bench-000042": device i of the fleet.
@@ -54,6 +72,11 @@ std::string DeviceId(uint32_t i);
 // count in [1, 200]. Fails when a device gets no task.
 absl::StatusOr<std::vector<v1::Update>> CheckInFleet(server::RoundManager& manager, uint32_t count,
                                                      std::mt19937& rng);
+
+// Each update serialized in its SignedRequest, tagged with its device's
+// key under `fleet_key`, as the bytes a device sends to SubmitUpdate.
+std::vector<grpc::ByteBuffer> SignedRequests(const Key256& fleet_key,
+                                             const std::vector<v1::Update>& updates);
 
 }  // namespace tinyfed::bench
 
