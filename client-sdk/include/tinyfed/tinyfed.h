@@ -30,8 +30,8 @@
  * (not copied, so it can stay in flash) must outlive every call that uses
  * the context; the SDK keeps no other state, never allocates and uses no
  * floating point. Key bytes and intermediate hashes it puts on the stack
- * are wiped before the call returns. A context requires external synchronization;
- * separate contexts are independent.
+ * are wiped before the call returns. A context requires external
+ * synchronization; separate contexts are independent.
  *
  * Errors: every fallible call returns a tinyfed_status_t (TINYFED_OK or a
  * negative code) and must be checked. After an error,
