@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -10,30 +11,94 @@
 namespace tinyfed::server {
 namespace {
 
-// Parses the request's bytes into *message. When they are more than
-// `max_bytes`, or not a Message, logs the rejection with the peer, finishes
-// the call with RESOURCE_EXHAUSTED or INVALID_ARGUMENT naming the type, and
-// returns false.
+// Logs the refusal with the peer and finishes the call with it.
+void Refuse(RoundManager& manager, grpc::CallbackServerContext* context,
+            grpc::ServerUnaryReactor* reactor, const absl::Status& status) {
+  manager.LogRejected("request", context->peer(), status);
+  reactor->Finish(ToGrpcStatus(status));
+}
+
+// RESOURCE_EXHAUSTED when the request is larger than `max_bytes`, naming
+// the body's type, else OK.
+absl::Status CheckSize(const grpc::ByteBuffer& bytes, uint32_t max_bytes,
+                       absl::string_view body_type) {
+  if (bytes.Length() <= max_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the request (", bytes.Length(), " bytes) is larger than the ", max_bytes, " bytes a ",
+      body_type, " can take for this server's head"));
+}
+
+// Unwraps a SignedRequest carrying a `Message` of `type` into *message:
+// size, authentication (or, without an authenticator, the envelope's parse
+// alone), the body's parse, and the body's device id against the
+// envelope's. On a refusal logs it, finishes the call and returns false.
 template <typename Message>
-bool ParseOrReject(RoundManager& manager, grpc::CallbackServerContext* context,
+bool UnwrapOrRefuse(RoundManager& manager, const DeviceAuthenticator* auth, RequestType type,
+                    grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+                    const grpc::ByteBuffer& bytes, uint32_t max_bytes, Message* message) {
+  if (absl::Status s = CheckSize(bytes, max_bytes, message->GetTypeName()); !s.ok()) {
+    Refuse(manager, context, reactor, s);
+    return false;
+  }
+  grpc::Slice slice;  // one contiguous copy only when gRPC holds several slices
+  if (!bytes.DumpToSingleSlice(&slice).ok()) {
+    Refuse(manager, context, reactor, absl::InternalError("could not read the request"));
+    return false;
+  }
+  const std::string_view raw(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  absl::StatusOr<Authenticated> envelope;
+  if (auth != nullptr) {
+    envelope = auth->Authenticate(type, raw);
+  } else {
+    v1::SignedRequest unchecked;
+    if (unchecked.ParseFromArray(raw.data(), static_cast<int>(raw.size()))) {
+      envelope = Authenticated{std::move(*unchecked.mutable_device_id()),
+                               std::move(*unchecked.mutable_body())};
+    } else {
+      envelope = absl::InvalidArgumentError("not a valid tinyfed.v1.SignedRequest");
+    }
+  }
+  if (!envelope.ok()) {
+    Refuse(manager, context, reactor, envelope.status());
+    return false;
+  }
+  if (!message->ParseFromString(envelope->body)) {
+    Refuse(manager, context, reactor,
+           absl::InvalidArgumentError(absl::StrCat(
+               "the signed body (", envelope->body.size(), " bytes) is not a valid ",
+               message->GetTypeName(),
+               ": not protobuf wire format, or a string field that is not UTF-8")));
+    return false;
+  }
+  if (message->device_id() != envelope->device_id) {
+    // The body's id is not echoed: nothing has checked that it is printable.
+    Refuse(manager, context, reactor,
+           absl::PermissionDeniedError(absl::StrCat(
+               "the body's device id is not the envelope's (", envelope->device_id,
+               "): a device's key vouches for its own id only")));
+    return false;
+  }
+  return true;
+}
+
+// Parses a GetModelRequest from the request's bytes; like UnwrapOrRefuse,
+// without an envelope.
+bool ParseOrRefuse(RoundManager& manager, grpc::CallbackServerContext* context,
                    grpc::ServerUnaryReactor* reactor, const grpc::ByteBuffer& bytes,
-                   uint32_t max_bytes, Message* message) {
-  if (bytes.Length() > max_bytes) {
-    const absl::Status status = absl::ResourceExhaustedError(absl::StrCat(
-        "the request (", bytes.Length(), " bytes) is larger than the ", max_bytes, " bytes a ",
-        message->GetTypeName(), " can take for this server's head"));
-    manager.LogRejected("request", context->peer(), status);
-    reactor->Finish(ToGrpcStatus(status));
+                   uint32_t max_bytes, v1::GetModelRequest* message) {
+  if (absl::Status s = CheckSize(bytes, max_bytes, message->GetTypeName()); !s.ok()) {
+    Refuse(manager, context, reactor, s);
     return false;
   }
   grpc::ByteBuffer copy(bytes);  // shallow: Deserialize consumes its buffer
-  if (grpc::SerializationTraits<Message>::Deserialize(&copy, message).ok()) return true;
-  const absl::Status status = absl::InvalidArgumentError(
-      absl::StrCat("the request (", bytes.Length(), " bytes) is not a valid ",
-                   message->GetTypeName(),
-                   ": not protobuf wire format, or a string field that is not UTF-8"));
-  manager.LogRejected("request", context->peer(), status);
-  reactor->Finish(ToGrpcStatus(status));
+  if (grpc::SerializationTraits<v1::GetModelRequest>::Deserialize(&copy, message).ok()) {
+    return true;
+  }
+  Refuse(manager, context, reactor,
+         absl::InvalidArgumentError(absl::StrCat("the request (", bytes.Length(),
+                                                 " bytes) is not a valid ",
+                                                 message->GetTypeName(),
+                                                 ": not protobuf wire format")));
   return false;
 }
 
@@ -69,7 +134,8 @@ grpc::ServerUnaryReactor* CoordinatorService::CheckIn(grpc::CallbackServerContex
                                                       grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   v1::CheckInRequest check_in;  // the manager keeps nothing of it
-  if (!ParseOrReject(*manager_, context, reactor, *request, limits_.check_in_bytes, &check_in)) {
+  if (!UnwrapOrRefuse(*manager_, auth_, RequestType::kCheckIn, context, reactor, *request,
+                      limits_.check_in_bytes, &check_in)) {
     return reactor;
   }
   manager_->CheckIn(check_in, PeerKey(context->peer()),
@@ -85,8 +151,8 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitUpdate(grpc::CallbackServerC
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   // The manager reads the update until it answers: the callback owns it.
   auto update = std::make_shared<v1::Update>();
-  if (!ParseOrReject(*manager_, context, reactor, *request, limits_.update_bytes,
-                     update.get())) {
+  if (!UnwrapOrRefuse(*manager_, auth_, RequestType::kUpdate, context, reactor, *request,
+                      limits_.update_bytes, update.get())) {
     return reactor;
   }
   const v1::Update& ref = *update;
@@ -102,7 +168,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetModel(grpc::CallbackServerConte
                                                        grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   v1::GetModelRequest get;
-  if (ParseOrReject(*manager_, context, reactor, *request, limits_.get_model_bytes, &get)) {
+  if (ParseOrRefuse(*manager_, context, reactor, *request, limits_.get_model_bytes, &get)) {
     Answer(context, reactor, response, manager_->GetModel(get.version()));
   }
   return reactor;

@@ -14,17 +14,30 @@
 // parser never sees it, so a request padded with unknown fields costs no
 // more than its bytes.
 //
+// CheckIn and SubmitUpdate take a SignedRequest (coordinator.proto). After
+// the size check, in this order: the DeviceAuthenticator checks the
+// envelope (its codes: INVALID_ARGUMENT, UNAUTHENTICATED,
+// PERMISSION_DENIED); the body must parse as the method's message
+// (INVALID_ARGUMENT); the body's device id must be the envelope's
+// (PERMISSION_DENIED: a device's key vouches for its own id only). Only
+// then does the RoundManager see the request, so a request refused by any
+// of these records nothing, spends no check-in limit and gets no task.
+// Refusals go to the RoundManager's rate-limited rejection log with the
+// caller's address, never with key or tag bytes.
+//
 // CheckIn passes the caller's address without its port (PeerKey of
 // context->peer()) to the RoundManager, whose check-in limits count per
 // peer.
 //
-// Safe for concurrent use; the RoundManager must outlive the service.
+// Safe for concurrent use; the RoundManager and the DeviceAuthenticator
+// must outlive the service.
 #ifndef TINYFED_SERVER_COORDINATOR_SERVICE_H_
 #define TINYFED_SERVER_COORDINATOR_SERVICE_H_
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "device_auth.h"
 #include "round_manager.h"
 #include "server_config.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
@@ -41,8 +54,14 @@ class CoordinatorService final
           v1::Coordinator::WithRawCallbackMethod_SubmitUpdate<
               v1::Coordinator::WithRawCallbackMethod_GetModel<v1::Coordinator::Service>>> {
  public:
-  CoordinatorService(RoundManager* manager, RequestLimits limits)
-      : manager_(manager), limits_(limits) {}
+  // `auth` checks every CheckIn and SubmitUpdate. nullptr turns
+  // authentication off: the envelope is unwrapped and its tag not looked
+  // at, so anyone can act as any device. It exists only as the ingest
+  // benchmark's baseline (what authentication costs); tinyfed-server and
+  // InProcessServer always pass an authenticator.
+  CoordinatorService(RoundManager* manager, const DeviceAuthenticator* auth,
+                     RequestLimits limits)
+      : manager_(manager), auth_(auth), limits_(limits) {}
 
   grpc::ServerUnaryReactor* CheckIn(grpc::CallbackServerContext* context,
                                     const grpc::ByteBuffer* request,
@@ -56,6 +75,7 @@ class CoordinatorService final
 
  private:
   RoundManager* const manager_;
+  const DeviceAuthenticator* const auth_;
   const RequestLimits limits_;
 };
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "clock.h"
 #include "coordinator_service.h"
+#include "device_auth.h"
 #include "grpc_port.h"
 #include "model_store.h"
 #include "round_manager.h"
@@ -22,6 +23,11 @@ absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(v1::Serv
     return absl::UnavailableError("cannot create a temporary directory for the store");
   }
   s->dir_ = templ;
+  absl::StatusOr<Key256> fleet_key = config.fleet_key_file().empty()
+                                         ? CreateFleetKeyFile(s->dir_ + "/fleet.key")
+                                         : LoadFleetKey(config.fleet_key_file());
+  if (!fleet_key.ok()) return fleet_key.status();
+  s->fleet_key_ = *fleet_key;
   config.set_listen("127.0.0.1:0");
   config.set_db(s->dir_ + "/store.db");
   if (absl::Status v = ValidateServerConfig(config); !v.ok()) return v;
@@ -39,7 +45,11 @@ absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(v1::Serv
       RoundManager::Create(config, *initial, s->store_.get(), s->clock_.get());
   if (!manager.ok()) return manager.status();
   s->manager_ = std::move(*manager);
-  s->service_ = std::make_unique<CoordinatorService>(s->manager_.get(),
+  absl::StatusOr<std::unique_ptr<DeviceAuthenticator>> auth =
+      DeviceAuthenticator::Create(s->fleet_key_, s->store_.get());
+  if (!auth.ok()) return auth.status();
+  s->auth_ = std::move(*auth);
+  s->service_ = std::make_unique<CoordinatorService>(s->manager_.get(), s->auth_.get(),
                                                      RequestLimitsFromConfig(config));
   absl::StatusOr<StartedGrpcServer> started =
       StartGrpcServer(config, *credentials, s->service_.get());
@@ -60,6 +70,7 @@ InProcessServer::~InProcessServer() {
   stop_.Notify();
   if (ticker_) ticker_->join();
   manager_.reset();
+  auth_.reset();
   store_.reset();
   if (!dir_.empty()) {
     std::error_code ec;

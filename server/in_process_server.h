@@ -2,6 +2,9 @@
 // with its SQLite store in a temporary directory removed on destruction:
 // what `tinyfed-agent simulate` runs against when no --server is given, and
 // what integration tests talk to. Deadlines are checked every 50 ms.
+// Devices authenticate as with tinyfed-server (DeviceAuthenticator), with
+// the fleet key of config.fleet_key_file, or else a new one created in the
+// temporary directory (fleet_key() gives it, to derive device keys).
 // Not copyable; safe for concurrent use once started.
 #ifndef TINYFED_SERVER_IN_PROCESS_SERVER_H_
 #define TINYFED_SERVER_IN_PROCESS_SERVER_H_
@@ -14,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
+#include "tinyfed_common/fleet_keys.h"
 #include "tinyfed/v1/server_config.pb.h"
 
 namespace tinyfed::server {
@@ -21,6 +25,7 @@ namespace tinyfed::server {
 class ModelStore;
 class RoundManager;
 class CoordinatorService;
+class DeviceAuthenticator;
 class SystemClock;
 
 class InProcessServer {
@@ -29,11 +34,15 @@ class InProcessServer {
   // ValidateServerConfig() (INVALID_ARGUMENT otherwise); its listen and db
   // options are replaced. Its tls and limits apply as in tinyfed-server
   // (StartGrpcServer), so tests can run TLS and the edge limits in process.
+  // LoadFleetKey's error for a bad config.fleet_key_file.
   static absl::StatusOr<std::unique_ptr<InProcessServer>> Start(v1::ServerConfig config);
   ~InProcessServer();
 
   const std::string& address() const { return address_; }
   RoundManager& manager() { return *manager_; }
+  const Key256& fleet_key() const { return fleet_key_; }
+  // Revokes devices, as an operator would.
+  DeviceAuthenticator& auth() { return *auth_; }
 
  private:
   InProcessServer() = default;
@@ -43,6 +52,8 @@ class InProcessServer {
   std::unique_ptr<SystemClock> clock_;
   std::unique_ptr<ModelStore> store_;
   std::unique_ptr<RoundManager> manager_;
+  Key256 fleet_key_;
+  std::unique_ptr<DeviceAuthenticator> auth_;
   std::unique_ptr<CoordinatorService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   absl::Notification stop_;

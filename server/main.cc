@@ -11,11 +11,13 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "tinyfed_common/flag_help.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "clock.h"
 #include "coordinator_service.h"
+#include "device_auth.h"
 #include "grpc_port.h"
 #include "model_store.h"
 #include "round_manager.h"
@@ -35,6 +37,9 @@ ABSL_FLAG(std::string, tls_cert, "",
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert (unencrypted, mode 0600)");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA certificates: every client must present a certificate they signed (mTLS)");
+ABSL_FLAG(std::string, fleet_key, "",
+          "the fleet key file (32 bytes, mode 0600) every device key is derived from; default "
+          "<db>.fleet.key, created on first start");
 ABSL_FLAG(bool, insecure_plaintext, false,
           "serve plaintext on an address that is not loopback (anyone on the path can read and "
           "alter updates); warned at start");
@@ -64,12 +69,16 @@ int main(int argc, char** argv) {
   tinyfed::ConfigureFlagHelp(
       "the tinyfed aggregation server.\n\n"
       "  tinyfed-server [--config FILE] [--listen HOST:PORT] [--db FILE]\n"
-      "                 [--tls_cert FILE --tls_key FILE [--tls_client_ca FILE]]\n\n"
+      "                 [--tls_cert FILE --tls_key FILE [--tls_client_ca FILE]]\n"
+      "                 [--fleet_key FILE]\n\n"
       "Opens rounds on the latest model version, hands tasks to devices, accepts their\n"
       "int8 updates durably and commits FedAvg versions to the SQLite store. Restarting\n"
       "on the same --db resumes where it stopped.\n\n"
       "Serves TLS with --tls_cert and --tls_key. Plaintext is served only on a loopback\n"
-      "address (the default 127.0.0.1:50051), unless --insecure_plaintext is given.");
+      "address (the default 127.0.0.1:50051), unless --insecure_plaintext is given.\n\n"
+      "Every check-in and update must be signed with its device's key, derived from the\n"
+      "fleet key (--fleet_key, or <db>.fleet.key created on first start):\n"
+      "  tinyfed-admin keys device --fleet FLEET_KEY --device ID");
   tinyfed::ParseFlagsOrAnswerHelp(std::vector<char*>(argv, argv + argc));
   // Debian's Abseil checks every mutex acquisition for lock-order cycles
   // (it is built without NDEBUG); that bookkeeping costs ~15% of the
@@ -97,6 +106,9 @@ int main(int argc, char** argv) {
     config.mutable_tls()->set_client_ca_file(v);
   }
   if (absl::GetFlag(FLAGS_insecure_plaintext)) config.mutable_tls()->set_insecure_plaintext(true);
+  if (const std::string v = absl::GetFlag(FLAGS_fleet_key); !v.empty()) {
+    config.set_fleet_key_file(v);
+  }
   ApplyDefaults(&config);
   if (absl::Status s = tinyfed::server::ValidateServerConfig(config); !s.ok()) {
     return Fail(std::string(s.message()));
@@ -105,6 +117,25 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       tinyfed::server::MakeServerCredentials(config.tls());
   if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+
+  // A named key must exist; the default one beside the store is made on
+  // first start. Both are refused with a mode above 0600.
+  const bool default_fleet_key = config.fleet_key_file().empty();
+  const std::string fleet_key_path =
+      default_fleet_key ? config.db() + ".fleet.key" : config.fleet_key_file();
+  bool created_fleet_key = false;
+  absl::StatusOr<tinyfed::Key256> fleet_key =
+      default_fleet_key
+          ? tinyfed::server::LoadOrCreateFleetKey(fleet_key_path, &created_fleet_key)
+          : tinyfed::LoadFleetKey(fleet_key_path);
+  if (!fleet_key.ok()) {
+    return Fail(absl::StrCat("fleet key: ", fleet_key.status().message()));
+  }
+  if (created_fleet_key) {
+    spdlog::info("created the fleet key {} (mode 0600): back it up, and give each device its key "
+                 "with: tinyfed-admin keys device --fleet {} --device ID",
+                 fleet_key_path, fleet_key_path);
+  }
 
   tinyfed::server::SystemClock clock;
   absl::StatusOr<tinyfed::v1::ModelVersion> initial =
@@ -125,8 +156,13 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  absl::StatusOr<std::unique_ptr<tinyfed::server::DeviceAuthenticator>> auth =
+      tinyfed::server::DeviceAuthenticator::Create(*fleet_key, store->get());
+  if (!auth.ok()) {
+    return Fail(absl::StrCat(config.db(), ": revocation list: ", auth.status().message()));
+  }
   const tinyfed::server::RequestLimits limits = tinyfed::server::RequestLimitsFromConfig(config);
-  tinyfed::server::CoordinatorService service(manager->get(), limits);
+  tinyfed::server::CoordinatorService service(manager->get(), auth->get(), limits);
   absl::StatusOr<tinyfed::server::StartedGrpcServer> started =
       tinyfed::server::StartGrpcServer(config, *credentials, &service);
   if (!started.ok()) return Fail(std::string(started.status().message()));
@@ -137,12 +173,12 @@ int main(int argc, char** argv) {
                  "and alter every update. Use --tls_cert and --tls_key.",
                  config.listen());
   }
-  spdlog::info("tinyfed-server listening on {} (port {}, {}), store {}", config.listen(),
-               started->port,
+  spdlog::info("tinyfed-server listening on {} (port {}, {}), store {}, fleet key {}",
+               config.listen(), started->port,
                tls.cert_file().empty()            ? "plaintext"
                : tls.client_ca_file().empty()     ? "TLS"
                                                   : "TLS with client certificates",
-               config.db());
+               config.db(), fleet_key_path);
   spdlog::info("largest request: CheckIn {} bytes, SubmitUpdate {} bytes; at most {} calls per "
                "connection; idle connections closed after {} ms",
                limits.check_in_bytes, limits.update_bytes,
@@ -159,6 +195,7 @@ int main(int argc, char** argv) {
   stop.Notify();
   ticker.join();
   manager->reset();
+  auth->reset();
   store->reset();
   spdlog::info("stopped");
   return 0;

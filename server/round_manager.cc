@@ -10,6 +10,7 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "tinyfed_common/fleet_keys.h"
 #include "tinyfed_common/host_numerics.h"
 #include "update_validation.h"
 
@@ -19,14 +20,6 @@ namespace {
 absl::Status WithRetryHint(absl::Status status, uint32_t retry_after_ms) {
   status.SetPayload(kRetryAfterPayload, absl::Cord(absl::StrCat(retry_after_ms)));
   return status;
-}
-
-bool ValidDeviceId(const std::string& id) {
-  if (id.empty() || id.size() > 32) return false;
-  for (char ch : id) {
-    if (ch < 0x21 || ch > 0x7E) return false;
-  }
-  return true;
 }
 
 // The configured bounds in the aggregator's integers. Multiples go to
@@ -244,8 +237,8 @@ v1::UpdateAck RoundManager::MakeAckLocked(uint32_t round) const {
 
 void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view peer,
                            CheckInDone done) {
-  if (!ValidDeviceId(request.device_id())) {
-    done(absl::InvalidArgumentError("device_id must be 1..32 printable ASCII bytes"));
+  if (absl::Status s = ValidateDeviceId(request.device_id()); !s.ok()) {
+    done(std::move(s));
     return;
   }
   const v1::HeadConfig& head = config_.head();

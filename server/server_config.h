@@ -31,13 +31,22 @@ v1::HeadSpec HeadSpecFromConfig(const v1::ServerConfig& config);
 // The largest request each Coordinator method accepts, in bytes: the
 // largest valid message for the configured head (the SDK's
 // TINYFED_CHECKIN_MAX_SIZE and TINYFED_UPDATE_MAX_SIZE(f, c) in
-// client-sdk/include/tinyfed/tinyfed.h) plus limits.request_slack_bytes.
+// client-sdk/include/tinyfed/tinyfed.h), for CheckIn and SubmitUpdate in
+// its SignedRequest (kSignedRequestOverheadBytes more), plus
+// limits.request_slack_bytes. For the default 64 x 10 head and slack:
+// CheckIn 664 bytes, SubmitUpdate 1,384, GetModel 518.
 struct RequestLimits {
   uint32_t check_in_bytes = 0;
   uint32_t update_bytes = 0;
   uint32_t get_model_bytes = 0;
   uint32_t largest() const;
 };
+// What a SignedRequest adds around its body, at most: the device id field
+// (key, length, 32 bytes), the body's key and length (a varint of up to 3
+// bytes: any body below 2 MiB) and the tag field (key, length, 32 bytes);
+// the SDK's TINYFED_SIGNED_ENVELOPE_MAX_SIZE.
+inline constexpr uint32_t kSignedRequestOverheadBytes = (1 + 1 + 32) + (1 + 3) + (1 + 1 + 32);
+
 // REQUIRES: ValidateServerConfig(config) is OK.
 RequestLimits RequestLimitsFromConfig(const v1::ServerConfig& config);
 

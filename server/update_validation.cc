@@ -5,6 +5,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "tinyfed_common/fleet_keys.h"
 #include "tinyfed_common/host_numerics.h"
 #include "tinyfed_common/quantize.h"
 
@@ -12,7 +14,6 @@ namespace tinyfed::server {
 namespace {
 
 // Bounds shared with the device side (proto/tinyfed/v1/round.options says why).
-constexpr size_t kMaxDeviceIdBytes = 32;
 constexpr size_t kMaxTaskTokenBytes = 16;
 // 2^24 samples per device: n * s * q stays below 2^41, so the int64 sums of
 // the aggregator hold millions of updates exactly.
@@ -22,25 +23,14 @@ constexpr uint32_t kMaxRowScale = TINYFED_ROW_SCALE_MAX;
 // The quantizer's range is symmetric; -128 never comes from a correct device.
 constexpr int8_t kForbiddenValue = -128;
 
-bool IsPrintable(char ch) {
-  const auto u = static_cast<unsigned char>(ch);
-  return u >= 0x21 && u <= 0x7E;
-}
-
 }  // namespace
 
 absl::Status ValidateUpdate(const v1::Update& update, const v1::HeadSpec& spec) {
-  const std::string& id = update.device_id();
-  if (id.empty() || id.size() > kMaxDeviceIdBytes) {
+  // The one rule for device ids (fleet_keys.h), under this message's
+  // field name.
+  if (absl::Status s = ValidateDeviceId(update.device_id()); !s.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("device_id: expected 1..", kMaxDeviceIdBytes, " bytes, got ", id.size()));
-  }
-  for (size_t i = 0; i < id.size(); ++i) {
-    if (!IsPrintable(id[i])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "device_id: expected printable ASCII (0x21..0x7E), got byte 0x",
-          absl::Hex(static_cast<unsigned char>(id[i]), absl::kZeroPad2), " at offset ", i));
-    }
+        absl::StrCat("device_id: ", absl::StripPrefix(s.message(), "device id: ")));
   }
 
   if (update.task_token().size() > kMaxTaskTokenBytes) {

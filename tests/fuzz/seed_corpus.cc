@@ -225,6 +225,40 @@ void WriteServerSeeds(std::mt19937& rng) {
           std::string(1, '\3') + update);
   }
 
+  // server_envelope_fuzz.cc: the SDK's bodies in SignedRequests tagged
+  // under its fleet key (0x00..0x1f), as sent (byte 0 bit 1 clear) and to
+  // be re-signed (set); a revoked device's; a tag of the wrong type's.
+  {
+    std::array<uint8_t, tinyfed::Key256::kSize> fleet_bytes{};
+    for (size_t i = 0; i < fleet_bytes.size(); ++i) fleet_bytes[i] = static_cast<uint8_t>(i);
+    const tinyfed::Key256 fleet(fleet_bytes);
+    auto envelope = [&](const std::string& id, tinyfed::RequestType type,
+                        const std::string& body) {
+      absl::StatusOr<tinyfed::Key256> key = tinyfed::DeriveDeviceKey(fleet, id);
+      Check(key.ok(), "DeriveDeviceKey");
+      const tinyfed::Tag256 tag = tinyfed::RequestTag(*key, type, body);
+      v1::SignedRequest r;
+      r.set_device_id(id);
+      r.set_body(body);
+      r.set_tag(std::string(tag.begin(), tag.end()));
+      return r.SerializeAsString();
+    };
+    for (const char* id : {"seed-device", "revoked-1"}) {
+      Device device(id, 64, 10, 8);
+      const std::string check_in = device.CheckIn();
+      const std::string update = device.Update(MakeTask(64, 10, 8, 3, rng), 12, rng);
+      const std::string name(id);
+      const std::string signed_check_in = envelope(id, tinyfed::RequestType::kCheckIn, check_in);
+      const std::string signed_update = envelope(id, tinyfed::RequestType::kUpdate, update);
+      Write("server_envelope", "checkin_" + name, std::string(1, '\0') + signed_check_in);
+      Write("server_envelope", "update_" + name, std::string(1, '\1') + signed_update);
+      Write("server_envelope", "resign_checkin_" + name, std::string(1, '\2') + signed_check_in);
+      Write("server_envelope", "resign_update_" + name, std::string(1, '\3') + signed_update);
+      Write("server_envelope", "update_tagged_as_checkin_" + name,
+            std::string(1, '\1') + envelope(id, tinyfed::RequestType::kCheckIn, update));
+    }
+  }
+
   // link_deframer_fuzz.cc: a buffer for 1,020-byte payloads (byte 0 = 255)
   // or for 16 (byte 0 = 4), and streams of frames as the bridge sees them.
   const std::string big(700, '\x5a');

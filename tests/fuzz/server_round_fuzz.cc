@@ -1,6 +1,8 @@
-// Fuzzes the round manager (server/round_manager.cc) with requests as a
-// peer sends them: CheckIn and SubmitUpdate after the service's raw-bytes
-// parse, on a RoundManager over a SQLite store in a temporary directory.
+// Fuzzes the round manager (server/round_manager.cc) with requests as an
+// authenticated device can send them: CheckIn and SubmitUpdate with the
+// bodies of authentic envelopes (server_envelope_fuzz.cc fuzzes the
+// envelope; a device holding a valid key signs whatever body it likes),
+// on a RoundManager over a SQLite store in a temporary directory.
 // Rounds fill (K = 3) and close, so accepted updates go through the
 // aggregator and the commit, with whatever deltas, scales and sample
 // counts the fuzzer found; the manager lives across inputs, as a server
@@ -9,7 +11,7 @@
 // Input: byte 0 picks the request (bit 0: CheckInRequest or Update) and
 // whether the round's deadline then passes (bit 1: the clock jumps past it
 // and Tick() runs, committing with >= M = 1 update or abandoning). The rest
-// is the request's bytes. An Update with round 0 (no round has that
+// is the body's bytes. An Update with round 0 (no round has that
 // number) is sent as its device would: the harness checks the device in
 // and fills in the round, task token and base version of its task and a
 // correct checksum, so mutations of its deltas, scales, counts and ids

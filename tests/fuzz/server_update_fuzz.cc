@@ -1,11 +1,12 @@
-// Fuzzes the server's first handling of an update's bytes: the raw-bytes
-// parse CoordinatorService::SubmitUpdate does (gRPC's protobuf
-// deserialization of a ByteBuffer, as in server/coordinator_service.cc),
-// then ValidateUpdate (server/update_validation.cc) against a head.
+// Fuzzes the server's handling of an update's bytes once its envelope is
+// authentic (server_envelope_fuzz.cc fuzzes the envelope): the protobuf
+// parse of the body, as CoordinatorService::SubmitUpdate does, then
+// ValidateUpdate (server/update_validation.cc) against a head. A device
+// with a valid key can send any body, so every body byte is the peer's.
 //
 // Input: byte 0 picks the head (a 4x3 head, the demo's 64x10, and the
 // largest, 128x32, each with the configured default formats); the rest is
-// the request's bytes, as a peer sends them.
+// the body's bytes, as a device signs them.
 //
 // Beyond "no crash, no undefined behaviour, no leak": a rejection is
 // INVALID_ARGUMENT, the only code the service may answer it with before

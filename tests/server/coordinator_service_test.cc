@@ -2,7 +2,9 @@
 // C SDK check in, train, submit, and the committed version comes back
 // through GetModel with its lineage, and is exactly the FedAvg of what the
 // devices sent by the independent reference in reference_fedavg.h. Also the
-// gRPC status codes and the retry-hint metadata at the edge.
+// gRPC status codes and the retry-hint metadata at the edge. Every
+// check-in and update travels signed (SignedRequest), as the SDK sends it;
+// device_auth_test.cc tests what the server does with a bad signature.
 #include "coordinator_service.h"
 
 #include <gtest/gtest.h>
@@ -13,6 +15,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "in_process_server.h"
@@ -38,6 +41,7 @@ class LoopbackServer {
   v1::Coordinator::Stub& stub() { return *stub_; }
   const std::string& address() const { return server_->address(); }
   RoundManager& manager() { return server_->manager(); }
+  const Key256& fleet_key() const { return server_->fleet_key(); }
 
  private:
   std::unique_ptr<InProcessServer> server_;
@@ -54,11 +58,16 @@ v1::ServerConfig Config() {
   return c;
 }
 
-// A device running the real SDK on random local data.
+// A device running the real SDK on random local data, with its key
+// derived from the server's fleet key as `tinyfed-admin keys device` does.
 class SdkDevice {
  public:
-  explicit SdkDevice(std::string id) : id_(std::move(id)), arena_(tinyfed_arena_size(16, 4, 8)) {
-    tinyfed_config_t cfg{id_.c_str(), 16, 4, 8};
+  SdkDevice(std::string id, const Key256& fleet_key)
+      : id_(std::move(id)), arena_(tinyfed_arena_size(16, 4, 8)) {
+    absl::StatusOr<Key256> key = DeriveDeviceKey(fleet_key, id_);
+    EXPECT_TRUE(key.ok()) << key.status();
+    if (key.ok()) key_ = *key;
+    tinyfed_config_t cfg{id_.c_str(), 16, 4, 8, key_.bytes().data()};
     EXPECT_EQ(tinyfed_init(&ctx_, &cfg, arena_.data(), arena_.size()), TINYFED_OK);
     std::mt19937 rng(static_cast<uint32_t>(std::hash<std::string>()(id_)));
     std::uniform_int_distribution<int> feature(-100, 100), label(0, 3);
@@ -69,13 +78,18 @@ class SdkDevice {
   }
 
   // One round: check in, train, submit. Returns the submit status; the
-  // update sent, as the server received it, is in sent().
+  // update sent, as the server received it, is in sent(). The SDK's bytes
+  // are SignedRequests; parsed and sent again through the stub they stay
+  // the same bytes (protobuf writes fields in order, and there are no
+  // unknown ones).
   grpc::Status Round(v1::Coordinator::Stub& stub) {
     uint8_t buf[TINYFED_TASK_MAX_SIZE(16u, 4u)];
     size_t len = 0;
     EXPECT_EQ(tinyfed_checkin_encode(&ctx_, 40, buf, sizeof buf, &len), TINYFED_OK);
-    v1::CheckInRequest request;
+    v1::SignedRequest request;
     EXPECT_TRUE(request.ParseFromArray(buf, static_cast<int>(len)));
+    EXPECT_EQ(request.SerializeAsString(),
+              std::string(reinterpret_cast<const char*>(buf), len));
     v1::CheckInResponse response;
     grpc::ClientContext c1;
     grpc::Status s = stub.CheckIn(&c1, request, &response);
@@ -90,15 +104,18 @@ class SdkDevice {
     tinyfed_dataset_t data{features_.data(), labels_.data(), 40, 16};
     EXPECT_EQ(tinyfed_train(&ctx_, &data), TINYFED_OK);
     EXPECT_EQ(tinyfed_update_encode(&ctx_, buf, sizeof buf, &len), TINYFED_OK);
-    EXPECT_TRUE(sent_.ParseFromArray(buf, static_cast<int>(len)));
+    v1::SignedRequest signed_update;
+    EXPECT_TRUE(signed_update.ParseFromArray(buf, static_cast<int>(len)));
+    EXPECT_TRUE(sent_.ParseFromString(signed_update.body()));
     v1::UpdateAck ack;
     grpc::ClientContext c2;
-    return stub.SubmitUpdate(&c2, sent_, &ack);
+    return stub.SubmitUpdate(&c2, signed_update, &ack);
   }
   const v1::Update& sent() const { return sent_; }
 
  private:
   std::string id_;
+  Key256 key_;
   std::vector<uint8_t> arena_;
   tinyfed_context_t ctx_{};
   std::vector<int8_t> features_;
@@ -110,7 +127,7 @@ TEST(CoordinatorService, FullRoundFromCheckInToCommittedVersion) {
   LoopbackServer server(Config());
   std::vector<v1::Update> sent;
   for (const char* id : {"mcu-a", "mcu-b", "mcu-c"}) {
-    SdkDevice device(id);
+    SdkDevice device(id, server.fleet_key());
     grpc::Status s = device.Round(server.stub());
     ASSERT_TRUE(s.ok()) << id << ": " << s.error_message();
     sent.push_back(device.sent());
@@ -164,7 +181,8 @@ TEST(CoordinatorService, CommittedVersionRoundsEveryTieToEvenEndToEnd) {
     request.set_device_id(id);
     v1::CheckInResponse response;
     grpc::ClientContext c1;
-    ASSERT_TRUE(server.stub().CheckIn(&c1, request, &response).ok());
+    ASSERT_TRUE(
+        server.stub().CheckIn(&c1, testing::Sign(server.fleet_key(), request), &response).ok());
     ASSERT_TRUE(response.has_task()) << id;
     const v1::RoundTask& task = response.task();
     v1::Update u;
@@ -185,7 +203,8 @@ TEST(CoordinatorService, CommittedVersionRoundsEveryTieToEvenEndToEnd) {
     testing::FixChecksum(&u);
     v1::UpdateAck ack;
     grpc::ClientContext c2;
-    const grpc::Status s = server.stub().SubmitUpdate(&c2, u, &ack);
+    const grpc::Status s =
+        server.stub().SubmitUpdate(&c2, testing::Sign(server.fleet_key(), u), &ack);
     ASSERT_TRUE(s.ok()) << id << ": " << s.error_message();
     sent.push_back(u);
   }
@@ -204,19 +223,26 @@ TEST(CoordinatorService, CommittedVersionRoundsEveryTieToEvenEndToEnd) {
 
 TEST(CoordinatorService, ErrorsKeepTheirCodeAtTheEdge) {
   LoopbackServer server(Config());
+  // Authentic, but not a valid update: the RoundManager's code.
   v1::Update garbage;
   garbage.set_device_id("mcu-a");
   grpc::ClientContext context;
   v1::UpdateAck ack;
-  grpc::Status s = server.stub().SubmitUpdate(&context, garbage, &ack);
+  grpc::Status s =
+      server.stub().SubmitUpdate(&context, testing::Sign(server.fleet_key(), garbage), &ack);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_FALSE(s.error_message().empty());
+  EXPECT_NE(s.error_message().find("sample_count"), std::string::npos) << s.error_message();
 
+  // No device id: no key can be derived, so the envelope is refused.
+  v1::SignedRequest anonymous;
   v1::CheckInRequest bad;
+  anonymous.set_body(bad.SerializeAsString());
+  anonymous.set_tag(std::string(32, '\0'));
   grpc::ClientContext c2;
   v1::CheckInResponse response;
-  EXPECT_EQ(server.stub().CheckIn(&c2, bad, &response).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  s = server.stub().CheckIn(&c2, anonymous, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("device id"), std::string::npos) << s.error_message();
 }
 
 // Calls `method` with `bytes` as the request, whatever they are.
@@ -236,13 +262,15 @@ grpc::Status CallWithBytes(const std::string& address, const std::string& method
 TEST(CoordinatorService, BytesThatAreNotTheMessageAreInvalidArgumentWithAReason) {
   LoopbackServer server(Config());
   const std::string not_wire_format("\xff\xff\xff\xff", 4);  // a tag whose varint never ends
-  const std::string truncated("\x1a\x05" "ab", 4);        // device_id says 5 bytes, has 2
-  const std::string not_utf8("\x1a\x02\xc3\x28", 4);      // device_id: an invalid UTF-8 pair
+  const std::string truncated("\x1a\x05" "ab", 4);        // field 3 says 5 bytes, has 2
+  const std::string not_utf8("\x0a\x02\xc3\x28", 4);      // field 1: an invalid UTF-8 pair
+  constexpr char kCheckIn[] = "/tinyfed.v1.Coordinator/CheckIn";
+  constexpr char kSubmit[] = "/tinyfed.v1.Coordinator/SubmitUpdate";
   const struct {
     const char* method;
     const char* type;
-  } methods[] = {{"/tinyfed.v1.Coordinator/SubmitUpdate", "tinyfed.v1.Update"},
-                 {"/tinyfed.v1.Coordinator/CheckIn", "tinyfed.v1.CheckInRequest"},
+  } methods[] = {{kSubmit, "tinyfed.v1.SignedRequest"},
+                 {kCheckIn, "tinyfed.v1.SignedRequest"},
                  {"/tinyfed.v1.Coordinator/GetModel", "tinyfed.v1.GetModelRequest"}};
   for (const auto& m : methods) {
     for (const std::string& bytes : {not_wire_format, truncated}) {
@@ -251,16 +279,32 @@ TEST(CoordinatorService, BytesThatAreNotTheMessageAreInvalidArgumentWithAReason)
       EXPECT_NE(s.error_message().find(m.type), std::string::npos) << s.error_message();
     }
   }
-  // Field 3 is a string only in Update and CheckInRequest.
-  EXPECT_EQ(CallWithBytes(server.address(), methods[0].method, not_utf8).error_code(),
+  // Field 1 is a string (the device id) only in SignedRequest.
+  EXPECT_EQ(CallWithBytes(server.address(), kSubmit, not_utf8).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+
+  // An authentic envelope whose body is not the method's message: refused
+  // after the tag, naming the body's type.
+  for (const auto& [method, type, label] :
+       {std::tuple{kSubmit, "tinyfed.v1.Update", RequestType::kUpdate},
+        std::tuple{kCheckIn, "tinyfed.v1.CheckInRequest", RequestType::kCheckIn}}) {
+    for (const std::string& body : {not_wire_format, truncated}) {
+      const v1::SignedRequest envelope =
+          testing::SignBytes(server.fleet_key(), "mcu-a", label, body);
+      grpc::Status s = CallWithBytes(server.address(), method, envelope.SerializeAsString());
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
+      EXPECT_NE(s.error_message().find(type), std::string::npos) << s.error_message();
+    }
+  }
   EXPECT_EQ(server.manager().Snapshot().tasks_issued, 0u);
   EXPECT_EQ(server.manager().Snapshot().accepted, 0u);
 
   // The same route still serves well-formed requests.
   v1::CheckInRequest request;
   request.set_device_id("mcu-a");
-  EXPECT_TRUE(CallWithBytes(server.address(), methods[1].method, request.SerializeAsString()).ok());
+  EXPECT_TRUE(CallWithBytes(server.address(), kCheckIn,
+                            testing::Sign(server.fleet_key(), request).SerializeAsString())
+                  .ok());
 }
 
 TEST(CoordinatorService, OverloadCarriesRetryHintMetadata) {
@@ -271,7 +315,8 @@ TEST(CoordinatorService, OverloadCarriesRetryHintMetadata) {
   request.set_device_id("mcu-a");
   v1::CheckInResponse response;
   grpc::ClientContext c1;
-  ASSERT_TRUE(server.stub().CheckIn(&c1, request, &response).ok());
+  ASSERT_TRUE(
+      server.stub().CheckIn(&c1, testing::Sign(server.fleet_key(), request), &response).ok());
   ASSERT_TRUE(response.has_task());
   std::mt19937 rng(1);
   const v1::RoundTask& task = response.task();
@@ -279,7 +324,7 @@ TEST(CoordinatorService, OverloadCarriesRetryHintMetadata) {
                                           task.task_token(), task.model().version(), 5, rng);
   grpc::ClientContext c2;
   v1::UpdateAck ack;
-  grpc::Status s = server.stub().SubmitUpdate(&c2, update, &ack);
+  grpc::Status s = server.stub().SubmitUpdate(&c2, testing::Sign(server.fleet_key(), update), &ack);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   const auto& trailers = c2.GetServerTrailingMetadata();
   auto it = trailers.find(kRetryAfterMetadata);
@@ -289,7 +334,7 @@ TEST(CoordinatorService, OverloadCarriesRetryHintMetadata) {
 
 // The service hands the caller's address to the check-in limits: with
 // loopback not exempt, this client (one peer, whatever device ids it
-// invents) gets its share of the round's slots, ceil(0.25 x 4) = 1, and a
+// holds keys of) gets its share of the round's slots, ceil(0.25 x 4) = 1, and a
 // RetryAfter for the rest, as an OK response the SDK decodes. Peers on
 // other addresses are tested in round_manager_test.cc (a loopback client
 // cannot choose its source address through gRPC).
@@ -303,7 +348,8 @@ TEST(CoordinatorService, CheckInLimitsCountPerPeerAtTheEdge) {
     request.set_device_id("invented-" + std::to_string(i));
     grpc::ClientContext context;
     v1::CheckInResponse response;
-    const grpc::Status status = server.stub().CheckIn(&context, request, &response);
+    const grpc::Status status =
+        server.stub().CheckIn(&context, testing::Sign(server.fleet_key(), request), &response);
     ASSERT_TRUE(status.ok()) << status.error_message();
     if (response.has_task()) {
       ++tasks;
@@ -324,7 +370,9 @@ TEST(CoordinatorService, LoopbackFleetGetsEverySlotByDefault) {
     request.set_device_id("sim-" + std::to_string(i));
     grpc::ClientContext context;
     v1::CheckInResponse response;
-    ASSERT_TRUE(server.stub().CheckIn(&context, request, &response).ok());
+    ASSERT_TRUE(
+        server.stub().CheckIn(&context, testing::Sign(server.fleet_key(), request), &response)
+            .ok());
     EXPECT_TRUE(response.has_task()) << i;
   }
 }

@@ -1,7 +1,9 @@
 // Resource bounds at the edge (server/grpc_port.h, coordinator_service.h):
 // each method's largest request derived from the head, the server-wide
 // receive limit, streams per connection, idle connections, and what 16
-// oversized requests at once cost the server's memory.
+// oversized requests at once cost the server's memory. Check-ins and
+// updates are signed (SignedRequest), so that a request within its bound
+// is one the server answers.
 #include <sys/types.h>
 
 #include <chrono>
@@ -74,15 +76,16 @@ std::string UnknownFields(size_t total) {
   return out;
 }
 
-v1::CheckInRequest CheckInRequest(const std::string& device, uint32_t features = 64,
-                                  uint32_t classes = 10) {
+// A check-in of `device`, signed with its key under `fleet_key`, as bytes.
+std::string SignedCheckIn(const Key256& fleet_key, const std::string& device,
+                          uint32_t features = 64, uint32_t classes = 10) {
   v1::CheckInRequest r;
   r.set_device_id(device);
   r.mutable_capabilities()->set_max_features(features);
   r.mutable_capabilities()->set_max_classes(classes);
   r.mutable_capabilities()->set_max_batch_size(8);
   r.mutable_capabilities()->set_sample_count(20);
-  return r;
+  return testing::Sign(fleet_key, r).SerializeAsString();
 }
 
 grpc::Status Call(grpc::GenericStub& stub, const char* method, const std::string& bytes,
@@ -148,7 +151,7 @@ TEST(ResourceBounds, TenMegabyteRequestIsRefusedByTheTransportUnparsed) {
   // no handler ran, so nothing parsed the bytes.
   grpc::GenericStub stub(grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
   // A valid check-in: parsed, it would be answered with a task.
-  const std::string check_in = CheckInRequest("big-1").SerializeAsString();
+  const std::string check_in = SignedCheckIn(server->fleet_key(), "big-1");
   const grpc::Status big = Call(stub, kCheckIn, PaddedTo(check_in, 10 << 20));
   EXPECT_EQ(big.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << big.error_message();
   EXPECT_NE(big.error_message().find(absl::StrCat("larger than max (", 10 << 20, " vs. ",
@@ -175,7 +178,9 @@ TEST(ResourceBounds, EachMethodRefusesMoreThanItsOwnBoundBeforeParsing) {
   grpc::GenericStub stub(grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
 
   std::string response;
-  const std::string at_bound = PaddedTo(CheckInRequest("dev-a").SerializeAsString(),
+  // Padded after the tag: an unknown field of the envelope, which the tag
+  // does not cover and the server ignores.
+  const std::string at_bound = PaddedTo(SignedCheckIn(server->fleet_key(), "dev-a"),
                                         limits.check_in_bytes);
   const grpc::Status ok = Call(stub, kCheckIn, at_bound, &response);
   ASSERT_TRUE(ok.ok()) << ok.error_message();
@@ -183,7 +188,7 @@ TEST(ResourceBounds, EachMethodRefusesMoreThanItsOwnBoundBeforeParsing) {
   ASSERT_TRUE(answer.ParseFromString(response));
   EXPECT_TRUE(answer.has_task());
 
-  const std::string above = PaddedTo(CheckInRequest("dev-b").SerializeAsString(),
+  const std::string above = PaddedTo(SignedCheckIn(server->fleet_key(), "dev-b"),
                                      limits.check_in_bytes + 1);
   const grpc::Status refused = Call(stub, kCheckIn, above);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
@@ -206,13 +211,14 @@ TEST(ResourceBounds, LargestHeadsUpdateAtItsBoundIsAccepted) {
   std::mt19937 rng(7);
   for (const char* device : {"dev-1", "dev-2"}) {
     std::string response;
-    ASSERT_TRUE(Call(stub, kCheckIn, CheckInRequest(device, 128, 32).SerializeAsString(), &response).ok());
+    ASSERT_TRUE(
+        Call(stub, kCheckIn, SignedCheckIn(server->fleet_key(), device, 128, 32), &response).ok());
     v1::CheckInResponse answer;
     ASSERT_TRUE(answer.ParseFromString(response) && answer.has_task());
     v1::Update update = testing::MakeUpdate(testing::MakeSpec(128, 32), answer.task().round(), device,
                                             answer.task().task_token(),
                                             answer.task().model().version(), 20, rng);
-    const std::string bytes = update.SerializeAsString();
+    const std::string bytes = testing::Sign(server->fleet_key(), update).SerializeAsString();
     ASSERT_LE(bytes.size(), limits.update_bytes);
     const grpc::Status above =
         Call(stub, kSubmitUpdate, PaddedTo(bytes, limits.update_bytes + 1));
@@ -230,7 +236,7 @@ TEST(ResourceBounds, IdleConnectionIsClosedAfterTheConfiguredTime) {
     ASSERT_NE(server, nullptr);
     auto channel = grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials());
     grpc::GenericStub stub(channel);
-    ASSERT_TRUE(Call(stub, kCheckIn, CheckInRequest("idle").SerializeAsString()).ok());
+    ASSERT_TRUE(Call(stub, kCheckIn, SignedCheckIn(server->fleet_key(), "idle")).ok());
     ASSERT_EQ(channel->GetState(false), GRPC_CHANNEL_READY);
     // Four times the short limit: gRPC checks idleness on a timer of its
     // own, not to the millisecond.
@@ -284,7 +290,7 @@ TEST(ResourceBounds, ConcurrentCallsPerConnectionAreCapped) {
   std::unique_ptr<InProcessServer> server = StartServer(config);
   ASSERT_NE(server, nullptr);
   grpc::GenericStub stub(grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
-  const std::string check_in = CheckInRequest("capped").SerializeAsString();
+  const std::string check_in = SignedCheckIn(server->fleet_key(), "capped");
   // Connected, and the server's settings (the cap) received.
   ASSERT_TRUE(Call(stub, kCheckIn, check_in).ok());
   {
@@ -322,9 +328,12 @@ class ServerMemoryTest : public ::testing::Test {
  protected:
   void Start(int connections) {
     address_ = absl::StrCat("127.0.0.1:", testing::FreeLoopbackPort());
+    absl::StatusOr<Key256> fleet_key = CreateFleetKeyFile(dir_.File("fleet.key"));
+    ASSERT_TRUE(fleet_key.ok()) << fleet_key.status();
     server_ = std::make_unique<ChildProcess>(
         std::vector<std::string>{TINYFED_SERVER_BINARY, "--listen=" + address_,
-                                 "--db=" + dir_.File("s.db")},
+                                 "--db=" + dir_.File("s.db"),
+                                 "--fleet_key=" + dir_.File("fleet.key")},
         dir_.File("server.log"));
     ASSERT_TRUE(server_->WaitForLog("listening", 20s)) << server_->Log();
     grpc::ChannelArguments own_connection;
@@ -332,7 +341,7 @@ class ServerMemoryTest : public ::testing::Test {
     for (int i = 0; i < connections; ++i) {
       stubs_.push_back(std::make_unique<grpc::GenericStub>(
           grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), own_connection)));
-      const std::string check_in = CheckInRequest(absl::StrCat("warm-", i)).SerializeAsString();
+      const std::string check_in = SignedCheckIn(*fleet_key, absl::StrCat("warm-", i));
       ASSERT_TRUE(Call(*stubs_.back(), kCheckIn, check_in).ok());
     }
     std::this_thread::sleep_for(200ms);
