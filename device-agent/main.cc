@@ -42,6 +42,10 @@ ABSL_FLAG(std::string, attack, "none",
 ABSL_FLAG(double, attackers, 0, "with --attack: the fraction of devices that attack, in [0, 1]");
 ABSL_FLAG(bool, bounded_influence, true,
           "in-process server: cap each update's weight and clip its norm (false: plain FedAvg)");
+ABSL_FLAG(std::string, fleet_key, "",
+          "simulate: the fleet key file (32 bytes, mode 0600) the virtual devices derive their "
+          "keys from; required with --server (that server's key, which it logs at start), "
+          "optional in process (default: the in-process server makes one)");
 ABSL_FLAG(std::string, device, "", "bridge: the device's link, tcp:HOST:PORT or serial:PATH");
 ABSL_FLAG(uint32_t, baud, 115200, "bridge: serial line rate");
 ABSL_FLAG(std::string, tls_ca, "",
@@ -72,6 +76,8 @@ constexpr char kUsage[] =
     "present the agent's own, when the server requires client certificates). Without\n"
     "--tls_ca the agent talks plaintext, and only to a loopback --server (127.0.0.1,\n"
     "localhost, ::1); any other address is refused.\n\n"
+    "Keys: every virtual device signs with its own key, derived from the fleet key\n"
+    "(tinyfed-admin keys device). With --server, give that server's key with --fleet_key.\n\n"
     "Flags may be written with dashes or underscores (--label-column, --label_column).\n"
     "Example:\n"
     "  tinyfed-agent simulate --dataset digits --devices 100 --rounds 30 \\\n"
@@ -143,6 +149,7 @@ int main(int argc, char** argv) {
   o.server = absl::GetFlag(FLAGS_server);
   o.tls = {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
            absl::GetFlag(FLAGS_tls_key)};
+  o.fleet_key_file = absl::GetFlag(FLAGS_fleet_key);
   o.concurrency = absl::GetFlag(FLAGS_concurrency);
   o.attack = absl::GetFlag(FLAGS_attack);
   o.attackers = absl::GetFlag(FLAGS_attackers);

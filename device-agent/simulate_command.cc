@@ -97,6 +97,9 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
     }
   } else if (absl::Status s = ValidateChannelTlsOptions(o.server, o.tls); !s.ok()) {
     return s;
+  } else if (o.fleet_key_file.empty()) {
+    return bad("--server needs --fleet_key: the devices sign with keys derived from that "
+               "server's fleet key (tinyfed-server logs its path at start)");
   }
   if (o.label_column != "first" && o.label_column != "last") {
     return bad("--label-column must be 'first' or 'last', got '", o.label_column, "'");
@@ -143,6 +146,15 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   if (absl::Status s = ValidateSimulateOptions(o); !s.ok()) return s;
   if (!o.metrics_out.empty() && !std::ofstream(o.metrics_out, std::ios::app).good()) {
     return absl::InvalidArgumentError(absl::StrCat("--metrics-out: cannot write ", o.metrics_out));
+  }
+  Key256 fleet_key;
+  if (!o.fleet_key_file.empty()) {
+    absl::StatusOr<Key256> loaded = LoadFleetKey(o.fleet_key_file);
+    if (!loaded.ok()) {
+      return absl::Status(loaded.status().code(),
+                          absl::StrCat("--fleet_key: ", loaded.status().message()));
+    }
+    fleet_key = *loaded;
   }
   absl::StatusOr<Dataset> dataset = LoadData(o);
   if (!dataset.ok()) return dataset.status();
@@ -217,12 +229,14 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
       sc.mutable_influence()->set_max_update_norm(0);
       sc.mutable_influence()->set_max_norm_median_multiple(0);
     }
+    if (!o.fleet_key_file.empty()) sc.set_fleet_key_file(o.fleet_key_file);
     server::ApplyDefaults(&sc);
     absl::StatusOr<std::unique_ptr<server::InProcessServer>> started =
         server::InProcessServer::Start(sc);
     if (!started.ok()) return started.status();
     local = std::move(*started);
     address = local->address();
+    fleet_key = local->fleet_key();
     config->set_clients_per_round(k);
     config->set_epochs(o.epochs);
     config->set_batch_size(o.batch_size);
@@ -235,6 +249,7 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     channel = std::move(*made);
   }
   FleetOptions fleet_options;
+  fleet_options.fleet_key = fleet_key;
   fleet_options.concurrency = o.concurrency;
   fleet_options.seed = o.seed;
   if (o.attack == "scaled") {

@@ -27,6 +27,10 @@ struct SimulateOptions {
   uint32_t seed = 1;
   std::string server;                   // empty: in-process
   ChannelTlsOptions tls;                // for `server`; plaintext only to loopback
+  // The fleet key file (32 bytes, mode 0600) the devices' keys are derived
+  // from. Required with `server` (that server's key); for the in-process
+  // server optional: it uses this file, or creates a key of its own.
+  std::string fleet_key_file;
   uint32_t concurrency = 2;
   // In-process server only: the round policy and the devices' plan.
   uint32_t clients_per_round = 20;
@@ -46,14 +50,16 @@ struct SimulateOptions {
 };
 
 // INVALID_ARGUMENT naming the first bad option (a `server` that is not
-// loopback without tls.ca_file is one).
+// loopback without tls.ca_file is one, a `server` without fleet_key_file
+// another).
 absl::Status ValidateSimulateOptions(const SimulateOptions& options);
 
 // Runs the simulation, writing the table and summary to `out` and progress
 // to `err`. Returns the report (also written to metrics_out when set).
 // Errors: INVALID_ARGUMENT (options, dataset), NOT_FOUND (missing files),
 // UNAVAILABLE (server), FAILED_PRECONDITION (server's head differs from the
-// data's).
+// data's, or a fleet key file readable by others), UNAUTHENTICATED (the
+// server refuses the devices' keys: another fleet key).
 absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& options, FILE* out,
                                                  FILE* err);
 

@@ -19,11 +19,15 @@
 namespace tinyfed::agent {
 namespace {
 
-// Replaces an encoded update with the scaled attack (see the header): the
-// same task, base version and ids, the largest legal everything else.
-absl::Status RewriteAsScaledAttack(std::vector<uint8_t>* bytes, uint64_t seed) {
+// Replaces a signed update with the scaled attack (see the header): the
+// same task, base version and ids, the largest legal everything else,
+// signed again with the attacker's own key.
+absl::Status RewriteAsScaledAttack(std::vector<uint8_t>* bytes, const Key256& device_key,
+                                   uint64_t seed) {
+  v1::SignedRequest envelope;
   v1::Update u;
-  if (!u.ParseFromArray(bytes->data(), static_cast<int>(bytes->size()))) {
+  if (!envelope.ParseFromArray(bytes->data(), static_cast<int>(bytes->size())) ||
+      !u.ParseFromString(envelope.body())) {
     return absl::InternalError("an attacker could not read its own update");
   }
   std::mt19937_64 rng(seed);
@@ -39,8 +43,11 @@ absl::Status RewriteAsScaledAttack(std::vector<uint8_t>* bytes, uint64_t seed) {
   crc = tinyfed_crc32_update(crc, reinterpret_cast<const uint8_t*>(u.bias_delta().data()),
                              u.bias_delta().size());
   u.set_checksum(crc);
-  bytes->resize(u.ByteSizeLong());
-  if (!u.SerializeToArray(bytes->data(), static_cast<int>(bytes->size()))) {
+  envelope.set_body(u.SerializeAsString());
+  const Tag256 tag = RequestTag(device_key, RequestType::kUpdate, envelope.body());
+  envelope.set_tag(std::string(tag.begin(), tag.end()));
+  bytes->resize(envelope.ByteSizeLong());
+  if (!envelope.SerializeToArray(bytes->data(), static_cast<int>(bytes->size()))) {
     return absl::InternalError("an attacker could not encode its update");
   }
   return absl::OkStatus();
@@ -140,6 +147,7 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
     uint32_t device = 0;
     bool attacker = false;
     std::string id;
+    Key256 key;  // the SDK reads it through cfg.device_key while the context lives
     std::vector<uint8_t> arena;
     tinyfed_context_t ctx{};
     std::vector<uint8_t> update;
@@ -153,8 +161,12 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
     a->device = d;
     a->attacker = d < options_.attackers.size() && options_.attackers[d];
     a->id = absl::StrFormat("sim-%06u", d);
+    absl::StatusOr<Key256> key = DeriveDeviceKey(options_.fleet_key, a->id);
+    if (!key.ok()) return key.status();
+    a->key = *key;
     a->arena.resize(arena_size);
-    tinyfed_config_t cfg{a->id.c_str(), features, classes, TINYFED_MAX_BATCH};
+    tinyfed_config_t cfg{a->id.c_str(), features, classes, TINYFED_MAX_BATCH,
+                         a->key.bytes().data()};
     if (tinyfed_init(&a->ctx, &cfg, a->arena.data(), a->arena.size()) != TINYFED_OK) {
       return absl::InternalError(absl::StrCat("SDK init: ", tinyfed_last_error_message(&a->ctx)));
     }
@@ -168,6 +180,11 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
     std::string reply;
     up += len;
     grpc::Status s = CallWithBytes(*generic_, kCheckInMethod, buffer.data(), len, &reply);
+    if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+      return absl::UnauthenticatedError(absl::StrCat(
+          "the server refuses ", a->id, "'s key (", s.error_message(),
+          "): the devices' fleet key is not the server's"));
+    }
     if (!s.ok()) {
       return absl::UnavailableError(
           absl::StrCat("CheckIn: ", s.error_message(), " (gRPC code ", s.error_code(), ")"));
@@ -215,7 +232,7 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
       a.update.resize(len);
       if (a.attacker) {
         const uint64_t seed = (options_.seed * 1000003u + rounds_run_) * 1000003u + a.device;
-        if (absl::Status s = RewriteAsScaledAttack(&a.update, seed); !s.ok()) {
+        if (absl::Status s = RewriteAsScaledAttack(&a.update, a.key, seed); !s.ok()) {
           a.error = std::string(s.message());
           continue;
         }

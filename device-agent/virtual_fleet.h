@@ -18,6 +18,12 @@
 // the protocol's bounds (the server refuses that) nor claim more samples
 // than it declared (refused too), so it declares the most.
 //
+// Keys: every device signs its check-ins and updates with its own device
+// key, derived from the fleet key the server holds (device_key.h), as a
+// provisioned device would; an attacker signs its rewritten update with
+// its own valid key, so the server's authentication lets it through and
+// only bounded influence stands between it and the model.
+//
 // A VirtualFleet requires external synchronization (one RunRound at a time).
 #ifndef TINYFED_DEVICE_AGENT_VIRTUAL_FLEET_H_
 #define TINYFED_DEVICE_AGENT_VIRTUAL_FLEET_H_
@@ -33,11 +39,14 @@
 
 #include "absl/status/statusor.h"
 #include "dataset.h"
+#include "tinyfed_common/fleet_keys.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
 
 namespace tinyfed::agent {
 
 struct FleetOptions {
+  // The server's fleet key, from which each device's key is derived.
+  Key256 fleet_key;
   uint32_t concurrency = 2;
   uint64_t seed = 1;
   // How long to wait for a round to commit after the fleet is done with it.

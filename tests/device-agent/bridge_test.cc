@@ -35,6 +35,7 @@
 #include "tinyfed/link.h"
 #include "tinyfed/tinyfed.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
+#include "tinyfed_common/fleet_keys.h"
 
 namespace tinyfed::agent {
 namespace {
@@ -125,17 +126,27 @@ std::vector<uint8_t> Frame(uint8_t type, const uint8_t* payload, size_t len) {
   return frame;
 }
 
+Key256 DeviceKeyOf(const server::InProcessServer& coordinator, const std::string& id) {
+  absl::StatusOr<Key256> key = DeriveDeviceKey(coordinator.fleet_key(), id);
+  EXPECT_TRUE(key.ok()) << key.status();
+  return key.ok() ? *key : Key256();
+}
+
 // A device running the SDK on random local samples; its messages come out
 // framed for the link.
 class SdkDevice {
  public:
-  SdkDevice(const char* id, uint32_t features, uint32_t classes, uint32_t seed)
-      : features_(features),
+  // The device's key is derived from the server's fleet key, as
+  // provisioning would (tinyfed-admin keys device).
+  SdkDevice(const server::InProcessServer& coordinator, const char* id, uint32_t features,
+            uint32_t classes, uint32_t seed)
+      : key_(DeviceKeyOf(coordinator, id)),
+        features_(features),
         arena_(tinyfed_arena_size(features, classes, 8)),
         buffer_(TINYFED_TASK_MAX_SIZE(features, classes)),
         x_(kSamples * features),
         y_(kSamples) {
-    tinyfed_config_t cfg{id, features, classes, 8};
+    tinyfed_config_t cfg{id, features, classes, 8, key_.bytes().data()};
     EXPECT_EQ(tinyfed_init(&ctx_, &cfg, arena_.data(), arena_.size()), TINYFED_OK);
     std::mt19937 rng(seed);
     for (auto& v : x_) v = static_cast<int8_t>(static_cast<int>(rng() % 200) - 100);
@@ -159,16 +170,23 @@ class SdkDevice {
     }
     return "";
   }
-  std::vector<uint8_t> TrainAndFrameUpdate() {
+  // The signed update as the SDK encodes it, before framing.
+  std::string TrainAndEncodeUpdate() {
     tinyfed_dataset_t data{x_.data(), y_.data(), kSamples, features_};
     EXPECT_EQ(tinyfed_train(&ctx_, &data), TINYFED_OK);
     size_t len = 0;
     EXPECT_EQ(tinyfed_update_encode(&ctx_, buffer_.data(), buffer_.size(), &len), TINYFED_OK);
-    return Frame(TINYFED_FRAME_UPDATE, buffer_.data(), len);
+    return std::string(reinterpret_cast<const char*>(buffer_.data()), len);
+  }
+  std::vector<uint8_t> TrainAndFrameUpdate() {
+    const std::string update = TrainAndEncodeUpdate();
+    return Frame(TINYFED_FRAME_UPDATE, reinterpret_cast<const uint8_t*>(update.data()),
+                 update.size());
   }
 
  private:
   static constexpr uint32_t kSamples = 32;
+  Key256 key_;  // read by the SDK through the context, so declared before it
   uint32_t features_;
   std::vector<uint8_t> arena_, buffer_;
   std::vector<int8_t> x_;
@@ -329,7 +347,8 @@ TEST(Bridge, RelaysARoundBetweenAFramedDeviceAndTheServer) {
     // The device: SDK context, random local samples.
     std::vector<uint8_t> arena(tinyfed_arena_size(16, 4, 8));
     tinyfed_context_t ctx;
-    tinyfed_config_t cfg{"uart-dev", 16, 4, 8};
+    const Key256 key = DeviceKeyOf(coordinator, "uart-dev");
+    tinyfed_config_t cfg{"uart-dev", 16, 4, 8, key.bytes().data()};
     ASSERT_EQ(tinyfed_init(&ctx, &cfg, arena.data(), arena.size()), TINYFED_OK);
     std::mt19937 rng(3);
     std::vector<int8_t> x(32 * 16);
@@ -385,7 +404,8 @@ TEST(Bridge, RelaysARoundBetweenAFramedDeviceAndTheServer) {
     DeviceLink link(uart.Accept());
     std::vector<uint8_t> arena(tinyfed_arena_size(16, 4, 8));
     tinyfed_context_t ctx;
-    tinyfed_config_t cfg{"uart-dev-2", 16, 4, 8};
+    const Key256 key = DeviceKeyOf(coordinator, "uart-dev-2");
+    tinyfed_config_t cfg{"uart-dev-2", 16, 4, 8, key.bytes().data()};
     ASSERT_EQ(tinyfed_init(&ctx, &cfg, arena.data(), arena.size()), TINYFED_OK);
     uint8_t buf[128];
     size_t len = 0;
@@ -423,7 +443,7 @@ TEST(Bridge, DropsAFrameCutOffByALostLinkAndRelaysItWhenResent) {
   BridgeThread bridge("tcp:127.0.0.1:" + std::to_string(uart.port()), coordinator.address(),
                       log.file());
 
-  SdkDevice device("cut-dev", 16, 4, 5);
+  SdkDevice device(coordinator, "cut-dev", 16, 4, 5);
   std::vector<uint8_t> update;
   {
     DeviceLink link(uart.Accept());
@@ -436,7 +456,7 @@ TEST(Bridge, DropsAFrameCutOffByALostLinkAndRelaysItWhenResent) {
   ASSERT_TRUE(log.WaitFor("device link lost")) << log.text();
   EXPECT_EQ(log.Count("into a frame"), 0) << log.text();
 
-  SdkDevice other("cut-dev-other", 16, 4, 6);
+  SdkDevice other(coordinator, "cut-dev-other", 16, 4, 6);
   const std::vector<uint8_t> checkin = other.CheckInFrame();
   struct Cut {
     const std::vector<uint8_t>* frame;
@@ -496,7 +516,7 @@ TEST(Bridge, DropsAFrameThatFailsItsCrcWithoutCallingTheServer) {
   LogCapture log;
   BridgeThread bridge("tcp:127.0.0.1:" + std::to_string(uart.port()), coordinator.address(),
                       log.file());
-  SdkDevice device("crc-dev", 16, 4, 8);
+  SdkDevice device(coordinator, "crc-dev", 16, 4, 8);
   DeviceLink link(uart.Accept());
   link.SendRaw(device.CheckInFrame());
   auto reply = link.Receive();
@@ -536,6 +556,68 @@ TEST(Bridge, DropsAFrameThatFailsItsCrcWithoutCallingTheServer) {
   EXPECT_EQ(coordinator.manager().Snapshot().accepted, 1u);
 }
 
+// The bridge is an untrusted relay: a relay that alters one byte of a
+// signed update and frames it again (so the link's CRC passes) gets the
+// update refused by the server with UNAUTHENTICATED, whichever part it
+// altered: the envelope's device id, the body's first byte (the round
+// field), a delta byte in the middle of the body, or the tag's last byte.
+// Nothing is accepted until the device's own bytes arrive.
+TEST(Bridge, AnUpdateAlteredOnTheWayIsRefusedAsUnauthenticated) {
+  auto started = server::InProcessServer::Start(Server(16, 4, 2));
+  ASSERT_TRUE(started.ok()) << started.status();
+  server::InProcessServer& coordinator = **started;
+  Listener uart;
+  LogCapture log;
+  BridgeThread bridge("tcp:127.0.0.1:" + std::to_string(uart.port()), coordinator.address(),
+                      log.file());
+  SdkDevice device(coordinator, "relay-dev", 16, 4, 11);
+  DeviceLink link(uart.Accept());
+  link.SendRaw(device.CheckInFrame());
+  auto reply = link.Receive();
+  ASSERT_EQ(reply.first, TINYFED_FRAME_CHECKIN_RESPONSE);
+  ASSERT_EQ(device.LoadTask(reply.second), "");
+  const std::string update = device.TrainAndEncodeUpdate();
+
+  // Where the parts lie in the device's bytes, found by parsing them with
+  // the C++ protobuf library (independent of the SDK's encoder).
+  v1::SignedRequest envelope;
+  ASSERT_TRUE(envelope.ParseFromString(update));
+  ASSERT_EQ(envelope.device_id(), "relay-dev");
+  ASSERT_EQ(envelope.tag().size(), 32u);
+  const size_t id_at = update.find(envelope.device_id());
+  const size_t body_at = update.find(envelope.body());
+  const size_t tag_at = update.find(envelope.tag());
+  ASSERT_NE(id_at, std::string::npos);
+  ASSERT_NE(body_at, std::string::npos);
+  ASSERT_NE(tag_at, std::string::npos);
+  const size_t positions[] = {id_at + 2, body_at, body_at + envelope.body().size() / 2,
+                              tag_at + 31};
+  const std::string unauthenticated =
+      std::to_string(static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)) + " ";
+  for (size_t at : positions) {
+    std::string altered = update;
+    altered[at] = static_cast<char>(altered[at] ^ 0x01);
+    const std::vector<uint8_t> frame =
+        Frame(TINYFED_FRAME_UPDATE, reinterpret_cast<const uint8_t*>(altered.data()),
+              altered.size());
+    link.SendRaw(frame);
+    reply = link.Receive();
+    ASSERT_EQ(reply.first, TINYFED_FRAME_ERROR) << "byte " << at << "\n" << log.text();
+    EXPECT_EQ(reply.second.rfind(unauthenticated, 0), 0u) << "byte " << at << ": "
+                                                          << reply.second;
+    EXPECT_EQ(coordinator.manager().Snapshot().accepted, 0u) << "byte " << at;
+  }
+
+  // The device's own bytes, relayed unchanged, are accepted.
+  link.SendRaw(Frame(TINYFED_FRAME_UPDATE, reinterpret_cast<const uint8_t*>(update.data()),
+                     update.size()));
+  reply = link.Receive();
+  ASSERT_EQ(reply.first, TINYFED_FRAME_ACK) << log.text();
+  EXPECT_EQ(AckedRound(reply.second), 1u);
+  EXPECT_TRUE(bridge.Stop().ok());
+  EXPECT_EQ(coordinator.manager().Snapshot().accepted, 1u);
+}
+
 // A device that sends several frames and hangs up at once, mid-frame,
 // leaves the bridge replies it cannot deliver. Writing to a socket the peer
 // has reset raises SIGPIPE, whose default action would end the bridge (and
@@ -549,7 +631,7 @@ TEST(Bridge, SurvivesADeviceThatHangsUpBeforeItsReplies) {
   BridgeThread bridge("tcp:127.0.0.1:" + std::to_string(uart.port()), coordinator.address(),
                       log.file());
 
-  SdkDevice device("hasty-dev", 16, 4, 7);
+  SdkDevice device(coordinator, "hasty-dev", 16, 4, 7);
   const std::vector<uint8_t> checkin = device.CheckInFrame();
   {
     DeviceLink link(uart.Accept());
@@ -648,7 +730,7 @@ TEST(Bridge, RelaysARoundOverASerialPseudoTerminalInRawMode) {
   ASSERT_EQ(reply.first, TINYFED_FRAME_ERROR) << log.text();
   EXPECT_NE(reply.second.find("unknown frame type 42"), std::string::npos) << reply.second;
 
-  SdkDevice device("tty-dev", 128, 32, 9);
+  SdkDevice device(coordinator, "tty-dev", 128, 32, 9);
   link.SendRaw(device.CheckInFrame());
   reply = link.Receive();
   ASSERT_EQ(reply.first, TINYFED_FRAME_CHECKIN_RESPONSE) << log.text();

@@ -3,6 +3,7 @@
 #include "simulate_command.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -13,6 +14,8 @@
 #include <string>
 
 #include "dataset.h"
+#include "in_process_server.h"
+#include "server_config.h"
 #include "google/protobuf/util/json_util.h"
 
 #ifndef TINYFED_AGENT_BINARY
@@ -183,6 +186,44 @@ TEST(Simulate, CsvWithLabelFirstAndIidPartition) {
   }
 }
 
+// A fleet key file as tinyfed-admin would write one: 32 bytes of `fill`,
+// with the given mode.
+std::string WriteKeyFile(const TempDir& dir, const std::string& name, char fill, mode_t mode) {
+  const std::string path = dir.File(name);
+  std::ofstream(path) << std::string(32, fill);
+  EXPECT_EQ(chmod(path.c_str(), mode), 0);
+  return path;
+}
+
+// Devices with keys of another fleet reach a running server and are
+// refused: the run stops at the first check-in with UNAUTHENTICATED and
+// says which key is wrong, rather than training a round for nothing.
+TEST(Simulate, AnotherFleetsKeyIsRefusedByTheServer) {
+  TempDir dir;
+  v1::ServerConfig sc;
+  sc.set_fleet_key_file(WriteKeyFile(dir, "server.key", 'a', 0600));
+  server::ApplyDefaults(&sc);
+  auto started = server::InProcessServer::Start(sc);
+  ASSERT_TRUE(started.ok()) << started.status();
+  SimulateOptions o;
+  o.server = (*started)->address();
+  o.devices = 10;
+  o.rounds = 1;
+  o.progress = false;
+  o.fleet_key_file = WriteKeyFile(dir, "other.key", 'b', 0600);
+  std::FILE* sink = std::tmpfile();
+  absl::StatusOr<v1::SimulationReport> report = RunSimulate(o, sink, sink);
+  ASSERT_EQ(report.status().code(), absl::StatusCode::kUnauthenticated) << report.status();
+  EXPECT_NE(report.status().message().find("fleet key"), std::string::npos) << report.status();
+  // The server's own key completes the round.
+  o.fleet_key_file = sc.fleet_key_file();
+  report = RunSimulate(o, sink, sink);
+  std::fclose(sink);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->rounds_size(), 1);
+  EXPECT_GT(report->rounds(0).participants(), 0u);
+}
+
 // Runs the binary; returns its exit code and combined output.
 int RunAgent(const std::string& args, std::string* output) {
   const std::string command = std::string(TINYFED_AGENT_BINARY) + " " + args + " 2>&1";
@@ -208,8 +249,13 @@ TEST(SimulateCli, BadInputGivesOneLineNamingTheProblem) {
     std::string args;
     std::string expect;  // must appear in the single line
   };
+  const std::string key = WriteKeyFile(dir, "fleet.key", 'k', 0600);
+  const std::string open_key = WriteKeyFile(dir, "open.key", 'k', 0644);
   const Case cases[] = {
       {"simulate --no-such-flag=1", "no_such_flag"},
+      {"simulate --server=127.0.0.1:1", "--fleet_key"},
+      {"simulate --fleet_key=" + dir.File("missing.key"), "missing.key"},
+      {"simulate --fleet_key=" + open_key, "chmod"},
       {"simulate --partition=stripes", "--partition"},
       {"simulate --alpha=-1", "--alpha"},
       {"simulate --test-fraction=1.5", "--test-fraction"},
@@ -220,12 +266,13 @@ TEST(SimulateCli, BadInputGivesOneLineNamingTheProblem) {
       {"simulate --attack=flood --attackers=0.1", "--attack"},
       {"simulate --attack=scaled", "--attackers"},
       {"simulate --attack=scaled --attackers=1.5", "--attackers"},
-      {"simulate --bounded_influence=false --server=127.0.0.1:1", "--bounded_influence"},
+      {"simulate --bounded_influence=false --server=127.0.0.1:1 --fleet_key=" + key,
+       "--bounded_influence"},
       {"simulate --dataset=" + dir.File("missing.csv"), "missing.csv"},
       {"simulate --dataset=" + dir.File("bad.csv"), "bad.csv:2"},
       {"simulate --dataset=" + dir.File("ragged.csv"), "ragged.csv:2"},
       {"simulate --metrics-out=/nonexistent-dir/m.json", "--metrics-out"},
-      {"simulate --server=127.0.0.1:1", "127.0.0.1:1"},
+      {"simulate --server=127.0.0.1:1 --fleet_key=" + key, "127.0.0.1:1"},
       {"", "missing command"},
       {"fly", "unknown command"},
   };
