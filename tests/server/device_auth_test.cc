@@ -681,6 +681,25 @@ TEST_F(FleetKeyFileTest, AKeyOthersCanReadIsRefusedWithExitStatus2) {
   EXPECT_NE(by_default->Log().find("0640"), std::string::npos) << by_default->Log();
 }
 
+// InProcessServer takes config.fleet_key_file under the same rule.
+TEST(InProcessServerFleetKey, UsesTheConfiguredFileAndRefusesOneOthersCanRead) {
+  TempDir dir;
+  const std::string path = dir.File("fleet.key");
+  absl::StatusOr<Key256> key = CreateFleetKeyFile(path);
+  ASSERT_TRUE(key.ok()) << key.status();
+  v1::ServerConfig config = RoundConfig();
+  config.set_fleet_key_file(path);
+  {
+    auto server = InProcessServer::Start(config);
+    ASSERT_TRUE(server.ok()) << server.status();
+    EXPECT_TRUE(std::equal(key->bytes().begin(), key->bytes().end(),
+                           (*server)->fleet_key().bytes().begin()));
+  }
+  ASSERT_EQ(chmod(path.c_str(), 0644), 0);
+  auto refused = InProcessServer::Start(config);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+}
+
 TEST_F(FleetKeyFileTest, FirstStartCreatesTheKeyBesideTheStoreAndTheNextReusesIt) {
   const std::string path = dir_.File("s.db.fleet.key");
   auto first = Run({}, "first.log");
