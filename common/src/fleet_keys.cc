@@ -8,13 +8,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "openssl/crypto.h"
 #include "openssl/evp.h"
 #include "openssl/core_names.h"
-#include "openssl/hmac.h"
 #include "openssl/params.h"
 #include "openssl/rand.h"
 
@@ -75,21 +75,6 @@ Key256& Key256::operator=(const Key256& other) {
 
 Key256::~Key256() { OPENSSL_cleanse(bytes_.data(), bytes_.size()); }
 
-void HmacSha256(absl::Span<const uint8_t> key, absl::Span<const uint8_t> message,
-                uint8_t out[32]) {
-  // OpenSSL takes a null key pointer as "keep the previous key", so an
-  // empty key must still point somewhere.
-  static const uint8_t kEmpty = 0;
-  unsigned int length = 0;
-  const unsigned char* result =
-      HMAC(EVP_sha256(), key.empty() ? &kEmpty : key.data(), static_cast<int>(key.size()),
-           message.empty() ? &kEmpty : message.data(), message.size(), out, &length);
-  if (result == nullptr || length != 32) {
-    std::fprintf(stderr, "tinyfed: libcrypto's HMAC-SHA256 failed\n");
-    std::abort();
-  }
-}
-
 namespace {
 
 [[noreturn]] void CryptoFailed(const char* what) {
@@ -97,40 +82,66 @@ namespace {
   std::abort();
 }
 
-// libcrypto's HMAC implementation, fetched once: a fetch per request costs
-// a lookup under a lock in every call on the server's request path. The
-// object is immutable and shared by every thread (OpenSSL 3 allows that).
-EVP_MAC* HmacMac() {
-  static EVP_MAC* const mac = [] {
-    EVP_MAC* fetched = EVP_MAC_fetch(nullptr, OSSL_MAC_NAME_HMAC, nullptr);
-    if (fetched == nullptr) CryptoFailed("HMAC fetch");
-    return fetched;
+// An HMAC-SHA256 context with its digest chosen and no key, made once.
+// Every MAC below starts from a copy of it and sets only its key: in
+// OpenSSL 3 a context made from scratch (or the one-shot HMAC()) looks the
+// HMAC and SHA-256 implementations up again, under a lock every thread
+// shares, on the server's request path. The template is never changed
+// after it is made, so threads may copy it at once.
+const EVP_MAC_CTX* HmacTemplate() {
+  static const EVP_MAC_CTX* const prepared = [] {
+    EVP_MAC* mac = EVP_MAC_fetch(nullptr, OSSL_MAC_NAME_HMAC, nullptr);
+    if (mac == nullptr) CryptoFailed("HMAC fetch");
+    EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(mac);
+    EVP_MAC_free(mac);  // the context holds its own reference
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_END};
+    if (ctx == nullptr || EVP_MAC_CTX_set_params(ctx, params) != 1) {
+      CryptoFailed("HMAC-SHA256 setup");
+    }
+    return ctx;
   }();
-  return mac;
+  return prepared;
+}
+
+// HMAC-SHA256 under `key` of the concatenation of `parts`, into `out`.
+void Hmac(absl::Span<const uint8_t> key, std::initializer_list<absl::Span<const uint8_t>> parts,
+          uint8_t out[32]) {
+  // OpenSSL takes a null key pointer as "keep the previous key", so an
+  // empty key must still point somewhere.
+  static const uint8_t kEmpty = 0;
+  // EVP_MAC_CTX_dup takes a non-const context but only reads it.
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_dup(const_cast<EVP_MAC_CTX*>(HmacTemplate()));
+  if (ctx == nullptr) CryptoFailed("HMAC context");
+  bool ok = EVP_MAC_init(ctx, key.empty() ? &kEmpty : key.data(), key.size(), nullptr) == 1;
+  for (absl::Span<const uint8_t> part : parts) {
+    ok = ok && (part.empty() || EVP_MAC_update(ctx, part.data(), part.size()) == 1);
+  }
+  size_t length = 0;
+  ok = ok && EVP_MAC_final(ctx, out, &length, 32) == 1 && length == 32;
+  EVP_MAC_CTX_free(ctx);
+  if (!ok) CryptoFailed("HMAC-SHA256");
 }
 
 }  // namespace
 
+void HmacSha256(absl::Span<const uint8_t> key, absl::Span<const uint8_t> message,
+                uint8_t out[32]) {
+  Hmac(key, {message}, out);
+}
+
 Tag256 RequestTag(const Key256& device_key, RequestType type, std::string_view body) {
-  const char* label = type == RequestType::kCheckIn ? TINYFED_CHECKIN_TAG_LABEL
-                                                    : TINYFED_UPDATE_TAG_LABEL;
-  const size_t label_size = type == RequestType::kCheckIn ? TINYFED_CHECKIN_TAG_LABEL_SIZE
-                                                          : TINYFED_UPDATE_TAG_LABEL_SIZE;
-  char digest[] = "SHA256";
-  const OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_END};
-  EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(HmacMac());
-  if (ctx == nullptr) CryptoFailed("HMAC context");
+  const bool check_in = type == RequestType::kCheckIn;
+  const auto* label = reinterpret_cast<const uint8_t*>(check_in ? TINYFED_CHECKIN_TAG_LABEL
+                                                                : TINYFED_UPDATE_TAG_LABEL);
+  const size_t label_size =
+      check_in ? TINYFED_CHECKIN_TAG_LABEL_SIZE : TINYFED_UPDATE_TAG_LABEL_SIZE;
   Tag256 tag;
-  size_t length = 0;
-  const bool ok =
-      EVP_MAC_init(ctx, device_key.bytes().data(), device_key.bytes().size(), params) == 1 &&
-      EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(label), label_size) == 1 &&
-      EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(body.data()), body.size()) ==
-          1 &&
-      EVP_MAC_final(ctx, tag.data(), &length, tag.size()) == 1 && length == tag.size();
-  EVP_MAC_CTX_free(ctx);
-  if (!ok) CryptoFailed("HMAC-SHA256");
+  Hmac(device_key.bytes(),
+       {absl::MakeConstSpan(label, label_size),
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(body.data()), body.size())},
+       tag.data());
   return tag;
 }
 
