@@ -4,10 +4,9 @@
 # library/common.h, the public headers and the licence) from Debian's
 # mbedtls source package, for builds where Debian's prebuilt libmbedcrypto
 # cannot be used (the Cortex-M cross build). The SDK compiles them with its
-# own configuration (client-sdk/port/mbedtls_config.h). The source index is
-# fetched through a private apt configuration derived from the system's own
-# package sources, so the system's apt state is left untouched. Idempotent
-# and quiet when the cache is already there.
+# own configuration (client-sdk/port/mbedtls_config.h). Downloaded with
+# download_debian_source.sh (the system's apt state is left untouched).
+# Idempotent and quiet when the cache is already there.
 #
 # Prints nothing when the cache is there; the sources end up in
 # $dir/mbedtls-src (library/ and include/mbedtls/, as upstream lays them out).
@@ -20,34 +19,11 @@ target="$dir/mbedtls-src"
 mkdir -p "$dir"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/src"
-
-# deb-src twins of the system's Debian entries (deb822 and one-line forms).
-sources="$work/sources.list.d"
-mkdir -p "$sources"
-for f in /etc/apt/sources.list.d/*.sources; do
-  [[ -e "$f" ]] || continue
-  sed -e 's/^Types:.*/Types: deb-src/' "$f" > "$sources/$(basename "$f")"
-done
-for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-  [[ -e "$f" ]] || continue
-  sed -n -e 's/^deb \(.*\)/deb-src \1/p' "$f" > "$sources/$(basename "$f")"
-done
-
-apt_opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$sources"
-          -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
-          -o "Debug::NoLocking=1")
-apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1
-cd "$work/src"
-apt-get "${apt_opts[@]}" source --download-only -qq mbedtls >/dev/null 2>&1
-orig=$(ls mbedtls_*.orig.tar.* 2>/dev/null | head -n 1)
-if [[ -z "$orig" ]]; then
-  echo "fetch_mbedtls_source: could not download the mbedtls source package" >&2
-  exit 1
-fi
+orig=$("$(dirname "${BASH_SOURCE[0]}")/download_debian_source.sh" mbedtls "$work/src")
+cd "$work"
 # The SDK's configuration and calls are written for the 2.28 branch (the
 # *_ret functions, config.h); another major version must not slip in.
-case "$orig" in
+case "$(basename "$orig")" in
   mbedtls_2.28.*) ;;
   *) echo "fetch_mbedtls_source: expected mbedtls 2.28, got $orig" >&2; exit 1 ;;
 esac

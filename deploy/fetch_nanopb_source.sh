@@ -2,9 +2,8 @@
 # Caches the C sources of nanopb's runtime (pb_common.c, pb_encode.c,
 # pb_decode.c and headers) from Debian's nanopb source package, for builds
 # where Debian's prebuilt library cannot be used (the Cortex-M cross build).
-# The source index is fetched through a private apt configuration derived
-# from the system's own package sources, so the system's apt state is left
-# untouched. Idempotent and quiet when the cache is already there.
+# Downloaded with download_debian_source.sh (the system's apt state is left
+# untouched). Idempotent and quiet when the cache is already there.
 #
 # Prints nothing on success; the sources end up in $dir/nanopb-src.
 set -euo pipefail
@@ -16,31 +15,8 @@ target="$dir/nanopb-src"
 mkdir -p "$dir"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/src"
-
-# deb-src twins of the system's Debian entries (deb822 and one-line forms).
-sources="$work/sources.list.d"
-mkdir -p "$sources"
-for f in /etc/apt/sources.list.d/*.sources; do
-  [[ -e "$f" ]] || continue
-  sed -e 's/^Types:.*/Types: deb-src/' "$f" > "$sources/$(basename "$f")"
-done
-for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-  [[ -e "$f" ]] || continue
-  sed -n -e 's/^deb \(.*\)/deb-src \1/p' "$f" > "$sources/$(basename "$f")"
-done
-
-apt_opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$sources"
-          -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
-          -o "Debug::NoLocking=1")
-apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1
-cd "$work/src"
-apt-get "${apt_opts[@]}" source --download-only -qq nanopb >/dev/null 2>&1
-orig=$(ls nanopb_*.orig.tar.* 2>/dev/null | head -n 1)
-if [[ -z "$orig" ]]; then
-  echo "fetch_nanopb_source: could not download the nanopb source package" >&2
-  exit 1
-fi
+orig=$("$(dirname "${BASH_SOURCE[0]}")/download_debian_source.sh" nanopb "$work/src")
+cd "$work"
 mkdir unpacked
 tar -xf "$orig" -C unpacked
 src=$(dirname "$(find unpacked -name pb_decode.c | head -n 1)")
