@@ -33,7 +33,7 @@ apt_opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$sources
 apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1
 cd "$out"
 apt-get "${apt_opts[@]}" source --download-only -qq "$package" >/dev/null 2>&1 || true
-orig=$(ls "${package}"_*.orig.tar.* 2>/dev/null | head -n 1)
+orig=$(ls "${package}"_*.orig.tar.* 2>/dev/null | head -n 1 || true)
 if [[ -z "$orig" ]]; then
   echo "download_debian_source: could not download the $package source package" >&2
   exit 1
