@@ -272,7 +272,7 @@ absl::Status RunBridge(const BridgeOptions& o, FILE* log) {
         } else {
           const grpc::Status s = CallWithBytes(stub, method, frame.payload, frame.length, &payload);
           std::fprintf(log, "bridge: %s (%zu bytes) -> %s\n", method + 24, frame.length,
-                       s.ok() ? "OK" : s.error_message().c_str());
+                       DescribeGrpcStatus(s).c_str());
           if (!s.ok()) {
             payload = absl::StrCat(static_cast<int>(s.error_code()), " ", s.error_message());
             reply_type = TINYFED_FRAME_ERROR;

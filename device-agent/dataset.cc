@@ -83,6 +83,30 @@ ParseResult ParseReal(absl::string_view text, double* out) {
 
 ParseResult ParseLabel(absl::string_view text, int64_t* out) { return ParseNumber(text, out); }
 
+// Whitespace around `text`, except `keep` (a tab delimiter separates
+// fields even where it leads or ends a line).
+absl::string_view StripWhitespaceExcept(absl::string_view text, char keep) {
+  const auto strip = [keep](char c) { return c != keep && absl::ascii_isspace(static_cast<unsigned char>(c)); };
+  while (!text.empty() && strip(text.front())) text.remove_prefix(1);
+  while (!text.empty() && strip(text.back())) text.remove_suffix(1);
+  return text;
+}
+
+// True when no field of a line is a number: the shape of a header. One
+// field is not a header but the sign of another delimiter, reported as such.
+bool LooksLikeHeader(const std::vector<absl::string_view>& fields, char delimiter) {
+  if (fields.size() < 2) return false;
+  for (absl::string_view field : fields) {
+    double ignored = 0;
+    field = StripWhitespaceExcept(field, delimiter);
+    if (field.empty()) return false;
+    const ParseResult r = ParseReal(field, &ignored);
+    // "nan" and "inf" are words to a reader; 1e999 is a number out of range.
+    if (r == ParseResult::kOk || r == ParseResult::kOutOfRange) return false;
+  }
+  return true;
+}
+
 // Rows `indices` of `data`, in that order, with the same schema.
 Dataset Subset(const Dataset& data, const std::vector<uint32_t>& indices) {
   Dataset out;
@@ -122,7 +146,33 @@ absl::Status CheckPartitionArgs(size_t samples, size_t devices) {
 
 }  // namespace
 
+absl::StatusOr<char> ParseCsvDelimiter(const std::string& text) {
+  if (text == "tab" || text == "\\t") return '\t';
+  const auto refuse = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("delimiter '", text, "' ", why,
+                     "; give one character, or 'tab' (or \\t) for a tab"));
+  };
+  if (text.size() != 1) return refuse(text.empty() ? "is empty" : "is not one character");
+  const char c = text[0];
+  if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '+' || c == '-') {
+    return refuse("can be part of a number");
+  }
+  if (c == '#' || c == '"' || c == '\n' || c == '\r' || c == '\0') {
+    return refuse("has a meaning of its own in a CSV file");
+  }
+  return c;
+}
+
 absl::StatusOr<Dataset> LoadCsv(const std::string& path, LabelColumn label) {
+  CsvFormat format;
+  format.label = label;
+  return LoadCsv(path, format);
+}
+
+absl::StatusOr<Dataset> LoadCsv(const std::string& path, const CsvFormat& format) {
+  const LabelColumn label = format.label;
+  const char delimiter = format.delimiter;
   absl::StatusOr<std::string> text = ReadFile(path);
   if (!text.ok()) return text.status();
   absl::string_view rest = *text;
@@ -133,11 +183,22 @@ absl::StatusOr<Dataset> LoadCsv(const std::string& path, LabelColumn label) {
   std::set<int64_t> distinct_labels;
   int width = 0;
   int line_number = 0;
+  int header_line = 0;
+  bool first_line = true;  // the first line neither blank nor a comment
   for (absl::string_view line : absl::StrSplit(rest, '\n')) {
     ++line_number;
-    const absl::string_view content = absl::StripAsciiWhitespace(line);  // also a CRLF's '\r'
+    // Also strips a CRLF's '\r'.
+    const absl::string_view content = StripWhitespaceExcept(line, delimiter);
     if (content.empty() || content.front() == '#') continue;
-    const std::vector<absl::string_view> fields = absl::StrSplit(content, ',');
+    const std::vector<absl::string_view> fields = absl::StrSplit(content, delimiter);
+    const bool header_possible = first_line;
+    first_line = false;
+    if (header_possible &&
+        (format.header == CsvHeader::kPresent ||
+         (format.header == CsvHeader::kDetect && LooksLikeHeader(fields, delimiter)))) {
+      header_line = line_number;
+      continue;
+    }
     const auto error = [&](auto&&... parts) {
       return absl::InvalidArgumentError(absl::StrCat(path, ":", line_number, ": ", parts...));
     };
@@ -152,7 +213,8 @@ absl::StatusOr<Dataset> LoadCsv(const std::string& path, LabelColumn label) {
     // user counts columns in an editor.
     const int label_field = label == LabelColumn::kFirst ? 0 : width - 1;
     for (int f = 0; f < width; ++f) {
-      const absl::string_view field = absl::StripAsciiWhitespace(fields[static_cast<size_t>(f)]);
+      const absl::string_view field =
+          StripWhitespaceExcept(fields[static_cast<size_t>(f)], delimiter);
       if (f == label_field) {
         int64_t value = 0;
         switch (ParseLabel(field, &value)) {
@@ -187,7 +249,11 @@ absl::StatusOr<Dataset> LoadCsv(const std::string& path, LabelColumn label) {
     }
   }
 
-  if (labels.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no samples"));
+  if (labels.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": no samples",
+        header_line == 0 ? "" : absl::StrCat(" (line ", header_line, " is the header)")));
+  }
   const int features = width - 1;
   const int classes = static_cast<int>(distinct_labels.size());
   if (classes < 2) {
@@ -201,6 +267,7 @@ absl::StatusOr<Dataset> LoadCsv(const std::string& path, LabelColumn label) {
   }
 
   Dataset data;
+  data.header_line = header_line;
   data.features = features;
   data.classes = classes;
   std::map<int64_t, uint8_t> class_of;

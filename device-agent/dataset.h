@@ -22,19 +22,48 @@ struct Dataset {
   Eigen::MatrixXd x;             // samples x features
   std::vector<uint8_t> y;        // samples
   std::vector<std::string> class_names;  // original label text, by class index
+  int header_line = 0;           // CSV: the line skipped as a header (1-based), 0 if none
   size_t size() const { return y.size(); }
 };
 
 enum class LabelColumn { kFirst, kLast };
 
+// Whether the first line that is neither blank nor a comment is a header
+// of column names rather than a sample.
+enum class CsvHeader {
+  // A header when it has two fields or more and none of them is a number
+  // (a sample has numbers in every field). A line with some numbers and
+  // some words is read as a sample and fails naming the field, so a typo
+  // in the first sample is never dropped in silence.
+  kDetect,
+  kPresent,  // the line is skipped whatever it holds
+  kAbsent,   // the line is a sample
+};
+
+struct CsvFormat {
+  LabelColumn label = LabelColumn::kLast;
+  char delimiter = ',';  // see ParseCsvDelimiter() for those allowed
+  CsvHeader header = CsvHeader::kDetect;
+};
+
 // One sample per line: numeric features and an integer label, separated by
-// commas (blank lines and lines starting with '#' skipped). Labels are
-// mapped to 0..C-1 in increasing numeric order. NOT_FOUND when the file
-// cannot be read; INVALID_ARGUMENT naming "path:line" and the problem for a
-// non-numeric field, a non-integer label, a row of another width, fewer
-// than 2 classes, more than 32 classes, more than 4096 / classes features,
-// or no samples.
+// `format.delimiter` (blank lines and lines starting with '#' skipped;
+// whitespace around a field ignored, except the delimiter itself), after an
+// optional header line (format.header). Labels are mapped to 0..C-1 in
+// increasing numeric order. NOT_FOUND when the file cannot be read;
+// INVALID_ARGUMENT naming "path:line" and the problem for a non-numeric
+// field, a non-integer label, a row of another width, fewer than 2 classes,
+// more than 32 classes, more than 4096 / classes features, or no samples.
+// The header's width is not checked: a quoted name may hold the delimiter.
+absl::StatusOr<Dataset> LoadCsv(const std::string& path, const CsvFormat& format);
+// The same with commas and the header detected.
 absl::StatusOr<Dataset> LoadCsv(const std::string& path, LabelColumn label);
+
+// A delimiter as a user writes it: one character, or "tab" or "\t" (a
+// backslash and a 't') for a tab. INVALID_ARGUMENT for anything longer, and
+// for characters that belong to numbers or lines: letters, digits, '.',
+// '+', '-', '#', '"', a line break.
+absl::StatusOr<char> ParseCsvDelimiter(const std::string& text);
 
 // The UCI hand-written digits (1797 samples, 64 features 0..16, 10 classes)
 // as the set-up step caches them: `data_dir`/digits.csv. NOT_FOUND, saying

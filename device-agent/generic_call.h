@@ -21,6 +21,14 @@ inline constexpr char kSubmitUpdateMethod[] = "/tinyfed.v1.Coordinator/SubmitUpd
 grpc::Status CallWithBytes(grpc::GenericStub& stub, const char* method, const uint8_t* request,
                            size_t length, std::string* response);
 
+// The status code's name as gRPC spells it ("UNAVAILABLE"), for messages
+// people read; a code outside gRPC's set reads "gRPC status N". Wire
+// formats that carry the number (the bridge's ERROR frame) keep the number.
+std::string GrpcStatusName(grpc::StatusCode code);
+
+// "NAME: message" (or "NAME" alone when the message is empty).
+std::string DescribeGrpcStatus(const grpc::Status& status);
+
 }  // namespace tinyfed::agent
 
 #endif  // TINYFED_DEVICE_AGENT_GENERIC_CALL_H_

@@ -2,7 +2,10 @@
 //   tinyfed-agent simulate [flags]   a virtual fleet on real data
 //   tinyfed-agent bridge [flags]     a real device's link to the server
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
+#include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,23 +22,40 @@ ABSL_FLAG(std::string, dataset, "digits",
           "'digits' (the UCI hand-written digits, cached by deploy/setup.sh) or a CSV file: one "
           "sample per line, numeric features and an integer label");
 ABSL_FLAG(std::string, label_column, "last", "CSV: where the label is, 'first' or 'last'");
-ABSL_FLAG(std::string, data_dir, "", "where deploy/setup.sh cached the digits data "
+ABSL_FLAG(std::string, header, "auto",
+          "CSV: whether the first line is a header of column names, skipped: 'auto' (when it "
+          "has no number in any field), 'true' or 'false'");
+ABSL_FLAG(std::string, delimiter, ",",
+          "CSV: the field separator, one character ('tab' or \\t for a tab)");
+ABSL_FLAG(std::string, data_dir, "", "digits: where deploy/setup.sh cached the data "
           "(default $TINYFED_DATA_DIR, else ~/.cache/tinyfed)");
 ABSL_FLAG(double, test_fraction, 0.2, "held-out fraction of every class, in (0, 1)");
 ABSL_FLAG(uint32_t, devices, 100, "virtual devices, each with its own shard of the training split");
 ABSL_FLAG(uint32_t, rounds, 30, "rounds to run");
 ABSL_FLAG(std::string, partition, "dirichlet", "how shards are drawn: 'iid' or 'dirichlet'");
-ABSL_FLAG(double, alpha, 0.5, "Dirichlet concentration: smaller is more skewed per device");
+ABSL_FLAG(std::optional<double>, alpha, std::nullopt,
+          "--partition dirichlet: the concentration, smaller is more skewed per device "
+          "(default 0.5)");
 ABSL_FLAG(uint32_t, seed, 1, "seed of the split, the partition, device order and training");
 ABSL_FLAG(std::string, server, "", "HOST:PORT of a running tinyfed-server; empty starts one "
           "in-process on a free loopback port with a temporary store");
 ABSL_FLAG(uint32_t, concurrency, 0, "devices active at once (default: the number of cores)");
-ABSL_FLAG(uint32_t, clients_per_round, 20, "in-process server: updates that close a round (K)");
-ABSL_FLAG(uint32_t, epochs, 5, "in-process server: local epochs per device per round");
-ABSL_FLAG(uint32_t, batch_size, 8, "in-process server: local mini-batch size");
-ABSL_FLAG(double, learning_rate, 0.2, "in-process server: devices' SGD learning rate");
+ABSL_FLAG(std::optional<uint32_t>, clients_per_round, std::nullopt,
+          "in-process server: updates that close a round (K), at most --devices (default 20, "
+          "or --devices if fewer)");
+ABSL_FLAG(std::optional<uint32_t>, epochs, std::nullopt,
+          "in-process server: local epochs per device per round (default 5)");
+ABSL_FLAG(std::optional<uint32_t>, batch_size, std::nullopt,
+          "in-process server: local mini-batch size (default 8)");
+ABSL_FLAG(std::optional<double>, learning_rate, std::nullopt,
+          "in-process server: devices' SGD learning rate (default 0.2)");
 ABSL_FLAG(std::string, metrics_out, "", "write the per-round metrics as JSON to this file");
-ABSL_FLAG(bool, progress, true, "show a live progress line on a terminal while a round runs");
+ABSL_FLAG(std::string, plot, "",
+          "write an SVG plot of test accuracy and test loss per round to this file, with "
+          "centralized float training's accuracy as a reference line");
+ABSL_FLAG(bool, progress, true,
+          "on a terminal, a live line while a round runs: its counts and the time the run has "
+          "left (redrawn at most 10 times a second)");
 ABSL_FLAG(std::string, attack, "none",
           "'scaled': --attackers of the fleet send the largest legal update with random signs "
           "and claim 2^24 samples");
@@ -63,8 +83,13 @@ constexpr char kUsage[] =
     "  tinyfed-agent bridge --device tcp:HOST:PORT|serial:PATH --server HOST:PORT\n\n"
     "simulate: runs --devices virtual devices, each a real instance of the C SDK with its\n"
     "own data shard, for --rounds rounds against a tinyfed-server (an in-process one when\n"
-    "--server is not given), and prints one row per round: test accuracy, loss, bytes\n"
-    "moved, and at the end the gap to centralized float training of the same head.\n\n"
+    "--server is not given), and prints one row per round: test accuracy and test loss\n"
+    "(mean cross-entropy) of the round's model on the held-out split (--test-fraction of\n"
+    "every class, never trained on), bytes moved, and at the end the gap to centralized\n"
+    "float training of the same head. A CSV's first line is skipped as a header when none\n"
+    "of its fields is a number (--header=true|false decides instead). Flags that do not\n"
+    "apply to the run (--alpha with --partition iid, the in-process server's flags with\n"
+    "--server, bridge flags with simulate) are refused, not ignored.\n\n"
     "bridge: relays a device's framed check-ins and updates (client-sdk/include/tinyfed/\n"
     "link.h) to the server's gRPC service and the answers back, bytes unchanged. Only\n"
     "whole frames that pass their CRC are relayed. A lost link is logged and reopened\n"
@@ -81,18 +106,36 @@ constexpr char kUsage[] =
     "Flags may be written with dashes or underscores (--label-column, --label_column).\n"
     "Example:\n"
     "  tinyfed-agent simulate --dataset digits --devices 100 --rounds 30 \\\n"
-    "      --partition dirichlet --alpha 0.5 --metrics-out metrics.json";
+    "      --partition dirichlet --alpha 0.5 --metrics-out metrics.json --plot run.svg";
+
+// Flags each command reads; one given to the other command is refused.
+constexpr const char* kSimulateOnlyFlags[] = {
+    "dataset", "label_column", "header", "delimiter", "data_dir", "test_fraction", "devices",
+    "rounds", "partition", "alpha", "seed", "concurrency", "clients_per_round", "epochs",
+    "batch_size", "learning_rate", "metrics_out", "plot", "progress", "attack", "attackers",
+    "bounded_influence", "fleet_key"};
+constexpr const char* kBridgeOnlyFlags[] = {"device", "baud"};
 
 // absl flags are identifiers; accept the dashed spelling users expect.
-std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage) {
+// `given` receives the name of every flag on the command line, as absl
+// spells it, and for a "--noNAME" also NAME (a boolean set to false).
+std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage,
+                                      std::set<std::string>* given) {
   storage->reserve(static_cast<size_t>(argc));
+  bool flags_ended = false;
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
-    if (i > 0 && arg.rfind("--", 0) == 0) {
+    if (arg == "--") flags_ended = true;
+    // absl takes "-name" as well as "--name".
+    const size_t dashes = arg.rfind("--", 0) == 0 ? 2 : arg.rfind('-', 0) == 0 ? 1 : 0;
+    if (i > 0 && !flags_ended && dashes > 0 && arg.size() > dashes) {
       const size_t end = std::min(arg.find('='), arg.size());
-      for (size_t j = 2; j < end; ++j) {
-        if (arg[j] == '-') arg[j] = '_';
-      }
+      std::string name = arg.substr(dashes, end - dashes);
+      std::replace(name.begin(), name.end(), '-', '_');
+      // Only "--" is rewritten: "-x-y" may be the value of the flag before.
+      if (dashes == 2) arg.replace(2, end - 2, name);
+      given->insert(name);
+      if (name.rfind("no", 0) == 0) given->insert(name.substr(2));
     }
     storage->push_back(std::move(arg));
   }
@@ -111,7 +154,8 @@ int Fail(const std::string& message) {
 int main(int argc, char** argv) {
   tinyfed::ConfigureFlagHelp(kUsage);
   std::vector<std::string> storage;
-  std::vector<char*> args = NormalizeFlagNames(argc, argv, &storage);
+  std::set<std::string> given;
+  std::vector<char*> args = NormalizeFlagNames(argc, argv, &storage, &given);
   std::vector<char*> positional = tinyfed::ParseFlagsOrAnswerHelp(args);
   if (positional.size() < 2) {
     return Fail("missing command; try 'tinyfed-agent simulate --help'");
@@ -121,6 +165,21 @@ int main(int argc, char** argv) {
     return Fail("unknown command '" + command + "'; try --help");
   }
   if (positional.size() > 2) return Fail(std::string("unexpected argument '") + positional[2] + "'");
+  const auto refuse_flags_of_other = [&](const auto& flags, const char* other) {
+    for (const char* flag : flags) {
+      if (given.count(flag) != 0) {
+        std::string dashed = flag;
+        std::replace(dashed.begin(), dashed.end(), '_', '-');
+        return Fail("--" + dashed + " is for '" + other + "', not '" + command + "'");
+      }
+    }
+    return 0;
+  };
+  if (const int failed = command == "bridge" ? refuse_flags_of_other(kSimulateOnlyFlags, "simulate")
+                                             : refuse_flags_of_other(kBridgeOnlyFlags, "bridge");
+      failed != 0) {
+    return failed;
+  }
   if (command == "bridge") {
     tinyfed::agent::BridgeOptions b;
     b.device = absl::GetFlag(FLAGS_device);
@@ -139,6 +198,8 @@ int main(int argc, char** argv) {
   tinyfed::agent::SimulateOptions o;
   o.dataset = absl::GetFlag(FLAGS_dataset);
   o.label_column = absl::GetFlag(FLAGS_label_column);
+  o.header = absl::GetFlag(FLAGS_header);
+  o.delimiter = absl::GetFlag(FLAGS_delimiter);
   o.data_dir = absl::GetFlag(FLAGS_data_dir);
   o.test_fraction = absl::GetFlag(FLAGS_test_fraction);
   o.devices = absl::GetFlag(FLAGS_devices);
@@ -160,6 +221,7 @@ int main(int argc, char** argv) {
   o.batch_size = absl::GetFlag(FLAGS_batch_size);
   o.learning_rate = absl::GetFlag(FLAGS_learning_rate);
   o.metrics_out = absl::GetFlag(FLAGS_metrics_out);
+  o.plot = absl::GetFlag(FLAGS_plot);
   o.progress = absl::GetFlag(FLAGS_progress);
   absl::StatusOr<tinyfed::v1::SimulationReport> report = tinyfed::agent::RunSimulate(o, stdout, stderr);
   if (!report.ok()) return Fail(std::string(report.status().message()));

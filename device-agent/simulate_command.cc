@@ -14,8 +14,11 @@
 #include "absl/strings/str_format.h"
 #include "channel_credentials.h"
 #include "float_twin.h"
+#include "generic_call.h"
 #include "google/protobuf/util/json_util.h"
 #include "in_process_server.h"
+#include "progress_line.h"
+#include "run_plot.h"
 #include "server_config.h"
 #include "tinyfed/tinyfed.h"
 #include "tinyfed_common/crc32.h"
@@ -49,16 +52,27 @@ absl::StatusOr<v1::ModelVersion> FetchLatest(const std::shared_ptr<grpc::Channel
   v1::GetModelRequest request;
   v1::ModelVersion model;
   grpc::Status s = stub->GetModel(&context, request, &model);
-  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  if (!s.ok()) return absl::UnavailableError(DescribeGrpcStatus(s));
   return model;
 }
 
+// REQUIRES: ValidateSimulateOptions(o) is OK.
 absl::StatusOr<Dataset> LoadData(const SimulateOptions& o) {
   if (o.dataset == "digits") {
     return LoadDigits(o.data_dir.empty() ? DefaultDataDir() : o.data_dir);
   }
-  return LoadCsv(o.dataset, o.label_column == "first" ? LabelColumn::kFirst : LabelColumn::kLast);
+  CsvFormat format;
+  format.label = o.label_column == "first" ? LabelColumn::kFirst : LabelColumn::kLast;
+  format.delimiter = *ParseCsvDelimiter(o.delimiter);
+  format.header = o.header == "true"    ? CsvHeader::kPresent
+                  : o.header == "false" ? CsvHeader::kAbsent
+                                        : CsvHeader::kDetect;
+  return LoadCsv(o.dataset, format);
 }
+
+// The file a report or plot goes to can be written, checked before the run
+// rather than after it.
+bool Writable(const std::string& path) { return std::ofstream(path, std::ios::app).good(); }
 
 // Devices that attack, by index: round(fraction x devices) of them, the
 // first ones of a seeded shuffle.
@@ -78,8 +92,8 @@ double CentralizedFloatAccuracy(const QuantizedSplit& data, const SimulateOption
   FloatDataset train{data.train_real, data.train_y};
   FloatPlan plan;
   plan.epochs = kCentralizedEpochs;
-  plan.batch_size = o.batch_size;
-  plan.learning_rate = o.learning_rate;
+  plan.batch_size = o.batch_size.value_or(kDefaultBatchSize);
+  plan.learning_rate = o.learning_rate.value_or(kDefaultLearningRate);
   plan.seed = o.seed;
   twin.Train(plan, train);
   return twin.Accuracy(FloatDataset{data.test_real, data.test_y});
@@ -104,6 +118,25 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
   if (o.label_column != "first" && o.label_column != "last") {
     return bad("--label-column must be 'first' or 'last', got '", o.label_column, "'");
   }
+  if (o.header != "auto" && o.header != "true" && o.header != "false") {
+    return bad("--header must be 'auto', 'true' or 'false', got '", o.header, "'");
+  }
+  if (absl::StatusOr<char> d = ParseCsvDelimiter(o.delimiter); !d.ok()) {
+    return bad("--delimiter: ", d.status().message());
+  }
+  if (o.dataset == "digits") {
+    if (o.label_column != "last") {
+      return bad("--label-column ", o.label_column, " is for a CSV --dataset; --dataset digits "
+                 "has its label last");
+    }
+    if (o.header != "auto" || o.delimiter != ",") {
+      return bad(o.header != "auto" ? "--header" : "--delimiter",
+                 " is for a CSV --dataset; --dataset digits is read as the set-up step wrote it");
+    }
+  } else if (!o.data_dir.empty()) {
+    return bad("--data-dir is where --dataset digits is cached; --dataset ", o.dataset,
+               " is read from its own path");
+  }
   if (!(o.test_fraction > 0 && o.test_fraction < 1)) {
     return bad("--test-fraction must be between 0 and 1, got ", o.test_fraction);
   }
@@ -112,19 +145,45 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
   if (o.partition != "iid" && o.partition != "dirichlet") {
     return bad("--partition must be 'iid' or 'dirichlet', got '", o.partition, "'");
   }
-  if (!(o.alpha > 0)) return bad("--alpha must be positive, got ", o.alpha);
+  if (o.alpha.has_value()) {
+    if (!(*o.alpha > 0)) return bad("--alpha must be positive, got ", *o.alpha);
+    if (o.partition != "dirichlet") {
+      return bad("--alpha ", *o.alpha, " is the Dirichlet concentration; --partition ",
+                 o.partition, " does not use it");
+    }
+  }
   if (o.concurrency < 1 || o.concurrency > 256) {
     return bad("--concurrency must be in [1, 256], got ", o.concurrency);
   }
-  if (o.clients_per_round < 1) return bad("--clients-per-round must be at least 1");
-  if (o.epochs < 1 || o.epochs > TINYFED_MAX_EPOCHS) {
-    return bad("--epochs must be in [1, ", TINYFED_MAX_EPOCHS, "], got ", o.epochs);
+  // The in-process server's settings; a running server has its own.
+  const std::pair<const char*, bool> in_process_only[] = {
+      {"--clients-per-round", o.clients_per_round.has_value()},
+      {"--epochs", o.epochs.has_value()},
+      {"--batch-size", o.batch_size.has_value()},
+      {"--learning-rate", o.learning_rate.has_value()},
+      {"--bounded_influence=false", !o.bounded_influence},
+  };
+  for (const auto& [flag, set] : in_process_only) {
+    if (set && !o.server.empty()) {
+      return bad(flag, " configures the in-process server; --server ", o.server,
+                 " has its own in its config");
+    }
   }
-  if (o.batch_size < 1 || o.batch_size > TINYFED_MAX_BATCH) {
-    return bad("--batch-size must be in [1, ", TINYFED_MAX_BATCH, "], got ", o.batch_size);
+  if (o.clients_per_round.has_value()) {
+    if (*o.clients_per_round < 1) return bad("--clients-per-round must be at least 1");
+    if (*o.clients_per_round > o.devices) {
+      return bad("--clients-per-round ", *o.clients_per_round, " is more than the --devices ",
+                 o.devices, ": no round could close");
+    }
   }
-  if (!(o.learning_rate > 0 && o.learning_rate <= 16)) {
-    return bad("--learning-rate must be in (0, 16], got ", o.learning_rate);
+  if (o.epochs.has_value() && (*o.epochs < 1 || *o.epochs > TINYFED_MAX_EPOCHS)) {
+    return bad("--epochs must be in [1, ", TINYFED_MAX_EPOCHS, "], got ", *o.epochs);
+  }
+  if (o.batch_size.has_value() && (*o.batch_size < 1 || *o.batch_size > TINYFED_MAX_BATCH)) {
+    return bad("--batch-size must be in [1, ", TINYFED_MAX_BATCH, "], got ", *o.batch_size);
+  }
+  if (o.learning_rate.has_value() && !(*o.learning_rate > 0 && *o.learning_rate <= 16)) {
+    return bad("--learning-rate must be in (0, 16], got ", *o.learning_rate);
   }
   if (o.attack != "none" && o.attack != "scaled") {
     return bad("--attack must be 'none' or 'scaled', got '", o.attack, "'");
@@ -135,17 +194,23 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
   if ((o.attack == "none") != (o.attackers == 0)) {
     return bad("--attack scaled and --attackers F > 0 go together");
   }
-  if (!o.bounded_influence && !o.server.empty()) {
-    return bad("--bounded_influence=false configures the in-process server; a running "
-               "server's bounds are in its own config");
+  if (o.attackers > 0 && std::llround(o.attackers * o.devices) == 0) {
+    return bad("--attackers ", o.attackers, " of --devices ", o.devices,
+               " rounds to no attacking device");
+  }
+  if (!o.plot.empty() && o.plot == o.metrics_out) {
+    return bad("--plot and --metrics-out both name ", o.plot, "; give them different files");
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE* out, FILE* err) {
   if (absl::Status s = ValidateSimulateOptions(o); !s.ok()) return s;
-  if (!o.metrics_out.empty() && !std::ofstream(o.metrics_out, std::ios::app).good()) {
+  if (!o.metrics_out.empty() && !Writable(o.metrics_out)) {
     return absl::InvalidArgumentError(absl::StrCat("--metrics-out: cannot write ", o.metrics_out));
+  }
+  if (!o.plot.empty() && !Writable(o.plot)) {
+    return absl::InvalidArgumentError(absl::StrCat("--plot: cannot write ", o.plot));
   }
   Key256 fleet_key;
   if (!o.fleet_key_file.empty()) {
@@ -158,6 +223,7 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   }
   absl::StatusOr<Dataset> dataset = LoadData(o);
   if (!dataset.ok()) return dataset.status();
+  const int header_line = dataset->header_line;
   absl::StatusOr<Split> split = StratifiedSplit(*dataset, o.test_fraction, o.seed);
   if (!split.ok()) return split.status();
 
@@ -185,10 +251,11 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     clip_sigma = FromFixedScale(FixedScale{fq.scale_multiplier(), fq.scale_shift()}) * 127.0;
   }
   const QuantizedSplit data = StandardizeAndQuantize(*split, clip_sigma);
+  const double alpha = o.alpha.value_or(kDefaultAlpha);
   absl::StatusOr<std::vector<std::vector<uint32_t>>> shards =
       o.partition == "iid"
           ? PartitionIid(data.train_y.size(), o.devices, o.seed)
-          : PartitionDirichlet(data.train_y, data.classes, o.devices, o.alpha, o.seed);
+          : PartitionDirichlet(data.train_y, data.classes, o.devices, alpha, o.seed);
   if (!shards.ok()) return shards.status();
 
   v1::SimulationReport report;
@@ -199,7 +266,7 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   config->set_devices(o.devices);
   config->set_rounds(o.rounds);
   config->set_partition(o.partition);
-  config->set_alpha(o.alpha);
+  if (o.partition == "dirichlet") config->set_alpha(alpha);
   config->set_seed(o.seed);
   config->set_server(o.server.empty() ? "in-process" : o.server);
   config->set_concurrency(o.concurrency);
@@ -216,11 +283,14 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     sc.mutable_head()->set_class_count(static_cast<uint32_t>(data.classes));
     sc.mutable_head()->set_feature_scale(data.scale);
     sc.mutable_head()->set_feature_zero_point(data.zero_point);
-    sc.mutable_plan()->set_epochs(o.epochs);
-    sc.mutable_plan()->set_batch_size(o.batch_size);
-    sc.mutable_plan()->set_learning_rate(o.learning_rate);
+    const uint32_t epochs = o.epochs.value_or(kDefaultEpochs);
+    const uint32_t batch_size = o.batch_size.value_or(kDefaultBatchSize);
+    const double learning_rate = o.learning_rate.value_or(kDefaultLearningRate);
+    sc.mutable_plan()->set_epochs(epochs);
+    sc.mutable_plan()->set_batch_size(batch_size);
+    sc.mutable_plan()->set_learning_rate(learning_rate);
     sc.mutable_plan()->set_seed(o.seed);
-    const uint32_t k = std::min(o.clients_per_round, o.devices);
+    const uint32_t k = o.clients_per_round.value_or(std::min(kDefaultClientsPerRound, o.devices));
     sc.mutable_policy()->set_target_updates(k);
     sc.mutable_policy()->set_min_updates(k);
     sc.mutable_policy()->set_round_deadline_ms(120'000);
@@ -238,9 +308,9 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     address = local->address();
     fleet_key = local->fleet_key();
     config->set_clients_per_round(k);
-    config->set_epochs(o.epochs);
-    config->set_batch_size(o.batch_size);
-    config->set_learning_rate(o.learning_rate);
+    config->set_epochs(epochs);
+    config->set_batch_size(batch_size);
+    config->set_learning_rate(learning_rate);
   }
 
   if (!channel) {
@@ -270,11 +340,12 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
         data.classes, " classes"));
   }
 
-  std::fprintf(out, "tinyfed simulate: %s, %zu train / %zu test samples, %d features, %d classes\n",
-               o.dataset.c_str(), data.train_y.size(), data.test_y.size(), data.features,
-               data.classes);
+  std::fprintf(out, "tinyfed simulate: %s%s, %zu train / %zu test samples, %d features, %d classes\n",
+               o.dataset.c_str(),
+               header_line == 0 ? "" : absl::StrCat(" (header line ", header_line, " skipped)").c_str(),
+               data.train_y.size(), data.test_y.size(), data.features, data.classes);
   std::fprintf(out, "%u devices (%s%s), server %s\n\n", o.devices, o.partition.c_str(),
-               o.partition == "dirichlet" ? absl::StrCat(", alpha ", o.alpha).c_str() : "",
+               o.partition == "dirichlet" ? absl::StrCat(", alpha ", alpha).c_str() : "",
                o.server.empty() ? absl::StrCat("in-process at ", address).c_str() : address.c_str());
   if (o.attack == "scaled") {
     const auto count = std::count(fleet_options.attackers.begin(), fleet_options.attackers.end(),
@@ -284,22 +355,35 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
                  static_cast<long>(count), o.devices, kAttackSampleCount,
                  o.server.empty() ? (o.bounded_influence ? "on" : "off") : "as the server has it");
   }
-  std::fprintf(out, "%6s %8s %13s %9s %8s %11s %13s %8s\n", "round", "version", "participants",
-               "accuracy", "loss", "bytes up", "bytes down", "seconds");
+  // Accuracy and loss are the model's on the held-out test split, never
+  // seen in training: the header says so.
+  std::fprintf(out, "%6s %8s %13s %13s %10s %11s %13s %8s\n", "round", "version",
+               "participants", "test accuracy", "test loss", "bytes up", "bytes down", "seconds");
   std::fflush(out);
 
+  // RunRound calls the progress callback under its own lock, one call at a
+  // time, so the line needs no lock of its own.
   const bool live = o.progress && isatty(fileno(err));
+  ProgressLine line(err);
+  double finished_seconds = 0;
   for (uint32_t r = 1; r <= o.rounds; ++r) {
+    const auto round_start = std::chrono::steady_clock::now();
     absl::StatusOr<RoundResult> result = fleet.RunRound([&](const RoundProgress& p) {
-      if (live) {
-        std::fprintf(err, "\r  round %u: %u checked in, %u trained, %u accepted   ", r,
-                     p.checked_in, p.trained, p.accepted);
-        std::fflush(err);
-      }
+      if (!live) return;
+      line.Update([&] {
+        const double in_round =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count();
+        return absl::StrFormat(
+            "  round %u/%u: %u checked in, %u trained, %u accepted; %s", r, o.rounds,
+            p.checked_in, p.trained, p.accepted,
+            FormatTimeLeft(EstimateSecondsLeft(finished_seconds, r - 1, o.rounds, in_round)));
+      });
     });
-    if (live) std::fprintf(err, "\r%70s\r", "");
+    if (live) line.Clear();
+    finished_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count();
     if (!result.ok()) return result.status();
-    std::fprintf(out, "%6u %8u %13u %9.4f %8.4f %11llu %13llu %8.2f%s\n", result->round,
+    std::fprintf(out, "%6u %8u %13u %13.4f %10.4f %11llu %13llu %8.2f%s\n", result->round,
                  result->model_version, result->participants, result->accuracy, result->loss,
                  static_cast<unsigned long long>(result->uplink_bytes),
                  static_cast<unsigned long long>(result->downlink_bytes), result->seconds,
@@ -337,6 +421,11 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     if (!file.good()) {
       return absl::UnavailableError(absl::StrCat("cannot write ", o.metrics_out));
     }
+  }
+  if (!o.plot.empty()) {
+    std::ofstream file(o.plot, std::ios::trunc);
+    file << RunPlotSvg(report);
+    if (!file.good()) return absl::UnavailableError(absl::StrCat("cannot write ", o.plot));
   }
   return report;
 }

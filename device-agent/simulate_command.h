@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -15,15 +16,28 @@
 
 namespace tinyfed::agent {
 
+// The defaults of the options a user may leave unset (std::nullopt).
+inline constexpr double kDefaultAlpha = 0.5;
+inline constexpr uint32_t kDefaultClientsPerRound = 20;  // or the fleet, if smaller
+inline constexpr uint32_t kDefaultEpochs = 5;
+inline constexpr uint32_t kDefaultBatchSize = 8;
+inline constexpr double kDefaultLearningRate = 0.2;
+
+// Options that only mean something in some runs are std::optional: unset
+// takes the default where it applies, and set where it does not is an
+// error (ValidateSimulateOptions()) rather than ignored in silence.
 struct SimulateOptions {
   std::string dataset = "digits";       // "digits" or a CSV path
-  std::string label_column = "last";    // CSV: "first" or "last"
-  std::string data_dir;                 // where the set-up step caches digits
+  // CSV only (with digits, anything but the default is an error).
+  std::string label_column = "last";    // "first" or "last"
+  std::string header = "auto";          // "auto" (LoadCsv's kDetect), "true" or "false"
+  std::string delimiter = ",";          // as ParseCsvDelimiter() reads it
+  std::string data_dir;                 // digits only: where the set-up step caches it
   double test_fraction = 0.2;
   uint32_t devices = 100;
   uint32_t rounds = 30;
   std::string partition = "dirichlet";  // "iid" or "dirichlet"
-  double alpha = 0.5;
+  std::optional<double> alpha;          // dirichlet only; unset: kDefaultAlpha
   uint32_t seed = 1;
   std::string server;                   // empty: in-process
   ChannelTlsOptions tls;                // for `server`; plaintext only to loopback
@@ -32,12 +46,19 @@ struct SimulateOptions {
   // server optional: it uses this file, or creates a key of its own.
   std::string fleet_key_file;
   uint32_t concurrency = 2;
-  // In-process server only: the round policy and the devices' plan.
-  uint32_t clients_per_round = 20;
-  uint32_t epochs = 5;
-  uint32_t batch_size = 8;
-  double learning_rate = 0.2;
+  // In-process server only: the round policy and the devices' plan. With
+  // `server`, that server's config decides them and setting one is an
+  // error. clients_per_round above `devices` is an error (no round could
+  // close); unset, it is kDefaultClientsPerRound or the whole fleet if
+  // that is smaller.
+  std::optional<uint32_t> clients_per_round;
+  std::optional<uint32_t> epochs;
+  std::optional<uint32_t> batch_size;
+  std::optional<double> learning_rate;
   std::string metrics_out;
+  // An SVG of test accuracy and loss per round (RunPlotSvg()), written at
+  // the end of the run; empty: none.
+  std::string plot;
   // "none", or "scaled": a fraction `attackers` of the fleet (in [0, 1],
   // rounded to whole devices, chosen by `seed`) sends the largest legal
   // update with random signs and claims 2^24 samples (virtual_fleet.h).
@@ -46,12 +67,16 @@ struct SimulateOptions {
   // In-process server only: false sets every bounded-influence option of
   // its config to 0 (off), to show what the bounds stop.
   bool bounded_influence = true;
-  bool progress = true;                 // a live line on stderr while a round runs
+  // A live line on `err` while a round runs, only when `err` is a terminal:
+  // the round's counts and the estimated time left, redrawn at most 10
+  // times a second.
+  bool progress = true;
 };
 
 // INVALID_ARGUMENT naming the first bad option (a `server` that is not
 // loopback without tls.ca_file is one, a `server` without fleet_key_file
-// another).
+// another) or the first two that conflict, both by their flag names
+// ("--alpha ... --partition iid").
 absl::Status ValidateSimulateOptions(const SimulateOptions& options);
 
 // Runs the simulation, writing the table and summary to `out` and progress

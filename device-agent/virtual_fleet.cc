@@ -107,7 +107,7 @@ absl::StatusOr<v1::ModelVersion> VirtualFleet::LatestModel() {
   v1::ModelVersion model;
   grpc::Status s = stub_->GetModel(&context, request, &model);
   if (!s.ok()) {
-    return absl::UnavailableError(absl::StrCat("GetModel: ", s.error_message()));
+    return absl::UnavailableError(absl::StrCat("GetModel: ", DescribeGrpcStatus(s)));
   }
   return model;
 }
@@ -182,12 +182,11 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
     grpc::Status s = CallWithBytes(*generic_, kCheckInMethod, buffer.data(), len, &reply);
     if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
       return absl::UnauthenticatedError(absl::StrCat(
-          "the server refuses ", a->id, "'s key (", s.error_message(),
+          "the server refuses ", a->id, "'s key (", DescribeGrpcStatus(s),
           "): the devices' fleet key is not the server's"));
     }
     if (!s.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("CheckIn: ", s.error_message(), " (gRPC code ", s.error_code(), ")"));
+      return absl::UnavailableError(absl::StrCat("CheckIn: ", DescribeGrpcStatus(s)));
     }
     down += reply.size();
     tinyfed_checkin_result_t result{};
@@ -258,7 +257,7 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
       down += reply.size();
       report([](RoundProgress& c) { ++c.accepted; });
     } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      return absl::UnavailableError(absl::StrCat("SubmitUpdate: ", s.error_message()));
+      return absl::UnavailableError(absl::StrCat("SubmitUpdate: ", DescribeGrpcStatus(s)));
     } else {
       report([](RoundProgress& c) { ++c.rejected; });
     }

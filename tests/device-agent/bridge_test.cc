@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "generic_call.h"
 #include "in_process_server.h"
 #include "round_manager.h"
 #include "server_config.h"
@@ -607,6 +608,10 @@ TEST(Bridge, AnUpdateAlteredOnTheWayIsRefusedAsUnauthenticated) {
                                                           << reply.second;
     EXPECT_EQ(coordinator.manager().Snapshot().accepted, 0u) << "byte " << at;
   }
+  // The frame carries the number for the device; the log line people read
+  // names the status.
+  EXPECT_NE(log.text().find("SubmitUpdate ("), std::string::npos) << log.text();
+  EXPECT_NE(log.text().find(") -> UNAUTHENTICATED: "), std::string::npos) << log.text();
 
   // The device's own bytes, relayed unchanged, are accepted.
   link.SendRaw(Frame(TINYFED_FRAME_UPDATE, reinterpret_cast<const uint8_t*>(update.data()),
@@ -778,6 +783,20 @@ TEST(Bridge, RelaysARoundOverASerialPseudoTerminalInRawMode) {
   EXPECT_EQ(round.pending, 0u);
   EXPECT_EQ(round.latest_version, 2u);
   EXPECT_EQ(log.Count("SubmitUpdate ("), 1) << log.text();
+}
+
+// Codes by their numbers in gRPC's spec (doc/statuscodes.md), written out
+// here rather than taken from grpc::StatusCode.
+TEST(GrpcStatusName, NamesCodesAsGrpcSpellsThem) {
+  EXPECT_EQ(GrpcStatusName(static_cast<grpc::StatusCode>(0)), "OK");
+  EXPECT_EQ(GrpcStatusName(static_cast<grpc::StatusCode>(4)), "DEADLINE_EXCEEDED");
+  EXPECT_EQ(GrpcStatusName(static_cast<grpc::StatusCode>(7)), "PERMISSION_DENIED");
+  EXPECT_EQ(GrpcStatusName(static_cast<grpc::StatusCode>(14)), "UNAVAILABLE");
+  EXPECT_EQ(GrpcStatusName(static_cast<grpc::StatusCode>(16)), "UNAUTHENTICATED");
+  EXPECT_EQ(GrpcStatusName(static_cast<grpc::StatusCode>(99)), "gRPC status 99");
+  EXPECT_EQ(DescribeGrpcStatus(grpc::Status(grpc::StatusCode::NOT_FOUND, "no version 7")),
+            "NOT_FOUND: no version 7");
+  EXPECT_EQ(DescribeGrpcStatus(grpc::Status(grpc::StatusCode::ABORTED, "")), "ABORTED");
 }
 
 TEST(Bridge, RejectsMalformedEndpoints) {

@@ -147,6 +147,115 @@ TEST_F(Csv, ErrorsNameThePathAndLine) {
   }
 }
 
+CsvFormat Format(CsvHeader header, char delimiter = ',', LabelColumn label = LabelColumn::kLast) {
+  CsvFormat format;
+  format.header = header;
+  format.delimiter = delimiter;
+  format.label = label;
+  return format;
+}
+
+// The issue's case: scikit-learn's iris written by pandas, names first.
+constexpr char kIrisWithHeader[] =
+    "sepal_length_(cm),sepal_width_(cm),target\n5.1,3.5,0\n4.9,3.0,1\n";
+
+TEST_F(Csv, HeaderOfNamesIsDetectedAndSkipped) {
+  const std::string path = Write("iris.csv", kIrisWithHeader);
+  auto data = LoadCsv(path, Format(CsvHeader::kDetect));
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->header_line, 1);
+  ASSERT_EQ(data->size(), 2u);
+  EXPECT_EQ(data->features, 2);
+  EXPECT_EQ(data->x(0, 0), 5.1);
+  EXPECT_EQ(data->x(1, 1), 3.0);
+  // Comments and blank lines before it: the header is the first other line,
+  // and only that one.
+  const std::string later = Write("later.csv", std::string("# iris\n\n") + kIrisWithHeader);
+  data = LoadCsv(later, Format(CsvHeader::kDetect));
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->header_line, 3);
+  EXPECT_EQ(data->size(), 2u);
+  // A file without a header loses no sample to detection.
+  const std::string plain = Write("plain.csv", "5.1,3.5,0\n4.9,3.0,1\n");
+  data = LoadCsv(plain, Format(CsvHeader::kDetect));
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->header_line, 0);
+  EXPECT_EQ(data->size(), 2u);
+}
+
+TEST_F(Csv, HeaderForcedOnOrOff) {
+  const std::string iris = Write("iris.csv", kIrisWithHeader);
+  EXPECT_EQ(LoadCsv(iris, Format(CsvHeader::kAbsent)).status().message(),
+            iris + ":1: field 1 'sepal_length_(cm)' is not a number");
+  // Present: the first line goes whatever it holds, numbers too.
+  const std::string numbers = Write("numbers.csv", "1,2,0\n3,4,1\n5,6,0\n");
+  auto data = LoadCsv(numbers, Format(CsvHeader::kPresent));
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->header_line, 1);
+  ASSERT_EQ(data->size(), 2u);
+  EXPECT_EQ(data->x(0, 0), 3.0);
+  // A header of another width than the rows (a quoted name holding a
+  // comma) is not held against the file.
+  const std::string quoted = Write("quoted.csv", "\"length, cm\",width,target\n1,2,0\n3,4,1\n");
+  data = LoadCsv(quoted, Format(CsvHeader::kDetect));
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->features, 2);
+}
+
+TEST_F(Csv, FirstLineWithNumbersAndWordsIsASampleWithAnError) {
+  // Half numeric: a typo in the first sample, which detection must not drop.
+  const std::string path = Write("typo.csv", "5.1,3.5x,0\n4.9,3.0,1\n");
+  EXPECT_EQ(LoadCsv(path, Format(CsvHeader::kDetect)).status().message(),
+            path + ":1: field 2 '3.5x' is not a number");
+  const std::string empty_field = Write("empty.csv", "a,,label\n4.9,3.0,1\n");
+  EXPECT_EQ(LoadCsv(empty_field, Format(CsvHeader::kDetect)).status().message(),
+            empty_field + ":1: field 1 'a' is not a number");
+  const std::string only_header = Write("only.csv", "# names\nf1,f2,label\n");
+  EXPECT_EQ(LoadCsv(only_header, Format(CsvHeader::kDetect)).status().message(),
+            only_header + ": no samples (line 2 is the header)");
+}
+
+TEST_F(Csv, OtherDelimiters) {
+  const std::string tabs = Write("a.tsv", "f1\tf2\tlabel\n1.5\t 2 \t0\n3\t4\t1\n");
+  auto data = LoadCsv(tabs, Format(CsvHeader::kDetect, '\t'));
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->header_line, 1);
+  ASSERT_EQ(data->size(), 2u);
+  EXPECT_EQ(data->x(0, 1), 2.0);
+  const std::string semicolons = Write("a.csv", "1 ; 2;0\n3;4 ;1\n");
+  data = LoadCsv(semicolons, Format(CsvHeader::kDetect, ';', LabelColumn::kLast));
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->x(1, 1), 4.0);
+  // Errors still name the line and the field; a tab that starts a line
+  // still separates an empty first field.
+  const std::string bad = Write("bad.tsv", "1\t2\t0\n3\tabc\t1\n");
+  EXPECT_EQ(LoadCsv(bad, Format(CsvHeader::kDetect, '\t')).status().message(),
+            bad + ":2: field 2 'abc' is not a number");
+  const std::string leading = Write("leading.tsv", "1\t2\t0\n\t2\t1\n");
+  EXPECT_EQ(LoadCsv(leading, Format(CsvHeader::kDetect, '\t')).status().message(),
+            leading + ":2: field 1 '' is not a number");
+  // Commas read with a tab delimiter: one field per line.
+  EXPECT_EQ(LoadCsv(Write("c.csv", "1,2,0\n"), Format(CsvHeader::kDetect, '\t'))
+                .status()
+                .message(),
+            (dir_ / "c.csv").string() + ":1: expected at least 2 fields (features and a label), got 1");
+}
+
+TEST(ParseCsvDelimiter, OneCharacterOrTab) {
+  for (const auto& [text, expected] : std::vector<std::pair<std::string, char>>{
+           {",", ','}, {";", ';'}, {"|", '|'}, {" ", ' '}, {"\t", '\t'}, {"tab", '\t'},
+           {"\\t", '\t'}}) {
+    auto parsed = ParseCsvDelimiter(text);
+    ASSERT_TRUE(parsed.ok()) << "'" << text << "': " << parsed.status();
+    EXPECT_EQ(*parsed, expected) << "'" << text << "'";
+  }
+  for (const std::string text : {"", ";;", "comma", "a", "e", "1", ".", "-", "+", "#", "\"",
+                                 "\n"}) {
+    EXPECT_EQ(ParseCsvDelimiter(text).status().code(), absl::StatusCode::kInvalidArgument)
+        << "'" << text << "'";
+  }
+}
+
 TEST_F(Csv, AtMost32Classes) {
   std::string contents;
   for (int label = 0; label < 32; ++label) absl::StrAppend(&contents, "1,", label, "\n");

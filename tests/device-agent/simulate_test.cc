@@ -3,15 +3,19 @@
 #include "simulate_command.h"
 
 #include <gtest/gtest.h>
+#include <pty.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "dataset.h"
 #include "in_process_server.h"
@@ -73,7 +77,8 @@ TEST(Simulate, DigitsDirichletFleetReachesCentralizedAccuracy) {
   ASSERT_EQ(o.devices, 100u);
   ASSERT_EQ(o.rounds, 30u);
   ASSERT_EQ(o.partition, "dirichlet");
-  ASSERT_EQ(o.alpha, 0.5);
+  ASSERT_FALSE(o.alpha.has_value());
+  ASSERT_EQ(kDefaultAlpha, 0.5);
   std::FILE* sink = std::tmpfile();
   absl::StatusOr<v1::SimulationReport> report = RunSimulate(o, sink, sink);
   std::fclose(sink);
@@ -159,7 +164,7 @@ TEST(Simulate, CsvWithLabelFirstAndIidPartition) {
   o.partition = "iid";
   o.devices = 30;
   o.rounds = 10;
-  o.clients_per_round = 10;
+  o.clients_per_round = 10u;
   o.progress = false;
   std::FILE* sink = std::tmpfile();
   absl::StatusOr<v1::SimulationReport> report = RunSimulate(o, sink, sink);
@@ -183,6 +188,54 @@ TEST(Simulate, CsvWithLabelFirstAndIidPartition) {
     EXPECT_EQ(again->rounds(r).accuracy(), report->rounds(r).accuracy()) << r;
     EXPECT_EQ(again->rounds(r).loss(), report->rounds(r).loss()) << r;
     EXPECT_EQ(again->rounds(r).uplink_bytes(), report->rounds(r).uplink_bytes()) << r;
+  }
+}
+
+// On a terminal the progress line is drawn at most 10 times a second
+// however many devices report, and says how long the run has left.
+TEST(Simulate, ProgressOnATerminalIsRateLimitedAndEstimatesTimeLeft) {
+  TempDir dir;
+  WriteBlobsCsv(dir.File("blobs.csv"), 600, 8, 4, 7);
+  int master = -1, slave = -1;
+  ASSERT_EQ(openpty(&master, &slave, nullptr, nullptr, nullptr), 0);
+  std::string drawn;
+  std::thread reader([&] {
+    char buf[4096];
+    for (ssize_t n; (n = read(master, buf, sizeof buf)) > 0;) drawn.append(buf, static_cast<size_t>(n));
+  });
+  FILE* err = fdopen(slave, "w");
+  ASSERT_NE(err, nullptr);
+  SimulateOptions o;
+  o.dataset = dir.File("blobs.csv");
+  o.label_column = "first";
+  o.partition = "iid";
+  o.devices = 40;
+  o.rounds = 15;
+  o.clients_per_round = 10u;
+  std::FILE* sink = std::tmpfile();
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<v1::SimulationReport> report = RunSimulate(o, sink, err);
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fclose(sink);
+  std::fclose(err);  // the reader sees the terminal close
+  reader.join();
+  close(master);
+  ASSERT_TRUE(report.ok()) << report.status();
+  size_t redraws = 0;
+  for (size_t at = drawn.find("  round "); at != std::string::npos;
+       at = drawn.find("  round ", at + 1)) {
+    ++redraws;
+  }
+  // Every check-in, training and accepted update is an event: over 30 a
+  // round, some 450 in all (one redraw each before the limit). One redraw
+  // per 100 ms at most, the first at the start.
+  std::cout << redraws << " redraws in " << elapsed << " s, " << drawn.size() << " bytes\n";
+  EXPECT_GE(redraws, 1u);
+  EXPECT_LE(static_cast<double>(redraws), elapsed * 10 + 1) << drawn;
+  EXPECT_NE(drawn.find("  round 1/15: "), std::string::npos) << drawn;
+  if (elapsed > 0.5) {  // long enough for a redraw after round 1
+    EXPECT_NE(drawn.find(" left"), std::string::npos) << drawn;
   }
 }
 
@@ -215,6 +268,8 @@ TEST(Simulate, AnotherFleetsKeyIsRefusedByTheServer) {
   absl::StatusOr<v1::SimulationReport> report = RunSimulate(o, sink, sink);
   ASSERT_EQ(report.status().code(), absl::StatusCode::kUnauthenticated) << report.status();
   EXPECT_NE(report.status().message().find("fleet key"), std::string::npos) << report.status();
+  EXPECT_NE(report.status().message().find("UNAUTHENTICATED"), std::string::npos)
+      << report.status();
   // The server's own key completes the round.
   o.fleet_key_file = sc.fleet_key_file();
   report = RunSimulate(o, sink, sink);
@@ -245,9 +300,14 @@ TEST(SimulateCli, BadInputGivesOneLineNamingTheProblem) {
     std::ofstream ragged(dir.File("ragged.csv"));
     ragged << "1,2,3,0\n4,5,1\n";
   }
+  {
+    std::ofstream header(dir.File("header.csv"));
+    header << "sepal_length_(cm),sepal_width_(cm),target\n5.1,3.5,0\n4.9,3.0,1\n";
+  }
   struct Case {
     std::string args;
     std::string expect;  // must appear in the single line
+    std::string also = "";  // and this too: the other flag of a conflict
   };
   const std::string key = WriteKeyFile(dir, "fleet.key", 'k', 0600);
   const std::string open_key = WriteKeyFile(dir, "open.key", 'k', 0644);
@@ -273,8 +333,44 @@ TEST(SimulateCli, BadInputGivesOneLineNamingTheProblem) {
       {"simulate --dataset=" + dir.File("ragged.csv"), "ragged.csv:2"},
       {"simulate --metrics-out=/nonexistent-dir/m.json", "--metrics-out"},
       {"simulate --server=127.0.0.1:1 --fleet_key=" + key, "127.0.0.1:1"},
+      {"simulate --server=127.0.0.1:1 --fleet_key=" + key, ": UNAVAILABLE: "},
       {"", "missing command"},
       {"fly", "unknown command"},
+      // Flags that conflict: each line names both.
+      {"simulate --partition iid --alpha 0.1", "--alpha 0.1", "--partition iid"},
+      {"simulate --partition=iid --alpha=0.5", "--alpha 0.5", "--partition iid"},
+      {"simulate --clients-per-round 50 --devices 10", "--clients-per-round 50", "--devices 10"},
+      {"simulate --server=127.0.0.1:1 --fleet_key=" + key + " --clients-per-round=5",
+       "--clients-per-round", "--server 127.0.0.1:1"},
+      {"simulate --server=127.0.0.1:1 --fleet_key=" + key + " --epochs=3", "--epochs",
+       "--server 127.0.0.1:1"},
+      {"simulate --server=127.0.0.1:1 --fleet_key=" + key + " --batch-size=4", "--batch-size",
+       "--server 127.0.0.1:1"},
+      {"simulate --server=127.0.0.1:1 --fleet_key=" + key + " --learning-rate=0.1",
+       "--learning-rate", "--server 127.0.0.1:1"},
+      {"simulate --label-column=first", "--label-column first", "--dataset digits"},
+      {"simulate --header=true", "--header", "--dataset digits"},
+      {"simulate --delimiter=';'", "--delimiter", "--dataset digits"},
+      {"simulate --dataset=" + dir.File("header.csv") + " --data-dir=" + dir.File(""),
+       "--data-dir", "--dataset " + dir.File("header.csv")},
+      {"simulate --attack=scaled --attackers=0.001", "--attackers 0.001", "--devices 100"},
+      {"simulate --plot=" + dir.File("x") + " --metrics-out=" + dir.File("x"), "--plot",
+       "--metrics-out"},
+      {"simulate --device=tcp:127.0.0.1:1", "--device", "'bridge'"},
+      {"simulate --baud=9600", "--baud", "'bridge'"},
+      {"bridge --device=tcp:127.0.0.1:1 --server=127.0.0.1:1 --devices=3", "--devices",
+       "'simulate'"},
+      {"bridge --device=tcp:127.0.0.1:1 --server=127.0.0.1:1 --fleet-key=" + key, "--fleet-key",
+       "'simulate'"},
+      {"bridge --device=tcp:127.0.0.1:1 --server=127.0.0.1:1 --noprogress", "--progress",
+       "'simulate'"},
+      // CSV format flags.
+      {"simulate --dataset=" + dir.File("header.csv") + " --header=maybe", "--header"},
+      {"simulate --dataset=" + dir.File("header.csv") + " --delimiter=ab", "--delimiter"},
+      {"simulate --dataset=" + dir.File("header.csv") + " --delimiter=.", "--delimiter"},
+      {"simulate --dataset=" + dir.File("header.csv") + " --header=false",
+       "header.csv:1: field 1 'sepal_length_(cm)' is not a number"},
+      {"simulate --plot=/nonexistent-dir/p.svg", "--plot"},
   };
   for (const Case& c : cases) {
     std::string out;
@@ -282,7 +378,45 @@ TEST(SimulateCli, BadInputGivesOneLineNamingTheProblem) {
     EXPECT_NE(code, 0) << c.args;
     EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << c.args << " printed:\n" << out;
     EXPECT_NE(out.find(c.expect), std::string::npos) << c.args << " printed:\n" << out;
+    EXPECT_NE(out.find(c.also), std::string::npos) << c.args << " printed:\n" << out;
   }
+}
+
+// What the conflicts above refuse is accepted where it applies, and the
+// defaults that depend on other flags adapt: K shrinks to a small fleet.
+TEST(SimulateCli, CsvWithHeaderTabsAndASmallFleetRunWithTheDefaults) {
+  TempDir dir;
+  WriteBlobsCsv(dir.File("blobs.csv"), 300, 4, 3, 5);
+  {
+    // The same samples with a header of names and tabs between fields.
+    std::ifstream in(dir.File("blobs.csv"));
+    std::ofstream tsv(dir.File("blobs.tsv"));
+    tsv << "label\tf1\tf2\tf3\tf4\n";
+    for (std::string line; std::getline(in, line);) {
+      std::replace(line.begin(), line.end(), ',', '\t');
+      tsv << line << "\n";
+    }
+  }
+  std::string out;
+  const std::string common = " --label-column=first --devices=10 --rounds=2 --noprogress";
+  // Dirichlet's default alpha, K = the 10 devices (the default 20 is more).
+  EXPECT_EQ(RunAgent("simulate --dataset=" + dir.File("blobs.tsv") + " --delimiter=tab" + common,
+                     &out), 0) << out;
+  EXPECT_NE(out.find("(header line 1 skipped)"), std::string::npos) << out;
+  EXPECT_NE(out.find("(dirichlet, alpha 0.5)"), std::string::npos) << out;
+  EXPECT_NE(out.find("test accuracy"), std::string::npos) << out;
+  EXPECT_NE(out.find("test loss"), std::string::npos) << out;
+  // The second round's row: version 3, all 10 devices took part.
+  EXPECT_NE(out.find("     2        3            10 "), std::string::npos) << out;
+  EXPECT_EQ(RunAgent("simulate --dataset=" + dir.File("blobs.tsv") +
+                         " --delimiter=\\\\t --partition=iid --clients-per-round=4" + common,
+                     &out), 0) << out;
+  EXPECT_NE(out.find("     2        3             4 "), std::string::npos) << out;
+  EXPECT_EQ(out.find("alpha"), std::string::npos) << out;
+  // The plain CSV has no header: nothing is skipped.
+  EXPECT_EQ(RunAgent("simulate --dataset=" + dir.File("blobs.csv") + common, &out), 0) << out;
+  EXPECT_EQ(out.find("skipped"), std::string::npos) << out;
+  EXPECT_NE(out.find("240 train / 60 test samples"), std::string::npos) << out;
 }
 
 TEST(SimulateCli, HelpDescribesTheCommand) {
@@ -291,6 +425,10 @@ TEST(SimulateCli, HelpDescribesTheCommand) {
   EXPECT_NE(out.find("tinyfed-agent simulate"), std::string::npos) << out;
   EXPECT_NE(out.find("--devices"), std::string::npos);
   EXPECT_NE(out.find("--metrics_out"), std::string::npos);
+  EXPECT_NE(out.find("test loss"), std::string::npos);
+  EXPECT_NE(out.find("--plot"), std::string::npos);
+  EXPECT_NE(out.find("--delimiter"), std::string::npos);
+  EXPECT_NE(out.find("--header"), std::string::npos);
 }
 
 }  // namespace
