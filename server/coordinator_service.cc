@@ -1,5 +1,6 @@
 #include "coordinator_service.h"
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -28,21 +29,37 @@ absl::Status CheckSize(const grpc::ByteBuffer& bytes, uint32_t max_bytes,
       body_type, " can take for this server's head"));
 }
 
+// Counts a CheckIn or SubmitUpdate refused with `status`.
+void CountRefusal(ServerMetrics* metrics, RequestType type, const absl::Status& status) {
+  if (metrics == nullptr) return;
+  if (type == RequestType::kCheckIn) {
+    metrics->check_ins_refused.Add();
+  } else {
+    metrics->updates_rejected.Add(status.code());
+  }
+}
+
 // Unwraps a SignedRequest carrying a `Message` of `type` into *message:
 // size, authentication (or, without an authenticator, the envelope's parse
 // alone), the body's parse, and the body's device id against the
-// envelope's. On a refusal logs it, finishes the call and returns false.
+// envelope's. On a refusal logs and counts it, finishes the call and
+// returns false.
 template <typename Message>
-bool UnwrapOrRefuse(RoundManager& manager, const DeviceAuthenticator* auth, RequestType type,
+bool UnwrapOrRefuse(RoundManager& manager, const DeviceAuthenticator* auth,
+                    ServerMetrics* metrics, RequestType type,
                     grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
                     const grpc::ByteBuffer& bytes, uint32_t max_bytes, Message* message) {
+  auto refuse = [&](const absl::Status& status) {
+    CountRefusal(metrics, type, status);
+    Refuse(manager, context, reactor, status);
+  };
   if (absl::Status s = CheckSize(bytes, max_bytes, message->GetTypeName()); !s.ok()) {
-    Refuse(manager, context, reactor, s);
+    refuse(s);
     return false;
   }
   grpc::Slice slice;  // one contiguous copy only when gRPC holds several slices
   if (!bytes.DumpToSingleSlice(&slice).ok()) {
-    Refuse(manager, context, reactor, absl::InternalError("could not read the request"));
+    refuse(absl::InternalError("could not read the request"));
     return false;
   }
   const std::string_view raw(reinterpret_cast<const char*>(slice.begin()), slice.size());
@@ -59,12 +76,11 @@ bool UnwrapOrRefuse(RoundManager& manager, const DeviceAuthenticator* auth, Requ
     }
   }
   if (!envelope.ok()) {
-    Refuse(manager, context, reactor, envelope.status());
+    refuse(envelope.status());
     return false;
   }
   if (!message->ParseFromString(envelope->body)) {
-    Refuse(manager, context, reactor,
-           absl::InvalidArgumentError(absl::StrCat(
+    refuse(absl::InvalidArgumentError(absl::StrCat(
                "the signed body (", envelope->body.size(), " bytes) is not a valid ",
                message->GetTypeName(),
                ": not protobuf wire format, or a string field that is not UTF-8")));
@@ -72,8 +88,7 @@ bool UnwrapOrRefuse(RoundManager& manager, const DeviceAuthenticator* auth, Requ
   }
   if (message->device_id() != envelope->device_id) {
     // The body's id is not echoed: nothing has checked that it is printable.
-    Refuse(manager, context, reactor,
-           absl::PermissionDeniedError(absl::StrCat(
+    refuse(absl::PermissionDeniedError(absl::StrCat(
                "the body's device id is not the envelope's (", envelope->device_id,
                "): a device's key vouches for its own id only")));
     return false;
@@ -134,12 +149,22 @@ grpc::ServerUnaryReactor* CoordinatorService::CheckIn(grpc::CallbackServerContex
                                                       grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   v1::CheckInRequest check_in;  // the manager keeps nothing of it
-  if (!UnwrapOrRefuse(*manager_, auth_, RequestType::kCheckIn, context, reactor, *request,
-                      limits_.check_in_bytes, &check_in)) {
+  if (!UnwrapOrRefuse(*manager_, auth_, metrics_, RequestType::kCheckIn, context, reactor,
+                      *request, limits_.check_in_bytes, &check_in)) {
     return reactor;
   }
   manager_->CheckIn(check_in, PeerKey(context->peer()),
-                    [context, reactor, response](absl::StatusOr<v1::CheckInResponse> r) {
+                    [context, reactor, response,
+                     metrics = metrics_](absl::StatusOr<v1::CheckInResponse> r) {
+                      if (metrics != nullptr) {
+                        if (!r.ok()) {
+                          metrics->check_ins_refused.Add();
+                        } else if (r->has_task()) {
+                          metrics->check_ins_task.Add();
+                        } else {
+                          metrics->check_ins_retry_after.Add();
+                        }
+                      }
                       Answer(context, reactor, response, r);
                     });
   return reactor;
@@ -149,15 +174,25 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitUpdate(grpc::CallbackServerC
                                                            const grpc::ByteBuffer* request,
                                                            grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // Monotonic: a wall-clock step must not show up as a slow acknowledgement.
+  const auto arrived = std::chrono::steady_clock::now();
   // The manager reads the update until it answers: the callback owns it.
   auto update = std::make_shared<v1::Update>();
-  if (!UnwrapOrRefuse(*manager_, auth_, RequestType::kUpdate, context, reactor, *request,
-                      limits_.update_bytes, update.get())) {
+  if (!UnwrapOrRefuse(*manager_, auth_, metrics_, RequestType::kUpdate, context, reactor,
+                      *request, limits_.update_bytes, update.get())) {
     return reactor;
   }
   const v1::Update& ref = *update;
-  manager_->SubmitUpdate(ref, [context, reactor, response, owned = std::move(update)](
-                                  absl::StatusOr<v1::UpdateAck> r) {
+  manager_->SubmitUpdate(ref, [context, reactor, response, owned = std::move(update),
+                               metrics = metrics_, arrived](absl::StatusOr<v1::UpdateAck> r) {
+    if (metrics != nullptr) {
+      if (r.ok()) {
+        metrics->updates_accepted.Add();
+        metrics->ack_latency.Observe(absl::FromChrono(std::chrono::steady_clock::now() - arrived));
+      } else {
+        metrics->updates_rejected.Add(r.status().code());
+      }
+    }
     Answer(context, reactor, response, r);
   });
   return reactor;

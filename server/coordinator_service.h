@@ -29,8 +29,12 @@
 // context->peer()) to the RoundManager, whose check-in limits count per
 // peer.
 //
-// Safe for concurrent use; the RoundManager and the DeviceAuthenticator
-// must outlive the service.
+// With a ServerMetrics, every CheckIn and SubmitUpdate answer is counted
+// there (refusals at the edge too, by code) and each acknowledged update's
+// latency observed, from the handler's entry to its OK answer.
+//
+// Safe for concurrent use; the RoundManager, the DeviceAuthenticator and
+// the ServerMetrics must outlive the service.
 #ifndef TINYFED_SERVER_COORDINATOR_SERVICE_H_
 #define TINYFED_SERVER_COORDINATOR_SERVICE_H_
 
@@ -38,6 +42,7 @@
 
 #include "absl/status/status.h"
 #include "device_auth.h"
+#include "metrics.h"
 #include "round_manager.h"
 #include "server_config.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
@@ -58,10 +63,11 @@ class CoordinatorService final
   // authentication off: the envelope is unwrapped and its tag not looked
   // at, so anyone can act as any device. It exists only as the ingest
   // benchmark's baseline (what authentication costs); tinyfed-server and
-  // InProcessServer always pass an authenticator.
+  // InProcessServer always pass an authenticator. `metrics` may be null
+  // (nothing counted).
   CoordinatorService(RoundManager* manager, const DeviceAuthenticator* auth,
-                     RequestLimits limits)
-      : manager_(manager), auth_(auth), limits_(limits) {}
+                     RequestLimits limits, ServerMetrics* metrics = nullptr)
+      : manager_(manager), auth_(auth), limits_(limits), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* CheckIn(grpc::CallbackServerContext* context,
                                     const grpc::ByteBuffer* request,
@@ -77,6 +83,7 @@ class CoordinatorService final
   RoundManager* const manager_;
   const DeviceAuthenticator* const auth_;
   const RequestLimits limits_;
+  ServerMetrics* const metrics_;
 };
 
 }  // namespace tinyfed::server

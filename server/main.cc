@@ -19,6 +19,8 @@
 #include "coordinator_service.h"
 #include "device_auth.h"
 #include "grpc_port.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "model_store.h"
 #include "round_manager.h"
 #include "server_config.h"
@@ -43,6 +45,9 @@ ABSL_FLAG(std::string, fleet_key, "",
 ABSL_FLAG(bool, insecure_plaintext, false,
           "serve plaintext on an address that is not loopback (anyone on the path can read and "
           "alter updates); warned at start");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "serve Prometheus metrics at http://HOST:PORT/metrics (no authentication: a loopback "
+          "address, or one only the scraper reaches); off by default");
 
 namespace {
 
@@ -117,6 +122,15 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       tinyfed::server::MakeServerCredentials(config.tls());
   if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+  // Bound now, with the gRPC port's check; served once the server is up.
+  tinyfed::server::ServerMetrics metrics;
+  std::unique_ptr<tinyfed::server::MetricsHttpServer> metrics_http;
+  if (const std::string v = absl::GetFlag(FLAGS_metrics_listen); !v.empty()) {
+    absl::StatusOr<std::unique_ptr<tinyfed::server::MetricsHttpServer>> bound =
+        tinyfed::server::MetricsHttpServer::Bind(v);
+    if (!bound.ok()) return Fail(std::string(bound.status().message()));
+    metrics_http = std::move(*bound);
+  }
 
   // A named key must exist; the default one beside the store is made on
   // first start. Both are refused with a mode above 0600.
@@ -145,7 +159,8 @@ int main(int argc, char** argv) {
       tinyfed::server::OpenSqliteModelStore(config.db());
   if (!store.ok()) return Fail(absl::StrCat(config.db(), ": ", store.status().message()));
   absl::StatusOr<std::unique_ptr<tinyfed::server::RoundManager>> manager =
-      tinyfed::server::RoundManager::Create(config, *initial, store->get(), &clock);
+      tinyfed::server::RoundManager::Create(config, *initial, store->get(), &clock,
+                                            &metrics);
   if (!manager.ok()) return Fail(std::string(manager.status().message()));
 
   // SIGINT/SIGTERM stop the server gracefully; block them in every thread
@@ -162,7 +177,7 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat(config.db(), ": revocation list: ", auth.status().message()));
   }
   const tinyfed::server::RequestLimits limits = tinyfed::server::RequestLimitsFromConfig(config);
-  tinyfed::server::CoordinatorService service(manager->get(), auth->get(), limits);
+  tinyfed::server::CoordinatorService service(manager->get(), auth->get(), limits, &metrics);
   absl::StatusOr<tinyfed::server::StartedGrpcServer> started =
       tinyfed::server::StartGrpcServer(config, *credentials, &service);
   if (!started.ok()) return Fail(std::string(started.status().message()));
@@ -172,6 +187,14 @@ int main(int argc, char** argv) {
     spdlog::warn("--insecure_plaintext: serving plaintext on {}; anyone on the path can read "
                  "and alter every update. Use --tls_cert and --tls_key.",
                  config.listen());
+  }
+  // Served only from here on: every exit after this point stops it before
+  // the manager it reads goes away.
+  if (metrics_http != nullptr) {
+    metrics_http->Serve(
+        [&metrics, m = manager->get()] { return metrics.Render(m->Snapshot()); });
+    spdlog::info("metrics on http://{}/metrics (port {})", absl::GetFlag(FLAGS_metrics_listen),
+                 metrics_http->port());
   }
   spdlog::info("tinyfed-server listening on {} (port {}, {}), store {}, fleet key {}",
                config.listen(), started->port,
@@ -194,6 +217,7 @@ int main(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   stop.Notify();
   ticker.join();
+  metrics_http.reset();
   manager->reset();
   auth->reset();
   store->reset();

@@ -9,6 +9,7 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "absl/strings/str_cat.h"
+#include "metrics.h"
 #include "spdlog/spdlog.h"
 #include "tinyfed_common/fleet_keys.h"
 #include "tinyfed_common/host_numerics.h"
@@ -67,10 +68,11 @@ std::optional<uint32_t> RetryAfterMs(const absl::Status& status) {
 }
 
 RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
-                           const Clock* clock)
+                           const Clock* clock, ServerMetrics* metrics)
     : config_(config),
       store_(store),
       clock_(clock),
+      metrics_(metrics),
       task_limit_(TaskLimit(config.policy().target_updates(), config.policy().over_selection())),
       server_lr_q16_(ToQ16(config.policy().server_learning_rate())),
       learning_rate_q16_(ToQ16(config.plan().learning_rate())),
@@ -96,8 +98,8 @@ RoundManager::~RoundManager() {
 
 absl::StatusOr<std::unique_ptr<RoundManager>> RoundManager::Create(
     const v1::ServerConfig& config, const v1::ModelVersion& initial, ModelStore* store,
-    const Clock* clock) {
-  std::unique_ptr<RoundManager> manager(new RoundManager(config, store, clock));
+    const Clock* clock, ServerMetrics* metrics) {
+  std::unique_ptr<RoundManager> manager(new RoundManager(config, store, clock, metrics));
   absl::Status status = manager->Resume(initial);
   if (!status.ok()) return status;
   return manager;
@@ -536,6 +538,12 @@ void RoundManager::CloseRound(bool deadline) {
     } else {
       spdlog::error("could not aggregate round {}: {}", round.round, head.status().ToString());
     }
+  }
+  if (next && metrics_ != nullptr) {
+    metrics_->rounds_committed.Add();
+    metrics_->round_duration.Observe(absl::Milliseconds(now - round.opened_ms));
+  } else if (metrics_ != nullptr) {
+    metrics_->rounds_abandoned.Add();
   }
   if (next) {
     spdlog::info("round {} {}: {} updates from {} tasks, {} samples -> committed version {}",

@@ -75,6 +75,8 @@
 
 namespace tinyfed::server {
 
+class ServerMetrics;
+
 // Payload key of the retry hint carried by RESOURCE_EXHAUSTED and
 // UNAVAILABLE statuses (decimal milliseconds).
 inline constexpr char kRetryAfterPayload[] = "tinyfed/retry-after-ms";
@@ -104,10 +106,11 @@ class RoundManager {
   // and accepted updates (or a new round). `config` must have passed
   // ValidateServerConfig(). `store` and `clock` must outlive the manager.
   // FAILED_PRECONDITION when the store's model has another shape than the
-  // config's head.
+  // config's head. `metrics`, when given, counts closed rounds and times
+  // committed ones; it must outlive the manager.
   static absl::StatusOr<std::unique_ptr<RoundManager>> Create(
       const v1::ServerConfig& config, const v1::ModelVersion& initial, ModelStore* store,
-      const Clock* clock);
+      const Clock* clock, ServerMetrics* metrics = nullptr);
   // Waits for the store to write what this manager queued (answering those
   // callers) and for a round close in progress. Destroy it only after the
   // last call into it has returned, e.g. after the gRPC server's Shutdown.
@@ -155,7 +158,8 @@ class RoundManager {
   void LogRejected(std::string_view what, std::string_view who, const absl::Status& status);
 
  private:
-  RoundManager(const v1::ServerConfig& config, ModelStore* store, const Clock* clock);
+  RoundManager(const v1::ServerConfig& config, ModelStore* store, const Clock* clock,
+               ServerMetrics* metrics);
 
   struct Task {
     std::string token;
@@ -194,6 +198,7 @@ class RoundManager {
   const v1::ServerConfig config_;
   ModelStore* const store_;
   const Clock* const clock_;
+  ServerMetrics* const metrics_;  // may be null
   RejectionLog rejections_;
   const uint32_t task_limit_;      // ceil(K * over_selection)
   const uint32_t server_lr_q16_;
