@@ -87,10 +87,7 @@ void MetricsHttpServer::Serve(RenderFn render) {
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
     response.set_content(render_(), "text/plain; version=0.0.4; charset=utf-8");
   });
-  http.set_error_handler([](const httplib::Request& request, httplib::Response& response) {
-    if (response.status == 404 && request.method != "GET" && request.method != "HEAD") {
-      response.status = 405;
-    }
+  http.set_error_handler([](const httplib::Request&, httplib::Response& response) {
     response.set_content(absl::StrCat(response.status, "\n"), "text/plain");
   });
   listener_ = std::thread([&http] { http.listen_after_bind(); });

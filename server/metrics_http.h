@@ -1,10 +1,11 @@
 // The HTTP endpoint Prometheus scrapes: GET /metrics answers the text that
 // a render function returns (ServerMetrics::Render), as
-// "text/plain; version=0.0.4". Every other path is 404, every other
-// method 405. Served by cpp-httplib on two threads of its own: a scrape is
-// rare and small, and a client holding connections open cannot make the
-// server start more threads (each connection is read with a 5 s timeout
-// and kept alive at most 5 s, then closed).
+// "text/plain; version=0.0.4"; any other request gets an error status
+// (404 for another path) with that status as its body. Served by
+// cpp-httplib on two threads of its own: a scrape is rare and small, and a
+// client holding connections open cannot make the server start more
+// threads (each connection is read with a 5 s timeout and kept alive at
+// most 5 s, then closed).
 //
 // No authentication: bind it to loopback, or to an address only the
 // scraper reaches. The metrics carry no secret and no device id.
