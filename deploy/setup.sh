@@ -17,7 +17,7 @@ full_packages=(
   libabsl-dev libeigen3-dev libspdlog-dev libsqlite3-dev
   libssl-dev openssl
   libcpp-httplib-dev python3-prometheus-client systemd
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev python3-grpcio
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
   clang-14 libclang-rt-14-dev
 )

@@ -55,6 +55,9 @@ absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(v1::Serv
       StartGrpcServer(config, *credentials, s->service_.get());
   if (!started.ok()) return started.status();
   s->grpc_server_ = std::move(started->server);
+  // Nothing is left to start: health checking says so (StartGrpcServer
+  // leaves it NOT_SERVING, for servers that are not ready yet).
+  SetServingHealth(s->grpc_server_.get(), true);
   s->address_ = absl::StrCat("127.0.0.1:", started->port);
   InProcessServer* raw = s.get();
   s->ticker_ = std::make_unique<std::thread>([raw] {

@@ -7,10 +7,12 @@
 #include <vector>
 
 #include <google/protobuf/stubs/logging.h>
+#include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "tinyfed_common/flag_help.h"
 #include "absl/synchronization/mutex.h"
@@ -25,6 +27,7 @@
 #include "round_manager.h"
 #include "server_config.h"
 #include "spdlog/spdlog.h"
+#include "store_lock.h"
 #include "tls_credentials.h"
 
 ABSL_FLAG(std::string, listen, "", "address to serve on, HOST:PORT (default 127.0.0.1:50051)");
@@ -63,6 +66,22 @@ void ProtobufLogToDebug(google::protobuf::LogLevel level, const char* file, int 
   }
 }
 
+// gRPC's own lines name its source files and internal errors (a failed
+// bind prints a JSON error tree); the server reports what an operator must
+// act on in its own words, so gRPC's lines are debug output.
+void GrpcLogToDebug(gpr_log_func_args* args) {
+  spdlog::debug("grpc {}:{}: {}", args->file, args->line, args->message);
+}
+
+// The log levels --log_level accepts; spdlog reads any other name as "off",
+// which would run the server silently.
+bool IsLogLevel(const std::string& name) {
+  for (const char* level : {"trace", "debug", "info", "warn", "error"}) {
+    if (name == level) return true;
+  }
+  return false;
+}
+
 int Fail(const std::string& message) {
   std::fprintf(stderr, "tinyfed-server: %s\n", message.c_str());
   return 2;
@@ -83,8 +102,29 @@ int main(int argc, char** argv) {
       "address (the default 127.0.0.1:50051), unless --insecure_plaintext is given.\n\n"
       "Every check-in and update must be signed with its device's key, derived from the\n"
       "fleet key (--fleet_key, or <db>.fleet.key created on first start):\n"
-      "  tinyfed-admin keys device --fleet FLEET_KEY --device ID");
-  tinyfed::ParseFlagsOrAnswerHelp(std::vector<char*>(argv, argv + argc));
+      "  tinyfed-admin keys device --fleet FLEET_KEY --device ID\n\n"
+      "One server per store and per port: a second server on the same --db (locked\n"
+      "through <db>.lock) or the same port exits at once with status 2.\n"
+      "grpc.health.v1 answers SERVING once the server is ready, NOT_SERVING while it\n"
+      "shuts down; server reflection lists its services.\n\n"
+      "SIGINT and SIGTERM stop the server gracefully. SIGHUP is logged and ignored:\n"
+      "the configuration is read only at start, so restart to change it.");
+  {
+    absl::FlagsUsageConfig usage = absl::flags_internal::GetUsageConfig();
+    usage.version_string = [] { return std::string("tinyfed-server " TINYFED_VERSION "\n"); };
+    absl::SetFlagsUsageConfig(usage);
+  }
+  gpr_set_log_function(&GrpcLogToDebug);
+  const std::vector<char*> positional =
+      tinyfed::ParseFlagsOrAnswerHelp(std::vector<char*>(argv, argv + argc));
+  if (positional.size() > 1) {
+    return Fail(absl::StrCat("unexpected argument '", positional[1],
+                             "': options are flags (--db FILE); see --help"));
+  }
+  if (!IsLogLevel(absl::GetFlag(FLAGS_log_level))) {
+    return Fail(absl::StrCat("--log_level must be trace, debug, info, warn or error, got '",
+                             absl::GetFlag(FLAGS_log_level), "'"));
+  }
   // Debian's Abseil checks every mutex acquisition for lock-order cycles
   // (it is built without NDEBUG); that bookkeeping costs ~15% of the
   // server's throughput and finds nothing the tests don't.
@@ -122,6 +162,12 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       tinyfed::server::MakeServerCredentials(config.tls());
   if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+  // The port, then the store's lock, before any file beside the store is
+  // created or changed: a second server on either exits here, leaving the
+  // first one's files alone.
+  if (absl::Status s = tinyfed::server::CheckCanListen(config); !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
   // Bound now, with the gRPC port's check; served once the server is up.
   tinyfed::server::ServerMetrics metrics;
   std::unique_ptr<tinyfed::server::MetricsHttpServer> metrics_http;
@@ -131,6 +177,9 @@ int main(int argc, char** argv) {
     if (!bound.ok()) return Fail(std::string(bound.status().message()));
     metrics_http = std::move(*bound);
   }
+  absl::StatusOr<std::unique_ptr<tinyfed::server::StoreLock>> lock =
+      tinyfed::server::StoreLock::Acquire(config.db());
+  if (!lock.ok()) return Fail(absl::StrCat(config.db(), ": ", lock.status().message()));
 
   // A named key must exist; the default one beside the store is made on
   // first start. Both are refused with a mode above 0600.
@@ -164,11 +213,14 @@ int main(int argc, char** argv) {
   if (!manager.ok()) return Fail(std::string(manager.status().message()));
 
   // SIGINT/SIGTERM stop the server gracefully; block them in every thread
-  // and wait for them in one.
+  // and wait for them in one. SIGHUP, whose default action would kill the
+  // server (a closed terminal, or an operator expecting a reload), is
+  // waited for too and only logged.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::StatusOr<std::unique_ptr<tinyfed::server::DeviceAuthenticator>> auth =
@@ -196,6 +248,9 @@ int main(int argc, char** argv) {
     spdlog::info("metrics on http://{}/metrics (port {})", absl::GetFlag(FLAGS_metrics_listen),
                  metrics_http->port());
   }
+  // Ready: the store is open and the round manager has resumed it. Tests
+  // and scripts wait for the "listening" line below, so it comes after.
+  tinyfed::server::SetServingHealth(server.get(), true);
   spdlog::info("tinyfed-server listening on {} (port {}, {}), store {}, fleet key {}",
                config.listen(), started->port,
                tls.cert_file().empty()            ? "plaintext"
@@ -212,8 +267,14 @@ int main(int argc, char** argv) {
     while (!stop.WaitForNotificationWithTimeout(absl::Milliseconds(100))) (*manager)->Tick();
   });
   int received = 0;
-  sigwait(&signals, &received);
+  while (sigwait(&signals, &received) == 0 && received == SIGHUP) {
+    spdlog::info("SIGHUP ignored: the configuration is read only at start; restart the server "
+                 "to change it");
+  }
   spdlog::info("signal {}: shutting down", received);
+  // Health checkers see NOT_SERVING before the port stops taking calls, so
+  // that balancers move new work elsewhere while the last calls finish.
+  tinyfed::server::SetServingHealth(server.get(), false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   stop.Notify();
   ticker.join();
@@ -221,6 +282,7 @@ int main(int argc, char** argv) {
   manager->reset();
   auth->reset();
   store->reset();
+  lock->reset();
   spdlog::info("stopped");
   return 0;
 }

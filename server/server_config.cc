@@ -37,6 +37,32 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 }  // namespace
 
+absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view host_port) {
+  auto bad = [&](auto... why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen must be HOST:PORT with a port in [0, 65535], got '",
+                     std::string(host_port),
+                     "'", why...));
+  };
+  const size_t colon = host_port.rfind(':');
+  if (colon == std::string_view::npos) return bad();
+  std::string_view host = host_port.substr(0, colon);
+  const std::string_view port = host_port.substr(colon + 1);
+  // gRPC reads the port modulo 2^16 (99999 serves on 34463): only decimal
+  // digits up to 65535 are taken, so the port served is the port asked for.
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string_view::npos) {
+    return bad();
+  }
+  uint32_t number = 0;
+  for (char d : port) number = number * 10 + static_cast<uint32_t>(d - '0');
+  if (number > 65535) return bad(" (port ", number, " is above 65535)");
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return ListenAddress{std::string(host), static_cast<uint16_t>(number)};
+}
+
 absl::StatusOr<v1::ServerConfig> ParseServerConfig(const std::string& text) {
   v1::ServerConfig config;
   google::protobuf::TextFormat::Parser parser;
@@ -58,35 +84,37 @@ absl::StatusOr<v1::ServerConfig> LoadServerConfigFile(const std::string& path) {
   return config;
 }
 
+// Presence, not zero, decides: an explicit 0 is kept for ValidateServerConfig
+// to refuse (or, for the bounds that 0 turns off, to accept).
 void ApplyDefaults(v1::ServerConfig* c) {
   if (c->listen().empty()) c->set_listen("127.0.0.1:50051");
   if (c->db().empty()) c->set_db("tinyfed.db");
-  if (c->max_pending_writes() == 0) c->set_max_pending_writes(4096);
+  if (!c->has_max_pending_writes()) c->set_max_pending_writes(4096);
   v1::HeadConfig* h = c->mutable_head();
-  if (h->feature_count() == 0) h->set_feature_count(64);
-  if (h->class_count() == 0) h->set_class_count(10);
-  if (h->feature_scale() == 0) h->set_feature_scale(6.0 / 127.0);
-  if (h->weight_frac_bits() == 0) h->set_weight_frac_bits(12);
+  if (!h->has_feature_count()) h->set_feature_count(64);
+  if (!h->has_class_count()) h->set_class_count(10);
+  if (!h->has_feature_scale()) h->set_feature_scale(6.0 / 127.0);
+  if (!h->has_weight_frac_bits()) h->set_weight_frac_bits(12);
   v1::PlanConfig* p = c->mutable_plan();
-  if (p->epochs() == 0) p->set_epochs(2);
-  if (p->batch_size() == 0) p->set_batch_size(8);
-  if (p->learning_rate() == 0) p->set_learning_rate(0.1);
+  if (!p->has_epochs()) p->set_epochs(2);
+  if (!p->has_batch_size()) p->set_batch_size(8);
+  if (!p->has_learning_rate()) p->set_learning_rate(0.1);
   v1::RoundPolicy* r = c->mutable_policy();
-  if (r->target_updates() == 0) r->set_target_updates(10);
-  if (r->min_updates() == 0) r->set_min_updates(std::max<uint32_t>(1, r->target_updates() / 2));
-  if (r->over_selection() == 0) r->set_over_selection(1.3);
-  if (r->round_deadline_ms() == 0) r->set_round_deadline_ms(60000);
-  if (r->server_learning_rate() == 0) r->set_server_learning_rate(1.0);
-  if (r->retry_after_ms() == 0) r->set_retry_after_ms(5000);
+  if (!r->has_target_updates()) r->set_target_updates(10);
+  if (!r->has_min_updates()) r->set_min_updates(std::max<uint32_t>(1, r->target_updates() / 2));
+  if (!r->has_over_selection()) r->set_over_selection(1.3);
+  if (!r->has_round_deadline_ms()) r->set_round_deadline_ms(60000);
+  if (!r->has_server_learning_rate()) r->set_server_learning_rate(1.0);
+  if (!r->has_retry_after_ms()) r->set_retry_after_ms(5000);
   // Unset means the default; an explicit 0 turns a bound off.
   v1::InfluencePolicy* b = c->mutable_influence();
   if (!b->has_max_weight_median_multiple()) b->set_max_weight_median_multiple(3);
   if (!b->has_max_update_norm()) b->set_max_update_norm(0);
   if (!b->has_max_norm_median_multiple()) b->set_max_norm_median_multiple(2);
   v1::EdgeLimits* l = c->mutable_limits();
-  if (l->max_concurrent_streams() == 0) l->set_max_concurrent_streams(1024);
-  if (l->max_connection_idle_ms() == 0) l->set_max_connection_idle_ms(300'000);
-  if (l->request_slack_bytes() == 0) l->set_request_slack_bytes(512);
+  if (!l->has_max_concurrent_streams()) l->set_max_concurrent_streams(1024);
+  if (!l->has_max_connection_idle_ms()) l->set_max_connection_idle_ms(300'000);
+  if (!l->has_request_slack_bytes()) l->set_request_slack_bytes(512);
   v1::CheckInLimits* k = c->mutable_checkin_limits();
   if (!k->has_peer_task_share()) k->set_peer_task_share(0.25);
   if (!k->has_peer_checkins_per_second()) k->set_peer_checkins_per_second(20);
@@ -94,7 +122,7 @@ void ApplyDefaults(v1::ServerConfig* c) {
   if (!k->has_device_checkins_per_second()) k->set_device_checkins_per_second(1);
   if (!k->has_device_burst()) k->set_device_burst(10);
   if (!k->has_exempt_loopback()) k->set_exempt_loopback(true);
-  if (k->max_tracked() == 0) k->set_max_tracked(65536);
+  if (!k->has_max_tracked()) k->set_max_tracked(65536);
 }
 
 absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
@@ -103,6 +131,7 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
   if (h.class_count() < 2 || h.class_count() > 32) {
     return bad("head.class_count must be in [2, 32], got ", h.class_count());
   }
+  if (h.feature_count() < 1) return bad("head.feature_count must be >= 1, got 0");
   if (static_cast<uint64_t>(h.feature_count()) * h.class_count() > 4096) {
     return bad("head has ", h.feature_count(), " x ", h.class_count(),
                " weights; at most 4096 fit a device update");
@@ -143,6 +172,8 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
       ToQ16(r.server_learning_rate()) == 0) {
     return bad("policy.server_learning_rate must be in (0, 16], got ", r.server_learning_rate());
   }
+  // 0 would have every device without a task call again at once, in a loop.
+  if (r.retry_after_ms() < 1) return bad("policy.retry_after_ms must be >= 1, got 0");
   const v1::InfluencePolicy& b = c.influence();
   // Multiples below 1 would cap or clip the median update itself; above
   // 1000 they bound nothing a device can send.
@@ -162,9 +193,7 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
     return bad("influence.max_update_norm must be 0 (off) or in [2^-14, 1e6], got ",
                b.max_update_norm());
   }
-  if (c.listen().find(':') == std::string::npos) {
-    return bad("listen must be HOST:PORT, got '", c.listen(), "'");
-  }
+  if (absl::StatusOr<ListenAddress> a = ParseListenAddress(c.listen()); !a.ok()) return a.status();
   const v1::TlsConfig& t = c.tls();
   if (t.cert_file().empty() != t.key_file().empty()) {
     return bad("tls.cert_file and tls.key_file (--tls_cert, --tls_key) go together");

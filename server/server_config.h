@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "tinyfed/v1/model.pb.h"
@@ -19,7 +20,18 @@ namespace tinyfed::server {
 absl::StatusOr<v1::ServerConfig> LoadServerConfigFile(const std::string& path);
 absl::StatusOr<v1::ServerConfig> ParseServerConfig(const std::string& text);
 
-// Fills every unset option with its documented default.
+// The host and port of a listen address "HOST:PORT" or "[IPV6]:PORT"
+// (brackets removed from host; an empty host means every interface, as for
+// gRPC). INVALID_ARGUMENT, naming the address, when there is no port or it
+// is not a decimal number in [0, 65535]; 0 asks the system for a free port.
+struct ListenAddress {
+  std::string host;
+  uint16_t port = 0;
+};
+absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view host_port);
+
+// Fills every option left out with its documented default; an option set
+// explicitly, to 0 too, is kept (ValidateServerConfig judges it).
 void ApplyDefaults(v1::ServerConfig* config);
 
 // INVALID_ARGUMENT naming the first option out of range (after defaults).

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <tuple>
+#include <utility>
 
 #include "head.h"
 #include "server_test_support.h"
@@ -77,6 +79,80 @@ TEST(ServerConfig, OutOfRangeOptionsAreNamed) {
   expect_bad([](auto& c) { c.mutable_policy()->set_target_updates(5'000'000); },
              "policy.target_updates");
   expect_bad([](auto& c) { c.set_listen("nohostport"); }, "listen");
+}
+
+// Each option that needs a positive value, written explicitly as 0 in a
+// config file: refused at start naming the option, never replaced by its
+// default as a field left out is.
+TEST(ServerConfig, AnExplicitZeroIsRefusedNotDefaulted) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"head { feature_count: 0 }", "head.feature_count"},
+      {"head { class_count: 0 }", "head.class_count"},
+      {"head { feature_scale: 0 }", "head.feature_scale"},
+      {"head { weight_frac_bits: 0 }", "head.weight_frac_bits"},
+      {"plan { epochs: 0 }", "plan.epochs"},
+      {"plan { batch_size: 0 }", "plan.batch_size"},
+      {"plan { learning_rate: 0 }", "plan.learning_rate"},
+      {"policy { target_updates: 0 }", "policy.target_updates"},
+      {"policy { min_updates: 0 }", "policy.min_updates"},
+      {"policy { over_selection: 0 }", "policy.over_selection"},
+      {"policy { round_deadline_ms: 0 }", "policy.round_deadline_ms"},
+      {"policy { server_learning_rate: 0 }", "policy.server_learning_rate"},
+      {"policy { retry_after_ms: 0 }", "policy.retry_after_ms"},
+      {"limits { max_concurrent_streams: 0 }", "limits.max_concurrent_streams"},
+      {"limits { max_connection_idle_ms: 0 }", "limits.max_connection_idle_ms"},
+      {"checkin_limits { max_tracked: 0 }", "checkin_limits.max_tracked"},
+  };
+  for (const auto& [text, option] : cases) {
+    absl::StatusOr<v1::ServerConfig> c = ParseServerConfig(text);
+    ASSERT_TRUE(c.ok()) << text << ": " << c.status();
+    ApplyDefaults(&*c);
+    const absl::Status s = ValidateServerConfig(*c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(s.message().find(option), std::string::npos) << text << ": " << s;
+  }
+  // Where 0 means something (no slack for newer clients' fields), an
+  // explicit 0 is kept.
+  absl::StatusOr<v1::ServerConfig> c = ParseServerConfig("limits { request_slack_bytes: 0 }");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ApplyDefaults(&*c);
+  EXPECT_TRUE(ValidateServerConfig(*c).ok());
+  EXPECT_EQ(c->limits().request_slack_bytes(), 0u);
+}
+
+// gRPC reads a port modulo 2^16: 99999 would serve on 34463.
+TEST(ServerConfig, ListenPortsOutsideTheTcpRangeAreRefused) {
+  for (const char* listen : {"127.0.0.1:99999", "127.0.0.1:65536", "127.0.0.1:", "127.0.0.1:-1",
+                             "127.0.0.1:80a", "127.0.0.1:123456", "nohostport"}) {
+    v1::ServerConfig c = Defaults();
+    c.set_listen(listen);
+    const absl::Status s = ValidateServerConfig(c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << listen;
+    EXPECT_NE(s.message().find(listen), std::string::npos) << s;
+  }
+  for (const auto& [listen, host, port] :
+       {std::tuple<const char*, const char*, int>{"127.0.0.1:65535", "127.0.0.1", 65535},
+        {"[::1]:50051", "::1", 50051},
+        {"localhost:0", "localhost", 0}}) {
+    absl::StatusOr<ListenAddress> a = ParseListenAddress(listen);
+    ASSERT_TRUE(a.ok()) << listen << ": " << a.status();
+    EXPECT_EQ(a->host, host);
+    EXPECT_EQ(a->port, port);
+  }
+}
+
+// deploy/server.textproto is what an operator starts from: it must describe
+// the very head a store made with the defaults holds, to the bit of its
+// fixed-point feature scale (the store compares the serialized spec).
+TEST(ServerConfig, TheDeployExampleDescribesTheDefaultHead) {
+  absl::StatusOr<v1::ServerConfig> example = LoadServerConfigFile(TINYFED_DEPLOY_EXAMPLE);
+  ASSERT_TRUE(example.ok()) << example.status();
+  ApplyDefaults(&*example);
+  ASSERT_TRUE(ValidateServerConfig(*example).ok());
+  EXPECT_EQ(HeadSpecFromConfig(*example).SerializeAsString(),
+            HeadSpecFromConfig(Defaults()).SerializeAsString())
+      << HeadSpecFromConfig(*example).ShortDebugString() << " vs "
+      << HeadSpecFromConfig(Defaults()).ShortDebugString();
 }
 
 TEST(ServerConfig, InitialModelIsZerosOrTheGivenFile) {
