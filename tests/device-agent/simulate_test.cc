@@ -279,9 +279,13 @@ TEST(Simulate, AnotherFleetsKeyIsRefusedByTheServer) {
   EXPECT_GT(report->rounds(0).participants(), 0u);
 }
 
-// Runs the binary; returns its exit code and combined output.
+// Runs the binary; returns its exit code and combined output. A case the
+// agent should refuse at once but runs instead (a bridge retrying for ever,
+// a round that never closes) is stopped after 60 s, far beyond the
+// seconds the longest case here takes, and fails with timeout's 124.
 int RunAgent(const std::string& args, std::string* output) {
-  const std::string command = std::string(TINYFED_AGENT_BINARY) + " " + args + " 2>&1";
+  const std::string command =
+      "timeout 60 " + std::string(TINYFED_AGENT_BINARY) + " " + args + " 2>&1";
   std::FILE* pipe = popen(command.c_str(), "r");
   output->clear();
   char buf[4096];
