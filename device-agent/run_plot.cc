@@ -114,7 +114,9 @@ std::string RunPlotSvg(const v1::SimulationReport& report) {
          absl::StrCat("tinyfed simulate: ", config.dataset(), ", ", config.devices(), " devices (",
                       config.partition(), "), ", rounds, rounds == 1 ? " round" : " rounds"));
 
-  const double round_step = NiceStep(std::max(1, rounds - 1), 10);
+  // Whole rounds: a step below 1 would tick every round anyway.
+  const auto round_step =
+      static_cast<uint32_t>(std::max(1.0, NiceStep(std::max(1, rounds), 10)));
   struct Panel {
     const Axis* axis;
     double value_step;
@@ -138,13 +140,14 @@ std::string RunPlotSvg(const v1::SimulationReport& report) {
       c.Line(kLeft - 5, a.Y(v), kLeft, a.Y(v), "tick");
       c.Text(kLeft - 8, a.Y(v) + 4, "end", "tick-label", TickLabel(v, p.value_step));
     }
-    // Round ticks under each panel.
-    for (int i = 0; i * round_step <= std::max(0, rounds - 1) + 1e-9; ++i) {
-      const int index = static_cast<int>(std::lround(i * round_step));
-      if (index >= rounds) break;
+    // Round ticks under each panel: the first round, then every multiple
+    // of the step (5, 10, ... rather than 1, 6, 11, ...).
+    for (int index = 0; index < rounds; ++index) {
+      const uint32_t round = report.rounds(index).round();
+      if (index != 0 && round % round_step != 0) continue;
       const double x = x_of(index);
       c.Line(x, a.bottom, x, a.bottom + 5, "tick");
-      c.Text(x, a.bottom + 18, "middle", "tick-label", absl::StrCat(report.rounds(index).round()));
+      c.Text(x, a.bottom + 18, "middle", "tick-label", absl::StrCat(round));
     }
     c.Text(kLeft + (plot_right - kLeft) / 2, a.bottom + 36, "middle", "axis-label", "round");
     const double mid_y = (a.top + a.bottom) / 2;
