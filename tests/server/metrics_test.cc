@@ -147,12 +147,16 @@ void ExpectWellFormedHistogram(const Scrape& s, const std::string& name) {
 
 class MetricsServerRun : public ::testing::Test {
  protected:
+  // Three updates close a round, three tasks fill it (over-selection 1),
+  // and no deadline falls within the test.
+  virtual std::string Policy() const {
+    return "policy { target_updates: 3 min_updates: 1 over_selection: 1.0 "
+           "round_deadline_ms: 600000 }\n";
+  }
+
   void SetUp() override {
     const std::string config = dir_.path() + "/server.textproto";
-    // Three updates close a round, three tasks fill it (over-selection 1),
-    // and no deadline falls within the test.
-    std::ofstream(config) << "policy { target_updates: 3 min_updates: 1 over_selection: 1.0 "
-                             "round_deadline_ms: 600000 }\n";
+    std::ofstream(config) << Policy();
     grpc_port_ = FreeLoopbackPort();
     metrics_port_ = FreeLoopbackPort();
     db_ = dir_.path() + "/store.db";
@@ -341,6 +345,45 @@ TEST_F(MetricsServerRun, MetricsPortIsNotShared) {
   EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/second.db"));
   const Scrape s = ScrapeWithPrometheusClient(metrics_port_);
   EXPECT_EQ(s["tinyfed_round_number{}"], 1);
+  EXPECT_EQ(server_->Stop(), 0) << server_->Log();
+}
+
+// A round whose deadline passes with fewer updates than its minimum.
+class MetricsAbandonedRound : public MetricsServerRun {
+ protected:
+  std::string Policy() const override {
+    return "policy { target_updates: 3 min_updates: 2 over_selection: 1.0 "
+           "round_deadline_ms: 1500 }\n";
+  }
+};
+
+TEST_F(MetricsAbandonedRound, CountsTheAbandonedRoundAndTimesNoCommit) {
+  const v1::ModelVersion base = Latest();
+  v1::CheckInResponse response;
+  ASSERT_TRUE(CheckIn("mcu-0", fleet_key_, &response).ok());
+  ASSERT_TRUE(response.has_task());
+  std::mt19937 rng(11);
+  const v1::RoundTask& task = response.task();
+  ASSERT_TRUE(Submit(testing::MakeUpdate(base.spec(), task.round(), "mcu-0", task.task_token(),
+                                         task.model().version(), 20, rng),
+                     fleet_key_)
+                  .ok());
+  Scrape s;
+  // The deadline (1.5 s) passes and the server's 100 ms ticker closes the
+  // round; 10 s leaves room for a loaded machine.
+  for (int i = 0; i < 200; ++i) {
+    s = ScrapeWithPrometheusClient(metrics_port_);
+    if (s.samples["tinyfed_round_number{}"] == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(s["tinyfed_round_number{}"], 2);
+  EXPECT_EQ(s["tinyfed_rounds_abandoned_total{}"], 1);
+  EXPECT_EQ(s["tinyfed_rounds_committed_total{}"], 0);
+  EXPECT_EQ(s["tinyfed_round_duration_seconds_count{}"], 0);
+  EXPECT_EQ(s["tinyfed_updates_accepted_total{}"], 1);
+  EXPECT_EQ(s["tinyfed_model_latest_version{}"], base.version());
+  EXPECT_EQ(Latest().version(), base.version());
+  stub_.reset();
   EXPECT_EQ(server_->Stop(), 0) << server_->Log();
 }
 
