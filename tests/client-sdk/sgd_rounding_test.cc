@@ -8,7 +8,7 @@
 // holding one sample, from an all-zero head. Every logit is then exactly 0,
 // so with two classes the softmax is exactly 1/2 each (Q15 16384) and the
 // error of the labelled class is -1/2, of the other +1/2. The documented
-// update (README "Numerics", tinyfed_step_scale in sdk_internal.h) is then
+// update (docs/numerics.md, tinyfed_step_scale in sdk_internal.h) is then
 // a rational number per weight, computed here from the task's integers
 // alone:
 //   delta w[c][f] = -lr * err_c * real(x_f) / B            (in real units)

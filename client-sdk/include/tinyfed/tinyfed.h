@@ -261,7 +261,7 @@ TINYFED_NODISCARD tinyfed_status_t tinyfed_task_info(
 
 /* Trains the local head from the task's global head: `epochs` passes of
  * mini-batch SGD on softmax cross-entropy over `data`, in integer
- * arithmetic (see README "Numerics"). Calling it again restarts from the
+ * arithmetic (see docs/numerics.md). Calling it again restarts from the
  * global head, so the result depends only on the task and the data.
  * Errors: ARGUMENT, STATE (no task), DATASET. */
 TINYFED_NODISCARD tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
