@@ -13,7 +13,7 @@
 namespace tinyfed::bench {
 
 absl::StatusOr<std::unique_ptr<ServerUnderTest>> ServerUnderTest::Start(
-    const v1::ServerConfig& config, const Key256& fleet_key) {
+    const v1::ServerConfig& config, const Key256& fleet_key, Baseline baseline) {
   std::unique_ptr<ServerUnderTest> s(new ServerUnderTest());
   absl::StatusOr<std::unique_ptr<server::ModelStore>> store =
       server::OpenSqliteModelStore(config.db());
@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<ServerUnderTest>> ServerUnderTest::Start(
   absl::StatusOr<v1::ModelVersion> initial = server::InitialModel(config, s->clock_.NowMs());
   if (!initial.ok()) return initial.status();
   absl::StatusOr<std::unique_ptr<server::RoundManager>> manager =
-      server::RoundManager::Create(config, *initial, s->store_.get(), &s->clock_);
+      server::RoundManager::Create(config, *initial, s->store_.get(), &s->clock_, &s->metrics_);
   if (!manager.ok()) return manager.status();
   s->manager_ = std::move(*manager);
   absl::StatusOr<std::unique_ptr<server::DeviceAuthenticator>> auth =
@@ -30,10 +30,14 @@ absl::StatusOr<std::unique_ptr<ServerUnderTest>> ServerUnderTest::Start(
   if (!auth.ok()) return auth.status();
   s->auth_ = std::move(*auth);
   const server::RequestLimits limits = server::RequestLimitsFromConfig(config);
-  s->service_ =
-      std::make_unique<server::CoordinatorService>(s->manager_.get(), s->auth_.get(), limits);
-  s->unauthenticated_service_ =
-      std::make_unique<server::CoordinatorService>(s->manager_.get(), nullptr, limits);
+  s->service_ = std::make_unique<server::CoordinatorService>(s->manager_.get(), s->auth_.get(),
+                                                             limits, &s->metrics_);
+  s->baseline_service_ =
+      baseline == Baseline::kNoMetrics
+          ? std::make_unique<server::CoordinatorService>(s->manager_.get(), s->auth_.get(),
+                                                         limits, nullptr)
+          : std::make_unique<server::CoordinatorService>(s->manager_.get(), nullptr, limits,
+                                                         &s->metrics_);
   // The product's own port set-up, so the benchmark pays its edge limits.
   v1::ServerConfig loopback = config;
   loopback.set_listen("127.0.0.1:0");
@@ -43,16 +47,16 @@ absl::StatusOr<std::unique_ptr<ServerUnderTest>> ServerUnderTest::Start(
   s->server_ = std::move(started->server);
   s->port_ = started->port;
   started = server::StartGrpcServer(loopback, grpc::InsecureServerCredentials(),
-                                    s->unauthenticated_service_.get());
+                                    s->baseline_service_.get());
   if (!started.ok()) return started.status();
-  s->unauthenticated_server_ = std::move(started->server);
-  s->unauthenticated_port_ = started->port;
+  s->baseline_server_ = std::move(started->server);
+  s->baseline_port_ = started->port;
   return s;
 }
 
 ServerUnderTest::~ServerUnderTest() {
   if (server_) server_->Shutdown();
-  if (unauthenticated_server_) unauthenticated_server_->Shutdown();
+  if (baseline_server_) baseline_server_->Shutdown();
   manager_.reset();  // waits for a round being closed
   store_.reset();    // drains the writer
 }

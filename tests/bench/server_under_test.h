@@ -3,11 +3,17 @@
 // tinyfed-server wires them, plus a fleet of devices checked in to its
 // open round and their updates signed as the devices would sign them.
 //
+// tinyfed-server always updates its ServerMetrics on the request path
+// (--metrics_listen only decides whether they are served), so this server
+// does too.
+//
 // A second Coordinator service over the same round manager, on a port of
-// its own, runs with authentication off (no DeviceAuthenticator: the
-// envelope is unwrapped, its tag not checked): the baseline that shows
-// what authentication costs. Both take updates of the same round, so a
-// benchmark can alternate between them on one fleet.
+// its own, is the baseline that shows what one part of the server costs:
+// with authentication off (no DeviceAuthenticator: the envelope is
+// unwrapped, its tag not checked), or with metrics off (no ServerMetrics;
+// the round manager, shared, still counts closed rounds, once per round).
+// Both take updates of the same round, so a benchmark can alternate
+// between them on one fleet.
 //
 // ServerUnderTest is safe for concurrent use through its manager and its
 // port; it owns everything it starts and stops it in its destructor.
@@ -27,6 +33,7 @@
 #include "coordinator_service.h"
 #include "model_store.h"
 #include "device_auth.h"
+#include "metrics.h"
 #include "round_manager.h"
 #include "tinyfed/v1/round.pb.h"
 #include "tinyfed/v1/server_config.pb.h"
@@ -34,34 +41,43 @@
 
 namespace tinyfed::bench {
 
+// What the baseline service leaves out; everything else is as deployed.
+enum class Baseline { kNoAuthentication, kNoMetrics };
+
 class ServerUnderTest {
  public:
   // Opens config.db(), authenticates devices under `fleet_key` and listens
-  // on 127.0.0.1 on two free ports (authenticated, and not).
+  // on 127.0.0.1 on two free ports (the server as deployed, and the
+  // baseline).
   // REQUIRES: ValidateServerConfig(config) is OK.
   static absl::StatusOr<std::unique_ptr<ServerUnderTest>> Start(const v1::ServerConfig& config,
-                                                                const Key256& fleet_key);
+                                                                const Key256& fleet_key,
+                                                                Baseline baseline);
   ~ServerUnderTest();
 
   server::RoundManager& manager() { return *manager_; }
   server::ModelStore& store() { return *store_; }
-  // The server as deployed: every request's tag checked.
+  // Updated by the server as deployed (and by the baseline without
+  // authentication), never by the baseline without metrics.
+  const server::ServerMetrics& metrics() const { return metrics_; }
+  // The server as deployed: every request's tag checked, metrics updated.
   int port() const { return port_; }
-  // The benchmark's baseline only: no tag checked.
-  int unauthenticated_port() const { return unauthenticated_port_; }
+  // The benchmark's baseline only.
+  int baseline_port() const { return baseline_port_; }
 
  private:
   ServerUnderTest() = default;
   server::SystemClock clock_;
+  server::ServerMetrics metrics_;  // declared first: outlives all that update it
   std::unique_ptr<server::ModelStore> store_;
   std::unique_ptr<server::RoundManager> manager_;
   std::unique_ptr<server::DeviceAuthenticator> auth_;
   std::unique_ptr<server::CoordinatorService> service_;
-  std::unique_ptr<server::CoordinatorService> unauthenticated_service_;
+  std::unique_ptr<server::CoordinatorService> baseline_service_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<grpc::Server> unauthenticated_server_;
+  std::unique_ptr<grpc::Server> baseline_server_;
   int port_ = 0;
-  int unauthenticated_port_ = 0;
+  int baseline_port_ = 0;
 };
 
 // "bench-000042": device i of the fleet.
