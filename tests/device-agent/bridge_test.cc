@@ -195,6 +195,14 @@ class SdkDevice {
   tinyfed_context_t ctx_;
 };
 
+// The device checks in over the link and loads the task it is given.
+void CheckInForATask(SdkDevice& device, DeviceLink& link) {
+  link.SendRaw(device.CheckInFrame());
+  const auto reply = link.Receive();
+  ASSERT_EQ(reply.first, TINYFED_FRAME_CHECKIN_RESPONSE);
+  ASSERT_EQ(device.LoadTask(reply.second), "");
+}
+
 // The round an ACK payload acknowledges, or 0 if it is not an UpdateAck.
 uint32_t AckedRound(const std::string& ack) {
   uint32_t round = 0, retry = 0;
@@ -519,10 +527,8 @@ TEST(Bridge, DropsAFrameThatFailsItsCrcWithoutCallingTheServer) {
                       log.file());
   SdkDevice device(coordinator, "crc-dev", 16, 4, 8);
   DeviceLink link(uart.Accept());
-  link.SendRaw(device.CheckInFrame());
-  auto reply = link.Receive();
-  ASSERT_EQ(reply.first, TINYFED_FRAME_CHECKIN_RESPONSE);
-  ASSERT_EQ(device.LoadTask(reply.second), "");
+  ASSERT_NO_FATAL_FAILURE(CheckInForATask(device, link));
+  std::pair<uint8_t, std::string> reply;
   const std::vector<uint8_t> update = device.TrainAndFrameUpdate();
 
   // Change one payload byte and leave the COBS structure intact: walk the
@@ -573,10 +579,8 @@ TEST(Bridge, AnUpdateAlteredOnTheWayIsRefusedAsUnauthenticated) {
                       log.file());
   SdkDevice device(coordinator, "relay-dev", 16, 4, 11);
   DeviceLink link(uart.Accept());
-  link.SendRaw(device.CheckInFrame());
-  auto reply = link.Receive();
-  ASSERT_EQ(reply.first, TINYFED_FRAME_CHECKIN_RESPONSE);
-  ASSERT_EQ(device.LoadTask(reply.second), "");
+  ASSERT_NO_FATAL_FAILURE(CheckInForATask(device, link));
+  std::pair<uint8_t, std::string> reply;
   const std::string update = device.TrainAndEncodeUpdate();
 
   // Where the parts lie in the device's bytes, found by parsing them with
