@@ -55,7 +55,8 @@ absl::StatusOr<Authenticated> DeviceAuthenticator::Authenticate(RequestType type
 
 absl::StatusOr<Key256> DeviceAuthenticator::DeviceKey(std::string_view device_id) const {
   {
-    absl::MutexLock lock(&keys_mu_);
+    // Shared: every request of a cached device only reads the cache.
+    absl::ReaderMutexLock lock(&keys_mu_);
     // Debian's Abseil has a string_view of its own.
     if (auto it = keys_.find(absl::string_view(device_id.data(), device_id.size()));
         it != keys_.end()) {
