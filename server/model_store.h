@@ -64,6 +64,38 @@ struct StoredUpdate {
 
 using DoneCallback = std::function<void(absl::Status)>;
 
+// One operator action, written in the same transaction as the change it
+// records (the Admin service's audit log, proto/tinyfed/v1/admin.proto).
+struct AuditEntry {
+  int64_t id = 0;         // assigned by the store, increasing; ignored when written
+  int64_t at_unix_ms = 0;
+  std::string actor;      // "token:NAME", "cert:SUBJECT", "loopback:ADDRESS"
+  std::string action;     // "rollback", "pause", "resume", "revoke"
+  std::string detail;
+};
+
+// Whether new rounds are held back (RoundManager::SetPaused), kept so that
+// a restarted server stays paused.
+struct PauseState {
+  bool paused = false;
+  int64_t since_unix_ms = 0;  // 0 when not paused
+  std::string by;             // the actor who paused; empty when not paused
+};
+
+// A device that was handed a task, as the tasks and updates tables show it.
+struct DeviceActivity {
+  std::string device_id;
+  int64_t last_task_ms = 0;  // the latest issued_ms of its tasks
+  uint32_t last_round = 0;   // the round of that task
+  uint32_t tasks = 0;        // its tasks, over all rounds
+  uint32_t updates = 0;      // its accepted updates, over all rounds
+};
+
+struct Revocation {
+  std::string device_id;
+  int64_t revoked_unix_ms = 0;
+};
+
 class ModelStore {
  public:
   virtual ~ModelStore() = default;
@@ -80,6 +112,24 @@ class ModelStore {
   virtual absl::StatusOr<std::vector<StoredUpdate>> RoundUpdates(uint32_t round) = 0;
   // The ids of every revoked device, in byte order.
   virtual absl::StatusOr<std::vector<std::string>> RevokedDevices() = 0;
+  // Every revoked device with its time, in byte order of the ids.
+  virtual absl::StatusOr<std::vector<Revocation>> Revocations() = 0;
+  // Versions numbered `newest` and below (0: from the latest), newest
+  // first, at most `limit`, with weights and bias cleared (lineage and
+  // metrics only: the admin's versions table, the status page).
+  virtual absl::StatusOr<std::vector<v1::ModelVersion>> ListVersions(uint32_t newest,
+                                                                     size_t limit) = 0;
+  // The `limit` devices with the most recent tasks, most recent first
+  // (ties by id). Reads every task row: meant for an operator's occasional
+  // look, not for a request path. Task rows are checked against their CRCs
+  // (DATA_LOSS); update rows are only counted, unchecked (checking them
+  // would read every payload ever stored; RoundUpdates checks them).
+  virtual absl::StatusOr<std::vector<DeviceActivity>> RecentDevices(size_t limit) = 0;
+  // Audit entries with an id below `before_id` (0: from the newest),
+  // newest first, at most `limit`.
+  virtual absl::StatusOr<std::vector<AuditEntry>> AuditLog(int64_t before_id, size_t limit) = 0;
+  // The stored pause state (not paused in a store that never recorded one).
+  virtual absl::StatusOr<PauseState> Paused() = 0;
 
   // ---- writes ------------------------------------------------------------
   // Stores the first version (version 1, parent 0, round 0, else
@@ -109,6 +159,24 @@ class ModelStore {
   // device's key is derived from its id, so a device back in service gets
   // a new id, and with it a new key.
   virtual absl::Status RevokeDevice(const std::string& device_id, int64_t revoked_unix_ms) = 0;
+  // RevokeDevice, and `audit` appended in the same transaction when the
+  // device was not revoked yet (revoking again records nothing).
+  virtual absl::Status RevokeDevice(const std::string& device_id, int64_t revoked_unix_ms,
+                                    const AuditEntry& audit) = 0;
+  // An operator's rollback, in one transaction: marks `abandon_round`
+  // abandoned at `closed_ms` when it is not 0, stores `next` and appends
+  // `audit`. FAILED_PRECONDITION, with nothing written, unless: `next` has
+  // round 0, parent the latest version, number latest + 1, restored_from a
+  // stored version other than the latest and that version's checksum;
+  // `abandon_round` is the open round when one is open (a round training
+  // from the version rolled away from could never commit), and 0 when none
+  // is.
+  virtual absl::Status CommitRestoredVersion(uint32_t abandon_round, int64_t closed_ms,
+                                             const v1::ModelVersion& next,
+                                             const AuditEntry& audit) = 0;
+  // Stores `state` (as given: the caller keeps since and by empty when not
+  // paused) and appends `audit`, in one transaction.
+  virtual absl::Status SetPaused(const PauseState& state, const AuditEntry& audit) = 0;
 
   // Appends queued and not yet durable (for back-pressure).
   virtual size_t PendingWrites() const = 0;

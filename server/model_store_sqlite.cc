@@ -53,8 +53,9 @@ namespace {
 constexpr int32_t kApplicationId = 0x54464544;  // "TFED"
 // PRAGMA user_version. Bump it with every schema change and teach Open to
 // migrate from the previous one. 2 added the `crc` column to every table;
-// 3 added tasks.declared_samples and the revocations table.
-constexpr int32_t kSchemaVersion = 3;
+// 3 added tasks.declared_samples and the revocations table; 4 added the
+// audit log and the pause state (the Admin service).
+constexpr int32_t kSchemaVersion = 4;
 // How long a connection waits for another process's lock before giving up
 // with UNAVAILABLE. Only another process (an admin tool, a second server
 // pointed at the same file by mistake) can hold one: in this process all
@@ -107,6 +108,28 @@ CREATE TABLE IF NOT EXISTS revocations(
   crc INTEGER NOT NULL);
 )sql";
 
+// Created by kSchema's transaction in a new file and by the migration from
+// schema 3 in an old one. `crc` as in kSchema. An audit id is assigned by
+// the store as the largest so far plus one (rows are never deleted), so
+// it is known before the row is written and its CRC can cover it.
+// pause_state holds at most one row, id 1: a missing row means "never
+// paused", as in a file migrated from schema 3.
+constexpr absl::string_view kAdminTables = R"sql(
+CREATE TABLE IF NOT EXISTS audit_log(
+  id INTEGER PRIMARY KEY,
+  at_ms INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  crc INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pause_state(
+  id INTEGER PRIMARY KEY,
+  paused INTEGER NOT NULL,
+  since_ms INTEGER NOT NULL,
+  paused_by TEXT NOT NULL,
+  crc INTEGER NOT NULL);
+)sql";
+
 // Schema 1 had no `crc` columns. The migration computes them from the rows
 // as they are, after quick_check has passed: damage older than the
 // migration goes unseen, as it did before it; damage after it does not.
@@ -147,7 +170,11 @@ constexpr absl::string_view kExpectedColumns =
     "tasks:round INTEGER 1,device_id TEXT 2,token BLOB 0,issued_ms INTEGER 0,crc INTEGER 0,"
     "declared_samples INTEGER 0;"
     "updates:round INTEGER 1,device_id TEXT 2,payload BLOB 0,received_ms INTEGER 0,crc INTEGER 0;"
-    "revocations:device_id TEXT 1,revoked_ms INTEGER 0,crc INTEGER 0;";
+    "revocations:device_id TEXT 1,revoked_ms INTEGER 0,crc INTEGER 0;"
+    "audit_log:id INTEGER 1,at_ms INTEGER 0,actor TEXT 0,action TEXT 0,detail TEXT 0,"
+    "crc INTEGER 0;"
+    "pause_state:id INTEGER 1,paused INTEGER 0,since_ms INTEGER 0,paused_by TEXT 0,"
+    "crc INTEGER 0;";
 
 // The CRC-32 of one row: a tag naming the table, then each value with its
 // kind (an integer as 8 bytes little-endian, bytes as their 8-byte length
@@ -409,8 +436,10 @@ absl::Status CheckColumns(sqlite3* db) {
   return absl::OkStatus();
 }
 
-// Brings a file of schema `from` (1 or 2), checked by quick_check, to
-// kSchemaVersion in one transaction: a failure leaves it as it was.
+// Brings a file of schema `from` (1 to 3), checked by quick_check, to
+// kSchemaVersion in one transaction: a failure leaves it as it was. Each
+// step takes the file from one schema to the next, so an old file passes
+// through every later one.
 absl::Status MigrateFile(sqlite3* db, int64_t from) {
   const int rc = sqlite3_create_function_v2(db, "tinyfed_row_crc", -1,
                                             SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
@@ -420,12 +449,20 @@ absl::Status MigrateFile(sqlite3* db, int64_t from) {
   if (from == 1) {
     if (absl::Status s = Exec(db, std::string(kMigrateFrom1).c_str()); !s.ok()) return s;
   }
-  absl::StatusOr<int64_t> damaged = QueryInt(db, kDamagedTasksOf2, "checking the task rows");
-  if (!damaged.ok()) return damaged.status();
-  if (*damaged != 0) return Damaged(db, absl::StrCat(*damaged, " task rows fail their row CRC"));
-  if (absl::Status s = Exec(db, absl::StrCat(kMigrateFrom2, kRevocationsTable,
-                                             "PRAGMA user_version=", kSchemaVersion)
-                                    .c_str());
+  if (from <= 2) {
+    absl::StatusOr<int64_t> damaged = QueryInt(db, kDamagedTasksOf2, "checking the task rows");
+    if (!damaged.ok()) return damaged.status();
+    if (*damaged != 0) {
+      return Damaged(db, absl::StrCat(*damaged, " task rows fail their row CRC"));
+    }
+    if (absl::Status s = Exec(db, absl::StrCat(kMigrateFrom2, kRevocationsTable).c_str());
+        !s.ok()) {
+      return s;
+    }
+  }
+  // From 3: new tables only, no row of an older table changes.
+  if (absl::Status s =
+          Exec(db, absl::StrCat(kAdminTables, "PRAGMA user_version=", kSchemaVersion).c_str());
       !s.ok()) {
     return s;
   }
@@ -489,7 +526,7 @@ absl::Status PrepareFile(sqlite3* db, const std::string& path) {
     return CheckColumns(db);
   }
   if (absl::Status s = Exec(db, "BEGIN IMMEDIATE"); !s.ok()) return s;
-  absl::Status created = Exec(db, absl::StrCat(kSchema, kRevocationsTable).c_str());
+  absl::Status created = Exec(db, absl::StrCat(kSchema, kRevocationsTable, kAdminTables).c_str());
   if (created.ok()) {
     created = Exec(db, absl::StrCat("PRAGMA application_id=", kApplicationId, ";",
                                     "PRAGMA user_version=", kSchemaVersion)
@@ -592,6 +629,23 @@ int64_t RevocationCrc(absl::string_view device_id, int64_t revoked_ms) {
   return RowCrc('d').Bytes(device_id).Int(revoked_ms).value();
 }
 
+int64_t AuditCrc(const AuditEntry& entry) {
+  return RowCrc('a')
+      .Int(entry.id)
+      .Int(entry.at_unix_ms)
+      .Bytes(entry.actor)
+      .Bytes(entry.action)
+      .Bytes(entry.detail)
+      .value();
+}
+
+// The one row of pause_state.
+constexpr int64_t kPauseRowId = 1;
+
+int64_t PauseCrc(int64_t id, int64_t paused, int64_t since_ms, absl::string_view by) {
+  return RowCrc('p').Int(id).Int(paused).Int(since_ms).Bytes(by).value();
+}
+
 // Checks the CRC of a task ('t') or update ('u') row read as (round,
 // device_id, bytes, ms, crc), a task's with declared_samples after them,
 // and that it belongs to `round`: a damaged index can lead a lookup to
@@ -648,6 +702,12 @@ class SqliteModelStore final : public ModelStore {
   absl::StatusOr<std::vector<TaskRecord>> RoundTasks(uint32_t round) override;
   absl::StatusOr<std::vector<StoredUpdate>> RoundUpdates(uint32_t round) override;
   absl::StatusOr<std::vector<std::string>> RevokedDevices() override;
+  absl::StatusOr<std::vector<Revocation>> Revocations() override;
+  absl::StatusOr<std::vector<v1::ModelVersion>> ListVersions(uint32_t newest,
+                                                             size_t limit) override;
+  absl::StatusOr<std::vector<DeviceActivity>> RecentDevices(size_t limit) override;
+  absl::StatusOr<std::vector<AuditEntry>> AuditLog(int64_t before_id, size_t limit) override;
+  absl::StatusOr<PauseState> Paused() override;
 
   absl::Status PutInitialVersion(const v1::ModelVersion& model) override;
   absl::Status OpenRound(const RoundRecord& round) override;
@@ -657,6 +717,12 @@ class SqliteModelStore final : public ModelStore {
                            const v1::ModelVersion& next) override;
   absl::Status AbandonRound(uint32_t round, int64_t closed_ms) override;
   absl::Status RevokeDevice(const std::string& device_id, int64_t revoked_unix_ms) override;
+  absl::Status RevokeDevice(const std::string& device_id, int64_t revoked_unix_ms,
+                            const AuditEntry& audit) override;
+  absl::Status CommitRestoredVersion(uint32_t abandon_round, int64_t closed_ms,
+                                     const v1::ModelVersion& next,
+                                     const AuditEntry& audit) override;
+  absl::Status SetPaused(const PauseState& state, const AuditEntry& audit) override;
   size_t PendingWrites() const override;
   WriteStats Stats() const override;
   void SetBatchHook(std::function<void()> hook) override;
@@ -686,6 +752,14 @@ class SqliteModelStore final : public ModelStore {
   absl::Status CloseRoundRow(uint32_t round, RoundState state, int64_t closed_ms);
   absl::StatusOr<std::optional<uint32_t>> LatestVersionNumber();
   absl::Status InsertVersion(const v1::ModelVersion& model, const std::string& serialized);
+  // Inserts the revocation unless the device has one; true when inserted.
+  absl::StatusOr<bool> InsertRevocation(const std::string& device_id, int64_t revoked_unix_ms);
+  // Appends `entry` to the audit log with the next id (its own is ignored).
+  absl::Status AppendAudit(const AuditEntry& entry);
+  // The revocation write, with `audit` appended when the device is newly
+  // revoked, if given.
+  absl::Status Revoke(const std::string& device_id, int64_t revoked_unix_ms,
+                      const AuditEntry* audit);
   // Runs `body` between BEGIN IMMEDIATE and COMMIT; rolls back on error.
   template <typename Body>
   absl::Status InTransaction(Body body);
@@ -906,6 +980,173 @@ absl::StatusOr<std::vector<std::string>> SqliteModelStore::RevokedDevices() {
   return devices;
 }
 
+absl::StatusOr<std::vector<Revocation>> SqliteModelStore::Revocations() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db, "SELECT device_id, revoked_ms, crc FROM revocations ORDER BY device_id");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  std::vector<Revocation> revocations;
+  int rc;
+  while ((rc = query.Step()) == SQLITE_ROW) {
+    Revocation revocation{query.ColumnBytes(0), query.ColumnInt(1)};
+    if (RevocationCrc(revocation.device_id, revocation.revoked_unix_ms) != query.ColumnInt(2)) {
+      return Damaged(db, "the revocation row of a device fails its row CRC");
+    }
+    revocations.push_back(std::move(revocation));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, "reading the revocations");
+  return revocations;
+}
+
+// A size_t limit as SQLite's LIMIT takes it (a signed 64-bit integer).
+int64_t SqlLimit(size_t limit) {
+  return static_cast<int64_t>(std::min<uint64_t>(limit, INT64_MAX));
+}
+
+absl::StatusOr<std::vector<v1::ModelVersion>> SqliteModelStore::ListVersions(uint32_t newest,
+                                                                            size_t limit) {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  // Every row's whole blob is read: its CRC covers it, and a version's
+  // weights are small (a head of at most a few thousand parameters).
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db, absl::StrCat("SELECT ", kVersionColumns,
+                               " FROM model_versions WHERE version <= ?1 "
+                               "ORDER BY version DESC LIMIT ?2"));
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  query.Int(1, newest == 0 ? int64_t{UINT32_MAX} : int64_t{newest}).Int(2, SqlLimit(limit));
+  std::vector<v1::ModelVersion> versions;
+  int rc;
+  while ((rc = query.Step()) == SQLITE_ROW) {
+    absl::StatusOr<v1::ModelVersion> model = VersionFromRow(db, query);
+    if (!model.ok()) return model.status();
+    model->clear_weights();
+    model->clear_bias();
+    versions.push_back(std::move(*model));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, "listing the model versions");
+  return versions;
+}
+
+absl::StatusOr<std::vector<DeviceActivity>> SqliteModelStore::RecentDevices(size_t limit) {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  // Task rows are read whole, so that each one's CRC is checked: they are
+  // small (an id, a token). Update rows are only counted per device: their
+  // CRCs cover their payloads, and reading every payload of every round
+  // for a count would cost far more than the rest of this call; a damaged
+  // update row is found when its round is read (RoundUpdates).
+  std::unordered_map<std::string, DeviceActivity> devices;
+  {
+    absl::StatusOr<StatementPtr> stmt = Prepare(
+        db, "SELECT round, device_id, token, issued_ms, crc, declared_samples FROM tasks");
+    if (!stmt.ok()) return stmt.status();
+    Query query(db, stmt->get());
+    int rc;
+    while ((rc = query.Step()) == SQLITE_ROW) {
+      const uint32_t round = static_cast<uint32_t>(query.ColumnInt(0));
+      if (absl::Status s = CheckAppendRow(db, 't', round, query); !s.ok()) return s;
+      std::string id = query.ColumnBytes(1);
+      DeviceActivity& device = devices[id];
+      const int64_t issued_ms = query.ColumnInt(3);
+      // The latest task: by its time, a later round first when two share a
+      // millisecond.
+      if (device.tasks == 0 || issued_ms > device.last_task_ms ||
+          (issued_ms == device.last_task_ms && round > device.last_round)) {
+        device.last_task_ms = issued_ms;
+        device.last_round = round;
+      }
+      if (device.tasks == 0) device.device_id = std::move(id);
+      ++device.tasks;
+    }
+    if (rc != SQLITE_DONE) return SqliteError(db, rc, "reading the tasks");
+  }
+  {
+    absl::StatusOr<StatementPtr> stmt =
+        Prepare(db, "SELECT device_id, count(*) FROM updates GROUP BY device_id");
+    if (!stmt.ok()) return stmt.status();
+    Query query(db, stmt->get());
+    int rc;
+    while ((rc = query.Step()) == SQLITE_ROW) {
+      auto device = devices.find(query.ColumnBytes(0));
+      // An update needs a task of its device: one without is not listed
+      // (no "seen" time to sort it by).
+      if (device != devices.end()) {
+        device->second.updates = static_cast<uint32_t>(query.ColumnInt(1));
+      }
+    }
+    if (rc != SQLITE_DONE) return SqliteError(db, rc, "counting the updates");
+  }
+  std::vector<DeviceActivity> recent;
+  recent.reserve(devices.size());
+  for (auto& [id, device] : devices) recent.push_back(std::move(device));
+  const auto more_recent = [](const DeviceActivity& a, const DeviceActivity& b) {
+    if (a.last_task_ms != b.last_task_ms) return a.last_task_ms > b.last_task_ms;
+    return a.device_id < b.device_id;
+  };
+  if (recent.size() > limit) {
+    std::partial_sort(recent.begin(), recent.begin() + static_cast<ptrdiff_t>(limit), recent.end(),
+                      more_recent);
+    recent.resize(limit);
+  } else {
+    std::sort(recent.begin(), recent.end(), more_recent);
+  }
+  return recent;
+}
+
+absl::StatusOr<std::vector<AuditEntry>> SqliteModelStore::AuditLog(int64_t before_id,
+                                                                  size_t limit) {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db,
+              "SELECT id, at_ms, actor, action, detail, crc FROM audit_log WHERE id < ?1 "
+              "ORDER BY id DESC LIMIT ?2");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  query.Int(1, before_id == 0 ? INT64_MAX : before_id).Int(2, SqlLimit(limit));
+  std::vector<AuditEntry> entries;
+  int rc;
+  while ((rc = query.Step()) == SQLITE_ROW) {
+    AuditEntry entry{query.ColumnInt(0), query.ColumnInt(1), query.ColumnBytes(2),
+                     query.ColumnBytes(3), query.ColumnBytes(4)};
+    if (AuditCrc(entry) != query.ColumnInt(5)) {
+      return Damaged(db, absl::StrCat("audit entry ", entry.id, " fails its row CRC"));
+    }
+    entries.push_back(std::move(entry));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, "reading the audit log");
+  return entries;
+}
+
+absl::StatusOr<PauseState> SqliteModelStore::Paused() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db, "SELECT id, paused, since_ms, paused_by, crc FROM pause_state");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  int rc = query.Step();
+  if (rc == SQLITE_DONE) return PauseState{};
+  if (rc != SQLITE_ROW) return SqliteError(db, rc, "reading the pause state");
+  const int64_t id = query.ColumnInt(0);
+  const int64_t paused = query.ColumnInt(1);
+  PauseState state{paused == 1, query.ColumnInt(2), query.ColumnBytes(3)};
+  if (PauseCrc(id, paused, state.since_unix_ms, state.by) != query.ColumnInt(4)) {
+    return Damaged(db, "the pause state fails its row CRC");
+  }
+  if (id != kPauseRowId || (paused != 0 && paused != 1)) {
+    return Damaged(db, "the pause state is not the one row the store writes");
+  }
+  rc = query.Step();
+  if (rc == SQLITE_ROW) return Damaged(db, "the pause state has more than one row");
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, "reading the pause state");
+  return state;
+}
+
 // ---- writes ----------------------------------------------------------------
 
 void SqliteModelStore::Enqueue(WriteOp op) {
@@ -1089,22 +1330,124 @@ absl::Status SqliteModelStore::AbandonRound(uint32_t round, int64_t closed_ms) {
 
 absl::Status SqliteModelStore::RevokeDevice(const std::string& device_id,
                                             int64_t revoked_unix_ms) {
+  return Revoke(device_id, revoked_unix_ms, nullptr);
+}
+
+absl::Status SqliteModelStore::RevokeDevice(const std::string& device_id,
+                                            int64_t revoked_unix_ms, const AuditEntry& audit) {
+  return Revoke(device_id, revoked_unix_ms, &audit);
+}
+
+absl::Status SqliteModelStore::Revoke(const std::string& device_id, int64_t revoked_unix_ms,
+                                      const AuditEntry* audit) {
   if (device_id.empty()) {
     return absl::InvalidArgumentError("model store: cannot revoke an empty device id");
   }
+  return RunWrite([&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
+      absl::StatusOr<bool> inserted = InsertRevocation(device_id, revoked_unix_ms);
+      if (!inserted.ok()) return inserted.status();
+      if (*inserted && audit != nullptr) return AppendAudit(*audit);
+      return absl::OkStatus();
+    });
+  });
+}
+
+absl::Status SqliteModelStore::CommitRestoredVersion(uint32_t abandon_round, int64_t closed_ms,
+                                                     const v1::ModelVersion& next,
+                                                     const AuditEntry& audit) {
+  const std::string serialized = next.SerializeAsString();
   sqlite3* db = write_db_.get();
   return RunWrite([&]() -> absl::Status {
     return InTransaction([&]() -> absl::Status {
-      // A second revocation keeps the first row, and with it the first time.
+      const auto refused = [&](absl::string_view why) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "model store: cannot store version ", next.version(), " restored from version ",
+            next.restored_from(), ": ", why));
+      };
+      absl::StatusOr<std::optional<uint32_t>> latest = LatestVersionNumber();
+      if (!latest.ok()) return latest.status();
+      if (!latest->has_value()) return refused("there is no version yet");
+      const uint32_t parent = **latest;
+      if (next.round() != 0 || next.parent_version() != parent ||
+          next.version() != parent + 1) {
+        return refused(absl::StrCat("a restored version must be version ", parent + 1,
+                                    " with parent ", parent, " and round 0, not version ",
+                                    next.version(), " with parent ", next.parent_version(),
+                                    " and round ", next.round()));
+      }
+      if (next.restored_from() == 0 || next.restored_from() == parent) {
+        return refused(absl::StrCat("it must restore a version older than the latest (",
+                                    parent, ")"));
+      }
+      {
+        // The restored version's checksum, which the copy must carry: a
+        // copy of other weights would be a new model, not a rollback.
+        absl::StatusOr<StatementPtr> stmt =
+            Prepare(db, "SELECT checksum FROM model_versions WHERE version = ?1");
+        if (!stmt.ok()) return stmt.status();
+        Query query(db, stmt->get());
+        query.Int(1, next.restored_from());
+        const int rc = query.Step();
+        if (rc == SQLITE_DONE) return refused("there is no such version");
+        if (rc != SQLITE_ROW) return SqliteError(db, rc, "reading the restored version");
+        if (query.ColumnInt(0) != next.checksum()) {
+          return refused("its checksum is not the restored version's");
+        }
+      }
+      // Any open round trains from the version rolled away from: it must
+      // be the one abandoned, or it could never commit.
+      absl::StatusOr<StatementPtr> open = Prepare(
+          db, absl::StrCat("SELECT round FROM rounds WHERE state = ",
+                           static_cast<int64_t>(RoundState::kOpen), " ORDER BY round LIMIT 1"));
+      if (!open.ok()) return open.status();
+      std::optional<uint32_t> open_round;
+      {
+        Query query(db, open->get());
+        const int rc = query.Step();
+        if (rc == SQLITE_ROW) open_round = static_cast<uint32_t>(query.ColumnInt(0));
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+          return SqliteError(db, rc, "looking for the open round");
+        }
+      }
+      if (abandon_round == 0 && open_round.has_value()) {
+        return refused(absl::StrCat("round ", *open_round, " is open and must be abandoned"));
+      }
+      if (abandon_round != 0) {
+        if (absl::Status s = CheckRoundOpen(abandon_round); !s.ok()) {
+          return WithContext(s, absl::StrCat("cannot abandon round ", abandon_round));
+        }
+        if (absl::Status s = CloseRoundRow(abandon_round, RoundState::kAbandoned, closed_ms);
+            !s.ok()) {
+          return s;
+        }
+      }
+      if (absl::Status s = InsertVersion(next, serialized); !s.ok()) return s;
+      return AppendAudit(audit);
+    });
+  });
+}
+
+absl::Status SqliteModelStore::SetPaused(const PauseState& state, const AuditEntry& audit) {
+  sqlite3* db = write_db_.get();
+  return RunWrite([&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
       absl::StatusOr<StatementPtr> stmt =
           Prepare(db,
-                  "INSERT INTO revocations(device_id, revoked_ms, crc) VALUES(?1, ?2, ?3) "
-                  "ON CONFLICT(device_id) DO NOTHING");
+                  "INSERT OR REPLACE INTO pause_state(id, paused, since_ms, paused_by, crc) "
+                  "VALUES(?1, ?2, ?3, ?4, ?5)");
       if (!stmt.ok()) return stmt.status();
-      Query query(db, stmt->get());
-      query.Text(1, device_id).Int(2, revoked_unix_ms).Int(3, RevocationCrc(device_id,
-                                                                           revoked_unix_ms));
-      return query.Run(absl::StrCat("revoking device '", device_id, "'"));
+      {
+        Query query(db, stmt->get());
+        const int64_t paused = state.paused ? 1 : 0;
+        query.Int(1, kPauseRowId)
+            .Int(2, paused)
+            .Int(3, state.since_unix_ms)
+            .Text(4, state.by)
+            .Int(5, PauseCrc(kPauseRowId, paused, state.since_unix_ms, state.by));
+        if (absl::Status s = query.Run("storing the pause state"); !s.ok()) return s;
+      }
+      return AppendAudit(audit);
     });
   });
 }
@@ -1298,6 +1641,45 @@ absl::Status SqliteModelStore::InsertVersion(const v1::ModelVersion& model,
         absl::StrCat("model store: model version ", model.version(), " already exists"));
   }
   return SqliteError(db, rc, absl::StrCat("storing model version ", model.version()));
+}
+
+absl::StatusOr<bool> SqliteModelStore::InsertRevocation(const std::string& device_id,
+                                                        int64_t revoked_unix_ms) {
+  sqlite3* db = write_db_.get();
+  // A second revocation keeps the first row, and with it the first time.
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db,
+              "INSERT INTO revocations(device_id, revoked_ms, crc) VALUES(?1, ?2, ?3) "
+              "ON CONFLICT(device_id) DO NOTHING");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  query.Text(1, device_id).Int(2, revoked_unix_ms).Int(3, RevocationCrc(device_id,
+                                                                       revoked_unix_ms));
+  if (absl::Status s = query.Run(absl::StrCat("revoking device '", device_id, "'")); !s.ok()) {
+    return s;
+  }
+  return sqlite3_changes(db) == 1;
+}
+
+absl::Status SqliteModelStore::AppendAudit(const AuditEntry& entry) {
+  sqlite3* db = write_db_.get();
+  absl::StatusOr<int64_t> last =
+      QueryInt(db, "SELECT coalesce(max(id), 0) FROM audit_log", "reading the last audit id");
+  if (!last.ok()) return last.status();
+  AuditEntry stored = entry;
+  stored.id = *last + 1;
+  absl::StatusOr<StatementPtr> stmt = Prepare(
+      db,
+      "INSERT INTO audit_log(id, at_ms, actor, action, detail, crc) VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  query.Int(1, stored.id)
+      .Int(2, stored.at_unix_ms)
+      .Text(3, stored.actor)
+      .Text(4, stored.action)
+      .Text(5, stored.detail)
+      .Int(6, AuditCrc(stored));
+  return query.Run(absl::StrCat("recording the audit entry of a ", stored.action));
 }
 
 template <typename Body>

@@ -743,16 +743,357 @@ TEST_F(ModelStoreTest, SynchronousWriteFromADoneCallbackFailsInsteadOfHanging) {
   EXPECT_EQ(StateOf(1), RoundState::kOpen);
 }
 
+// ---- the Admin service's reads and writes (schema 4) -----------------------
+
+AuditEntry Audit(int64_t at_ms, const std::string& action, const std::string& detail) {
+  return AuditEntry{/*id=*/0, at_ms, "token:ops", action, detail};
+}
+
+// The audit log, newest first, as the store reads it back.
+std::vector<AuditEntry> AllAudit(ModelStore& store) {
+  absl::StatusOr<std::vector<AuditEntry>> entries = store.AuditLog(0, 1000);
+  EXPECT_TRUE(entries.ok()) << entries.status();
+  return entries.ok() ? *entries : std::vector<AuditEntry>();
+}
+
+TEST_F(ModelStoreTest, ANewStoreIsNotPausedAndHasNoAuditEntries) {
+  const PauseState state = store_->Paused().value();
+  EXPECT_FALSE(state.paused);
+  EXPECT_EQ(state.since_unix_ms, 0);
+  EXPECT_EQ(state.by, "");
+  EXPECT_TRUE(AllAudit(*store_).empty());
+  EXPECT_TRUE(store_->Revocations().value().empty());
+  EXPECT_TRUE(store_->ListVersions(0, 100).value().empty());
+  EXPECT_TRUE(store_->RecentDevices(100).value().empty());
+}
+
+TEST_F(ModelStoreTest, PauseStateAndItsAuditSurviveReopening) {
+  ASSERT_TRUE(store_->SetPaused({true, 5000, "token:ops"}, Audit(5000, "pause", "disk swap")).ok());
+  Reopen();
+  PauseState state = store_->Paused().value();
+  EXPECT_TRUE(state.paused);
+  EXPECT_EQ(state.since_unix_ms, 5000);
+  EXPECT_EQ(state.by, "token:ops");
+  ASSERT_TRUE(store_->SetPaused({false, 0, ""}, Audit(6000, "resume", "")).ok());
+  Reopen();
+  state = store_->Paused().value();
+  EXPECT_FALSE(state.paused);
+  EXPECT_EQ(state.since_unix_ms, 0);
+  EXPECT_EQ(state.by, "");
+  const std::vector<AuditEntry> audit = AllAudit(*store_);
+  ASSERT_EQ(audit.size(), 2u);
+  EXPECT_EQ(audit[0].action, "resume");
+  EXPECT_EQ(audit[0].at_unix_ms, 6000);
+  EXPECT_EQ(audit[1].action, "pause");
+  EXPECT_EQ(audit[1].actor, "token:ops");
+  EXPECT_EQ(audit[1].detail, "disk swap");
+  EXPECT_EQ(audit[1].at_unix_ms, 5000);
+  EXPECT_LT(audit[1].id, audit[0].id);
+}
+
+TEST_F(ModelStoreTest, AuditLogIsNewestFirstAndPagesByIdBelow) {
+  for (int i = 1; i <= 5; ++i) {
+    ASSERT_TRUE(store_->SetPaused({i % 2 == 1, 100 * i, "token:ops"},
+                                  Audit(100 * i, i % 2 == 1 ? "pause" : "resume",
+                                        absl::StrCat("entry ", i)))
+                    .ok());
+  }
+  const std::vector<AuditEntry> all = AllAudit(*store_);
+  ASSERT_EQ(all.size(), 5u);
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].detail, absl::StrCat("entry ", 5 - i));
+    if (i > 0) {
+      EXPECT_LT(all[i].id, all[i - 1].id);
+    }
+  }
+  // The page after the first two: the third entry onwards.
+  const std::vector<AuditEntry> page = store_->AuditLog(all[1].id, 2).value();
+  ASSERT_EQ(page.size(), 2u);
+  EXPECT_EQ(page[0].id, all[2].id);
+  EXPECT_EQ(page[1].id, all[3].id);
+  EXPECT_EQ(store_->AuditLog(all[4].id, 10).value().size(), 0u);
+  EXPECT_EQ(store_->AuditLog(0, 0).value().size(), 0u);
+  // Ids go on increasing after a reopen.
+  Reopen();
+  ASSERT_TRUE(store_->SetPaused({true, 700, "x"}, Audit(700, "pause", "after reopen")).ok());
+  const std::vector<AuditEntry> after = AllAudit(*store_);
+  ASSERT_EQ(after.size(), 6u);
+  EXPECT_EQ(after[0].detail, "after reopen");
+  EXPECT_GT(after[0].id, all[0].id);
+}
+
+TEST_F(ModelStoreTest, RevokingWithAnAuditRecordsOnlyTheFirstRevocation) {
+  ASSERT_TRUE(store_->RevokeDevice("dev-b", 100, Audit(100, "revoke", "dev-b: lost")).ok());
+  ASSERT_TRUE(store_->RevokeDevice("dev-a", 200, Audit(200, "revoke", "dev-a")).ok());
+  ASSERT_TRUE(store_->RevokeDevice("dev-b", 300, Audit(300, "revoke", "dev-b again")).ok());
+  const std::vector<Revocation> revocations = store_->Revocations().value();
+  ASSERT_EQ(revocations.size(), 2u);
+  EXPECT_EQ(revocations[0].device_id, "dev-a");
+  EXPECT_EQ(revocations[0].revoked_unix_ms, 200);
+  EXPECT_EQ(revocations[1].device_id, "dev-b");
+  EXPECT_EQ(revocations[1].revoked_unix_ms, 100);
+  const std::vector<AuditEntry> audit = AllAudit(*store_);
+  ASSERT_EQ(audit.size(), 2u);
+  EXPECT_EQ(audit[0].detail, "dev-a");
+  EXPECT_EQ(audit[1].detail, "dev-b: lost");
+  EXPECT_EQ(store_->RevokeDevice("", 400, Audit(400, "revoke", "")).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(AllAudit(*store_).size(), 2u);
+}
+
+TEST_F(ModelStoreTest, ListVersionsIsNewestFirstWithoutWeights) {
+  StartRoundOne();
+  ASSERT_TRUE(store_->CommitRound(1, 1400, MakeVersion(2, 1, 1)).ok());
+  ASSERT_TRUE(store_->OpenRound(MakeRound(2, 2)).ok());
+  ASSERT_TRUE(store_->CommitRound(2, 2400, MakeVersion(3, 2, 2)).ok());
+  ASSERT_TRUE(store_->OpenRound(MakeRound(3, 3)).ok());
+  ASSERT_TRUE(store_->CommitRound(3, 3400, MakeVersion(4, 3, 3)).ok());
+
+  const std::vector<v1::ModelVersion> newest = store_->ListVersions(0, 2).value();
+  ASSERT_EQ(newest.size(), 2u);
+  EXPECT_EQ(newest[0].version(), 4u);
+  EXPECT_EQ(newest[1].version(), 3u);
+  const std::vector<v1::ModelVersion> from3 = store_->ListVersions(3, 10).value();
+  ASSERT_EQ(from3.size(), 3u);
+  for (size_t i = 0; i < from3.size(); ++i) {
+    const uint32_t version = static_cast<uint32_t>(3 - i);
+    // Everything but the weights and bias, as stored.
+    v1::ModelVersion expected = MakeVersion(version, version - 1, version - 1);
+    expected.clear_weights();
+    expected.clear_bias();
+    EXPECT_TRUE(MessageDifferencer::Equals(from3[i], expected)) << from3[i].DebugString();
+    EXPECT_TRUE(from3[i].weights().empty());
+    EXPECT_TRUE(from3[i].bias().empty());
+  }
+  // Above the latest: from the latest down.
+  EXPECT_EQ(store_->ListVersions(9, 1).value().at(0).version(), 4u);
+}
+
+TEST_F(ModelStoreTest, RecentDevicesCountsTasksAndUpdatesMostRecentFirst) {
+  StartRoundOne();
+  Completions round1(4);
+  store_->AppendTask({1, "dev-a", "t", 1100, 0}, round1.Callback(0));
+  store_->AppendTask({1, "dev-b", "t", 1200, 0}, round1.Callback(1));
+  store_->AppendTask({1, "dev-c", "t", 1300, 0}, round1.Callback(2));
+  store_->AppendUpdate({1, "dev-a", Payload(1, "dev-a", 1), 1150}, round1.Callback(3));
+  for (const absl::Status& s : round1.Wait()) ASSERT_TRUE(s.ok()) << s;
+  ASSERT_TRUE(store_->CommitRound(1, 1400, MakeVersion(2, 1, 1)).ok());
+  ASSERT_TRUE(store_->OpenRound(MakeRound(2, 2)).ok());
+  Completions round2(3);
+  store_->AppendTask({2, "dev-a", "t", 2100, 0}, round2.Callback(0));
+  store_->AppendUpdate({2, "dev-a", Payload(2, "dev-a", 2), 2150}, round2.Callback(1));
+  // Same millisecond as dev-c's task in round 1: ties go by id.
+  store_->AppendTask({2, "dev-0", "t", 1300, 0}, round2.Callback(2));
+  for (const absl::Status& s : round2.Wait()) ASSERT_TRUE(s.ok()) << s;
+
+  const std::vector<DeviceActivity> devices = store_->RecentDevices(100).value();
+  ASSERT_EQ(devices.size(), 4u);
+  EXPECT_EQ(devices[0].device_id, "dev-a");
+  EXPECT_EQ(devices[0].last_task_ms, 2100);
+  EXPECT_EQ(devices[0].last_round, 2u);
+  EXPECT_EQ(devices[0].tasks, 2u);
+  EXPECT_EQ(devices[0].updates, 2u);
+  EXPECT_EQ(devices[1].device_id, "dev-0");
+  EXPECT_EQ(devices[1].last_round, 2u);
+  EXPECT_EQ(devices[2].device_id, "dev-c");
+  EXPECT_EQ(devices[2].last_task_ms, 1300);
+  EXPECT_EQ(devices[2].last_round, 1u);
+  EXPECT_EQ(devices[2].tasks, 1u);
+  EXPECT_EQ(devices[2].updates, 0u);
+  EXPECT_EQ(devices[3].device_id, "dev-b");
+  const std::vector<DeviceActivity> two = store_->RecentDevices(2).value();
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[0].device_id, "dev-a");
+  EXPECT_EQ(two[1].device_id, "dev-0");
+}
+
+// Version 1, round 1 committed as version 2, round 2 open on version 2.
+class RestoreTest : public ModelStoreTest {
+ protected:
+  void SetUp() override {
+    ModelStoreTest::SetUp();
+    StartRoundOne();
+    ASSERT_TRUE(store_->CommitRound(1, 1400, MakeVersion(2, 1, 1)).ok());
+    ASSERT_TRUE(store_->OpenRound(MakeRound(2, 2)).ok());
+  }
+  // Version 3: version 1's model, restored over version 2.
+  static v1::ModelVersion Restored() {
+    v1::ModelVersion next = MakeVersion(1, 0, 0);
+    next.set_version(3);
+    next.set_parent_version(2);
+    next.set_round(0);
+    next.set_restored_from(1);
+    next.clear_metrics();
+    next.set_created_unix_ms(2300);
+    return next;
+  }
+  // Fails the test unless the store is as SetUp left it.
+  void ExpectUnchanged() {
+    EXPECT_EQ(store_->LatestVersion().value()->version(), 2u);
+    EXPECT_EQ(store_->GetVersion(3).status().code(), absl::StatusCode::kNotFound);
+    const RoundRecord round = store_->LatestRound().value().value();
+    EXPECT_EQ(round.round, 2u);
+    EXPECT_EQ(round.state, RoundState::kOpen);
+    EXPECT_EQ(round.closed_ms, 0);
+    EXPECT_TRUE(AllAudit(*store_).empty());
+  }
+};
+
+TEST_F(RestoreTest, CommitsTheRestoredVersionAbandonsTheRoundAndRecordsIt) {
+  ASSERT_TRUE(
+      store_->CommitRestoredVersion(2, 2300, Restored(), Audit(2300, "rollback", "to 1")).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(store_->LatestVersion().value().value(), Restored()));
+  const RoundRecord round = store_->LatestRound().value().value();
+  EXPECT_EQ(round.round, 2u);
+  EXPECT_EQ(round.state, RoundState::kAbandoned);
+  EXPECT_EQ(round.closed_ms, 2300);
+  const std::vector<AuditEntry> audit = AllAudit(*store_);
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].action, "rollback");
+  EXPECT_EQ(audit[0].detail, "to 1");
+
+  // The lineage goes on from the restored version, across a reopen.
+  Reopen();
+  EXPECT_TRUE(MessageDifferencer::Equals(store_->GetVersion(3).value(), Restored()));
+  ASSERT_TRUE(store_->OpenRound(MakeRound(3, 3)).ok());
+  EXPECT_EQ(store_->CommitRound(3, 3400, MakeVersion(4, 2, 3)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(store_->CommitRound(3, 3400, MakeVersion(4, 3, 3)).ok());
+  // A second rollback, with no round open, to the restored version's
+  // source again.
+  v1::ModelVersion again = Restored();
+  again.set_version(5);
+  again.set_parent_version(4);
+  ASSERT_TRUE(store_->CommitRestoredVersion(0, 0, again, Audit(3500, "rollback", "")).ok());
+  EXPECT_EQ(store_->LatestVersion().value()->version(), 5u);
+  EXPECT_EQ(AllAudit(*store_).size(), 2u);
+}
+
+TEST_F(RestoreTest, EveryRefusalWritesNothing) {
+  struct Case {
+    const char* name;
+    uint32_t abandon_round;
+    v1::ModelVersion next;
+  };
+  std::vector<Case> cases;
+  const auto with = [](auto change) {
+    v1::ModelVersion next = Restored();
+    change(next);
+    return next;
+  };
+  cases.push_back({"a round number", 2, with([](v1::ModelVersion& m) { m.set_round(2); })});
+  cases.push_back({"parent not the latest", 2,
+                   with([](v1::ModelVersion& m) { m.set_parent_version(1); })});
+  cases.push_back({"number not latest + 1", 2, with([](v1::ModelVersion& m) { m.set_version(4); })});
+  cases.push_back({"restored from nothing", 2,
+                   with([](v1::ModelVersion& m) { m.set_restored_from(0); })});
+  cases.push_back({"restored from the latest", 2, with([](v1::ModelVersion& m) {
+                     m.set_restored_from(2);
+                     m.set_checksum(MakeVersion(2, 1, 1).checksum());
+                   })});
+  cases.push_back({"restored from an unknown version", 2,
+                   with([](v1::ModelVersion& m) { m.set_restored_from(9); })});
+  cases.push_back({"another checksum", 2,
+                   with([](v1::ModelVersion& m) { m.set_checksum(m.checksum() + 1); })});
+  cases.push_back({"the open round left open", 0, Restored()});
+  cases.push_back({"a round that is not open", 1, Restored()});
+  cases.push_back({"a round that does not exist", 7, Restored()});
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const absl::Status status =
+        store_->CommitRestoredVersion(c.abandon_round, 2300, c.next, Audit(2300, "rollback", ""));
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+    ExpectUnchanged();
+  }
+}
+
+TEST(ModelStoreRestoreFileTest, RefusedWithoutAnOlderVersionOrWithARoundToAbandonNotOpen) {
+  TempDir dir;
+  std::unique_ptr<ModelStore> store = OpenOrDie(dir.File("store.db"));
+  ASSERT_NE(store, nullptr);
+  v1::ModelVersion next = MakeVersion(1, 0, 0);
+  next.set_version(2);
+  next.set_parent_version(1);
+  next.set_restored_from(1);
+  // No version at all, then only the latest to restore.
+  EXPECT_EQ(store->CommitRestoredVersion(0, 0, next, Audit(1, "rollback", "")).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(store->PutInitialVersion(MakeVersion(1, 0, 0)).ok());
+  EXPECT_EQ(store->CommitRestoredVersion(0, 0, next, Audit(1, "rollback", "")).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->LatestVersion().value()->version(), 1u);
+  // No round open: naming one to abandon is refused, the committed one too.
+  ASSERT_TRUE(store->OpenRound(MakeRound(1, 1)).ok());
+  ASSERT_TRUE(store->CommitRound(1, 1400, MakeVersion(2, 1, 1)).ok());
+  next.set_version(3);
+  next.set_parent_version(2);
+  for (uint32_t round : {1u, 5u}) {
+    EXPECT_EQ(store->CommitRestoredVersion(round, 2500, next, Audit(1, "rollback", "")).code(),
+              absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(store->LatestVersion().value()->version(), 2u);
+    EXPECT_EQ(store->LatestRound().value()->state, RoundState::kCommitted);
+    EXPECT_TRUE(store->AuditLog(0, 10).value().empty());
+  }
+  EXPECT_TRUE(store->CommitRestoredVersion(0, 0, next, Audit(1, "rollback", "")).ok());
+  EXPECT_EQ(store->LatestVersion().value()->version(), 3u);
+}
+
+// A write failing after the change (the audit insert) or before it (the
+// version insert) leaves both undone: the change and its record are one.
+TEST_F(RestoreTest, AFailingWriteLeavesNeitherTheChangeNorItsRecord) {
+  for (const char* table : {"model_versions", "audit_log"}) {
+    SCOPED_TRACE(table);
+    ExecSql(path_, absl::StrCat("CREATE TRIGGER fail_insert BEFORE INSERT ON ", table,
+                                " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"));
+    const absl::Status failed =
+        store_->CommitRestoredVersion(2, 2300, Restored(), Audit(2300, "rollback", ""));
+    EXPECT_NE(failed.message().find("injected failure"), std::string::npos) << failed;
+    ExpectUnchanged();
+    ExecSql(path_, "DROP TRIGGER fail_insert");
+  }
+}
+
+TEST_F(ModelStoreTest, AFailingAuditLeavesPauseAndRevocationUnchanged) {
+  ExecSql(path_,
+          "CREATE TRIGGER fail_insert BEFORE INSERT ON audit_log "
+          "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  EXPECT_FALSE(store_->SetPaused({true, 100, "token:ops"}, Audit(100, "pause", "")).ok());
+  EXPECT_FALSE(store_->Paused().value().paused);
+  EXPECT_FALSE(store_->RevokeDevice("dev-a", 100, Audit(100, "revoke", "")).ok());
+  EXPECT_TRUE(store_->Revocations().value().empty());
+  ExecSql(path_, "DROP TRIGGER fail_insert");
+  EXPECT_TRUE(store_->RevokeDevice("dev-a", 100, Audit(100, "revoke", "")).ok());
+  EXPECT_EQ(AllAudit(*store_).size(), 1u);
+}
+
+// A row altered in the file without its CRC, where SQLite sees nothing
+// wrong (no index covers these columns), reads as DATA_LOSS naming the
+// file, not as another valid row.
+TEST_F(ModelStoreTest, AnAlteredAuditOrPauseRowIsDataLoss) {
+  ASSERT_TRUE(store_->SetPaused({true, 100, "token:ops"}, Audit(100, "pause", "why")).ok());
+  ExecSql(path_, "UPDATE audit_log SET detail = 'whY'");
+  absl::StatusOr<std::vector<AuditEntry>> audit = store_->AuditLog(0, 10);
+  EXPECT_EQ(audit.status().code(), absl::StatusCode::kDataLoss) << audit.status();
+  EXPECT_NE(audit.status().message().find("row CRC"), std::string::npos) << audit.status();
+  EXPECT_NE(audit.status().message().find(path_), std::string::npos) << audit.status();
+  ExecSql(path_, "UPDATE pause_state SET paused_by = 'token:eve'");
+  absl::StatusOr<PauseState> paused = store_->Paused();
+  EXPECT_EQ(paused.status().code(), absl::StatusCode::kDataLoss) << paused.status();
+  ASSERT_TRUE(store_->RevokeDevice("dev-a", 100).ok());
+  ExecSql(path_, "UPDATE revocations SET revoked_ms = 1");
+  EXPECT_EQ(store_->Revocations().status().code(), absl::StatusCode::kDataLoss);
+}
+
 TEST(ModelStoreFileTest, RefusesAnotherSchemaVersion) {
   TempDir dir;
   const std::string path = dir.File("store.db");
   ASSERT_NE(OpenOrDie(path), nullptr);
-  // A version from a newer build (this one writes 3 and migrates 1 and 2).
-  ExecSql(path, "PRAGMA user_version=4");
+  // A version from a newer build (this one writes 4 and migrates 1 to 3).
+  ExecSql(path, "PRAGMA user_version=5");
   absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(store.status().message().find("schema version 4"), std::string::npos) << store.status();
+  EXPECT_NE(store.status().message().find("schema version 5"), std::string::npos) << store.status();
 }
 
 TEST(ModelStoreFileTest, RefusesAnotherProgramsDatabaseAndLeavesItAlone) {

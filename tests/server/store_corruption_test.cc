@@ -738,14 +738,117 @@ TEST(StoreMigrationTest, SchemaTwoStoreIsMigratedKeepingItsData) {
     stored.WaitForNotification();
     EXPECT_TRUE(task_status.ok()) << task_status;
   }
-  EXPECT_EQ(UserVersion(path), 3);
+  EXPECT_EQ(UserVersion(path), 4);
   absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
   ASSERT_TRUE(store.ok()) << store.status();
+  // Through schema 3 to 4: the Admin tables exist and start empty.
+  EXPECT_FALSE((*store)->Paused().value().paused);
+  EXPECT_TRUE((*store)->AuditLog(0, 10).value().empty());
   auto tasks = (*store)->RoundTasks(1);
   ASSERT_TRUE(tasks.ok()) << tasks.status();
   ASSERT_EQ(tasks->size(), 3u);
   EXPECT_EQ((*tasks)[2].declared_samples, 12u);
   EXPECT_EQ((*store)->RevokedDevices().value(), std::vector<std::string>{"dev-b"});
+}
+
+// A schema 3 store as that build created it (declared counts, the
+// revocations table; no audit log, no pause state): one version, one open
+// round, one task, one update, one revocation.
+void WriteSchemaThreeStore(const std::string& path, const v1::ModelVersion& initial,
+                           const std::string& payload) {
+  testing::ExecSql(path, R"sql(
+PRAGMA journal_mode=WAL;
+CREATE TABLE model_versions(version INTEGER PRIMARY KEY, parent INTEGER NOT NULL,
+  round INTEGER NOT NULL, checksum INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+  model BLOB NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE rounds(round INTEGER PRIMARY KEY, base_version INTEGER NOT NULL,
+  state INTEGER NOT NULL, opened_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL,
+  closed_ms INTEGER NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE tasks(round INTEGER NOT NULL, device_id TEXT NOT NULL, token BLOB NOT NULL,
+  issued_ms INTEGER NOT NULL, crc INTEGER NOT NULL,
+  declared_samples INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(round, device_id));
+CREATE TABLE updates(round INTEGER NOT NULL, device_id TEXT NOT NULL, payload BLOB NOT NULL,
+  received_ms INTEGER NOT NULL, crc INTEGER NOT NULL, PRIMARY KEY(round, device_id));
+CREATE TABLE revocations(device_id TEXT PRIMARY KEY, revoked_ms INTEGER NOT NULL,
+  crc INTEGER NOT NULL);
+PRAGMA application_id=1413891396;
+PRAGMA user_version=3;
+)sql");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  const std::string model = initial.SerializeAsString();
+  const int64_t checksum = initial.checksum();
+  const int64_t created = initial.created_unix_ms();
+  InsertRow(db, "INSERT INTO model_versions VALUES(1, 0, 0, ?1, ?2, ?3, ?4)",
+            {checksum, created, model,
+             DocumentedRowCrc('v').Int(1).Int(0).Int(0).Int(checksum).Int(created).Bytes(model)
+                 .value()});
+  InsertRow(db, "INSERT INTO rounds VALUES(1, 1, 0, 1000, 11000, 0, ?1)",
+            {DocumentedRowCrc('r').Int(1).Int(1).Int(0).Int(1000).Int(11000).Int(0).value()});
+  InsertRow(db, "INSERT INTO tasks VALUES(1, ?1, ?2, ?3, ?4, 9)",
+            {SqlText{"dev-a"}, std::string("token-a"), int64_t{1001},
+             DocumentedRowCrc('t').Int(1).Bytes("dev-a").Bytes("token-a").Int(1001).Int(9)
+                 .value()});
+  InsertRow(db, "INSERT INTO updates VALUES(1, ?1, ?2, ?3, ?4)",
+            {SqlText{"dev-a"}, payload, int64_t{1002},
+             DocumentedRowCrc('u').Int(1).Bytes("dev-a").Bytes(payload).Int(1002).value()});
+  InsertRow(db, "INSERT INTO revocations VALUES(?1, 4000, ?2)",
+            {SqlText{"dev-z"}, DocumentedRowCrc('d').Bytes("dev-z").Int(4000).value()});
+  sqlite3_close(db);
+}
+
+// A store written by schema 3 keeps every row; opening adds the audit log
+// and the pause state (empty: not paused), which then take writes and
+// survive a reopen.
+TEST(StoreMigrationTest, SchemaThreeStoreIsMigratedKeepingItsData) {
+  TempDir dir;
+  const std::string path = dir.File("three.db");
+  absl::StatusOr<v1::ModelVersion> initial = InitialModel(Config(), kStartMs);
+  ASSERT_TRUE(initial.ok()) << initial.status();
+  std::mt19937 rng(8);
+  const std::string payload =
+      MakeUpdate(initial->spec(), 1, "dev-a", "token-a", 1, 9, rng, 300).SerializeAsString();
+  WriteSchemaThreeStore(path, *initial, payload);
+  {
+    absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto latest = (*store)->LatestVersion();
+    ASSERT_TRUE(latest.ok() && latest->has_value()) << latest.status();
+    EXPECT_EQ((*latest)->SerializeAsString(), initial->SerializeAsString());
+    auto round = (*store)->LatestRound();
+    ASSERT_TRUE(round.ok() && round->has_value()) << round.status();
+    EXPECT_EQ((*round)->state, RoundState::kOpen);
+    auto tasks = (*store)->RoundTasks(1);
+    ASSERT_TRUE(tasks.ok()) << tasks.status();
+    ASSERT_EQ(tasks->size(), 1u);
+    EXPECT_EQ((*tasks)[0].declared_samples, 9u);
+    auto updates = (*store)->RoundUpdates(1);
+    ASSERT_TRUE(updates.ok()) << updates.status();
+    ASSERT_EQ(updates->size(), 1u);
+    EXPECT_EQ((*updates)[0].payload, payload);
+    auto revocations = (*store)->Revocations();
+    ASSERT_TRUE(revocations.ok()) << revocations.status();
+    ASSERT_EQ(revocations->size(), 1u);
+    EXPECT_EQ((*revocations)[0].device_id, "dev-z");
+    EXPECT_EQ((*revocations)[0].revoked_unix_ms, 4000);
+    auto paused = (*store)->Paused();
+    ASSERT_TRUE(paused.ok()) << paused.status();
+    EXPECT_FALSE(paused->paused);
+    auto audit = (*store)->AuditLog(0, 10);
+    ASSERT_TRUE(audit.ok()) << audit.status();
+    EXPECT_TRUE(audit->empty());
+    ASSERT_TRUE((*store)->SetPaused({true, 5000, "token:ops"},
+                                    {0, 5000, "token:ops", "pause", "after migration"})
+                    .ok());
+  }
+  EXPECT_EQ(UserVersion(path), 4);
+  absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->Paused().value().paused);
+  const std::vector<AuditEntry> audit = (*store)->AuditLog(0, 10).value();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].detail, "after migration");
+  EXPECT_EQ((*store)->RoundTasks(1).value().size(), 1u);
 }
 
 // A task row already damaged in a schema 2 file is refused by the
