@@ -82,7 +82,13 @@ RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
 
 void RoundManager::LogRejected(std::string_view what, std::string_view who,
                                const absl::Status& status) {
+  if (what == "update") CountRejected();
   rejections_.Warn(what, who, status, clock_->MonotonicMs());
+}
+
+void RoundManager::CountRejected() {
+  absl::MutexLock lock(&mu_);
+  ++rejected_;
 }
 
 RoundManager::~RoundManager() {
@@ -129,9 +135,13 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   spec_ = model.spec();
   bounds_ = BoundsFromConfig(config_.influence(), spec_.weight_frac_bits());
 
+  absl::StatusOr<PauseState> pause = store_->Paused();
+  if (!pause.ok()) return pause.status();
   absl::StatusOr<std::optional<RoundRecord>> last_round = store_->LatestRound();
   if (!last_round.ok()) return last_round.status();
   const bool resume = last_round->has_value() && (*last_round)->state == RoundState::kOpen;
+  // Paused with no round open: none opens until SetPaused(false).
+  const bool idle = !resume && pause->paused;
   RoundRecord record;
   int64_t deadline_monotonic_ms = 0;
   std::vector<TaskRecord> tasks;
@@ -155,13 +165,22 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
     absl::StatusOr<std::vector<StoredUpdate>> u = store_->RoundUpdates(record.round);
     if (!u.ok()) return u.status();
     updates = std::move(*u);
+  } else if (idle) {
+    if (last_round->has_value()) {
+      record = **last_round;
+    } else {
+      record.base_version = model.version();  // round 0: none yet
+    }
   } else {
     record = NewRound(last_round->has_value() ? (*last_round)->round + 1 : 1, model.version(),
                       &deadline_monotonic_ms);
     if (absl::Status s = store_->OpenRound(record); !s.ok()) return s;
   }
-  if (record.round > 1) {
-    absl::StatusOr<std::vector<StoredUpdate>> p = store_->RoundUpdates(record.round - 1);
+  // The round whose updates a retry may still repeat: the one before the
+  // open round, or the last one when none is open.
+  const uint32_t previous_round = idle ? record.round : record.round - 1;
+  if (previous_round >= 1) {
+    absl::StatusOr<std::vector<StoredUpdate>> p = store_->RoundUpdates(previous_round);
     if (!p.ok()) return p.status();
     previous = std::move(*p);
   }
@@ -186,10 +205,15 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
     entry.update = std::move(update);
     ++accepted_;
   }
-  previous_round_ = record.round > 1 ? record.round - 1 : 0;
+  previous_round_ = previous_round;
   for (StoredUpdate& u : previous) previous_updates_[u.device_id] = std::move(u.payload);
-  open_ = true;
-  if (resume) {
+  pause_ = *pause;
+  idle_ = idle;
+  open_ = !idle;
+  if (idle) {
+    spdlog::info("paused since {} by {}: no round opens until resumed (last round {})",
+                 pause_.since_unix_ms, pause_.by, round_.round);
+  } else if (resume) {
     spdlog::info("resumed round {} on version {}: {} tasks, {} accepted updates", round_.round,
                  round_.base_version, tasks_.size(), accepted_);
     if (accepted_ >= config_.policy().target_updates()) BeginCloseLocked(/*deadline=*/false);
@@ -269,7 +293,9 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view p
     auto retry = [&](uint32_t ms) {
       response.mutable_retry()->set_retry_after_ms(ms);
     };
-    if (!open_) {
+    if (pause_.paused) {
+      retry(config_.policy().retry_after_ms());
+    } else if (!open_) {
       retry(std::min<uint32_t>(1000, config_.policy().retry_after_ms()));
     } else if (const uint32_t wait = limiter_.Admit(peer, request.device_id(), now_monotonic);
                wait != 0) {
@@ -315,7 +341,9 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view p
     {
       absl::MutexLock lock(&mu_);
       if (!status.ok()) {
-        if (round_.round == round) {
+        // Not once a rollback dropped the round's tasks (idle_ with the
+        // same number): its share count is gone with them.
+        if (round_.round == round && !idle_) {
           tasks_.erase(device);
           limiter_.ReleaseTask(peer);
         }
@@ -339,6 +367,7 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view p
 void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
   const int64_t now_monotonic = clock_->MonotonicMs();
   auto reject = [&](absl::Status status) {
+    CountRejected();
     rejections_.Warn("update", update.device_id(), status, now_monotonic);
     done(std::move(status));
   };
@@ -355,7 +384,7 @@ void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
     absl::MutexLock lock(&mu_);
     auto previous = previous_updates_.find(device);
     if (previous_round_ != 0 && update.round() == previous_round_ &&
-        update.round() != round_.round && previous != previous_updates_.end() &&
+        (update.round() != round_.round || idle_) && previous != previous_updates_.end() &&
         previous->second == payload) {
       repeat_ack = MakeAckLocked(previous_round_);
     } else if (update.round() != round_.round || (!open_ && !updates_.contains(device))) {
@@ -432,14 +461,20 @@ void RoundManager::ApplyWritten() {
     absl::MutexLock lock(&mu_);
     for (size_t i = 0; i < written.size(); ++i) {
       const Written& w = written[i];
-      const std::string& device_id = w.update->device_id();
-      auto it = updates_.find(device_id);
-      if (w.round != round_.round || it == updates_.end()) {
-        // Cannot happen: a round closes only after its pending writes finish.
-        spdlog::error("update of {} for round {} written after the round moved on", device_id,
-                      w.round);
+      if (w.round != round_.round || idle_) {
+        // A round closes only after its pending writes finish; a rollback
+        // abandons it at once, answering the callers of its pending writes
+        // then (ABORTED): `w.update` may be gone, and its write failed
+        // (the round was abandoned before it).
         continue;
       }
+      const std::string& device_id = w.update->device_id();
+      auto it = updates_.find(device_id);
+      if (it == updates_.end()) {
+        spdlog::error("update of {} for round {} written but not pending", device_id, w.round);
+        continue;
+      }
+      const size_t first_answer = answers.size();
       for (SubmitDone& done : it->second.waiters) answers.emplace_back(std::move(done), i);
       it->second.waiters.clear();
       --pending_;
@@ -448,10 +483,11 @@ void RoundManager::ApplyWritten() {
         it->second.update = *w.update;
         ++accepted_;
         results[i] = MakeAckLocked(w.round);
-        if (open_ && accepted_ >= config_.policy().target_updates()) {
+        if (open_ && !rolling_back_ && accepted_ >= config_.policy().target_updates()) {
           BeginCloseLocked(/*deadline=*/false);
         }
       } else {
+        rejected_ += static_cast<uint32_t>(answers.size() - first_answer);
         updates_.erase(it);
         spdlog::error("could not store update of {} in round {}: {}", device_id, w.round,
                       w.status.ToString());
@@ -465,7 +501,7 @@ void RoundManager::ApplyWritten() {
 
 void RoundManager::Tick() {
   absl::MutexLock lock(&mu_);
-  if (open_ && !closing_ && clock_->MonotonicMs() >= deadline_monotonic_ms_) {
+  if (open_ && !closing_ && !rolling_back_ && clock_->MonotonicMs() >= deadline_monotonic_ms_) {
     BeginCloseLocked(/*deadline=*/true);
   }
 }
@@ -484,6 +520,7 @@ void RoundManager::CloseRound(bool deadline) {
   const RoundRecord round = round_;
   const uint32_t accepted = accepted_;
   const uint32_t tasks = static_cast<uint32_t>(tasks_.size());
+  const uint32_t rejected = rejected_;
   const v1::ModelVersion base = latest_;
   const Head base_head = latest_head_;
   // The round's set, to decide on as a whole. Pointers stay valid: only
@@ -528,6 +565,7 @@ void RoundManager::CloseRound(bool deadline) {
       model.mutable_metrics()->set_mean_local_loss_q16(accumulator.mean_loss_q16());
       model.mutable_metrics()->set_capped_updates(accumulator.capped());
       model.mutable_metrics()->set_clipped_updates(accumulator.clipped());
+      model.mutable_metrics()->set_rejected_updates(rejected);
       model.set_created_unix_ms(now);
       if (absl::Status s = store_->CommitRound(round.round, now, model); s.ok()) {
         next = std::move(model);
@@ -558,10 +596,20 @@ void RoundManager::CloseRound(bool deadline) {
                  round.round, accepted, config_.policy().min_updates(), base.version());
   }
 
+  // The next round opens unless the server is paused; SetPaused(false)
+  // opens it then. Decided and done under control_mu_, so that a pause or
+  // resume lands either before (and is seen here) or after (and sees the
+  // outcome).
+  absl::MutexLock control(&control_mu_);
+  bool paused;
+  {
+    absl::MutexLock lock(&mu_);
+    paused = pause_.paused;
+  }
   int64_t deadline_monotonic_ms = 0;
   const RoundRecord record = NewRound(
       round.round + 1, next ? next->version() : base.version(), &deadline_monotonic_ms);
-  absl::Status opened = store_->OpenRound(record);
+  absl::Status opened = paused ? absl::OkStatus() : store_->OpenRound(record);
 
   absl::MutexLock lock(&mu_);
   if (next) {
@@ -577,16 +625,195 @@ void RoundManager::CloseRound(bool deadline) {
   tasks_.clear();
   limiter_.NewRound();
   accepted_ = 0;
-  round_ = record;
-  deadline_monotonic_ms_ = deadline_monotonic_ms;
-  if (opened.ok()) {
+  rejected_ = 0;
+  if (!paused && opened.ok()) {
+    round_ = record;
+    deadline_monotonic_ms_ = deadline_monotonic_ms;
     open_ = true;
+    idle_ = false;
     spdlog::info("opened round {} on version {}", record.round, record.base_version);
   } else {
-    spdlog::error("could not open round {}: {}; the server accepts no work until restarted",
-                  record.round, opened.ToString());
+    round_ = round;
+    round_.state = next ? RoundState::kCommitted : RoundState::kAbandoned;
+    round_.closed_ms = now;
+    idle_ = true;
+    if (paused) {
+      spdlog::info("paused: round {} stays unopened until resumed", record.round);
+    } else {
+      spdlog::error("could not open round {}: {}; the server accepts no work until resumed "
+                    "(tinyfed-admin resume) or restarted",
+                    record.round, opened.ToString());
+    }
   }
   closing_ = false;
+}
+
+absl::Status RoundManager::OpenRoundIfIdle() {
+  RoundRecord record;
+  int64_t deadline_monotonic_ms = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!idle_ || closing_ || pause_.paused) return absl::OkStatus();
+    record = NewRound(round_.round + 1, latest_.version(), &deadline_monotonic_ms);
+  }
+  // Nothing else opens or closes a round meanwhile: closes begin only from
+  // an open round, and the other openers hold control_mu_.
+  if (absl::Status s = store_->OpenRound(record); !s.ok()) {
+    spdlog::error("could not open round {}: {}", record.round, s.ToString());
+    return s;
+  }
+  absl::MutexLock lock(&mu_);
+  updates_.clear();
+  tasks_.clear();
+  limiter_.NewRound();
+  accepted_ = 0;
+  pending_ = 0;
+  rejected_ = 0;
+  round_ = record;
+  deadline_monotonic_ms_ = deadline_monotonic_ms;
+  open_ = true;
+  idle_ = false;
+  spdlog::info("opened round {} on version {}", record.round, record.base_version);
+  return absl::OkStatus();
+}
+
+absl::Status RoundManager::SetPaused(bool paused, AuditEntry audit) {
+  absl::MutexLock control(&control_mu_);
+  bool changed;
+  {
+    absl::MutexLock lock(&mu_);
+    changed = pause_.paused != paused;
+  }
+  if (changed) {
+    PauseState next;
+    if (paused) {
+      next.paused = true;
+      next.since_unix_ms = audit.at_unix_ms;
+      next.by = audit.actor;
+    }
+    audit.action = paused ? "pause" : "resume";
+    if (absl::Status s = store_->SetPaused(next, audit); !s.ok()) return s;
+    absl::MutexLock lock(&mu_);
+    pause_ = next;
+    spdlog::info("{} by {}{}{}", paused ? "paused" : "resumed", audit.actor,
+                 audit.detail.empty() ? "" : ": ", audit.detail);
+  }
+  // Also when already running: a round that failed to open is retried.
+  return paused ? absl::OkStatus() : OpenRoundIfIdle();
+}
+
+PauseState RoundManager::Paused() const {
+  absl::MutexLock lock(&mu_);
+  return pause_;
+}
+
+absl::StatusOr<RoundManager::RollbackResult> RoundManager::Rollback(uint32_t to_version,
+                                                                    AuditEntry audit) {
+  if (to_version == 0) {
+    return absl::InvalidArgumentError("rollback: version 0 is not a version");
+  }
+  absl::MutexLock control(&control_mu_);
+  uint32_t latest = 0;
+  uint32_t abandon = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    latest = latest_.version();
+    if (closing_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "rollback: round ", round_.round, " is being closed; try again in a moment"));
+    }
+    if (to_version > latest) {
+      return absl::NotFoundError(
+          absl::StrCat("rollback: no model version ", to_version, " (latest is ", latest, ")"));
+    }
+    if (to_version == latest) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "rollback: version ", to_version, " is the latest version; nothing to roll back"));
+    }
+    abandon = idle_ ? 0 : round_.round;
+    rolling_back_ = true;
+  }
+  // Ends a failed rollback: a close held back meanwhile begins now (a
+  // deadline passed meanwhile is seen by the next Tick).
+  const auto failed = [this](absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    rolling_back_ = false;
+    if (open_ && !closing_ && accepted_ >= config_.policy().target_updates()) {
+      BeginCloseLocked(/*deadline=*/false);
+    }
+    return status;
+  };
+  absl::StatusOr<v1::ModelVersion> source = store_->GetVersion(to_version);
+  if (!source.ok()) return failed(source.status());
+  if (source->spec().SerializeAsString() != spec_.SerializeAsString()) {
+    return failed(absl::FailedPreconditionError(absl::StrCat(
+        "rollback: version ", to_version, " has another head than the server's")));
+  }
+  absl::StatusOr<Head> head = LoadHead(*source);
+  if (!head.ok()) return failed(head.status());
+
+  const int64_t now = clock_->NowMs();
+  RollbackResult result;
+  v1::ModelVersion& next = result.version;
+  next.set_version(latest + 1);
+  next.set_parent_version(latest);
+  next.set_round(0);
+  next.set_restored_from(to_version);
+  *next.mutable_spec() = source->spec();
+  next.set_weights(source->weights());
+  next.set_bias(source->bias());
+  next.set_checksum(source->checksum());
+  next.set_created_unix_ms(now);
+  result.abandoned_round = abandon;
+
+  const std::string reason = audit.detail;
+  audit.action = "rollback";
+  audit.detail = absl::StrCat("to version ", to_version, " as version ", next.version(), "; ",
+                              abandon != 0 ? absl::StrCat("abandoned round ", abandon)
+                                           : std::string("no round was open"),
+                              reason.empty() ? "" : "; reason: ", reason);
+  if (absl::Status s = store_->CommitRestoredVersion(abandon, now, next, audit); !s.ok()) {
+    return failed(s);
+  }
+
+  // Callers of the abandoned round's writes still in flight: those writes
+  // were queued after the rollback's and fail (the round is abandoned).
+  std::vector<SubmitDone> aborted;
+  {
+    absl::MutexLock lock(&mu_);
+    rolling_back_ = false;
+    latest_ = next;
+    latest_head_ = *head;
+    for (auto& [device, entry] : updates_) {
+      for (SubmitDone& done : entry.waiters) aborted.push_back(std::move(done));
+    }
+    updates_.clear();
+    tasks_.clear();
+    limiter_.NewRound();
+    accepted_ = 0;
+    pending_ = 0;
+    rejected_ = 0;
+    open_ = false;
+    if (abandon != 0) {
+      round_.state = RoundState::kAbandoned;
+      round_.closed_ms = now;
+    }
+    idle_ = true;
+  }
+  if (abandon != 0 && metrics_ != nullptr) metrics_->rounds_abandoned.Add();
+  spdlog::warn("rolled back to version {} as version {} by {}; {}", to_version, next.version(),
+               audit.actor, abandon != 0 ? absl::StrCat("abandoned round ", abandon)
+                                         : std::string("no round was open"));
+  for (SubmitDone& done : aborted) {
+    done(absl::AbortedError(absl::StrCat("round ", abandon,
+                                         " was abandoned by a rollback while this update was "
+                                         "being recorded; check in again")));
+  }
+  if (absl::Status s = OpenRoundIfIdle(); !s.ok()) {
+    // The rollback stands; the server waits for a resume or a restart.
+    spdlog::error("after the rollback to version {}: {}", to_version, s.ToString());
+  }
+  return result;
 }
 
 void RoundManager::WaitIdle() {
@@ -613,11 +840,18 @@ RoundSnapshot RoundManager::Snapshot() const {
   s.base_version = round_.base_version;
   s.open = open_;
   s.tasks_issued = static_cast<uint32_t>(tasks_.size());
+  s.tasks_limit = task_limit_;
   s.accepted = accepted_;
   s.pending = pending_;
+  s.target_updates = config_.policy().target_updates();
+  s.min_updates = config_.policy().min_updates();
+  s.opened_ms = round_.opened_ms;
   s.deadline_ms = round_.deadline_ms;
-  s.time_left_ms = std::max<int64_t>(0, deadline_monotonic_ms_ - clock_->MonotonicMs());
+  s.time_left_ms =
+      idle_ ? 0 : std::max<int64_t>(0, deadline_monotonic_ms_ - clock_->MonotonicMs());
   s.latest_version = latest_.version();
+  s.rejected = rejected_;
+  s.paused = pause_.paused;
   return s;
 }
 

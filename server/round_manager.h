@@ -89,11 +89,19 @@ struct RoundSnapshot {
   uint32_t base_version = 0;
   bool open = false;
   uint32_t tasks_issued = 0;
+  uint32_t tasks_limit = 0;     // ceil(K x over_selection)
   uint32_t accepted = 0;
   uint32_t pending = 0;
+  uint32_t target_updates = 0;  // K
+  uint32_t min_updates = 0;     // M
+  int64_t opened_ms = 0;     // wall time, as the round's record holds it
   int64_t deadline_ms = 0;   // wall time, as the round's record holds it
   int64_t time_left_ms = 0;  // monotonic time until the deadline; 0 once passed
   uint32_t latest_version = 0;
+  // Updates refused while this round was open, counted since the manager
+  // was created (see Rejected counting in RoundManager).
+  uint32_t rejected = 0;
+  bool paused = false;
 };
 
 class RoundManager {
@@ -155,7 +163,50 @@ class RoundManager {
   // Warns that a request (`what`, e.g. "update") from `who` was refused
   // with `status`, through the manager's rate-limited rejection log, which
   // SubmitUpdate's own rejections also go to.
+  //
+  // Rejected counting: every SubmitUpdate refusal (any code) and every
+  // LogRejected call with `what` == "update" (a refusal at the service's
+  // edge, e.g. authentication) counts as one rejected update of the round
+  // open at the time (RoundSnapshot.rejected). A committed version's
+  // metrics.rejected_updates is its round's count. The count lives in
+  // memory only: a restart mid-round starts it again from 0.
   void LogRejected(std::string_view what, std::string_view who, const absl::Status& status);
+
+  // ---- operator controls (the Admin service) -----------------------------
+
+  // Holds back new work (paused) or lets it go again. While paused:
+  // CheckIn answers a RetryAfter (policy.retry_after_ms) and hands out no
+  // task; updates for tasks already handed out are still taken, and the
+  // open round closes as usual (K accepted, or its deadline), but no next
+  // round opens. Resuming with no round open opens one at once.
+  // `audit` names the caller (at_unix_ms, actor) and its reason (detail);
+  // its action is set here ("pause" or "resume"). The state is written to
+  // the store, with `audit`, before anything changes in memory: a store
+  // error is returned and nothing changes. Asking for the state already in
+  // effect is OK and writes nothing. The stored state is read by Create(),
+  // so a restarted server stays paused.
+  absl::Status SetPaused(bool paused, AuditEntry audit);
+  PauseState Paused() const;
+
+  struct RollbackResult {
+    v1::ModelVersion version;     // the new version, weights and bias included
+    uint32_t abandoned_round = 0;  // 0 when no round was open
+  };
+  // Commits version latest+1 equal to `to_version` (spec, weights, bias,
+  // checksum copied; parent the previous latest, round 0, restored_from
+  // `to_version`, metrics empty, created now), abandoning the open round,
+  // in one store write with `audit` (action "rollback", set here; detail
+  // "to version N as version V; abandoned round R; reason: <audit.detail>").
+  // Then the open round's tasks and updates are dropped: an update of that
+  // round still being written is answered ABORTED (the round it was for
+  // was abandoned under it), and every later update for it gets
+  // FAILED_PRECONDITION (round not open), so its device checks in again;
+  // a new round opens on the new version unless paused.
+  // INVALID_ARGUMENT for `to_version` 0; NOT_FOUND for an unknown one;
+  // FAILED_PRECONDITION when it is the latest, or while a round is being
+  // closed (try again); the store's error otherwise. Nothing changes on an
+  // error.
+  absl::StatusOr<RollbackResult> Rollback(uint32_t to_version, AuditEntry audit);
 
  private:
   RoundManager(const v1::ServerConfig& config, ModelStore* store, const Clock* clock,
@@ -194,6 +245,17 @@ class RoundManager {
   // Starts closing the open round on the closer thread.
   void BeginCloseLocked(bool deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseRound(bool deadline);
+  // Opens round round_.round + 1 on the latest version when no round is
+  // open, nothing is closing and the server is not paused.
+  absl::Status OpenRoundIfIdle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(control_mu_);
+  // Counts one refused update against the open round.
+  void CountRejected();
+
+  // Serializes the operator controls (SetPaused, Rollback) with each other
+  // and with the closer's decision to open the next round, so that a
+  // resume and a close never both open a round, or both leave none open.
+  // Held across store writes; taken before mu_, never inside it.
+  absl::Mutex control_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 
   const v1::ServerConfig config_;
   ModelStore* const store_;
@@ -215,6 +277,14 @@ class RoundManager {
   int64_t deadline_monotonic_ms_ ABSL_GUARDED_BY(mu_) = 0;
   bool open_ ABSL_GUARDED_BY(mu_) = false;     // accepting work
   bool closing_ ABSL_GUARDED_BY(mu_) = false;  // closer thread at work
+  // No round is open in the store (closed or abandoned while paused, or a
+  // failed open): round_ is the last round, and the next is round_ + 1.
+  bool idle_ ABSL_GUARDED_BY(mu_) = false;
+  // A rollback is between its checks and its end: no close may begin (it
+  // would race the rollback's abandoning of the same round).
+  bool rolling_back_ ABSL_GUARDED_BY(mu_) = false;
+  PauseState pause_ ABSL_GUARDED_BY(mu_);
+  uint32_t rejected_ ABSL_GUARDED_BY(mu_) = 0;  // refused updates, this round
   absl::flat_hash_map<std::string, Task> tasks_ ABSL_GUARDED_BY(mu_);  // by device
   absl::flat_hash_map<std::string, Entry> updates_ ABSL_GUARDED_BY(mu_);      // device -> entry
   // Payloads accepted in the previous round, to re-acknowledge retries.

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <future>
 #include <map>
 #include <memory>
@@ -20,6 +21,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "reference_fedavg.h"
 #include "server_config.h"
 #include "server_test_support.h"
@@ -1047,6 +1051,491 @@ TEST_F(RoundManagerTest, LoopbackPeersAreExemptByDefault) {
     ASSERT_TRUE(r.ok() && r->has_task()) << i;
   }
   EXPECT_EQ(manager_->Snapshot().tasks_issued, 6u);
+}
+
+// ---- operator controls: pause, resume, rollback, rejected counting ---------
+
+AuditEntry Operator(int64_t at_ms, const std::string& reason) {
+  return AuditEntry{/*id=*/0, at_ms, "token:ops", /*action=*/"", reason};
+}
+
+// Check-ins answered with a RetryAfter of the policy's length and no task.
+::testing::AssertionResult GetsOnlyARetry(RoundManager& manager, const std::string& device,
+                                          uint32_t retry_after_ms) {
+  auto response = CheckIn(manager, device);
+  if (!response.ok()) return ::testing::AssertionFailure() << response.status();
+  if (response->has_task()) return ::testing::AssertionFailure() << device << " got a task";
+  if (response->retry().retry_after_ms() != retry_after_ms) {
+    return ::testing::AssertionFailure() << "retry after " << response->retry().retry_after_ms();
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TEST_F(RoundManagerTest, PauseHoldsBackTasksAndTheNextRoundButTheOpenRoundCommits) {
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 4; ++i) updates.push_back(TaskAndUpdate("dev-" + std::to_string(i), 4 + i));
+  const int64_t paused_at = clock_.NowMs();
+  ASSERT_TRUE(manager_->SetPaused(true, Operator(paused_at, "maintenance")).ok());
+  const PauseState state = manager_->Paused();
+  EXPECT_TRUE(state.paused);
+  EXPECT_EQ(state.since_unix_ms, paused_at);
+  EXPECT_EQ(state.by, "token:ops");
+  EXPECT_TRUE(manager_->Snapshot().paused);
+  // New devices and devices holding a task alike get the policy's retry.
+  EXPECT_TRUE(GetsOnlyARetry(*manager_, "dev-new", 3000));
+  EXPECT_TRUE(GetsOnlyARetry(*manager_, "dev-0", 3000));
+  // Work already handed out is taken, and the round commits at K.
+  for (const v1::Update& u : updates) ASSERT_TRUE(Submit(*manager_, u).ok());
+  manager_->WaitIdle();
+  EXPECT_TRUE(IsReferenceFedAvg(2, 1, updates));
+  const RoundSnapshot s = manager_->Snapshot();
+  EXPECT_EQ(s.latest_version, 2u);
+  EXPECT_FALSE(s.open);
+  EXPECT_EQ(s.round, 1u) << "no next round while paused";
+  const RoundRecord last = store_->LatestRound().value().value();
+  EXPECT_EQ(last.round, 1u);
+  EXPECT_EQ(last.state, RoundState::kCommitted);
+  EXPECT_TRUE(GetsOnlyARetry(*manager_, "dev-new", 3000));
+  // A retry of an update the closed round took is still acknowledged.
+  auto again = Submit(*manager_, updates[0]);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->round(), 1u);
+  // Pausing again changes and records nothing.
+  ASSERT_TRUE(manager_->SetPaused(true, Operator(paused_at + 5, "again")).ok());
+  EXPECT_EQ(manager_->Paused().since_unix_ms, paused_at);
+  const std::vector<AuditEntry> audit = store_->AuditLog(0, 10).value();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].action, "pause");
+  EXPECT_EQ(audit[0].actor, "token:ops");
+  EXPECT_EQ(audit[0].detail, "maintenance");
+}
+
+TEST_F(RoundManagerTest, ThePausedOpenRoundStillClosesAtItsDeadline) {
+  ASSERT_TRUE(Submit(*manager_, TaskAndUpdate("dev-0")).ok());
+  ASSERT_TRUE(manager_->SetPaused(true, Operator(clock_.NowMs(), "")).ok());
+  clock_.AdvanceMs(10'000);  // below M = 2: abandoned
+  TickAndWait();
+  EXPECT_FALSE(manager_->Snapshot().open);
+  EXPECT_EQ(store_->LatestRound().value()->state, RoundState::kAbandoned);
+  EXPECT_EQ(store_->LatestRound().value()->round, 1u);
+}
+
+TEST_F(RoundManagerTest, ResumeOpensARoundAtOnceOnTheLatestVersion) {
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 4; ++i) updates.push_back(TaskAndUpdate("dev-" + std::to_string(i)));
+  ASSERT_TRUE(manager_->SetPaused(true, Operator(clock_.NowMs(), "")).ok());
+  for (const v1::Update& u : updates) ASSERT_TRUE(Submit(*manager_, u).ok());
+  manager_->WaitIdle();
+  ASSERT_FALSE(manager_->Snapshot().open);
+  clock_.AdvanceMs(1000);
+  ASSERT_TRUE(manager_->SetPaused(false, Operator(clock_.NowMs(), "done")).ok());
+  const RoundSnapshot s = manager_->Snapshot();
+  EXPECT_TRUE(s.open);
+  EXPECT_FALSE(s.paused);
+  EXPECT_EQ(s.round, 2u);
+  EXPECT_EQ(s.base_version, 2u);
+  EXPECT_EQ(s.opened_ms, clock_.NowMs());
+  EXPECT_EQ(s.deadline_ms, clock_.NowMs() + 10'000);
+  EXPECT_EQ(store_->LatestRound().value()->round, 2u);
+  EXPECT_EQ(store_->LatestRound().value()->state, RoundState::kOpen);
+  const v1::RoundTask task = Task("dev-new");
+  EXPECT_EQ(task.round(), 2u);
+  EXPECT_EQ(task.model().version(), 2u);
+  const PauseState state = manager_->Paused();
+  EXPECT_FALSE(state.paused);
+  EXPECT_EQ(state.since_unix_ms, 0);
+  EXPECT_EQ(state.by, "");
+  // Resuming a running server records nothing.
+  ASSERT_TRUE(manager_->SetPaused(false, Operator(clock_.NowMs(), "")).ok());
+  const std::vector<AuditEntry> audit = store_->AuditLog(0, 10).value();
+  ASSERT_EQ(audit.size(), 2u);
+  EXPECT_EQ(audit[0].action, "resume");
+  EXPECT_EQ(audit[0].detail, "done");
+  EXPECT_EQ(audit[1].action, "pause");
+}
+
+TEST_F(RoundManagerTest, APauseSurvivesARestartWithOrWithoutAnOpenRound) {
+  const v1::Update first = TaskAndUpdate("dev-0");
+  ASSERT_TRUE(Submit(*manager_, first).ok());
+  const v1::Update second = TaskAndUpdate("dev-1");
+  ASSERT_TRUE(manager_->SetPaused(true, Operator(clock_.NowMs(), "")).ok());
+
+  Start(config_);  // a new process, round 1 still open
+  EXPECT_TRUE(manager_->Paused().paused);
+  EXPECT_TRUE(manager_->Snapshot().open);
+  EXPECT_TRUE(GetsOnlyARetry(*manager_, "dev-new", 3000));
+  ASSERT_TRUE(Submit(*manager_, second).ok()) << "a task from before the restart still counts";
+  clock_.AdvanceMs(10'000);
+  TickAndWait();  // M = 2 reached: commits, and opens nothing
+  EXPECT_EQ(manager_->Snapshot().latest_version, 2u);
+  EXPECT_FALSE(manager_->Snapshot().open);
+
+  Start(config_);  // a new process with no round open
+  EXPECT_TRUE(manager_->Paused().paused);
+  const RoundSnapshot s = manager_->Snapshot();
+  EXPECT_FALSE(s.open);
+  EXPECT_EQ(s.round, 1u);
+  EXPECT_EQ(store_->LatestRound().value()->round, 1u) << "a paused restart opens no round";
+  EXPECT_TRUE(GetsOnlyARetry(*manager_, "dev-new", 3000));
+  // The last round's updates are still acknowledged again.
+  EXPECT_TRUE(Submit(*manager_, first).ok());
+  ASSERT_TRUE(manager_->SetPaused(false, Operator(clock_.NowMs(), "")).ok());
+  EXPECT_EQ(Task("dev-new").round(), 2u);
+  EXPECT_EQ(store_->LatestRound().value()->base_version, 2u);
+}
+
+TEST_F(RoundManagerTest, APauseTheStoreCannotRecordChangesNothing) {
+  ExecSql(dir_.File("store.db"),
+          "CREATE TRIGGER fail_pause BEFORE INSERT ON pause_state "
+          "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  EXPECT_FALSE(manager_->SetPaused(true, Operator(clock_.NowMs(), "")).ok());
+  EXPECT_FALSE(manager_->Paused().paused);
+  EXPECT_FALSE(manager_->Snapshot().paused);
+  EXPECT_EQ(Task("dev-0").round(), 1u);
+  EXPECT_TRUE(store_->AuditLog(0, 10).value().empty());
+}
+
+// Round 1 committed as version 2 from four updates; round 2 open on it.
+class RollbackTest : public RoundManagerTest {
+ protected:
+  void SetUp() override {
+    RoundManagerTest::SetUp();
+    std::vector<v1::Update> updates;
+    for (int i = 0; i < 4; ++i) updates.push_back(TaskAndUpdate("dev-" + std::to_string(i), 9));
+    for (const v1::Update& u : updates) ASSERT_TRUE(Submit(*manager_, u).ok());
+    manager_->WaitIdle();
+    ASSERT_EQ(manager_->Snapshot().latest_version, 2u);
+    ASSERT_EQ(manager_->Snapshot().round, 2u);
+    // Version 2 must differ from version 1, or a copy could not be told
+    // from no copy at all.
+    ASSERT_NE(store_->GetVersion(2)->weights(), store_->GetVersion(1)->weights());
+  }
+};
+
+TEST_F(RollbackTest, CommitsACopyOfTheOlderVersionAndTrainsFromIt) {
+  const v1::Update accepted = TaskAndUpdate("dev-a");
+  ASSERT_TRUE(Submit(*manager_, accepted).ok());
+  const v1::Update stale = TaskAndUpdate("dev-b");
+  clock_.AdvanceMs(500);
+  const int64_t now = clock_.NowMs();
+  absl::StatusOr<RoundManager::RollbackResult> result =
+      manager_->Rollback(1, Operator(now, "bad model"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->abandoned_round, 2u);
+  const v1::ModelVersion source = store_->GetVersion(1).value();
+  const v1::ModelVersion restored = store_->GetVersion(3).value();
+  // Bit for bit the older version's model, with its own lineage.
+  EXPECT_EQ(restored.weights(), source.weights());
+  EXPECT_EQ(restored.bias(), source.bias());
+  EXPECT_EQ(restored.checksum(), source.checksum());
+  EXPECT_EQ(restored.spec().SerializeAsString(), source.spec().SerializeAsString());
+  EXPECT_EQ(restored.version(), 3u);
+  EXPECT_EQ(restored.parent_version(), 2u);
+  EXPECT_EQ(restored.round(), 0u);
+  EXPECT_EQ(restored.restored_from(), 1u);
+  EXPECT_EQ(restored.created_unix_ms(), now);
+  EXPECT_EQ(restored.metrics().participants(), 0u);
+  EXPECT_EQ(restored.SerializeAsString(), result->version.SerializeAsString());
+  const std::vector<AuditEntry> audit = store_->AuditLog(0, 10).value();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].action, "rollback");
+  EXPECT_EQ(audit[0].actor, "token:ops");
+  EXPECT_EQ(audit[0].at_unix_ms, now);
+  EXPECT_EQ(audit[0].detail, "to version 1 as version 3; abandoned round 2; reason: bad model");
+
+  // Round 2 is abandoned: its work is refused with the code of any round
+  // that is no longer open, FAILED_PRECONDITION (devices check in again).
+  EXPECT_EQ(Submit(*manager_, stale).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Submit(*manager_, accepted).status().code(), absl::StatusCode::kFailedPrecondition);
+  const RoundSnapshot s = manager_->Snapshot();
+  EXPECT_EQ(s.round, 3u);
+  EXPECT_EQ(s.base_version, 3u);
+  EXPECT_EQ(s.latest_version, 3u);
+  EXPECT_EQ(s.accepted, 0u);
+  EXPECT_EQ(s.tasks_issued, 0u);
+  // The next round trains from the restored version and commits on it.
+  std::vector<v1::Update> updates;
+  for (const char* device : {"dev-a", "dev-b", "dev-c", "dev-d"}) {
+    const v1::RoundTask task = Task(device);
+    EXPECT_EQ(task.round(), 3u);
+    EXPECT_EQ(task.model().version(), 3u);
+    EXPECT_EQ(task.model().weights(), source.weights());
+    updates.push_back(TaskAndUpdate(device));
+  }
+  for (const v1::Update& u : updates) ASSERT_TRUE(Submit(*manager_, u).ok());
+  manager_->WaitIdle();
+  EXPECT_TRUE(IsReferenceFedAvg(4, 3, updates));
+  EXPECT_EQ(manager_->GetModel(4)->parent_version(), 3u);
+
+  Start(config_);  // a restart after a rollback
+  EXPECT_EQ(manager_->Snapshot().latest_version, 4u);
+  EXPECT_EQ(manager_->Snapshot().round, 4u);
+  EXPECT_TRUE(manager_->Snapshot().open);
+}
+
+TEST_F(RollbackTest, RefusalsChangeNothing) {
+  const auto expect_unchanged = [&] {
+    const RoundSnapshot s = manager_->Snapshot();
+    EXPECT_EQ(s.latest_version, 2u);
+    EXPECT_EQ(s.round, 2u);
+    EXPECT_TRUE(s.open);
+    EXPECT_EQ(store_->LatestVersion().value()->version(), 2u);
+    EXPECT_EQ(store_->LatestRound().value()->state, RoundState::kOpen);
+    EXPECT_TRUE(store_->AuditLog(0, 10).value().empty());
+  };
+  EXPECT_EQ(manager_->Rollback(0, Operator(1, "")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  expect_unchanged();
+  EXPECT_EQ(manager_->Rollback(7, Operator(1, "")).status().code(), absl::StatusCode::kNotFound);
+  expect_unchanged();
+  EXPECT_EQ(manager_->Rollback(2, Operator(1, "")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  expect_unchanged();
+  // The store refuses the write: nothing changes in memory either.
+  ExecSql(dir_.File("store.db"),
+          "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log "
+          "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  EXPECT_FALSE(manager_->Rollback(1, Operator(1, "")).ok());
+  expect_unchanged();
+  ExecSql(dir_.File("store.db"), "DROP TRIGGER fail_audit");
+  const v1::Update update = TaskAndUpdate("dev-a");
+  ASSERT_TRUE(Submit(*manager_, update).ok()) << "the round goes on";
+}
+
+TEST_F(RollbackTest, IsRefusedWhileARoundIsBeingClosed) {
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(Submit(*manager_, TaskAndUpdate("dev-" + std::to_string(i))).ok());
+  }
+  // Hold the store's writer in a callback, so that the close started by
+  // the deadline waits in its commit.
+  absl::Notification entered;
+  absl::Notification release;
+  store_->AppendTask({2, "gate-device", "gate", 0, 0}, [&](absl::Status) {
+    entered.Notify();
+    release.WaitForNotification();
+  });
+  ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  clock_.AdvanceMs(10'000);
+  manager_->Tick();
+  const absl::StatusOr<RoundManager::RollbackResult> refused =
+      manager_->Rollback(1, Operator(1, ""));
+  release.Notify();
+  manager_->WaitIdle();
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_EQ(manager_->Snapshot().latest_version, 3u) << "the close went on";
+  EXPECT_EQ(manager_->GetModel(3)->restored_from(), 0u);
+  EXPECT_TRUE(manager_->Rollback(1, Operator(1, "")).ok()) << "and afterwards it is taken";
+}
+
+TEST_F(RollbackTest, WhilePausedOpensNoRoundUntilResumed) {
+  ASSERT_TRUE(manager_->SetPaused(true, Operator(1, "")).ok());
+  absl::StatusOr<RoundManager::RollbackResult> result = manager_->Rollback(1, Operator(2, ""));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->abandoned_round, 2u);
+  EXPECT_FALSE(manager_->Snapshot().open);
+  EXPECT_EQ(store_->LatestRound().value()->state, RoundState::kAbandoned);
+  EXPECT_TRUE(GetsOnlyARetry(*manager_, "dev-new", 3000));
+  // No round is open now: a second rollback abandons none.
+  absl::StatusOr<RoundManager::RollbackResult> second = manager_->Rollback(2, Operator(3, ""));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->abandoned_round, 0u);
+  EXPECT_EQ(second->version.version(), 4u);
+  EXPECT_EQ(store_->AuditLog(0, 1).value().at(0).detail,
+            "to version 2 as version 4; no round was open");
+  ASSERT_TRUE(manager_->SetPaused(false, Operator(4, "")).ok());
+  const v1::RoundTask task = Task("dev-new");
+  EXPECT_EQ(task.round(), 3u);
+  EXPECT_EQ(task.model().version(), 4u);
+  EXPECT_EQ(task.model().weights(), store_->GetVersion(2)->weights());
+}
+
+// A store that holds back AppendUpdate until told, so that a write can be
+// in flight across a rollback; everything else goes straight through.
+class HeldUpdatesStore final : public ModelStore {
+ public:
+  explicit HeldUpdatesStore(ModelStore* inner) : inner_(inner) {}
+  void ReleaseHeld() {
+    std::vector<std::pair<StoredUpdate, DoneCallback>> held;
+    {
+      absl::MutexLock lock(&mu_);
+      held.swap(held_);
+    }
+    for (auto& [update, done] : held) inner_->AppendUpdate(std::move(update), std::move(done));
+  }
+  size_t held() {
+    absl::MutexLock lock(&mu_);
+    return held_.size();
+  }
+  void set_hold(bool hold) {
+    absl::MutexLock lock(&mu_);
+    hold_ = hold;
+  }
+
+  void AppendUpdate(StoredUpdate update, DoneCallback done) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (hold_) {
+        held_.emplace_back(std::move(update), std::move(done));
+        return;
+      }
+    }
+    inner_->AppendUpdate(std::move(update), std::move(done));
+  }
+  absl::StatusOr<std::optional<v1::ModelVersion>> LatestVersion() override {
+    return inner_->LatestVersion();
+  }
+  absl::StatusOr<v1::ModelVersion> GetVersion(uint32_t v) override {
+    return inner_->GetVersion(v);
+  }
+  absl::StatusOr<std::optional<RoundRecord>> LatestRound() override {
+    return inner_->LatestRound();
+  }
+  absl::StatusOr<std::vector<TaskRecord>> RoundTasks(uint32_t r) override {
+    return inner_->RoundTasks(r);
+  }
+  absl::StatusOr<std::vector<StoredUpdate>> RoundUpdates(uint32_t r) override {
+    return inner_->RoundUpdates(r);
+  }
+  absl::StatusOr<std::vector<std::string>> RevokedDevices() override {
+    return inner_->RevokedDevices();
+  }
+  absl::StatusOr<std::vector<Revocation>> Revocations() override { return inner_->Revocations(); }
+  absl::StatusOr<std::vector<v1::ModelVersion>> ListVersions(uint32_t n, size_t l) override {
+    return inner_->ListVersions(n, l);
+  }
+  absl::StatusOr<std::vector<DeviceActivity>> RecentDevices(size_t l) override {
+    return inner_->RecentDevices(l);
+  }
+  absl::StatusOr<std::vector<AuditEntry>> AuditLog(int64_t b, size_t l) override {
+    return inner_->AuditLog(b, l);
+  }
+  absl::StatusOr<PauseState> Paused() override { return inner_->Paused(); }
+  absl::Status PutInitialVersion(const v1::ModelVersion& m) override {
+    return inner_->PutInitialVersion(m);
+  }
+  absl::Status OpenRound(const RoundRecord& r) override { return inner_->OpenRound(r); }
+  void AppendTask(TaskRecord t, DoneCallback d) override {
+    inner_->AppendTask(std::move(t), std::move(d));
+  }
+  absl::Status CommitRound(uint32_t r, int64_t ms, const v1::ModelVersion& n) override {
+    return inner_->CommitRound(r, ms, n);
+  }
+  absl::Status AbandonRound(uint32_t r, int64_t ms) override { return inner_->AbandonRound(r, ms); }
+  absl::Status RevokeDevice(const std::string& d, int64_t ms) override {
+    return inner_->RevokeDevice(d, ms);
+  }
+  absl::Status RevokeDevice(const std::string& d, int64_t ms, const AuditEntry& a) override {
+    return inner_->RevokeDevice(d, ms, a);
+  }
+  absl::Status CommitRestoredVersion(uint32_t r, int64_t ms, const v1::ModelVersion& n,
+                                     const AuditEntry& a) override {
+    return inner_->CommitRestoredVersion(r, ms, n, a);
+  }
+  absl::Status SetPaused(const PauseState& s, const AuditEntry& a) override {
+    return inner_->SetPaused(s, a);
+  }
+  size_t PendingWrites() const override { return inner_->PendingWrites(); }
+  absl::Status Flush() override { return inner_->Flush(); }
+  WriteStats Stats() const override { return inner_->Stats(); }
+  void SetBatchHook(std::function<void()> hook) override { inner_->SetBatchHook(std::move(hook)); }
+
+ private:
+  ModelStore* const inner_;
+  absl::Mutex mu_;
+  bool hold_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::pair<StoredUpdate, DoneCallback>> held_ ABSL_GUARDED_BY(mu_);
+};
+
+// An update whose write is in flight when its round is abandoned, and a
+// retry of it waiting for that write, are answered ABORTED at once (the
+// round was abandoned under them), not left hanging; the write's late
+// result is dropped without touching the update, which its caller may
+// have freed by then (the sanitized copy of this test would see it).
+TEST_F(RoundManagerTest, UpdatesBeingWrittenWhenARollbackAbandonsTheirRoundAreAborted) {
+  manager_.reset();
+  HeldUpdatesStore held(store_.get());
+  auto initial = InitialModel(config_, clock_.NowMs());
+  ASSERT_TRUE(initial.ok());
+  auto created = RoundManager::Create(config_, *initial, &held, &clock_);
+  ASSERT_TRUE(created.ok()) << created.status();
+  manager_ = std::move(*created);
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 4; ++i) updates.push_back(TaskAndUpdate("dev-" + std::to_string(i)));
+  for (const v1::Update& u : updates) ASSERT_TRUE(Submit(*manager_, u).ok());
+  manager_->WaitIdle();
+  ASSERT_EQ(manager_->Snapshot().latest_version, 2u);
+
+  auto in_flight = std::make_unique<v1::Update>(TaskAndUpdate("dev-a"));
+  held.set_hold(true);
+  std::promise<absl::StatusOr<v1::UpdateAck>> first;
+  std::promise<absl::StatusOr<v1::UpdateAck>> retry;
+  manager_->SubmitUpdate(*in_flight, [&](auto r) { first.set_value(std::move(r)); });
+  manager_->SubmitUpdate(*in_flight, [&](auto r) { retry.set_value(std::move(r)); });
+  ASSERT_EQ(held.held(), 1u);
+  EXPECT_EQ(manager_->Snapshot().pending, 1u);
+  absl::StatusOr<RoundManager::RollbackResult> result = manager_->Rollback(1, Operator(1, ""));
+  ASSERT_TRUE(result.ok()) << result.status();
+  auto first_future = first.get_future();
+  auto retry_future = retry.get_future();
+  ASSERT_EQ(first_future.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  ASSERT_EQ(retry_future.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  EXPECT_EQ(first_future.get().status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(retry_future.get().status().code(), absl::StatusCode::kAborted);
+  in_flight.reset();
+  held.set_hold(false);
+  held.ReleaseHeld();  // the write of round 2, now abandoned, fails late
+  ASSERT_TRUE(store_->Flush().ok());
+  const RoundSnapshot s = manager_->Snapshot();
+  EXPECT_EQ(s.round, 3u);
+  EXPECT_EQ(s.pending, 0u);
+  EXPECT_EQ(s.accepted, 0u);
+  EXPECT_TRUE(store_->RoundUpdates(2).value().empty());
+  // Round 3 takes its K updates and commits.
+  std::vector<v1::Update> next;
+  for (int i = 0; i < 4; ++i) next.push_back(TaskAndUpdate("dev-n" + std::to_string(i)));
+  for (const v1::Update& u : next) ASSERT_TRUE(Submit(*manager_, u).ok());
+  manager_->WaitIdle();
+  EXPECT_TRUE(IsReferenceFedAvg(4, 3, next));
+  manager_.reset();  // before `held`, which it uses
+}
+
+// Every refusal of an update while the round is open counts once, the
+// manager's own (any code) and the edge's (LogRejected "update"); other
+// requests do not. The committed version carries its round's count, and
+// the next round starts from 0.
+TEST_F(RoundManagerTest, RejectedUpdatesLandInTheCommittedVersionsMetrics) {
+  std::vector<v1::Update> updates;
+  for (int i = 0; i < 4; ++i) updates.push_back(TaskAndUpdate("dev-" + std::to_string(i)));
+  v1::Update unknown_token = updates[0];
+  unknown_token.set_task_token("0123456789abcdef");
+  EXPECT_EQ(Submit(*manager_, unknown_token).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  v1::Update bad_shape = updates[1];
+  bad_shape.mutable_weight_delta()->pop_back();  // one byte short of the head
+  EXPECT_FALSE(Submit(*manager_, bad_shape).ok());
+  v1::Update wrong_round = updates[2];
+  wrong_round.set_round(7);
+  EXPECT_FALSE(Submit(*manager_, wrong_round).ok());
+  manager_->LogRejected("update", "peer-1", absl::UnauthenticatedError("bad signature"));
+  manager_->LogRejected("update", "peer-2", absl::PermissionDeniedError("revoked"));
+  manager_->LogRejected("check-in", "peer-3", absl::UnauthenticatedError("bad signature"));
+  EXPECT_EQ(manager_->Snapshot().rejected, 5u);
+  for (const v1::Update& u : updates) ASSERT_TRUE(Submit(*manager_, u).ok());
+  manager_->WaitIdle();
+  EXPECT_EQ(manager_->GetModel(2)->metrics().rejected_updates(), 5u);
+  EXPECT_EQ(store_->GetVersion(2)->metrics().rejected_updates(), 5u);
+  EXPECT_EQ(manager_->Snapshot().rejected, 0u);
+}
+
+TEST_F(RoundManagerTest, SnapshotReportsTheRoundsPolicy) {
+  const RoundSnapshot s = manager_->Snapshot();
+  EXPECT_EQ(s.tasks_limit, 6u);  // ceil(4 x 1.5)
+  EXPECT_EQ(s.target_updates, 4u);
+  EXPECT_EQ(s.min_updates, 2u);
+  EXPECT_EQ(s.opened_ms, store_->LatestRound().value()->opened_ms);
+  EXPECT_EQ(s.opened_ms, clock_.NowMs());
+  EXPECT_FALSE(s.paused);
+  EXPECT_EQ(s.rejected, 0u);
 }
 
 }  // namespace
