@@ -80,11 +80,34 @@ bool DeviceAuthenticator::IsRevoked(std::string_view device_id) const {
 
 absl::Status DeviceAuthenticator::Revoke(const std::string& device_id, int64_t revoked_unix_ms) {
   if (absl::Status s = ValidateDeviceId(device_id); !s.ok()) return s;
+  absl::MutexLock order(&revoke_mu_);
   // Durable first: a revocation that answered OK survives a restart.
   if (absl::Status s = store_->RevokeDevice(device_id, revoked_unix_ms); !s.ok()) return s;
   absl::MutexLock lock(&revoked_mu_);
   revoked_.insert(device_id);
   return absl::OkStatus();
+}
+
+absl::StatusOr<DeviceAuthenticator::RevokeOutcome> DeviceAuthenticator::Revoke(
+    const std::string& device_id, int64_t revoked_unix_ms, const AuditEntry& audit) {
+  if (absl::Status s = ValidateDeviceId(device_id); !s.ok()) return s;
+  absl::MutexLock order(&revoke_mu_);
+  // The set mirrors the store's list (loaded at Create, and every
+  // revocation goes through here under revoke_mu_), so it tells whether
+  // the store will record this one.
+  if (IsRevoked(device_id)) {
+    absl::StatusOr<std::vector<Revocation>> all = store_->Revocations();
+    if (!all.ok()) return all.status();
+    for (const Revocation& r : *all) {
+      if (r.device_id == device_id) return RevokeOutcome{r.revoked_unix_ms, true};
+    }
+    return absl::InternalError(absl::StrCat("device ", device_id,
+                                            " is refused as revoked but the store does not list it"));
+  }
+  if (absl::Status s = store_->RevokeDevice(device_id, revoked_unix_ms, audit); !s.ok()) return s;
+  absl::MutexLock lock(&revoked_mu_);
+  revoked_.insert(device_id);
+  return RevokeOutcome{revoked_unix_ms, false};
 }
 
 absl::StatusOr<Key256> LoadOrCreateFleetKey(const std::string& path, bool* created) {

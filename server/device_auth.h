@@ -78,6 +78,22 @@ class DeviceAuthenticator {
   // is OK.
   absl::Status Revoke(const std::string& device_id, int64_t revoked_unix_ms);
 
+  // What an operator's revocation did.
+  struct RevokeOutcome {
+    int64_t revoked_unix_ms = 0;  // `revoked_unix_ms`, or the first revocation's time
+    bool already_revoked = false;
+  };
+  // An operator's revocation (the Admin service's RevokeDevice): as Revoke
+  // above, with `audit` written in the same store transaction
+  // (ModelStore::RevokeDevice with an entry) when the device was not
+  // revoked yet. For a device revoked already nothing is written and the
+  // outcome gives the time it was first revoked, read from the store.
+  // Revocations are serialized: of concurrent calls for one device,
+  // exactly one reports already_revoked false. The store's error (nothing
+  // changed) when it cannot be written or read.
+  absl::StatusOr<RevokeOutcome> Revoke(const std::string& device_id, int64_t revoked_unix_ms,
+                                       const AuditEntry& audit);
+
   bool IsRevoked(std::string_view device_id) const;
 
  private:
@@ -91,6 +107,9 @@ class DeviceAuthenticator {
   const Key256 fleet_key_;
   ModelStore* const store_;
 
+  // Held across a revocation's store write, so that revocations of one
+  // device are ordered; Authenticate never waits for it.
+  absl::Mutex revoke_mu_ ABSL_ACQUIRED_BEFORE(revoked_mu_);
   mutable absl::Mutex revoked_mu_;
   absl::flat_hash_set<std::string> revoked_ ABSL_GUARDED_BY(revoked_mu_);
 

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server_config.h"
+#include "tinyfed/v1/admin.grpc.pb.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
 
 namespace tinyfed::server {
@@ -73,7 +74,7 @@ absl::Status CheckCanListen(const v1::ServerConfig& config) {
 
 absl::StatusOr<StartedGrpcServer> StartGrpcServer(
     const v1::ServerConfig& config, std::shared_ptr<grpc::ServerCredentials> credentials,
-    grpc::Service* service) {
+    const std::vector<grpc::Service*>& services) {
   // Both are process-wide switches that every server built afterwards
   // picks up; setting them again is harmless.
   grpc::EnableDefaultHealthCheckService(true);
@@ -81,7 +82,7 @@ absl::StatusOr<StartedGrpcServer> StartGrpcServer(
   StartedGrpcServer started;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen(), std::move(credentials), &started.port);
-  builder.RegisterService(service);
+  for (grpc::Service* service : services) builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(RequestLimitsFromConfig(config).largest()));
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   const v1::EdgeLimits& limits = config.limits();
@@ -98,14 +99,23 @@ absl::StatusOr<StartedGrpcServer> StartGrpcServer(
   // gRPC's default health service starts out SERVING; the caller says when
   // it is.
   SetServingHealth(started.server.get(), false);
+  SetAdminHealth(started.server.get(), false);
   return started;
 }
 
 void SetServingHealth(grpc::Server* server, bool serving) {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   if (health == nullptr) return;
-  health->SetServingStatus(serving);
+  // By name: gRPC's unnamed SetServingStatus sets every service, the
+  // Admin service's too, which a pause must leave serving.
+  health->SetServingStatus("", serving);
   health->SetServingStatus(v1::Coordinator::service_full_name(), serving);
+}
+
+void SetAdminHealth(grpc::Server* server, bool serving) {
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus(v1::Admin::service_full_name(), serving);
 }
 
 }  // namespace tinyfed::server

@@ -5,6 +5,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "admin_auth.h"
+#include "admin_service.h"
 #include "clock.h"
 #include "coordinator_service.h"
 #include "device_auth.h"
@@ -51,15 +53,31 @@ absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(v1::Serv
   s->auth_ = std::move(*auth);
   s->service_ = std::make_unique<CoordinatorService>(s->manager_.get(), s->auth_.get(),
                                                      RequestLimitsFromConfig(config));
+  absl::StatusOr<std::unique_ptr<AdminAuthorizer>> authorizer = AdminAuthorizer::Create(config);
+  if (!authorizer.ok()) return authorizer.status();
+  s->authorizer_ = std::move(*authorizer);
+  InProcessServer* raw = s.get();
+  s->admin_ = std::make_unique<AdminService>(
+      s->manager_.get(), s->store_.get(), s->auth_.get(), s->authorizer_.get(), s->clock_.get(),
+      TINYFED_VERSION, [raw](bool serving) {
+        absl::MutexLock lock(&raw->health_mu_);
+        if (raw->health_server_ != nullptr) SetServingHealth(raw->health_server_, serving);
+      });
   absl::StatusOr<StartedGrpcServer> started =
-      StartGrpcServer(config, *credentials, s->service_.get());
+      StartGrpcServer(config, *credentials, {s->service_.get(), s->admin_.get()});
   if (!started.ok()) return started.status();
   s->grpc_server_ = std::move(started->server);
-  // Nothing is left to start: health checking says so (StartGrpcServer
-  // leaves it NOT_SERVING, for servers that are not ready yet).
-  SetServingHealth(s->grpc_server_.get(), true);
+  {
+    // Nothing is left to start: health checking says so (StartGrpcServer
+    // leaves it NOT_SERVING, for servers that are not ready yet), unless
+    // the store says the server was paused. Under the hook's lock, so that
+    // a pause or resume already answered is not overwritten.
+    absl::MutexLock lock(&s->health_mu_);
+    s->health_server_ = s->grpc_server_.get();
+    SetServingHealth(s->grpc_server_.get(), !s->manager_->Paused().paused);
+    SetAdminHealth(s->grpc_server_.get(), true);
+  }
   s->address_ = absl::StrCat("127.0.0.1:", started->port);
-  InProcessServer* raw = s.get();
   s->ticker_ = std::make_unique<std::thread>([raw] {
     while (!raw->stop_.WaitForNotificationWithTimeout(absl::Milliseconds(50))) {
       raw->manager_->Tick();
@@ -70,6 +88,10 @@ absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(v1::Serv
 
 InProcessServer::~InProcessServer() {
   if (grpc_server_) grpc_server_->Shutdown();
+  {
+    absl::MutexLock lock(&health_mu_);
+    health_server_ = nullptr;
+  }
   stop_.Notify();
   if (ticker_) ticker_->join();
   manager_.reset();

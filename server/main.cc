@@ -17,6 +17,8 @@
 #include "tinyfed_common/flag_help.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "admin_auth.h"
+#include "admin_service.h"
 #include "clock.h"
 #include "coordinator_service.h"
 #include "device_auth.h"
@@ -27,6 +29,7 @@
 #include "round_manager.h"
 #include "server_config.h"
 #include "spdlog/spdlog.h"
+#include "status_page.h"
 #include "store_lock.h"
 #include "tls_credentials.h"
 
@@ -50,7 +53,11 @@ ABSL_FLAG(bool, insecure_plaintext, false,
           "alter updates); warned at start");
 ABSL_FLAG(std::string, metrics_listen, "",
           "serve Prometheus metrics at http://HOST:PORT/metrics (no authentication: a loopback "
-          "address, or one only the scraper reaches); off by default");
+          "address, or one only the scraper reaches); overrides the config's metrics_listen; off "
+          "by default");
+ABSL_FLAG(std::string, admin_tokens, "",
+          "admin token file (lines NAME TOKEN, mode 0600): a caller sending 'authorization: "
+          "Bearer TOKEN' may use the Admin service; overrides the config's admin.token_file");
 
 namespace {
 
@@ -103,6 +110,9 @@ int main(int argc, char** argv) {
       "Every check-in and update must be signed with its device's key, derived from the\n"
       "fleet key (--fleet_key, or <db>.fleet.key created on first start):\n"
       "  tinyfed-admin keys device --fleet FLEET_KEY --device ID\n\n"
+      "The Admin service (tinyfed-admin) answers a caller with a token of --admin_tokens,\n"
+      "a client certificate from --tls_client_ca, or, on a plaintext port, a caller on\n"
+      "loopback. A paused server answers health checks NOT_SERVING.\n\n"
       "One server per store and per port: a second server on the same --db (locked\n"
       "through <db>.lock) or the same port exits at once with status 2.\n"
       "grpc.health.v1 answers SERVING once the server is ready, NOT_SERVING while it\n"
@@ -154,6 +164,12 @@ int main(int argc, char** argv) {
   if (const std::string v = absl::GetFlag(FLAGS_fleet_key); !v.empty()) {
     config.set_fleet_key_file(v);
   }
+  if (const std::string v = absl::GetFlag(FLAGS_admin_tokens); !v.empty()) {
+    config.mutable_admin()->set_token_file(v);
+  }
+  if (const std::string v = absl::GetFlag(FLAGS_metrics_listen); !v.empty()) {
+    config.set_metrics_listen(v);
+  }
   ApplyDefaults(&config);
   if (absl::Status s = tinyfed::server::ValidateServerConfig(config); !s.ok()) {
     return Fail(std::string(s.message()));
@@ -162,6 +178,9 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       tinyfed::server::MakeServerCredentials(config.tls());
   if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+  absl::StatusOr<std::unique_ptr<tinyfed::server::AdminAuthorizer>> authorizer =
+      tinyfed::server::AdminAuthorizer::Create(config);
+  if (!authorizer.ok()) return Fail(std::string(authorizer.status().message()));
   // The port, then the store's lock, before any file beside the store is
   // created or changed: a second server on either exits here, leaving the
   // first one's files alone.
@@ -171,7 +190,7 @@ int main(int argc, char** argv) {
   // Bound now, with the gRPC port's check; served once the server is up.
   tinyfed::server::ServerMetrics metrics;
   std::unique_ptr<tinyfed::server::MetricsHttpServer> metrics_http;
-  if (const std::string v = absl::GetFlag(FLAGS_metrics_listen); !v.empty()) {
+  if (const std::string& v = config.metrics_listen(); !v.empty()) {
     absl::StatusOr<std::unique_ptr<tinyfed::server::MetricsHttpServer>> bound =
         tinyfed::server::MetricsHttpServer::Bind(v);
     if (!bound.ok()) return Fail(std::string(bound.status().message()));
@@ -230,8 +249,22 @@ int main(int argc, char** argv) {
   }
   const tinyfed::server::RequestLimits limits = tinyfed::server::RequestLimitsFromConfig(config);
   tinyfed::server::CoordinatorService service(manager->get(), auth->get(), limits, &metrics);
+  // Health follows pause and resume, from the first call the port takes
+  // until the drain, which has the last word: a resume answered while the
+  // server shuts down does not turn it back to SERVING.
+  absl::Mutex health_mu;
+  grpc::Server* health_server = nullptr;  // guarded by health_mu; set once serving
+  bool draining = false;                  // guarded by health_mu
+  tinyfed::server::AdminService admin(
+      manager->get(), store->get(), auth->get(), authorizer->get(), &clock, TINYFED_VERSION,
+      [&](bool serving) {
+        absl::MutexLock lock(&health_mu);
+        if (health_server != nullptr && !draining) {
+          tinyfed::server::SetServingHealth(health_server, serving);
+        }
+      });
   absl::StatusOr<tinyfed::server::StartedGrpcServer> started =
-      tinyfed::server::StartGrpcServer(config, *credentials, &service);
+      tinyfed::server::StartGrpcServer(config, *credentials, {&service, &admin});
   if (!started.ok()) return Fail(std::string(started.status().message()));
   std::unique_ptr<grpc::Server> server = std::move(started->server);
   const tinyfed::v1::TlsConfig& tls = config.tls();
@@ -244,13 +277,39 @@ int main(int argc, char** argv) {
   // the manager it reads goes away.
   if (metrics_http != nullptr) {
     metrics_http->Serve(
-        [&metrics, m = manager->get()] { return metrics.Render(m->Snapshot()); });
-    spdlog::info("metrics on http://{}/metrics (port {})", absl::GetFlag(FLAGS_metrics_listen),
-                 metrics_http->port());
+        [&metrics, m = manager->get()] { return metrics.Render(m->Snapshot()); },
+        [&admin]() -> absl::StatusOr<std::string> {
+          absl::StatusOr<tinyfed::v1::ServerStatus> status = admin.Status();
+          if (!status.ok()) return status.status();
+          absl::StatusOr<std::vector<tinyfed::v1::ModelVersion>> versions =
+              admin.Versions(0, tinyfed::server::kStatusPageVersions);
+          if (!versions.ok()) return versions.status();
+          return tinyfed::server::RenderStatusPage(*status, *versions);
+        });
+    spdlog::info("metrics on http://{}/metrics and the status page on http://{}/ (port {})",
+                 config.metrics_listen(), config.metrics_listen(), metrics_http->port());
   }
   // Ready: the store is open and the round manager has resumed it. Tests
   // and scripts wait for the "listening" line below, so it comes after.
-  tinyfed::server::SetServingHealth(server.get(), true);
+  const tinyfed::server::PauseState paused = (*manager)->Paused();
+  {
+    absl::MutexLock lock(&health_mu);
+    health_server = server.get();
+    tinyfed::server::SetServingHealth(server.get(), !paused.paused);
+    tinyfed::server::SetAdminHealth(server.get(), true);
+  }
+  if (paused.paused) {
+    spdlog::warn("paused by {} since {} ms after the epoch: no round opens and health checks "
+                 "answer NOT_SERVING until an admin resumes (tinyfed-admin resume)",
+                 paused.by, paused.since_unix_ms);
+  }
+  spdlog::info("admin calls are taken from: {}", (*authorizer)->Describe());
+  if ((*authorizer)->token_count() > 0 && tls.cert_file().empty() &&
+      !tinyfed::server::IsLoopbackAddress(config.listen())) {
+    spdlog::warn("admin tokens travel in plaintext on {}: anyone on the path can read them and "
+                 "act as an admin. Use --tls_cert and --tls_key.",
+                 config.listen());
+  }
   spdlog::info("tinyfed-server listening on {} (port {}, {}), store {}, fleet key {}",
                config.listen(), started->port,
                tls.cert_file().empty()            ? "plaintext"
@@ -274,7 +333,12 @@ int main(int argc, char** argv) {
   spdlog::info("signal {}: shutting down", received);
   // Health checkers see NOT_SERVING before the port stops taking calls, so
   // that balancers move new work elsewhere while the last calls finish.
-  tinyfed::server::SetServingHealth(server.get(), false);
+  {
+    absl::MutexLock lock(&health_mu);
+    draining = true;
+    tinyfed::server::SetServingHealth(server.get(), false);
+    tinyfed::server::SetAdminHealth(server.get(), false);
+  }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   stop.Notify();
   ticker.join();

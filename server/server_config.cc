@@ -37,10 +37,14 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view host_port) {
+namespace {
+
+// ParseListenAddress for the option named `option` (its errors name it).
+absl::StatusOr<ListenAddress> ParseAddressOption(std::string_view option,
+                                                 std::string_view host_port) {
   auto bad = [&](auto... why) {
     return absl::InvalidArgumentError(
-        absl::StrCat("listen must be HOST:PORT with a port in [0, 65535], got '",
+        absl::StrCat(std::string(option), " must be HOST:PORT with a port in [0, 65535], got '",
                      std::string(host_port),
                      "'", why...));
   };
@@ -61,6 +65,12 @@ absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view host_port) {
     host = host.substr(1, host.size() - 2);
   }
   return ListenAddress{std::string(host), static_cast<uint16_t>(number)};
+}
+
+}  // namespace
+
+absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view host_port) {
+  return ParseAddressOption("listen", host_port);
 }
 
 absl::StatusOr<v1::ServerConfig> ParseServerConfig(const std::string& text) {
@@ -242,6 +252,33 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
     }
   }
   if (k.max_tracked() < 1) return bad("checkin_limits.max_tracked must be >= 1");
+  if (!c.metrics_listen().empty()) {
+    absl::StatusOr<ListenAddress> m = ParseAddressOption("metrics_listen", c.metrics_listen());
+    if (!m.ok()) return m.status();
+    // Two servers cannot share a port (grpc_port.h): the second bind would
+    // fail after the store was opened.
+    if (m->port != 0 && m->port == ParseListenAddress(c.listen())->port) {
+      return bad("metrics_listen ", c.metrics_listen(), " and listen ", c.listen(),
+                 " must use different ports");
+    }
+  }
+  const v1::AdminConfig& admin = c.admin();
+  if (admin.certificate_names_size() > 0 && t.client_ca_file().empty()) {
+    return bad("admin.certificate_names needs tls.client_ca_file (--tls_client_ca): only "
+               "verified client certificates have names");
+  }
+  for (int i = 0; i < admin.certificate_names_size(); ++i) {
+    const std::string& name = admin.certificate_names(i);
+    // X.509's upper bound for a common name (ub-common-name) is 64; a
+    // control character could not be matched and would break a log line.
+    const bool printable = std::none_of(name.begin(), name.end(), [](char ch) {
+      return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f;
+    });
+    if (name.empty() || name.size() > 64 || !printable) {
+      return bad("admin.certificate_names[", i,
+                 "] must be a common name of 1 to 64 bytes without control characters");
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -34,7 +34,12 @@ absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view host_port);
 // explicitly, to 0 too, is kept (ValidateServerConfig judges it).
 void ApplyDefaults(v1::ServerConfig* config);
 
-// INVALID_ARGUMENT naming the first option out of range (after defaults).
+// INVALID_ARGUMENT naming the first option out of range (after defaults),
+// in one line. Beyond the ranges in server_config.proto: metrics_listen
+// must be HOST:PORT like listen, on another port (unless either is 0);
+// admin.certificate_names needs tls.client_ca_file, and each name is 1 to
+// 64 bytes without control characters. admin.token_file is read, and
+// judged, by AdminAuthorizer::Create.
 absl::Status ValidateServerConfig(const v1::ServerConfig& config);
 
 // The head spec (wire form) the configuration describes.

@@ -141,6 +141,52 @@ TEST(ServerConfig, ListenPortsOutsideTheTcpRangeAreRefused) {
   }
 }
 
+// The metrics port is checked as the gRPC port is, and named in the error.
+TEST(ServerConfig, MetricsListenIsCheckedLikeListenOnAnotherPort) {
+  for (const char* bad : {"127.0.0.1:99999", "127.0.0.1:", "nohostport"}) {
+    v1::ServerConfig c = Defaults();
+    c.set_metrics_listen(bad);
+    const absl::Status s = ValidateServerConfig(c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(s.message().rfind("metrics_listen must be HOST:PORT", 0), 0u) << s;
+    EXPECT_NE(s.message().find(bad), std::string::npos) << s;
+  }
+  v1::ServerConfig c = Defaults();
+  c.set_listen("127.0.0.1:50051");
+  c.set_metrics_listen("127.0.0.1:50051");
+  absl::Status s = ValidateServerConfig(c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("different ports"), std::string::npos) << s;
+  c.set_metrics_listen("127.0.0.1:9090");
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+  c.set_listen("127.0.0.1:0");  // any free port: never the same one
+  c.set_metrics_listen("127.0.0.1:0");
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+}
+
+// Certificate names mean something only for certificates the server
+// verified; each is an X.509 common name (at most 64 bytes).
+TEST(ServerConfig, AdminCertificateNamesNeedClientCertificates) {
+  v1::ServerConfig c = Defaults();
+  c.mutable_admin()->add_certificate_names("operator");
+  absl::Status s = ValidateServerConfig(c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("admin.certificate_names needs tls.client_ca_file"), std::string::npos)
+      << s;
+  c.mutable_tls()->set_cert_file("server.pem");
+  c.mutable_tls()->set_key_file("server.key");
+  c.mutable_tls()->set_client_ca_file("ca.pem");
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+  for (const std::string& bad : {std::string(), std::string(65, 'n'), std::string("two\nlines")}) {
+    v1::ServerConfig d = c;
+    d.mutable_admin()->add_certificate_names(bad);
+    s = ValidateServerConfig(d);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("admin.certificate_names[1]"), std::string::npos) << s;
+    EXPECT_EQ(s.message().find('\n'), std::string::npos) << "one line: " << s;
+  }
+}
+
 // deploy/server.textproto is what an operator starts from: it must describe
 // the very head a store made with the defaults holds, to the bit of its
 // fixed-point feature scale (the store compares the serialized spec).

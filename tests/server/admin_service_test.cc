@@ -1,0 +1,558 @@
+// The Admin service (server/admin_service.h) against a real gRPC server:
+// the in-process server on its plaintext loopback port (every local caller
+// is an admin there, as "loopback:127.0.0.1"), with devices signing their
+// check-ins and updates through the Coordinator, and tinyfed-server itself
+// for what main.cc wires (health after a restart of a paused store).
+// Every rpc's answer is compared with a source other than the service:
+// the RoundManager's snapshot, the store, the Coordinator's GetModel.
+// admin_auth_test.cc covers who may call.
+#include "admin_service.h"
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "child_process.h"
+#include "in_process_server.h"
+#include "model_store.h"
+#include "server_config.h"
+#include "server_test_support.h"
+#include "tinyfed/v1/admin.grpc.pb.h"
+#include "tinyfed/v1/coordinator.grpc.pb.h"
+
+#ifndef TINYFED_SERVER_BINARY
+#error "TINYFED_SERVER_BINARY must name the tinyfed-server executable"
+#endif
+#ifndef TINYFED_VERSION
+#error "TINYFED_VERSION must be the project's version"
+#endif
+
+namespace tinyfed::server {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ChildProcess;
+using testing::TempDir;
+
+constexpr char kAdmin[] = "loopback:127.0.0.1";
+
+// K = 2, M = 2 on a 16 x 4 head: two devices commit a round.
+v1::ServerConfig Config() {
+  v1::ServerConfig c;
+  c.mutable_head()->set_feature_count(16);
+  c.mutable_head()->set_class_count(4);
+  c.mutable_policy()->set_target_updates(2);
+  c.mutable_policy()->set_min_updates(2);
+  ApplyDefaults(&c);
+  return c;
+}
+
+// grpc.health.v1 Check for `service`, hand-encoded (HealthCheckRequest
+// {service = 1}; the answer's status field: SERVING = 1, NOT_SERVING = 2),
+// so that the check does not rely on the server's own health code.
+std::string Health(const std::string& address, const std::string& service) {
+  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  std::string request_bytes;
+  if (!service.empty()) {
+    request_bytes = std::string("\x0a", 1) + static_cast<char>(service.size()) + service;
+  }
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 10s);
+  grpc::Slice slice(request_bytes);
+  grpc::ByteBuffer request(&slice, 1), reply;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &reply,
+                 [&](grpc::Status s) { done.set_value(std::move(s)); });
+  const grpc::Status status = done.get_future().get();
+  if (!status.ok()) return absl::StrCat("error ", status.error_code());
+  grpc::Slice all;
+  if (!reply.DumpToSingleSlice(&all).ok()) return "unreadable";
+  const std::string bytes(reinterpret_cast<const char*>(all.begin()), all.size());
+  if (bytes == std::string("\x08\x01", 2)) return "SERVING";
+  if (bytes == std::string("\x08\x02", 2)) return "NOT_SERVING";
+  return "unexpected answer";
+}
+
+// An in-process server, an Admin client and devices on the Coordinator.
+class AdminServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto started = InProcessServer::Start(Config());
+    ASSERT_TRUE(started.ok()) << started.status();
+    server_ = std::move(*started);
+    auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    admin_ = v1::Admin::NewStub(channel);
+    coordinator_ = v1::Coordinator::NewStub(channel);
+  }
+
+  // A signed check-in of `device` declaring 10 samples.
+  grpc::Status CheckIn(const std::string& device, v1::CheckInResponse* response) {
+    v1::CheckInRequest request;
+    request.set_device_id(device);
+    request.mutable_capabilities()->set_max_features(16);
+    request.mutable_capabilities()->set_max_classes(4);
+    request.mutable_capabilities()->set_max_batch_size(8);
+    request.mutable_capabilities()->set_sample_count(10);
+    grpc::ClientContext context;
+    return coordinator_->CheckIn(&context, testing::Sign(server_->fleet_key(), request), response);
+  }
+
+  // The task `device` gets, or a failed test.
+  v1::RoundTask Task(const std::string& device) {
+    v1::CheckInResponse response;
+    const grpc::Status s = CheckIn(device, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(response.has_task()) << device << " got no task: " << response.ShortDebugString();
+    return response.task();
+  }
+
+  // A valid signed update of `device` for `task`.
+  grpc::Status Submit(const std::string& device, const v1::RoundTask& task) {
+    const v1::Update update =
+        testing::MakeUpdate(testing::MakeSpec(16, 4), task.round(), device, task.task_token(),
+                            task.model().version(), 10, rng_);
+    grpc::ClientContext context;
+    v1::UpdateAck ack;
+    return coordinator_->SubmitUpdate(&context, testing::Sign(server_->fleet_key(), update), &ack);
+  }
+
+  // Two devices train on the open round; returns once its version is
+  // committed.
+  void CommitRound() {
+    const uint32_t before = server_->manager().Snapshot().latest_version;
+    for (int i = 0; i < 2; ++i) {
+      const std::string device = absl::StrCat("dev-", before, "-", i);
+      const grpc::Status s = Submit(device, Task(device));
+      ASSERT_TRUE(s.ok()) << s.error_message();
+    }
+    // The close runs on the manager's own thread after the second ack.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (server_->manager().Snapshot().latest_version == before &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_EQ(server_->manager().Snapshot().latest_version, before + 1);
+  }
+
+  std::vector<v1::AuditRecord> Audit() {
+    grpc::ClientContext context;
+    v1::ListAuditResponse response;
+    const grpc::Status s = admin_->ListAudit(&context, v1::ListAuditRequest(), &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return {response.records().begin(), response.records().end()};
+  }
+
+  v1::ServerStatus GetStatus() {
+    grpc::ClientContext context;
+    v1::ServerStatus status;
+    const grpc::Status s = admin_->GetStatus(&context, v1::GetStatusRequest(), &status);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return status;
+  }
+
+  grpc::Status Pause(const std::string& reason, v1::ServerStatus* status) {
+    grpc::ClientContext context;
+    v1::PauseRequest request;
+    request.set_reason(reason);
+    return admin_->Pause(&context, request, status);
+  }
+
+  grpc::Status Resume(v1::ServerStatus* status) {
+    grpc::ClientContext context;
+    return admin_->Resume(&context, v1::ResumeRequest(), status);
+  }
+
+  grpc::Status Rollback(uint32_t to, const std::string& reason, v1::RollbackResponse* response) {
+    grpc::ClientContext context;
+    v1::RollbackRequest request;
+    request.set_to_version(to);
+    request.set_reason(reason);
+    return admin_->Rollback(&context, request, response);
+  }
+
+  grpc::Status Revoke(const std::string& device, v1::RevokeDeviceResponse* response) {
+    grpc::ClientContext context;
+    v1::RevokeDeviceRequest request;
+    request.set_device_id(device);
+    return admin_->RevokeDevice(&context, request, response);
+  }
+
+  v1::ListVersionsResponse Versions(uint32_t newest, uint32_t limit, grpc::Status* status) {
+    grpc::ClientContext context;
+    v1::ListVersionsRequest request;
+    request.set_newest(newest);
+    request.set_limit(limit);
+    v1::ListVersionsResponse response;
+    *status = admin_->ListVersions(&context, request, &response);
+    return response;
+  }
+
+  std::mt19937 rng_{7};
+  std::unique_ptr<InProcessServer> server_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+  std::unique_ptr<v1::Coordinator::Stub> coordinator_;
+};
+
+TEST_F(AdminServiceTest, StatusEqualsTheRoundManagersNumbers) {
+  ASSERT_NO_FATAL_FAILURE(CommitRound());
+  // Round 2 open on version 2: one task handed out, one update accepted.
+  const v1::RoundTask task = Task("busy-device");
+  ASSERT_TRUE(Submit("busy-device", task).ok());
+  v1::CheckInResponse other;
+  ASSERT_TRUE(CheckIn("second-device", &other).ok());
+
+  const v1::ServerStatus status = GetStatus();
+  const RoundSnapshot snapshot = server_->manager().Snapshot();
+  const v1::RoundStatus& r = status.round();
+  EXPECT_EQ(r.round(), snapshot.round);
+  EXPECT_EQ(r.base_version(), snapshot.base_version);
+  EXPECT_EQ(r.open(), snapshot.open);
+  EXPECT_EQ(r.tasks_issued(), snapshot.tasks_issued);
+  EXPECT_EQ(r.tasks_limit(), snapshot.tasks_limit);
+  EXPECT_EQ(r.accepted(), snapshot.accepted);
+  EXPECT_EQ(r.target_updates(), snapshot.target_updates);
+  EXPECT_EQ(r.min_updates(), snapshot.min_updates);
+  EXPECT_EQ(r.opened_unix_ms(), snapshot.opened_ms);
+  EXPECT_EQ(r.deadline_unix_ms(), snapshot.deadline_ms);
+  EXPECT_EQ(status.latest_version(), snapshot.latest_version);
+  // And against what the test did, so that a snapshot field left 0 by
+  // both sides cannot pass: round 2 on version 2, K = 2, M = 2,
+  // ceil(2 x 1.3) = 3 task slots, two tasks, one update.
+  EXPECT_EQ(r.round(), 2u);
+  EXPECT_EQ(r.base_version(), 2u);
+  EXPECT_TRUE(r.open());
+  EXPECT_EQ(r.tasks_issued(), 2u);
+  EXPECT_EQ(r.tasks_limit(), 3u);
+  EXPECT_EQ(r.accepted(), 1u);
+  EXPECT_EQ(r.target_updates(), 2u);
+  EXPECT_EQ(r.min_updates(), 2u);
+  // The default deadline is 60 s after the opening.
+  EXPECT_EQ(r.deadline_unix_ms() - r.opened_unix_ms(), 60000);
+  EXPECT_GT(r.time_left_ms(), 0);
+  EXPECT_LE(r.time_left_ms(), 60000);
+  EXPECT_EQ(status.latest_version(), 2u);
+  EXPECT_EQ(status.serving_version(), 2u);
+  EXPECT_FALSE(status.paused());
+  EXPECT_EQ(status.revoked_devices(), 0u);
+  EXPECT_EQ(status.server_version(), TINYFED_VERSION);
+  // The server's wall clock, read within this test's run (10 minutes of
+  // slack for a slow machine; the value is the epoch in ms, ~1.7e12).
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  EXPECT_LE(status.now_unix_ms(), now);
+  EXPECT_GT(status.now_unix_ms(), now - 600'000);
+
+  // The in-process Status() (the status page's) is the rpc's answer.
+  absl::StatusOr<v1::ServerStatus> direct = server_->admin().Status();
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  EXPECT_EQ(direct->round().accepted(), r.accepted());
+  EXPECT_EQ(direct->round().tasks_issued(), r.tasks_issued());
+  EXPECT_EQ(direct->latest_version(), status.latest_version());
+}
+
+TEST_F(AdminServiceTest, VersionsListTheLineageNewestFirstWithoutWeights) {
+  ASSERT_NO_FATAL_FAILURE(CommitRound());
+  ASSERT_NO_FATAL_FAILURE(CommitRound());
+  grpc::Status s;
+  const v1::ListVersionsResponse all = Versions(0, 0, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(all.versions_size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    const v1::ModelVersion& v = all.versions(i);
+    const uint32_t number = 3 - static_cast<uint32_t>(i);
+    EXPECT_EQ(v.version(), number);
+    EXPECT_EQ(v.parent_version(), number - 1);
+    // Version n was committed by round n - 1; version 1 by none.
+    EXPECT_EQ(v.round(), number - 1);
+    EXPECT_EQ(v.metrics().participants(), number == 1 ? 0u : 2u);
+    EXPECT_EQ(v.metrics().samples(), number == 1 ? 0u : 20u);
+    EXPECT_TRUE(v.weights().empty());
+    EXPECT_TRUE(v.bias().empty());
+  }
+  const v1::ListVersionsResponse page = Versions(2, 1, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(page.versions_size(), 1);
+  EXPECT_EQ(page.versions(0).version(), 2u);
+
+  absl::StatusOr<std::vector<v1::ModelVersion>> direct = server_->admin().Versions(0, 2);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  ASSERT_EQ(direct->size(), 2u);
+  EXPECT_EQ((*direct)[0].version(), 3u);
+  EXPECT_EQ((*direct)[1].version(), 2u);
+
+  Versions(0, 1001, &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  Versions(4, 0, &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+}
+
+TEST_F(AdminServiceTest, GetVersionGivesTheStoredVersionsBytes) {
+  ASSERT_NO_FATAL_FAILURE(CommitRound());
+  for (uint32_t asked : {0u, 1u, 2u}) {
+    grpc::ClientContext context;
+    v1::GetVersionRequest request;
+    request.set_version(asked);
+    v1::ModelVersion got;
+    const grpc::Status s = admin_->GetVersion(&context, request, &got);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    absl::StatusOr<v1::ModelVersion> stored = server_->store().GetVersion(asked == 0 ? 2 : asked);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    EXPECT_FALSE(stored->weights().empty());
+    EXPECT_EQ(got.SerializeAsString(), stored->SerializeAsString()) << "version " << asked;
+  }
+  grpc::ClientContext context;
+  v1::GetVersionRequest request;
+  request.set_version(3);
+  v1::ModelVersion got;
+  EXPECT_EQ(admin_->GetVersion(&context, request, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(AdminServiceTest, RollbackServesVersionNsWeightsAndKeepsHistory) {
+  ASSERT_NO_FATAL_FAILURE(CommitRound());
+  ASSERT_NO_FATAL_FAILURE(CommitRound());
+  // Round 3 is open on version 3, with a device holding its task.
+  const v1::RoundTask stranded = Task("stranded");
+  ASSERT_EQ(stranded.round(), 3u);
+
+  v1::RollbackResponse response;
+  const grpc::Status s = Rollback(2, "version 3 regressed", &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(response.version().version(), 4u);
+  EXPECT_EQ(response.version().parent_version(), 3u);
+  EXPECT_EQ(response.version().restored_from(), 2u);
+  EXPECT_EQ(response.version().round(), 0u);
+  EXPECT_TRUE(response.version().weights().empty());
+  EXPECT_EQ(response.abandoned_round(), 3u);
+
+  // Devices are served version 2's weights as version 4.
+  absl::StatusOr<v1::ModelVersion> v2 = server_->store().GetVersion(2);
+  absl::StatusOr<v1::ModelVersion> v3 = server_->store().GetVersion(3);
+  ASSERT_TRUE(v2.ok() && v3.ok());
+  ASSERT_NE(v2->weights(), v3->weights());  // else the rollback would show nothing
+  grpc::ClientContext context;
+  v1::ModelVersion served;
+  ASSERT_TRUE(coordinator_->GetModel(&context, v1::GetModelRequest(), &served).ok());
+  EXPECT_EQ(served.version(), 4u);
+  EXPECT_EQ(served.weights(), v2->weights());
+  EXPECT_EQ(served.bias(), v2->bias());
+  // The update trained on version 3 in the abandoned round is refused,
+  // and a new round trains from version 4.
+  EXPECT_EQ(Submit("stranded", stranded).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  const v1::RoundTask fresh = Task("fresh");
+  EXPECT_EQ(fresh.model().version(), 4u);
+  EXPECT_GT(fresh.round(), 3u);
+
+  // History is kept: every version is still listed.
+  grpc::Status ls;
+  const v1::ListVersionsResponse all = Versions(0, 0, &ls);
+  ASSERT_TRUE(ls.ok());
+  ASSERT_EQ(all.versions_size(), 4);
+  EXPECT_EQ(all.versions(0).restored_from(), 2u);
+  EXPECT_EQ(all.versions(1).version(), 3u);
+
+  // Refusals: the latest version, an unknown one, version 0.
+  EXPECT_EQ(Rollback(4, "", &response).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(Rollback(9, "", &response).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Rollback(0, "", &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  const std::vector<v1::AuditRecord> audit = Audit();
+  ASSERT_EQ(audit.size(), 1u);  // the refused ones recorded nothing
+  EXPECT_EQ(audit[0].action(), "rollback");
+  EXPECT_EQ(audit[0].actor(), kAdmin);
+  EXPECT_NE(audit[0].detail().find("version 3 regressed"), std::string::npos) << audit[0].detail();
+}
+
+TEST_F(AdminServiceTest, PauseStopsTasksAndHealthAndResumeRestoresThem) {
+  const std::string& address = server_->address();
+  EXPECT_EQ(Health(address, ""), "SERVING");
+  v1::ServerStatus status;
+  ASSERT_TRUE(Pause("maintenance", &status).ok());
+  EXPECT_TRUE(status.paused());
+  EXPECT_EQ(status.paused_by(), kAdmin);
+  EXPECT_GT(status.paused_since_unix_ms(), 0);
+  EXPECT_EQ(Health(address, ""), "NOT_SERVING");
+  EXPECT_EQ(Health(address, "tinyfed.v1.Coordinator"), "NOT_SERVING");
+  EXPECT_EQ(Health(address, "tinyfed.v1.Admin"), "SERVING");  // to resume with
+  v1::CheckInResponse response;
+  ASSERT_TRUE(CheckIn("while-paused", &response).ok());
+  EXPECT_FALSE(response.has_task());
+  EXPECT_GT(response.retry().retry_after_ms(), 0u);
+  // Pausing again changes nothing and records nothing.
+  ASSERT_TRUE(Pause("again", &status).ok());
+  EXPECT_TRUE(status.paused());
+
+  ASSERT_TRUE(Resume(&status).ok());
+  EXPECT_FALSE(status.paused());
+  EXPECT_EQ(status.paused_by(), "");
+  EXPECT_EQ(Health(address, ""), "SERVING");
+  EXPECT_EQ(Health(address, "tinyfed.v1.Coordinator"), "SERVING");
+  ASSERT_TRUE(CheckIn("while-paused", &response).ok());
+  EXPECT_TRUE(response.has_task());
+  ASSERT_TRUE(Resume(&status).ok());  // not recorded either
+
+  const std::vector<v1::AuditRecord> audit = Audit();
+  ASSERT_EQ(audit.size(), 2u);
+  EXPECT_EQ(audit[0].action(), "resume");
+  EXPECT_EQ(audit[1].action(), "pause");
+  EXPECT_NE(audit[1].detail().find("maintenance"), std::string::npos) << audit[1].detail();
+}
+
+TEST_F(AdminServiceTest, RevokedDevicesNextUpdateIsRefused) {
+  const v1::RoundTask task = Task("rogue");
+  Task("honest");
+  v1::RevokeDeviceResponse response;
+  const int64_t before = GetStatus().now_unix_ms();
+  ASSERT_TRUE(Revoke("rogue", &response).ok());
+  EXPECT_FALSE(response.already_revoked());
+  EXPECT_GE(response.revoked_unix_ms(), before);
+  EXPECT_EQ(Submit("rogue", task).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  v1::CheckInResponse check_in;
+  EXPECT_EQ(CheckIn("rogue", &check_in).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  // Again: OK, with the first time, and not recorded again.
+  v1::RevokeDeviceResponse again;
+  ASSERT_TRUE(Revoke("rogue", &again).ok());
+  EXPECT_TRUE(again.already_revoked());
+  EXPECT_EQ(again.revoked_unix_ms(), response.revoked_unix_ms());
+  EXPECT_EQ(Audit().size(), 1u);
+  EXPECT_EQ(GetStatus().revoked_devices(), 1u);
+
+  grpc::ClientContext context;
+  v1::ListDevicesResponse devices;
+  ASSERT_TRUE(admin_->ListDevices(&context, v1::ListDevicesRequest(), &devices).ok());
+  ASSERT_EQ(devices.revoked_size(), 1);
+  EXPECT_EQ(devices.revoked(0).device_id(), "rogue");
+  EXPECT_EQ(devices.revoked(0).revoked_unix_ms(), response.revoked_unix_ms());
+  ASSERT_EQ(devices.seen_size(), 2);
+  for (const v1::DeviceSeen& d : devices.seen()) {
+    EXPECT_EQ(d.revoked(), d.device_id() == "rogue") << d.device_id();
+    EXPECT_EQ(d.tasks(), 1u);
+    EXPECT_EQ(d.last_round(), 1u);
+  }
+}
+
+TEST_F(AdminServiceTest, AuditListsEveryChangeWithItsActorNewestFirst) {
+  ASSERT_NO_FATAL_FAILURE(CommitRound());
+  v1::RollbackResponse rollback;
+  ASSERT_TRUE(Rollback(1, "", &rollback).ok());
+  v1::ServerStatus status;
+  ASSERT_TRUE(Pause("", &status).ok());
+  ASSERT_TRUE(Resume(&status).ok());
+  v1::RevokeDeviceResponse revoke;
+  ASSERT_TRUE(Revoke("lost-device", &revoke).ok());
+
+  const std::vector<v1::AuditRecord> audit = Audit();
+  ASSERT_EQ(audit.size(), 4u);
+  const char* actions[] = {"revoke", "resume", "pause", "rollback"};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(audit[i].action(), actions[i]);
+    EXPECT_EQ(audit[i].actor(), kAdmin);
+    EXPECT_GT(audit[i].at_unix_ms(), 0);
+    if (i > 0) {
+      EXPECT_LT(audit[i].id(), audit[i - 1].id());
+    }
+  }
+  EXPECT_NE(audit[0].detail().find("lost-device"), std::string::npos) << audit[0].detail();
+
+  // Paging: the two records before the second newest.
+  grpc::ClientContext context;
+  v1::ListAuditRequest request;
+  request.set_before_id(audit[1].id());
+  request.set_limit(2);
+  v1::ListAuditResponse page;
+  ASSERT_TRUE(admin_->ListAudit(&context, request, &page).ok());
+  ASSERT_EQ(page.records_size(), 2);
+  EXPECT_EQ(page.records(0).id(), audit[2].id());
+  EXPECT_EQ(page.records(1).id(), audit[3].id());
+}
+
+TEST_F(AdminServiceTest, FieldsOutOfRangeAreRefusedAndChangeNothing) {
+  ASSERT_NO_FATAL_FAILURE(CommitRound());
+  const std::string long_reason(201, 'x');
+  v1::ServerStatus status;
+  EXPECT_EQ(Pause(long_reason, &status).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Pause("two\nlines", &status).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::RollbackResponse rollback;
+  EXPECT_EQ(Rollback(1, long_reason, &rollback).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::RevokeDeviceResponse revoke;
+  for (const std::string& bad : {std::string(), std::string(33, 'd'), std::string("has space")}) {
+    EXPECT_EQ(Revoke(bad, &revoke).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+  }
+  {
+    grpc::ClientContext context;
+    v1::ListDevicesRequest request;
+    request.set_limit(10001);
+    v1::ListDevicesResponse response;
+    EXPECT_EQ(admin_->ListDevices(&context, request, &response).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext context;
+    v1::ListAuditRequest request;
+    request.set_limit(1001);
+    v1::ListAuditResponse response;
+    EXPECT_EQ(admin_->ListAudit(&context, request, &response).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  // A 200-byte reason is within the bound.
+  EXPECT_TRUE(Pause(std::string(200, 'y'), &status).ok());
+
+  const std::vector<v1::AuditRecord> audit = Audit();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].action(), "pause");
+  EXPECT_EQ(GetStatus().latest_version(), 2u);
+  EXPECT_EQ(GetStatus().revoked_devices(), 0u);
+}
+
+// tinyfed-server: a paused store stays paused across a restart, and its
+// health says so from the start; the start-up log says who is an admin.
+TEST(AdminServerBinary, PausedStoreStartsNotServingUntilResumed) {
+  TempDir dir;
+  const int port = testing::FreeLoopbackPort();
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  const std::vector<std::string> argv = {TINYFED_SERVER_BINARY, "--listen", address, "--db",
+                                         dir.File("store.db")};
+  auto pause = [&](bool paused) {
+    auto admin = v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::ServerStatus status;
+    const grpc::Status s = paused ? admin->Pause(&context, v1::PauseRequest(), &status)
+                                  : admin->Resume(&context, v1::ResumeRequest(), &status);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(status.paused(), paused);
+  };
+  {
+    ChildProcess server(argv, dir.File("first.log"));
+    ASSERT_TRUE(server.WaitForLog("listening on", 20s)) << server.Log();
+    EXPECT_NE(server.Log().find("admin calls are taken from: plaintext callers on loopback"),
+              std::string::npos)
+        << server.Log();
+    EXPECT_EQ(Health(address, ""), "SERVING");
+    pause(true);
+    EXPECT_EQ(Health(address, ""), "NOT_SERVING");
+    EXPECT_NE(server.Log().find("paused by loopback:127.0.0.1"), std::string::npos)
+        << server.Log();
+    EXPECT_EQ(server.Stop(), 0) << server.Log();
+  }
+  ChildProcess server(argv, dir.File("second.log"));
+  ASSERT_TRUE(server.WaitForLog("listening on", 20s)) << server.Log();
+  EXPECT_EQ(Health(address, ""), "NOT_SERVING");
+  EXPECT_EQ(Health(address, "tinyfed.v1.Coordinator"), "NOT_SERVING");
+  EXPECT_EQ(Health(address, "tinyfed.v1.Admin"), "SERVING");
+  pause(false);
+  EXPECT_EQ(Health(address, ""), "SERVING");
+  EXPECT_EQ(server.Stop(), 0) << server.Log();
+}
+
+}  // namespace
+}  // namespace tinyfed::server
