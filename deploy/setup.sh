@@ -16,7 +16,7 @@ full_packages=(
   libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libeigen3-dev libspdlog-dev libsqlite3-dev
   libssl-dev openssl
-  libcpp-httplib-dev python3-prometheus-client systemd
+  libcpp-httplib-dev python3-prometheus-client systemd chromium
   libgtest-dev libgmock-dev libbenchmark-dev python3-grpcio
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
   clang-14 libclang-rt-14-dev

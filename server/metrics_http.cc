@@ -10,11 +10,12 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "status_page.h"
 
 namespace tinyfed::server {
 namespace {
 
-// Two: one scrape at a time plus one to answer a stray request meanwhile.
+// Two: one scrape or page load at a time plus one to answer another meanwhile.
 constexpr size_t kThreads = 2;
 constexpr time_t kIoTimeoutSeconds = 5;
 
@@ -65,7 +66,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Bind(
   http.set_read_timeout(kIoTimeoutSeconds, 0);
   http.set_write_timeout(kIoTimeoutSeconds, 0);
   http.set_keep_alive_timeout(kIoTimeoutSeconds);
-  http.set_payload_max_length(4096);  // a scrape sends no body
+  http.set_payload_max_length(4096);  // neither a scrape nor a page load sends a body
   errno = 0;
   if (address->port == 0) {
     server->port_ = http.bind_to_any_port(address->host);
@@ -81,13 +82,33 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Bind(
   return server;
 }
 
-void MetricsHttpServer::Serve(RenderFn render) {
-  render_ = std::move(render);
+void MetricsHttpServer::Serve(RenderFn metrics, PageFn status_page) {
+  render_metrics_ = std::move(metrics);
+  render_page_ = std::move(status_page);
   httplib::Server& http = *http_;
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
-    response.set_content(render_(), "text/plain; version=0.0.4; charset=utf-8");
+    response.set_content(render_metrics_(), "text/plain; version=0.0.4; charset=utf-8");
   });
+  http.Get("/", [this](const httplib::Request&, httplib::Response& response) {
+    absl::StatusOr<std::string> page = render_page_();
+    if (!page.ok()) {
+      response.status = 503;
+      response.set_content(RenderStatusPageError(page.status()), "text/html; charset=utf-8");
+    } else {
+      response.set_content(*std::move(page), "text/html; charset=utf-8");
+    }
+    // The page shows strings operators typed (a pause's actor); should
+    // one ever slip through unescaped, the browser still runs and loads
+    // nothing. It reloads itself, so a cached copy would only mislead.
+    response.set_header("Content-Security-Policy",
+                        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+    response.set_header("Cache-Control", "no-store");
+    response.set_header("X-Content-Type-Options", "nosniff");
+  });
+  // Runs for every status >= 400, the page's own 503 too, which keeps its page.
   http.set_error_handler([](const httplib::Request&, httplib::Response& response) {
+    if (!response.body.empty()) return;
     response.set_content(absl::StrCat(response.status, "\n"), "text/plain");
   });
   listener_ = std::thread([&http] { http.listen_after_bind(); });
