@@ -1,12 +1,14 @@
 """The status page in a real browser: tinyfed-server is started with
 --metrics_listen on a fresh store, tinyfed-agent runs a few rounds against
-it, and headless Chromium (Debian's `chromium`) loads http://HOST:PORT/.
+it, tinyfed-admin rolls back to version 2 (a committed version of another
+kind), and headless Chromium (Debian's `chromium`) loads http://HOST:PORT/.
 Checks, on the DOM as Chromium built it:
 
   - each count plot (participants, accepted, rejected) has exactly one
     point per committed version, inside its own <svg>, and the loss plot
     one per version trained in a round;
-  - the versions table has exactly one row per committed version;
+  - the versions table has exactly one row per committed version, the
+    rollback's saying what it restored;
   - the console stayed silent (the page has no script, so any message is
     an error: a Content-Security-Policy violation, a parse error);
   - the page made no request but for itself (Chromium's NetLog lists every
@@ -14,7 +16,8 @@ Checks, on the DOM as Chromium built it:
 
 and writes a screenshot to OUT/status-page.png.
 
-  status_page_browser_test.py --server BIN --agent BIN --out DIR [--rounds N]
+  status_page_browser_test.py --server BIN --agent BIN --admin BIN --out DIR
+                              [--rounds N]
 
 Exits non-zero naming what failed; a missing `chromium` is a failure
 (deploy/setup.sh installs it), not a skip.
@@ -78,6 +81,8 @@ class PageDom(html.parser.HTMLParser):
         self.stack = []  # (tag, id) of the open elements
         self.points = []  # (series, version, tags and ids of the ancestors)
         self.rows = []
+        self.row_text = {}  # version -> the row's text
+        self.row = None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -85,6 +90,8 @@ class PageDom(html.parser.HTMLParser):
             self.points.append((a.get("data-series"), a.get("data-version"), list(self.stack)))
         if tag == "tr" and "data-version" in a:
             self.rows.append(a["data-version"])
+            self.row = a["data-version"]
+            self.row_text[self.row] = ""
         if tag not in VOID_ELEMENTS:
             self.stack.append((tag, a.get("id")))
 
@@ -93,7 +100,13 @@ class PageDom(html.parser.HTMLParser):
         if tag not in VOID_ELEMENTS:
             self.stack.pop()
 
+    def handle_data(self, data):
+        if self.row is not None:
+            self.row_text[self.row] += data
+
     def handle_endtag(self, tag):
+        if tag == "tr":
+            self.row = None
         for i in range(len(self.stack) - 1, -1, -1):
             if self.stack[i][0] == tag:
                 del self.stack[i:]
@@ -169,9 +182,15 @@ def check_page(args, work):
             capture_output=True, text=True, timeout=300)
         if agent.returncode != 0 or "not committed" in agent.stdout + agent.stderr:
             raise Failure(f"tinyfed-agent simulate failed:\n{agent.stdout}{agent.stderr}")
-        # The initial version, then one per committed round.
-        expected = [str(v) for v in range(1, args.rounds + 2)]
-        trained = expected[1:]
+        rollback = subprocess.run(
+            [args.admin, "rollback", "--to", "2", f"--server=127.0.0.1:{grpc_port}"],
+            capture_output=True, text=True, timeout=60)
+        if rollback.returncode != 0:
+            raise Failure(f"tinyfed-admin rollback failed:\n{rollback.stdout}{rollback.stderr}")
+        # The initial version, one per committed round, then the rollback,
+        # which trained nothing.
+        expected = [str(v) for v in range(1, args.rounds + 3)]
+        trained = expected[1:-1]
 
         origin = f"http://127.0.0.1:{http_port}"
         url = origin + "/"
@@ -206,6 +225,9 @@ def check_page(args, work):
         rows = sorted(dom.rows, key=int)
         if rows != expected:
             problems.append(f"versions table rows {rows}, expected one each for {expected}")
+        restored = dom.row_text.get(expected[-1], "")
+        if "rollback of v2" not in restored:
+            problems.append(f"the rollback's row does not say what it restored: {restored!r}")
 
         console = [line for line in dom_run.stderr.splitlines() if ":CONSOLE" in line]
         if console:
@@ -248,6 +270,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--server", required=True)
     parser.add_argument("--agent", required=True)
+    parser.add_argument("--admin", required=True)
     parser.add_argument("--out", required=True, help="where the screenshot and DOM go")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--window", default="1200,1500", help="screenshot size W,H")
