@@ -158,6 +158,7 @@ def page_requests(netlog_path, origin):
 
 
 def check_page(args, work):
+    chromium_command(work, [])  # fails at once, before any round, without chromium
     store = os.path.join(work, "store.db")
     config = os.path.join(work, "server.textproto")
     with open(config, "w") as f:
