@@ -1,0 +1,117 @@
+#include "admin_output.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "table.h"
+
+namespace tinyfed::admin {
+
+std::string FormatServerStatus(const v1::ServerStatus& status) {
+  std::vector<std::pair<std::string, std::string>> lines;
+  lines.emplace_back("server", absl::StrCat("tinyfed-server ", status.server_version()));
+  lines.emplace_back("server time", FormatUnixMs(status.now_unix_ms()));
+  if (status.paused()) {
+    lines.emplace_back(
+        "paused", absl::StrCat("yes, since ", FormatUnixMs(status.paused_since_unix_ms()), " (",
+                               FormatDurationMs(status.now_unix_ms() -
+                                                status.paused_since_unix_ms()),
+                               ") by ", status.paused_by()));
+  } else {
+    lines.emplace_back("paused", "no");
+  }
+  lines.emplace_back("latest version", absl::StrCat(status.latest_version()));
+  lines.emplace_back("serving version", absl::StrCat(status.serving_version()));
+  lines.emplace_back("revoked devices", absl::StrCat(status.revoked_devices()));
+  const v1::RoundStatus& round = status.round();
+  if (round.round() == 0) {
+    lines.emplace_back("round", "none yet");
+  } else {
+    lines.emplace_back("round", absl::StrCat(round.round(), round.open() ? " (open)" : " (closed)",
+                                             " on version ", round.base_version()));
+    lines.emplace_back("tasks issued", absl::StrCat(round.tasks_issued(), " of ",
+                                                    round.tasks_limit()));
+    lines.emplace_back("accepted",
+                       absl::StrCat(round.accepted(), " of ", round.target_updates(), " (or ",
+                                    round.min_updates(), " at the deadline); ", round.pending(),
+                                    " pending, ", round.rejected(), " rejected"));
+    lines.emplace_back("opened", FormatUnixMs(round.opened_unix_ms()));
+    lines.emplace_back("deadline",
+                       round.open() ? absl::StrCat(FormatUnixMs(round.deadline_unix_ms()), " (in ",
+                                                   FormatDurationMs(round.time_left_ms()), ")")
+                                    : FormatUnixMs(round.deadline_unix_ms()));
+  }
+  return RenderKeyValues(lines);
+}
+
+std::string FormatVersions(const v1::ListVersionsResponse& versions) {
+  Table table({"VERSION", "PARENT", "ORIGIN", "PARTICIPANTS", "SAMPLES", "CAPPED", "CLIPPED",
+               "REJECTED", "LOSS", "COMMITTED (UTC)"});
+  for (size_t c : {0, 1, 3, 4, 5, 6, 7, 8}) table.AlignRight(c);
+  for (const v1::ModelVersion& v : versions.versions()) {
+    std::string origin;
+    if (v.restored_from() != 0) {
+      origin = absl::StrCat("rollback to ", v.restored_from());
+    } else if (v.round() != 0) {
+      origin = absl::StrCat("round ", v.round());
+    } else {
+      origin = "initial";
+    }
+    const v1::ModelMetrics& m = v.metrics();
+    table.AddRow({absl::StrCat(v.version()),
+                  v.parent_version() == 0 ? "-" : absl::StrCat(v.parent_version()), origin,
+                  absl::StrCat(m.participants()), absl::StrCat(m.samples()),
+                  absl::StrCat(m.capped_updates()), absl::StrCat(m.clipped_updates()),
+                  absl::StrCat(m.rejected_updates()),
+                  m.participants() == 0 ? "-" : FormatQ16(m.mean_local_loss_q16()),
+                  FormatUnixMs(v.created_unix_ms())});
+  }
+  return table.Render();
+}
+
+std::string FormatRollback(const v1::RollbackRequest& request,
+                           const v1::RollbackResponse& response) {
+  const v1::ModelVersion& v = response.version();
+  std::string line = absl::StrCat("rolled back to version ", request.to_version(),
+                                  ": committed version ", v.version(), " (parent ",
+                                  v.parent_version(), ", restored from ", v.restored_from(), ")");
+  if (response.abandoned_round() != 0) {
+    absl::StrAppend(&line, "; abandoned round ", response.abandoned_round());
+  }
+  return line + "\n";
+}
+
+std::string FormatDevices(const v1::ListDevicesResponse& devices) {
+  Table seen({"DEVICE", "LAST TASK (UTC)", "LAST ROUND", "TASKS", "UPDATES", "REVOKED"});
+  for (size_t c : {2, 3, 4}) seen.AlignRight(c);
+  for (const v1::DeviceSeen& d : devices.seen()) {
+    seen.AddRow({d.device_id(), FormatUnixMs(d.last_task_unix_ms()), absl::StrCat(d.last_round()),
+                 absl::StrCat(d.tasks()), absl::StrCat(d.updates()), d.revoked() ? "yes" : "no"});
+  }
+  std::string out = seen.Render();
+  Table revoked({"REVOKED DEVICE", "REVOKED AT (UTC)"});
+  for (const v1::RevokedDevice& d : devices.revoked()) {
+    revoked.AddRow({d.device_id(), FormatUnixMs(d.revoked_unix_ms())});
+  }
+  absl::StrAppend(&out, "\n", revoked.row_count() == 0 ? "no revoked devices\n" : revoked.Render());
+  return out;
+}
+
+std::string FormatRevoke(const std::string& device_id, const v1::RevokeDeviceResponse& response) {
+  return absl::StrCat("device ", device_id,
+                      response.already_revoked() ? " was already revoked, at " : " revoked at ",
+                      FormatUnixMs(response.revoked_unix_ms()), "\n");
+}
+
+std::string FormatAudit(const v1::ListAuditResponse& audit) {
+  Table table({"ID", "TIME (UTC)", "ACTOR", "ACTION", "DETAIL"});
+  table.AlignRight(0);
+  for (const v1::AuditRecord& r : audit.records()) {
+    table.AddRow({absl::StrCat(r.id()), FormatUnixMs(r.at_unix_ms()), r.actor(), r.action(),
+                  r.detail()});
+  }
+  return table.Render();
+}
+
+}  // namespace tinyfed::admin

@@ -1,0 +1,41 @@
+// What `tinyfed-admin` prints for people (without --json) for each Admin
+// response: key: value lines for one thing, aligned tables (table.h) for
+// lists, times in UTC ISO-8601. Pure functions: safe for concurrent use.
+#ifndef TINYFED_ADMIN_ADMIN_OUTPUT_H_
+#define TINYFED_ADMIN_ADMIN_OUTPUT_H_
+
+#include <string>
+
+#include "tinyfed/v1/admin.pb.h"
+
+namespace tinyfed::admin {
+
+// status, pause and resume: the server, its versions, whether it is
+// paused (since when, by whom), and the round (number, base version,
+// tasks, accepted of target, deadline and time left).
+std::string FormatServerStatus(const v1::ServerStatus& status);
+
+// versions: one row per version, newest first, with columns VERSION,
+// PARENT, ORIGIN ("initial", "round R" or "rollback to N"), PARTICIPANTS,
+// SAMPLES, CAPPED, CLIPPED, REJECTED, LOSS (the mean local loss) and
+// COMMITTED (UTC).
+std::string FormatVersions(const v1::ListVersionsResponse& versions);
+
+// rollback: one line naming the new version, the version it restores and
+// the abandoned round.
+std::string FormatRollback(const v1::RollbackRequest& request, const v1::RollbackResponse& response);
+
+// devices: the seen devices (DEVICE, LAST TASK, LAST ROUND, TASKS,
+// UPDATES, REVOKED), then the revoked ones (DEVICE, REVOKED AT).
+std::string FormatDevices(const v1::ListDevicesResponse& devices);
+
+// revoke: one line saying when the device was revoked, or that it
+// already was.
+std::string FormatRevoke(const std::string& device_id, const v1::RevokeDeviceResponse& response);
+
+// audit: ID, TIME, ACTOR, ACTION, DETAIL, newest first.
+std::string FormatAudit(const v1::ListAuditResponse& audit);
+
+}  // namespace tinyfed::admin
+
+#endif  // TINYFED_ADMIN_ADMIN_OUTPUT_H_
