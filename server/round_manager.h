@@ -184,7 +184,10 @@ class RoundManager {
   // the store, with `audit`, before anything changes in memory: a store
   // error is returned and nothing changes. Asking for the state already in
   // effect is OK and writes nothing. The stored state is read by Create(),
-  // so a restarted server stays paused.
+  // so a restarted server stays paused. When the round a resume opens
+  // cannot be stored, the resume stands and the store's error is returned;
+  // SetPaused(false) again retries opening it. While paused with no round
+  // open, Snapshot() shows the last round, closed (open false).
   absl::Status SetPaused(bool paused, AuditEntry audit);
   PauseState Paused() const;
 

@@ -1454,6 +1454,11 @@ class HeldUpdatesStore final : public ModelStore {
 TEST_F(RoundManagerTest, UpdatesBeingWrittenWhenARollbackAbandonsTheirRoundAreAborted) {
   manager_.reset();
   HeldUpdatesStore held(store_.get());
+  // The manager goes before `held`, which it uses, however the test ends.
+  struct ManagerFirst {
+    std::unique_ptr<RoundManager>& manager;
+    ~ManagerFirst() { manager.reset(); }
+  } manager_first{manager_};
   auto initial = InitialModel(config_, clock_.NowMs());
   ASSERT_TRUE(initial.ok());
   auto created = RoundManager::Create(config_, *initial, &held, &clock_);
@@ -1496,7 +1501,6 @@ TEST_F(RoundManagerTest, UpdatesBeingWrittenWhenARollbackAbandonsTheirRoundAreAb
   for (const v1::Update& u : next) ASSERT_TRUE(Submit(*manager_, u).ok());
   manager_->WaitIdle();
   EXPECT_TRUE(IsReferenceFedAvg(4, 3, next));
-  manager_.reset();  // before `held`, which it uses
 }
 
 // Every refusal of an update while the round is open counts once, the
