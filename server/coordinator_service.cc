@@ -12,10 +12,13 @@
 namespace tinyfed::server {
 namespace {
 
-// Logs the refusal with the peer and finishes the call with it.
+// Logs the refusal of a request (`what`: "update" for SubmitUpdate, which
+// the manager also counts as the open round's rejected updates) with the
+// peer and finishes the call with it.
 void Refuse(RoundManager& manager, grpc::CallbackServerContext* context,
-            grpc::ServerUnaryReactor* reactor, const absl::Status& status) {
-  manager.LogRejected("request", context->peer(), status);
+            grpc::ServerUnaryReactor* reactor, const absl::Status& status,
+            std::string_view what = "request") {
+  manager.LogRejected(what, context->peer(), status);
   reactor->Finish(ToGrpcStatus(status));
 }
 
@@ -51,7 +54,7 @@ bool UnwrapOrRefuse(RoundManager& manager, const DeviceAuthenticator* auth,
                     const grpc::ByteBuffer& bytes, uint32_t max_bytes, Message* message) {
   auto refuse = [&](const absl::Status& status) {
     CountRefusal(metrics, type, status);
-    Refuse(manager, context, reactor, status);
+    Refuse(manager, context, reactor, status, type == RequestType::kUpdate ? "update" : "request");
   };
   if (absl::Status s = CheckSize(bytes, max_bytes, message->GetTypeName()); !s.ok()) {
     refuse(s);

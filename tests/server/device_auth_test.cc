@@ -341,10 +341,16 @@ TEST_F(AuthAcceptanceTest, NoTagIsUnauthenticatedAndChangesNothing) {
   forged.clear_tag();
   EXPECT_EQ(SubmitCode(forged.SerializeAsString()), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(server_->manager().Snapshot().accepted + server_->manager().Snapshot().pending, 0u);
+  // Counted as the round's one rejected update (the refused check-in is
+  // not an update), though the manager never saw it.
+  EXPECT_EQ(server_->manager().Snapshot().rejected, 1u);
 
   // dev-v's own update is still its first: the unsigned one left no trace.
   const std::vector<v1::Update> honest = HonestUpdates({"dev-v", "dev-b", "dev-c"});
   EXPECT_TRUE(CommittedOnly(2, honest));
+  absl::StatusOr<v1::ModelVersion> committed = server_->manager().GetModel(2);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(committed->metrics().rejected_updates(), 1u);
 }
 
 TEST_F(AuthAcceptanceTest, AnotherFleetsKeyIsUnauthenticated) {
