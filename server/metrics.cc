@@ -198,6 +198,12 @@ std::string ServerMetrics::Render(const RoundSnapshot& round) const {
               round.accepted, &out);
   AppendGauge("tinyfed_round_updates_pending",
               "updates of the current round being written to the store", round.pending, &out);
+  AppendGauge("tinyfed_round_updates_rejected",
+              "updates refused (any code) while the current round was open, since the server "
+              "started", round.rejected, &out);
+  AppendGauge("tinyfed_server_paused",
+              "1 while an operator has paused the server (no new tasks or rounds), 0 otherwise",
+              round.paused ? 1 : 0, &out);
   AppendGauge("tinyfed_round_time_left_seconds",
               "time until the current round's deadline (0 once passed)",
               static_cast<double>(round.time_left_ms) / 1e3, &out);

@@ -77,6 +77,21 @@ TEST(MetricsText, StatusCodeCounterWritesEveryCodeButOk) {
   EXPECT_EQ(text.find("code=\"OK\""), std::string::npos) << text;
 }
 
+TEST(MetricsText, PauseAndTheRoundsRejectedUpdatesAreGauges) {
+  ServerMetrics metrics;
+  RoundSnapshot round;
+  round.paused = true;
+  round.rejected = 7;
+  const std::string text = metrics.Render(round);
+  EXPECT_NE(text.find("# TYPE tinyfed_server_paused gauge\ntinyfed_server_paused 1\n"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE tinyfed_round_updates_rejected gauge\n"
+                      "tinyfed_round_updates_rejected 7\n"),
+            std::string::npos) << text;
+  round.paused = false;
+  EXPECT_NE(metrics.Render(round).find("\ntinyfed_server_paused 0\n"), std::string::npos);
+}
+
 // What metrics_scrape.py printed: samples by "name{labels}", families'
 // types, and the response's content type.
 struct Scrape {
