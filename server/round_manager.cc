@@ -86,6 +86,15 @@ void RoundManager::LogRejected(std::string_view what, std::string_view who,
   rejections_.Warn(what, who, status, clock_->MonotonicMs());
 }
 
+void RoundManager::ClearRoundLocked() {
+  updates_.clear();
+  tasks_.clear();
+  limiter_.NewRound();
+  accepted_ = 0;
+  pending_ = 0;
+  rejected_ = 0;
+}
+
 void RoundManager::CountRejected() {
   absl::MutexLock lock(&mu_);
   ++rejected_;
@@ -621,11 +630,7 @@ void RoundManager::CloseRound(bool deadline) {
   for (auto& [device, entry] : updates_) {
     if (entry.durable) previous_updates_[device] = std::move(entry.payload);
   }
-  updates_.clear();
-  tasks_.clear();
-  limiter_.NewRound();
-  accepted_ = 0;
-  rejected_ = 0;
+  ClearRoundLocked();  // pending_ is 0: the close waited for it
   if (!paused && opened.ok()) {
     round_ = record;
     deadline_monotonic_ms_ = deadline_monotonic_ms;
@@ -663,12 +668,7 @@ absl::Status RoundManager::OpenRoundIfIdle() {
     return s;
   }
   absl::MutexLock lock(&mu_);
-  updates_.clear();
-  tasks_.clear();
-  limiter_.NewRound();
-  accepted_ = 0;
-  pending_ = 0;
-  rejected_ = 0;
+  ClearRoundLocked();
   round_ = record;
   deadline_monotonic_ms_ = deadline_monotonic_ms;
   open_ = true;
@@ -787,12 +787,7 @@ absl::StatusOr<RoundManager::RollbackResult> RoundManager::Rollback(uint32_t to_
     for (auto& [device, entry] : updates_) {
       for (SubmitDone& done : entry.waiters) aborted.push_back(std::move(done));
     }
-    updates_.clear();
-    tasks_.clear();
-    limiter_.NewRound();
-    accepted_ = 0;
-    pending_ = 0;
-    rejected_ = 0;
+    ClearRoundLocked();
     open_ = false;
     if (abandon != 0) {
       round_.state = RoundState::kAbandoned;

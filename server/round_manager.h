@@ -253,6 +253,9 @@ class RoundManager {
   absl::Status OpenRoundIfIdle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(control_mu_);
   // Counts one refused update against the open round.
   void CountRejected();
+  // Forgets the tasks, updates and counts of the round that just closed or
+  // was abandoned (its pending writes answered or waited for first).
+  void ClearRoundLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Serializes the operator controls (SetPaused, Rollback) with each other
   // and with the closer's decision to open the next round, so that a
