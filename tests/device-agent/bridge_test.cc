@@ -510,7 +510,10 @@ TEST(Bridge, DropsAFrameCutOffByALostLinkAndRelaysItWhenResent) {
   EXPECT_TRUE(bridge.Stop().ok());
   EXPECT_EQ(coordinator.manager().Snapshot().accepted, 1u);
   // One relayed call of each kind: the complete check-in and the resent
-  // update; none for the four unfinished frames.
+  // update; none for the four unfinished frames. The log reaches the
+  // capture through a pipe and its reader thread, possibly after the ack
+  // reached the device: wait for the update's line before counting.
+  ASSERT_TRUE(log.WaitFor("SubmitUpdate (", 1)) << log.text();
   EXPECT_EQ(log.Count("CheckIn ("), 1) << log.text();
   EXPECT_EQ(log.Count("SubmitUpdate ("), 1) << log.text();
 }
@@ -559,6 +562,7 @@ TEST(Bridge, DropsAFrameThatFailsItsCrcWithoutCallingTheServer) {
   ASSERT_EQ(reply.first, TINYFED_FRAME_ACK) << log.text();
   EXPECT_EQ(AckedRound(reply.second), 1u);
   EXPECT_TRUE(bridge.Stop().ok());
+  ASSERT_TRUE(log.WaitFor("SubmitUpdate (", 1)) << log.text();  // the pipe may lag the ack
   EXPECT_EQ(log.Count("SubmitUpdate ("), 1) << log.text();
   EXPECT_EQ(coordinator.manager().Snapshot().accepted, 1u);
 }
