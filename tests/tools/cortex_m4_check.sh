@@ -113,7 +113,9 @@ src=$1
 build=$2
 root=$(cd "$src" && pwd)
 cortex_m4_configure "$root" "$build"
-cmake --build "$build" >/dev/null
+# The footprint images are out of ALL (client-sdk/CMakeLists.txt).
+cmake --build "$build" --target tinyfed_sdk tinyfed_footprint tinyfed_footprint_quiet \
+  tinyfed_footprint_baseline >/dev/null
 
 libs=("$build/client-sdk/libtinyfed_sdk.a" "$build/common/libtinyfed_common.a"
       "$build/proto/libtinyfed_proto_nanopb.a" "$build/proto/libtinyfed_nanopb_runtime.a"

@@ -51,6 +51,7 @@
 
 #include "tinyfed_common/device_key.h"   /* TINYFED_DEVICE_KEY_SIZE */
 #include "tinyfed_common/request_auth.h" /* TINYFED_TAG_SIZE */
+#include "tinyfed/version.h"             /* TINYFED_VERSION_STRING */
 
 #ifdef __cplusplus
 extern "C" {
