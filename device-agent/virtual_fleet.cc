@@ -223,7 +223,11 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
       tinyfed_dataset_t local{x.data(), y.data(), static_cast<uint32_t>(shard.size()), features};
       a.update.resize(buffer_size);
       size_t len = 0;
-      if (tinyfed_train(&a.ctx, &local) != TINYFED_OK ||
+      // The task's model on the device's own samples, before training: the
+      // update carries it (federated evaluation).
+      tinyfed_evaluation_t evaluation{};
+      if (tinyfed_evaluate(&a.ctx, &local, &evaluation) != TINYFED_OK ||
+          tinyfed_train(&a.ctx, &local) != TINYFED_OK ||
           tinyfed_update_encode(&a.ctx, a.update.data(), a.update.size(), &len) != TINYFED_OK) {
         a.error = tinyfed_last_error_message(&a.ctx);
         continue;

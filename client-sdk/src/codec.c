@@ -1,6 +1,7 @@
 /* Wire codec: nanopb encoding and decoding of the SDK's messages, the
  * signed envelope around what the device sends, and validation of a
  * decoded task before it touches the context's head. */
+#include <stddef.h>
 #include <string.h>
 
 #include <pb_decode.h>
@@ -178,6 +179,7 @@ static tinyfed_status_t begin_decode(tinyfed_context_t *ctx,
     return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL message");
   }
   ctx->state = TINYFED_STATE_READY;
+  ctx->evaluation.samples = 0u; /* it was the previous task's */
   if (len > TINYFED_TASK_MAX_SIZE(ctx->max_features, ctx->max_classes)) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_MESSAGE_TOO_LARGE,
                         "message exceeds capacity");
@@ -281,6 +283,16 @@ typedef char tinyfed_envelope_bound[
     (ENVELOPE_HEAD_MAX + ENVELOPE_TAIL == TINYFED_SIGNED_ENVELOPE_MAX_SIZE) ? 1 : -1];
 typedef char tinyfed_checkin_label_size[
     (sizeof TINYFED_CHECKIN_TAG_LABEL == TINYFED_CHECKIN_TAG_LABEL_SIZE) ? 1 : -1];
+/* The context keeps its evaluation in the generated struct's layout, so
+ * the encoder copies it whole. */
+typedef char tinyfed_evaluation_layout[
+    (sizeof(tinyfed_evaluation_t) == sizeof(tinyfed_v1_Evaluation) &&
+     offsetof(tinyfed_evaluation_t, model_version) ==
+         offsetof(tinyfed_v1_Evaluation, model_version) &&
+     offsetof(tinyfed_evaluation_t, samples) == offsetof(tinyfed_v1_Evaluation, samples) &&
+     offsetof(tinyfed_evaluation_t, correct) == offsetof(tinyfed_v1_Evaluation, correct) &&
+     offsetof(tinyfed_evaluation_t, loss_sum_q16) ==
+         offsetof(tinyfed_v1_Evaluation, loss_sum_q16)) ? 1 : -1];
 typedef char tinyfed_update_label_size[
     (sizeof TINYFED_UPDATE_TAG_LABEL == TINYFED_UPDATE_TAG_LABEL_SIZE) ? 1 : -1];
 
@@ -376,6 +388,10 @@ tinyfed_status_t tinyfed_update_encode(tinyfed_context_t *ctx, uint8_t *out,
   update.row_scales_count = (pb_size_t)t->class_count;
   memcpy(update.row_scales, ctx->row_scales, 4u * t->class_count);
   update.local_loss_q16 = ctx->loss_q16;
+  if (ctx->evaluation.samples != 0u) {
+    update.has_evaluation = true;
+    memcpy(&update.evaluation, &ctx->evaluation, sizeof update.evaluation);
+  }
   update.checksum =
       tinyfed_crc32_update(tinyfed_crc32_update(TINYFED_CRC32_INIT, weights.data,
                                                 weights.len),

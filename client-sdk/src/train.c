@@ -303,17 +303,25 @@ typedef struct loss_sum {
   int64_t diffs;     /* sum of d_i, Q16 */
 } loss_sum_t;
 
-/* The mean loss in Q16.16 of `count` samples. */
-static uint32_t mean_loss_q16(const loss_sum_t *loss, uint32_t count) {
+/* The summed loss in Q16.16, negative totals (rounding of a near-zero
+ * loss) taken as 0. Every step rounds down: the product's truncations, the
+ * log2, ln(2) in Q20 (726817.46 rounded down) and the final shift, so the
+ * ln part never exceeds the true ln of the product of the s_i. */
+TINYFED_NOINLINE static uint64_t loss_total_q16(const loss_sum_t *loss) {
   /* ln(prod) = (log2(mantissa) + exponent - 31) * ln(2), in Q16: the log2
    * stays below 2^43 (2^24 samples of at most 5 each), so ln(2) in Q20
    * (relative error 2^-22) still fits the product in 64 bits. */
   const int64_t log2_q16 = (int64_t)tinyfed_log2_u32_q16(loss->mantissa) +
                            ((int64_t)loss->exponent - 31) * TINYFED_Q16_ONE;
-  int64_t total = ((log2_q16 * TINYFED_LN2_Q20) >> 20) - loss->diffs;
-  if (total <= 0) return 0u;
-  if (((uint64_t)total >> 32) >= count) return UINT32_MAX; /* mean >= 2^32 */
-  return tinyfed_udiv64_32((uint64_t)total, count, NULL);
+  const int64_t total = ((log2_q16 * TINYFED_LN2_Q20) >> 20) - loss->diffs;
+  return total <= 0 ? 0u : (uint64_t)total;
+}
+
+/* The mean loss in Q16.16 of `count` samples. */
+static uint32_t mean_loss_q16(const loss_sum_t *loss, uint32_t count) {
+  const uint64_t total = loss_total_q16(loss);
+  if ((total >> 32) >= count) return UINT32_MAX; /* mean >= 2^32 */
+  return tinyfed_udiv64_32(total, count, NULL);
 }
 
 /* Softmax cross-entropy of one sample. On entry logits[] holds the logits
@@ -714,6 +722,28 @@ static void quantize_delta(tinyfed_context_t *ctx, tinyfed_prng_t *rounding) {
 
 /* ---- training ------------------------------------------------------------ */
 
+/* Whether `data` fits the loaded task, as tinyfed_train checks it: its
+ * feature count, 1..2^24 samples (before any label is read), labels below
+ * the class count. */
+static tinyfed_status_t check_dataset(tinyfed_context_t *ctx,
+                                      const tinyfed_dataset_t *data) {
+  if (data->feature_count != ctx->task.feature_count) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_DATASET,
+                        "dataset/task feature count differ");
+  }
+  if (data->count == 0u || data->count > TINYFED_MAX_SAMPLES) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_DATASET,
+                        "dataset must hold 1..2^24 samples");
+  }
+  uint32_t i;
+  for (i = 0; i < data->count; ++i) {
+    if (data->labels[i] >= ctx->task.class_count) {
+      return TINYFED_FAIL(ctx, TINYFED_ERR_DATASET, "label out of range");
+    }
+  }
+  return TINYFED_OK;
+}
+
 tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
                                const tinyfed_dataset_t *data) {
   if (ctx == NULL) return TINYFED_ERR_ARGUMENT;
@@ -726,6 +756,8 @@ tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
   const tinyfed_task_info_t *t = &ctx->task;
   const uint32_t classes = t->class_count;
   const uint32_t features = t->feature_count;
+  /* check_dataset's checks, written out: calling it here costs the
+   * training loops registers (4 more instructions per sample on the M4). */
   if (data->feature_count != features) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_DATASET,
                         "dataset/task feature count differ");
@@ -794,6 +826,20 @@ tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
   return TINYFED_OK;
 }
 
+/* ---- prediction and evaluation ------------------------------------------- */
+
+/* The predicted class of logits[0..classes): the largest, a tie going to
+ * the lowest index. tinyfed_classify and tinyfed_evaluate both decide by
+ * it, so an evaluation counts as correct exactly what classify returns. */
+TINYFED_NOINLINE static uint32_t predicted_class(const int32_t *logits,
+                                                 uint32_t classes) {
+  uint32_t best = 0u, c;
+  for (c = 1; c < classes; ++c) {
+    if (logits[c] > logits[best]) best = c;
+  }
+  return best;
+}
+
 tinyfed_status_t tinyfed_classify(const tinyfed_context_t *ctx,
                                   const int8_t *features, uint32_t *label) {
   if (ctx == NULL || features == NULL || label == NULL) {
@@ -802,14 +848,59 @@ tinyfed_status_t tinyfed_classify(const tinyfed_context_t *ctx,
   if (ctx->state < TINYFED_STATE_TASK) return TINYFED_ERR_STATE;
   /* logits is scratch owned by the context; classification does not change
    * anything a caller can observe, hence the const in the signature. */
-  const int32_t *logits = ctx->logits;
   forward_plan_t plan;
   forward_plan_init(&ctx->task, &plan);
   forward(ctx, &plan, features);
-  uint32_t best = 0u, c;
-  for (c = 1; c < ctx->task.class_count; ++c) {
-    if (logits[c] > logits[best]) best = c;
+  *label = predicted_class(ctx->logits, ctx->task.class_count);
+  return TINYFED_OK;
+}
+
+/* The floor of an evaluated sample's z_label - z_max: -28.5 in Q16.16. A
+ * term is ln(s / 2^24) - d, with s <= 32 x (2^24 + 2) (at most 32
+ * classes, each exp at most 2^24 plus its 2 Q24 steps of error) and every
+ * rounding of the sum downward (loss_total_q16), so it stays below
+ * ln(32) + 28.5 = 31.97 < 32 nats with 2,200 Q16 steps to spare. */
+#define TINYFED_EVALUATION_DIFF_MIN_Q16 (-(57 << 15))
+
+tinyfed_status_t tinyfed_evaluate(tinyfed_context_t *ctx,
+                                  const tinyfed_dataset_t *data,
+                                  tinyfed_evaluation_t *out) {
+  if (ctx == NULL) return TINYFED_ERR_ARGUMENT;
+  if (data == NULL || data->features == NULL || data->labels == NULL ||
+      out == NULL) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL dataset");
   }
-  *label = best;
+  if (ctx->state != TINYFED_STATE_TASK) {
+    /* After training the local head is no longer the task's model. */
+    return TINYFED_FAIL(ctx, TINYFED_ERR_STATE, "no untrained task");
+  }
+  const tinyfed_status_t valid = check_dataset(ctx, data);
+  if (valid != TINYFED_OK) return valid;
+  const uint32_t classes = ctx->task.class_count;
+  const uint32_t features = ctx->task.feature_count;
+  int32_t *const logits = ctx->logits;
+  forward_plan_t plan;
+  forward_plan_init(&ctx->task, &plan);
+  loss_sum_t loss = {0x80000000u, 0, 0}; /* the empty product, 1.0 */
+  uint32_t correct = 0u, i;
+  for (i = 0; i < data->count; ++i) {
+    const uint32_t label = data->labels[i];
+    forward(ctx, &plan, data->features + (size_t)i * features);
+    const uint32_t best = predicted_class(logits, classes);
+    correct += (best == label) ? 1u : 0u;
+    /* Raising the label's logit to the floor leaves s as it was: exp of
+     * anything below -17 is 0 in Q24 either way. */
+    const int32_t floor = logits[best] + TINYFED_EVALUATION_DIFF_MIN_Q16;
+    if (logits[label] < floor) logits[label] = floor;
+    /* The training loss's own code; its errors land in batch_err, scratch
+     * until the next training. */
+    softmax_error(logits, classes, label, (uint32_t *)ctx->batch_err, 1u, 0,
+                  &loss);
+  }
+  ctx->evaluation.model_version = ctx->task.model_version;
+  ctx->evaluation.samples = data->count;
+  ctx->evaluation.correct = correct;
+  ctx->evaluation.loss_sum_q16 = loss_total_q16(&loss);
+  *out = ctx->evaluation;
   return TINYFED_OK;
 }

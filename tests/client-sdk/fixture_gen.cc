@@ -19,7 +19,10 @@
 //                            short last batches, both logit shift ranges and
 //                            a learning rate large enough to saturate;
 //   OUT_DIR/expected.hex     one line per case: "update <case> <hex>", the
-//                            signed update (SignedRequest) the device sends.
+//                            signed update (SignedRequest) the device sends
+//                            after evaluating the task's model on its
+//                            samples and training on them, so it carries
+//                            the evaluation.
 #include <cstdio>
 #include <algorithm>
 #include <filesystem>
@@ -148,7 +151,8 @@ std::vector<Case> Cases() {
   return cases;
 }
 
-// Trains the case on the host SDK; false (with a message) on failure.
+// Evaluates and trains the case on the host SDK; false (with a message) on
+// failure.
 bool Run(Case& c) {
   const TaskParams& p = c.params;
   c.task = BuildTask(p).SerializeAsString();
@@ -162,6 +166,11 @@ bool Run(Case& c) {
     return false;
   }
   tinyfed_dataset_t view = c.data.view();
+  tinyfed_evaluation_t evaluation{};
+  if (tinyfed_evaluate(device.ctx(), &view, &evaluation) != TINYFED_OK) {
+    std::fprintf(stderr, "%s: evaluation failed\n", c.device_id.c_str());
+    return false;
+  }
   if (tinyfed_train(device.ctx(), &view) != TINYFED_OK) {
     std::fprintf(stderr, "%s: training failed\n", c.device_id.c_str());
     return false;

@@ -4,10 +4,13 @@
 // the 650 int8 values: the Update's other fields and the SignedRequest's
 // device id, body framing and tag. The updates are encoded by the SDK with
 // those fields as long as the case allows: the longest device id and
-// token, scales and loss in their longest varints, and round, version and
-// sample count as stated per case.
+// token, scales and loss in their longest varints, round, version and
+// sample count as stated per case, and the device's evaluation of the task
+// (tinyfed_evaluate) with each of its fields as long as the case allows.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <iostream>
 #include <string>
 
@@ -47,6 +50,17 @@ std::string LongestUpdate(uint32_t round, uint32_t version, uint32_t samples) {
   const QuantizedDataset data = MakeBlobs(21, 22, samples, 64, 10, 0.05, p.feature_scale, 0);
   EXPECT_EQ(dev.Load(BuildTask(p)), TINYFED_OK);
   const tinyfed_dataset_t view = data.view();
+  // The evaluation's longest form: version and samples as the update's,
+  // correct = samples (the task's zero head predicts class 0, the lowest
+  // of its tied classes, so samples all labelled 0 are all right), and a
+  // loss sum of ln(10) per sample, at or above 2^28 (five varint bytes,
+  // the most a sum below samples x 2^21 < 2^35 takes) once the samples
+  // reach 1,779.
+  QuantizedDataset all_right = data;
+  std::fill(all_right.y.begin(), all_right.y.end(), uint8_t{0});
+  const tinyfed_dataset_t evaluated = all_right.view();
+  tinyfed_evaluation_t evaluation{};
+  EXPECT_EQ(tinyfed_evaluate(dev.ctx(), &evaluated, &evaluation), TINYFED_OK);
   EXPECT_EQ(tinyfed_train(dev.ctx(), &view), TINYFED_OK);
   const std::string bytes = dev.EncodeSignedUpdate();
 
@@ -67,6 +81,12 @@ std::string LongestUpdate(uint32_t round, uint32_t version, uint32_t samples) {
   EXPECT_GE(update.local_loss_q16(), 1u << 21);
   EXPECT_LT(update.local_loss_q16(), 1u << 28);
   EXPECT_EQ(update.weight_delta().size() + update.bias_delta().size(), 650u);
+  EXPECT_TRUE(update.has_evaluation());
+  EXPECT_EQ(update.evaluation().model_version(), version);
+  EXPECT_EQ(update.evaluation().samples(), samples);
+  EXPECT_EQ(update.evaluation().correct(), samples);
+  EXPECT_GE(update.evaluation().loss_sum_q16(), uint64_t{1} << 28);
+  EXPECT_LE(update.evaluation().loss_sum_q16(), uint64_t{samples} << 21);
   return bytes;
 }
 

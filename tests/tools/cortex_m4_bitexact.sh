@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Bit-exactness across architectures: the same tasks and samples trained on
-# the host (x86-64) and in the emulated Cortex-M4 (qemu-system-arm, board
-# MPS2-AN386, semihosting) must produce identical update bytes. Case 0 is a
-# 64x10 head, timed; the other cases are shaped to take the M4 kernels'
-# other paths (see tests/client-sdk/fixture_gen.cc).
+# Bit-exactness across architectures: the same tasks and samples evaluated
+# and trained on the host (x86-64) and in the emulated Cortex-M4
+# (qemu-system-arm, board MPS2-AN386, semihosting) must produce identical
+# update bytes, the evaluation they carry included. Case 0 is a 64x10 head,
+# timed; the other cases are shaped to take the M4 kernels' other paths
+# (see tests/client-sdk/fixture_gen.cc).
 #
 # The same run's figures are compared with their budgets
-# (tests/tools/budgets.sh): instructions per training sample, instructions
-# to tag the longest 64x10 update (HMAC-SHA256 over its body, with
+# (tests/tools/budgets.sh): instructions per evaluated sample and per
+# training sample, instructions to tag the longest 64x10 update (HMAC-SHA256 over its body, with
 # mbedTLS's SHA-256 as the SDK configures it; case 0's own tag is checked
-# by the firmware too), peak stack of decode, train and encode
+# by the firmware too), peak stack of decode, evaluate, train and encode
 # (signing included), and RAM in total (the footprint image's static RAM,
 # from this build, plus that stack).
 #
@@ -56,9 +57,10 @@ echo "ok: identical update bytes on x86-64 and the emulated Cortex-M4 in every c
 # runs 1e9 instructions per virtual second, so a tick is 40 instructions;
 # the calibration loop measures that ratio rather than assuming it.
 read -r cal_ticks cal_insns < <(printf '%s\n' "$output" | sed -n 's/^calibration \([0-9]*\) ticks for \([0-9]*\) instructions$/\1 \2/p')
+read -r eval_ticks eval_samples < <(printf '%s\n' "$output" | sed -n 's/^evaluation \([0-9]*\) ticks for \([0-9]*\) samples$/\1 \2/p')
 read -r train_ticks steps < <(printf '%s\n' "$output" | sed -n 's/^training \([0-9]*\) ticks for \([0-9]*\) sample steps$/\1 \2/p')
 read -r tag_ticks tag_body < <(printf '%s\n' "$output" | sed -n 's/^tag \([0-9]*\) ticks for a \([0-9]*\)-byte update body$/\1 \2/p')
-stack=$(printf '%s\n' "$output" | sed -n 's/^stack \([0-9]*\) bytes for decode, train and encode$/\1/p')
+stack=$(printf '%s\n' "$output" | sed -n 's/^stack \([0-9]*\) bytes for decode, evaluate, train and encode$/\1/p')
 per_sample=""
 if [[ "${cal_ticks:-0}" -gt 0 && "${steps:-0}" -gt 0 ]]; then
   # Rounded down: a tick's 40 instructions over 192 steps leave the figure
@@ -68,6 +70,15 @@ if [[ "${cal_ticks:-0}" -gt 0 && "${steps:-0}" -gt 0 ]]; then
   echo "instructions per training sample (64x10 head, batch 8, incl. batch updates and delta quantization): $per_sample"
   echo "  (training $train_ticks ticks over $steps sample steps; calibration $cal_ticks ticks = $cal_insns instructions)"
 fi
+per_evaluated=""
+if [[ "${cal_ticks:-0}" -gt 0 && "${eval_samples:-0}" -gt 0 ]]; then
+  # Rounded down: a tick's 40 instructions over 96 samples leave the figure
+  # within 0.42 of the true count, so one more instruction per sample
+  # (96 in all, more than 2 ticks) always shows.
+  per_evaluated=$(( eval_ticks * cal_insns / cal_ticks / eval_samples ))
+  echo "instructions per evaluated sample (64x10 head, forward pass, prediction and loss): $per_evaluated"
+  echo "  (evaluation $eval_ticks ticks over $eval_samples samples)"
+fi
 tag_insns=""
 if [[ "${cal_ticks:-0}" -gt 0 && -n "${tag_ticks:-}" ]]; then
   # Rounded down, within one tick (40 instructions) of the true count: a
@@ -76,7 +87,7 @@ if [[ "${cal_ticks:-0}" -gt 0 && -n "${tag_ticks:-}" ]]; then
   tag_insns=$(( tag_ticks * cal_insns / cal_ticks ))
   echo "instructions to tag one 64x10 update (HMAC-SHA256 over its ${tag_body}-byte body): $tag_insns"
 fi
-echo "peak stack $stack bytes for decode, train and encode"
+echo "peak stack $stack bytes for decode, evaluate, train and encode"
 static_ram=$(footprint_static_ram "$build/client-sdk/tinyfed_footprint.elf" \
                                   "$build/client-sdk/tinyfed_footprint_baseline.elf")
 ram=""
@@ -87,6 +98,8 @@ fi
 status=0
 check_budget "instructions per training sample" "$per_sample" \
   TINYFED_BUDGET_INSTRUCTIONS_PER_SAMPLE instructions || status=1
+check_budget "instructions per evaluated sample" "$per_evaluated" \
+  TINYFED_BUDGET_EVALUATION_INSTRUCTIONS_PER_SAMPLE instructions || status=1
 check_budget "instructions to tag a 64x10 update" "$tag_insns" \
   TINYFED_BUDGET_TAG_INSTRUCTIONS instructions || status=1
 check_budget "peak stack" "$stack" TINYFED_BUDGET_STACK_BYTES bytes || status=1

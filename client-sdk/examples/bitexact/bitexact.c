@@ -1,16 +1,17 @@
-/* Trains devices' tasks on the emulated Cortex-M4 and prints each encoded
- * update as hex through semihosting ("update <case> <hex>"), so a test can
+/* Evaluates and trains devices' tasks on the emulated Cortex-M4 and prints
+ * each encoded update (its evaluation included) as hex through semihosting ("update <case> <hex>"), so a test can
  * compare them byte for byte with the same tasks trained on the host. The
  * tasks, the devices' samples and ids come from fixture.h (case 0, a 64x10
  * head) and fixture_cases.h (shapes that take the training kernels' other
  * paths), generated at build time by the host tool tinyfed_fixture_gen.
  *
- * It also times case 0's training with SysTick, the tag of the longest
+ * It also times case 0's evaluation and training with SysTick, the tag of
+ * the longest
  * 64x10 update (HMAC-SHA256 over its body, by the SDK's internal function
  * the encoder calls), and a calibration loop of a known instruction count with
  * the same timer: under qemu's -icount the timer advances with executed
- * instructions, so the two give instructions per training sample and per
- * tag without knowing the timer's rate. */
+ * instructions, so the two give instructions per evaluated sample, per
+ * training sample and per tag without knowing the timer's rate. */
 #include <stdio.h>
 #include <string.h>
 
@@ -73,11 +74,13 @@ static void calibration_loop(void) {
       : "cc");
 }
 
-/* Loads and trains one device's case and encodes its update into
- * update[0..*len); times the training in *ticks and, if stack is not NULL,
- * measures in *stack the stack the SDK calls take. */
-static tinyfed_status_t run_case(const fixture_case_t *c, size_t *len, uint32_t *ticks,
-                                 uint32_t *stack) {
+/* Loads, evaluates and trains one device's case and encodes its update
+ * into update[0..*len); times the evaluation in *eval_ticks and the
+ * training in *ticks and, if stack is not NULL, measures in *stack the
+ * stack the SDK calls take. */
+static tinyfed_status_t run_case(const fixture_case_t *c, size_t *len, uint32_t *eval_ticks,
+                                 uint32_t *ticks, uint32_t *stack) {
+  tinyfed_evaluation_t evaluation;
   const tinyfed_config_t config = {c->device_id, c->feature_count, c->class_count, c->batch,
                                    c->device_key};
   const tinyfed_dataset_t data = {c->features, c->labels, c->samples, c->feature_count};
@@ -86,6 +89,9 @@ static tinyfed_status_t run_case(const fixture_case_t *c, size_t *len, uint32_t 
   if (stack != NULL) stack_paint();
   tinyfed_status_t s = tinyfed_init(&ctx, &config, arena, sizeof arena);
   if (s == TINYFED_OK) s = tinyfed_task_decode(&ctx, c->task, c->task_size);
+  const uint32_t eval_start = SYST_CVR;
+  if (s == TINYFED_OK) s = tinyfed_evaluate(&ctx, &data, &evaluation);
+  *eval_ticks = systick_since(eval_start);
   const uint32_t start = SYST_CVR;
   if (s == TINYFED_OK) s = tinyfed_train(&ctx, &data);
   *ticks = systick_since(start);
@@ -144,29 +150,33 @@ int main(void) {
                                     FIXTURE_FEATURES,  FIXTURE_CLASSES, FIXTURE_BATCH,
                                     kFixtureDeviceKey};
   size_t len = 0;
-  uint32_t train_ticks = 0, tag_ticks = 0, ticks = 0, stack_bytes = 0, i;
+  uint32_t eval_ticks = 0, train_ticks = 0, tag_ticks = 0, ticks = 0, stack_bytes = 0, i;
   systick_start();
   const uint32_t start = SYST_CVR;
   calibration_loop();
   const uint32_t calibration_ticks = systick_since(start);
   /* The stack figure is case 0's, the 64x10 head. */
-  if (run_case(&main_case, &len, &train_ticks, &stack_bytes) != TINYFED_OK) return 1;
+  if (run_case(&main_case, &len, &eval_ticks, &train_ticks, &stack_bytes) != TINYFED_OK) {
+    return 1;
+  }
   print_update(0u, len);
   if (!check_and_time_tag(kFixtureDeviceKey, len, &tag_ticks)) {
     printf("error: case 0's tag differs when computed again over its body\n");
     return 1;
   }
   for (i = 0; i < FIXTURE_CASES; ++i) {
-    if (run_case(&kFixtureCases[i], &len, &ticks, NULL) != TINYFED_OK) return 1;
+    if (run_case(&kFixtureCases[i], &len, &ticks, &ticks, NULL) != TINYFED_OK) return 1;
     print_update(i + 1u, len);
   }
   printf("calibration %lu ticks for %lu instructions\n", (unsigned long)calibration_ticks,
          (unsigned long)(2u * CALIBRATION_ITERATIONS));
+  printf("evaluation %lu ticks for %lu samples\n", (unsigned long)eval_ticks,
+         (unsigned long)FIXTURE_SAMPLES);
   printf("training %lu ticks for %lu sample steps\n", (unsigned long)train_ticks,
          (unsigned long)(FIXTURE_SAMPLES * FIXTURE_EPOCHS));
   printf("tag %lu ticks for a %lu-byte update body\n", (unsigned long)tag_ticks,
          (unsigned long)LONGEST_BODY_64X10);
-  printf("stack %lu bytes for decode, train and encode\n",
+  printf("stack %lu bytes for decode, evaluate, train and encode\n",
          (unsigned long)stack_bytes);
   return 0;
 }

@@ -1,5 +1,5 @@
 /* A minimal firmware image that uses every SDK call a device makes in a
- * round, for a 64x10 head with batches of 16, so the linker keeps exactly
+ * round (evaluation included), for a 64x10 head with batches of 16, so the linker keeps exactly
  * the SDK, nanopb and mbedTLS code a real device needs, with the RAM a
  * device needs: the context, the arena, and one buffer that first receives
  * the task frame (decoded in place) and then holds the signed update, which
@@ -52,6 +52,7 @@ int main(void) {
   tinyfed_frame_t received;
   int ready = 0;
   uint32_t label = 0, round = 0, retry = 0;
+  tinyfed_evaluation_t evaluation = {0u, 0u, 0u, 0u};
   if (tinyfed_init(&ctx, &config, arena, sizeof arena) != TINYFED_OK) return 1;
   if (tinyfed_checkin_encode(&ctx, firmware_count, buffer, sizeof buffer, &len) != TINYFED_OK ||
       tinyfed_frame_write(TINYFED_FRAME_CHECKIN, buffer, len, link_write, NULL) != TINYFED_OK) {
@@ -69,7 +70,8 @@ int main(void) {
   }
   if (result.kind == TINYFED_CHECKIN_TASK) {
     const tinyfed_dataset_t data = {firmware_features, firmware_labels, firmware_count, FEATURES};
-    if (tinyfed_train(&ctx, &data) != TINYFED_OK ||
+    if (tinyfed_evaluate(&ctx, &data, &evaluation) != TINYFED_OK ||
+        tinyfed_train(&ctx, &data) != TINYFED_OK ||
         tinyfed_update_encode(&ctx, buffer, sizeof buffer, &len) != TINYFED_OK ||
         tinyfed_frame_write(TINYFED_FRAME_UPDATE, buffer, len, link_write, NULL) != TINYFED_OK) {
       return 1;
@@ -85,7 +87,7 @@ int main(void) {
       tinyfed_classify(&ctx, firmware_features, &label) != TINYFED_OK) {
     return 1;
   }
-  firmware_sink = label + round + retry + (uint32_t)len;
+  firmware_sink = label + round + retry + (uint32_t)len + evaluation.correct;
   return 0;
 #endif
 }

@@ -1,8 +1,9 @@
 /* Reference firmware: one tinyfed device on a UART link, its id and device
  * key provisioned at build time (fixture.h; a real product would take them
  * from tinyfed-admin's `keys device --format c`). It checks in,
- * trains the task's head on its local shard (held in flash, generated at
- * build time into fixture.h), submits its update and waits for the
+ * evaluates the task's model on its local shard (held in flash, generated
+ * at build time into fixture.h) and trains the task's head on it, submits
+ * its update (which carries the evaluation) and waits for the
  * acknowledgement, retrying as a real device would: it re-sends when no
  * answer comes, waits when the server says to come back later, and re-sends
  * the same update bytes after a lost acknowledgement (the server treats
@@ -114,6 +115,15 @@ int main(void) {
     if (tinyfed_task_info(&ctx, &info) != TINYFED_OK) return 1;
     snprintf(line, sizeof line, "task: round %lu, model version %lu",
              (unsigned long)info.round, (unsigned long)info.model_version);
+    say(line);
+    tinyfed_evaluation_t evaluation;
+    if (tinyfed_evaluate(&ctx, &data, &evaluation) != TINYFED_OK) {
+      say("evaluation failed");
+      return 1;
+    }
+    snprintf(line, sizeof line, "evaluation of version %lu: %lu of %lu samples right",
+             (unsigned long)evaluation.model_version, (unsigned long)evaluation.correct,
+             (unsigned long)evaluation.samples);
     say(line);
     if (tinyfed_train(&ctx, &data) != TINYFED_OK ||
         tinyfed_update_encode(&ctx, message, sizeof message, &length) != TINYFED_OK) {

@@ -12,6 +12,7 @@
  *       ... send buf to the server, receive the response into buf ...
  *   tinyfed_checkin_response_decode(&ctx, buf, len, &result);
  *   if (result.kind == TINYFED_CHECKIN_TASK) {
+ *     tinyfed_evaluate(&ctx, &dataset, &evaluation);  // optional
  *     tinyfed_train(&ctx, &dataset);
  *     tinyfed_update_encode(&ctx, buf, sizeof buf, &len);
  *       ... send buf as the update ...
@@ -69,7 +70,8 @@ typedef enum tinyfed_status {
   TINYFED_ERR_ARGUMENT = -1,
   /* The output buffer cannot hold the message; nothing useful was written. */
   TINYFED_ERR_BUFFER_TOO_SMALL = -2,
-  /* Called out of order: no task loaded, or not yet trained. */
+  /* Called out of order: no task loaded, not yet trained, or (evaluate)
+   * already trained. */
   TINYFED_ERR_STATE = -3,
   /* The bytes are not a valid protobuf message of the expected type
    * (truncated, bad wire type, overlong field). */
@@ -110,17 +112,25 @@ typedef enum tinyfed_status {
  * long enough for any body below 2 MiB) and the tag field (2 + 32). */
 #define TINYFED_SIGNED_ENVELOPE_MAX_SIZE 72u
 
+/* Longest encoded Evaluation inside an Update: its key and length (2) and
+ * its four fields, each a key and the longest varint its bound allows:
+ * version (1 + 5), samples and correct, at most 2^24 (1 + 4 each), and the
+ * loss sum, below 2^24 x 2^21 = 2^45 (1 + 7). */
+#define TINYFED_EVALUATION_MAX_SIZE 26u
+
 /* Longest encoded message of each kind this SDK accepts or writes for a
  * head of f features and c classes. Task: 2 bytes per weight and bias plus
  * 320 bytes for everything else and room for fields a newer server adds.
  * Update, as signed: 1 byte per weight and bias plus 5 bytes per row scale
  * (the longest uint32 varint; valid scales take at most 2, and the rest is
- * slack for the other fields), 100 bytes for the Update's other fields and
- * the signed envelope. Check-in request, as signed: fixed. An output buffer
- * of this size always suffices; a smaller one works when the message fits. */
+ * slack for the other fields), 100 bytes for the Update's other fields,
+ * the evaluation (TINYFED_EVALUATION_MAX_SIZE) and the signed envelope.
+ * Check-in request, as signed: fixed. An output buffer of this size always
+ * suffices; a smaller one works when the message fits. */
 #define TINYFED_TASK_MAX_SIZE(f, c) (2u * (f) * (c) + 2u * (c) + 320u)
-#define TINYFED_UPDATE_MAX_SIZE(f, c) \
-  ((f) * (c) + (c) + 5u * (c) + 100u + TINYFED_SIGNED_ENVELOPE_MAX_SIZE)
+#define TINYFED_UPDATE_MAX_SIZE(f, c)                                   \
+  ((f) * (c) + (c) + 5u * (c) + 100u + TINYFED_EVALUATION_MAX_SIZE + \
+   TINYFED_SIGNED_ENVELOPE_MAX_SIZE)
 #define TINYFED_CHECKIN_MAX_SIZE (80u + TINYFED_SIGNED_ENVELOPE_MAX_SIZE)
 
 /* Arena bytes for a context that accepts heads up to f features x c classes
@@ -143,7 +153,7 @@ typedef struct tinyfed_config {
 } tinyfed_config_t;
 
 /* A device's local samples, usually in flash. Must stay valid and unchanged
- * during tinyfed_train(). */
+ * during tinyfed_evaluate() and tinyfed_train(). */
 typedef struct tinyfed_dataset {
   const int8_t *features; /* count x feature_count, row-major, quantized
                              with the task's feature quantization */
@@ -192,6 +202,22 @@ typedef struct tinyfed_checkin_result {
   uint32_t retry_after_ms;
 } tinyfed_checkin_result_t;
 
+/* A model's evaluation on labelled samples, in integers, as the Update
+ * carries it (proto/tinyfed/v1/model.proto, Evaluation) so that the server
+ * can sum a fleet's evaluations exactly. */
+typedef struct tinyfed_evaluation {
+  uint32_t model_version; /* the task's base version */
+  uint32_t samples;       /* samples evaluated, 1..TINYFED_MAX_SAMPLES */
+  uint32_t correct;       /* of them, predicted right; <= samples */
+  /* Summed cross-entropy -ln softmax(logits)[label], Q16.16, each sample's
+   * term below TINYFED_EVALUATION_TERM_MAX_Q16 (see tinyfed_evaluate), so
+   * at most samples x 2^21. */
+  uint64_t loss_sum_q16;
+} tinyfed_evaluation_t;
+
+/* 32 nats in Q16.16: every sample's loss term in an evaluation is below it. */
+#define TINYFED_EVALUATION_TERM_MAX_Q16 (32u << 16)
+
 /* Context. Declared here so callers can allocate it statically; its fields
  * are private to the SDK and may change between releases. */
 typedef struct tinyfed_context {
@@ -210,6 +236,7 @@ typedef struct tinyfed_context {
   tinyfed_task_info_t task;
   uint32_t held_version;
   uint32_t trained_samples;
+  tinyfed_evaluation_t evaluation; /* of the loaded task; samples 0: none */
   uint32_t loss_q16;
   uint32_t weight_bytes, bias_bytes; /* received while decoding */
   tinyfed_status_t decode_status;
@@ -268,10 +295,37 @@ TINYFED_NODISCARD tinyfed_status_t tinyfed_task_info(
 TINYFED_NODISCARD tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
                                                  const tinyfed_dataset_t *data);
 
+/* Evaluates the loaded task's model (its global head, as received) on
+ * `data`, the device's labelled samples, and keeps the result in the
+ * context for tinyfed_update_encode(), which sends it with the update
+ * (covered by its tag) as the evaluation of the task's base version. Call
+ * it after the task is loaded and before tinyfed_train(); it is optional
+ * (an update without it is valid), and calling it again replaces the
+ * result. Loading another task drops it. Copies the result to *out:
+ *   correct: samples whose largest logit is their label's, a tie going to
+ *     the lowest class index (the class tinyfed_classify() returns);
+ *   loss_sum_q16: sum over the samples of -ln softmax(logits)[label] in
+ *     Q16.16, computed as the training loss is (the total the mean loss of
+ *     the update divides), except that each sample's z_label - z_max is
+ *     taken at no less than -28.5: a term is then below ln(32) + 28.5 < 32
+ *     nats (TINYFED_EVALUATION_TERM_MAX_Q16), so the sum stays within the
+ *     server's bound of samples x 2^21. Only a sample whose label's logit
+ *     lies more than 28.5 below the largest is counted short (its
+ *     probability is below e^-28.5, and it counts as wrong either way).
+ * Integer arithmetic; the same inputs give the same result on every
+ * platform. Uses no more stack than tinyfed_train(); `data` is read only
+ * during the call.
+ * Errors: ARGUMENT (NULL), STATE (no task, or already trained), DATASET
+ * (as tinyfed_train()). */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_evaluate(tinyfed_context_t *ctx,
+                                                    const tinyfed_dataset_t *data,
+                                                    tinyfed_evaluation_t *out);
+
 /* Writes the update of the trained task into out[0..capacity) as a
  * SignedRequest and sets *out_len: the device id, the body, an Update (the
  * round, task token and base version of the task, the sample count, and
- * local - global per class row quantized to int8 with stochastic rounding),
+ * local - global per class row quantized to int8 with stochastic rounding,
+ * and the evaluation of tinyfed_evaluate() if it ran for this task),
  * and the body's tag under the device key with the update label
  * (tinyfed_common/request_auth.h). At most TINYFED_UPDATE_MAX_SIZE of the
  * context's capacity. Deterministic: the same task, data, device id and key
