@@ -293,12 +293,12 @@ RequestLimits RequestLimitsFromConfig(const v1::ServerConfig& c) {
   RequestLimits limits;
   // The SDK's formulas (tinyfed.h), which tests check against the SDK: a
   // check-in is fixed; an update is one byte per weight and bias, five per
-  // row scale and 100 for the ids, token and numbers; each in its
-  // SignedRequest. Validation bounds f * k <= 4096 and k <= 32, so nothing
+  // row scale, 100 for the ids, token and numbers and 26 for its
+  // evaluation (TINYFED_EVALUATION_MAX_SIZE); each in its SignedRequest. Validation bounds f * k <= 4096 and k <= 32, so nothing
   // here overflows and every body is far below the 2 MiB the envelope's
   // overhead assumes.
   limits.check_in_bytes = 80 + kSignedRequestOverheadBytes + slack;
-  limits.update_bytes = f * k + k + 5 * k + 100 + kSignedRequestOverheadBytes + slack;
+  limits.update_bytes = f * k + k + 5 * k + 100 + 26 + kSignedRequestOverheadBytes + slack;
   // A GetModelRequest is one uint32 field: a tag and at most 5 bytes.
   limits.get_model_bytes = 6 + slack;
   return limits;
