@@ -1,9 +1,11 @@
 #include "admin_output.h"
 
+#include <cstdint>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "table.h"
 
 namespace tinyfed::admin {
@@ -45,10 +47,24 @@ std::string FormatServerStatus(const v1::ServerStatus& status) {
   return RenderKeyValues(lines);
 }
 
+namespace {
+
+// correct / samples to four decimals, rounded half up, in integers: the
+// sums are exact, and a double could not hold them once above 2^53.
+std::string FormatFleetAccuracy(const v1::FleetEvaluation& f) {
+  using u128 = unsigned __int128;
+  const u128 twice_samples = static_cast<u128>(f.samples()) * 2;
+  const uint64_t ten_thousandths = static_cast<uint64_t>(
+      (static_cast<u128>(f.correct()) * 20000 + f.samples()) / twice_samples);
+  return absl::StrFormat("%d.%04d", ten_thousandths / 10000, ten_thousandths % 10000);
+}
+
+}  // namespace
+
 std::string FormatVersions(const v1::ListVersionsResponse& versions) {
   Table table({"VERSION", "PARENT", "ORIGIN", "PARTICIPANTS", "SAMPLES", "CAPPED", "CLIPPED",
-               "REJECTED", "LOSS", "COMMITTED (UTC)"});
-  for (size_t c : {0, 1, 3, 4, 5, 6, 7, 8}) table.AlignRight(c);
+               "REJECTED", "LOSS", "FLEET ACC", "FLEET DEVICES", "COMMITTED (UTC)"});
+  for (size_t c : {0, 1, 3, 4, 5, 6, 7, 8, 9, 10}) table.AlignRight(c);
   for (const v1::ModelVersion& v : versions.versions()) {
     std::string origin;
     if (v.restored_from() != 0) {
@@ -59,12 +75,16 @@ std::string FormatVersions(const v1::ListVersionsResponse& versions) {
       origin = "initial";
     }
     const v1::ModelMetrics& m = v.metrics();
+    const v1::FleetEvaluation& f = v.fleet_evaluation();
+    const bool evaluated = v.has_fleet_evaluation() && f.samples() != 0;
     table.AddRow({absl::StrCat(v.version()),
                   v.parent_version() == 0 ? "-" : absl::StrCat(v.parent_version()), origin,
                   absl::StrCat(m.participants()), absl::StrCat(m.samples()),
                   absl::StrCat(m.capped_updates()), absl::StrCat(m.clipped_updates()),
                   absl::StrCat(m.rejected_updates()),
                   m.participants() == 0 ? "-" : FormatQ16(m.mean_local_loss_q16()),
+                  evaluated ? FormatFleetAccuracy(f) : "-",
+                  evaluated ? absl::StrCat(f.devices()) : "-",
                   FormatUnixMs(v.created_unix_ms())});
   }
   return table.Render();

@@ -17,8 +17,11 @@ std::string FormatServerStatus(const v1::ServerStatus& status);
 
 // versions: one row per version, newest first, with columns VERSION,
 // PARENT, ORIGIN ("initial", "round R" or "rollback to N"), PARTICIPANTS,
-// SAMPLES, CAPPED, CLIPPED, REJECTED, LOSS (the mean local loss) and
-// COMMITTED (UTC).
+// SAMPLES, CAPPED, CLIPPED, REJECTED, LOSS (the mean local loss), FLEET
+// ACC (the federated accuracy: correct / samples of the devices'
+// evaluations, four decimals, rounded half up), FLEET DEVICES (the
+// devices that evaluated it) and COMMITTED (UTC). A version no device
+// has evaluated shows "-" in both fleet columns.
 std::string FormatVersions(const v1::ListVersionsResponse& versions);
 
 // rollback: one line naming the new version, the version it restores and

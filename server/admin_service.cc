@@ -130,7 +130,10 @@ absl::StatusOr<std::vector<v1::ModelVersion>> AdminService::Versions(uint32_t ne
     return absl::NotFoundError(
         absl::StrCat("no version ", newest, ": the latest is version ", latest));
   }
+  // Each with the fleet's evaluation as the store sums it. Sums beyond
+  // their range are not a store that is away: OUT_OF_RANGE as it is.
   absl::StatusOr<std::vector<v1::ModelVersion>> versions = store_->ListVersions(newest, limit);
+  if (absl::IsOutOfRange(versions.status())) return versions.status();
   if (!versions.ok()) return StoreError(versions.status(), "list the versions");
   return versions;
 }

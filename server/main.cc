@@ -277,7 +277,14 @@ int main(int argc, char** argv) {
   // the manager it reads goes away.
   if (metrics_http != nullptr) {
     metrics_http->Serve(
-        [&metrics, m = manager->get()] { return metrics.Render(m->Snapshot()); },
+        [&metrics, m = manager->get(), s = store->get()] {
+          // A store that cannot answer costs the scrape its fleet gauges
+          // (written as NaN), not the round's.
+          absl::StatusOr<std::optional<tinyfed::server::VersionEvaluation>> fleet =
+              s->LatestFleetEvaluation();
+          return metrics.Render(m->Snapshot(),
+                                fleet.ok() && fleet->has_value() ? &**fleet : nullptr);
+        },
         [&admin]() -> absl::StatusOr<std::string> {
           absl::StatusOr<tinyfed::v1::ServerStatus> status = admin.Status();
           if (!status.ok()) return status.status();

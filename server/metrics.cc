@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "model_store.h"
 #include "round_manager.h"
 
 namespace tinyfed::server {
@@ -160,7 +161,8 @@ void DurationHistogram::AppendText(absl::string_view name, absl::string_view hel
 ServerMetrics::ServerMetrics()
     : ack_latency(kAckLatencyBounds), round_duration(kRoundDurationBounds) {}
 
-std::string ServerMetrics::Render(const RoundSnapshot& round) const {
+std::string ServerMetrics::Render(const RoundSnapshot& round,
+                                  const VersionEvaluation* fleet) const {
   std::string out;
   out.reserve(8192);
   AppendHeader("tinyfed_checkins_total",
@@ -213,6 +215,30 @@ std::string ServerMetrics::Render(const RoundSnapshot& round) const {
   // exists; the gauge is its own so dashboards need not change then.
   AppendGauge("tinyfed_model_serving_version", "the model version devices are given",
               round.latest_version, &out);
+
+  const double kNaN = std::numeric_limits<double>::quiet_NaN();
+  const v1::FleetEvaluation none;
+  const v1::FleetEvaluation& f = fleet != nullptr ? fleet->fleet : none;
+  AppendGauge("tinyfed_model_fleet_evaluated_version",
+              "the newest model version devices have evaluated (0: none yet)",
+              fleet != nullptr ? fleet->version : 0, &out);
+  AppendGauge("tinyfed_model_fleet_evaluated_devices",
+              "devices that evaluated that version (each counted once)", f.devices(), &out);
+  AppendGauge("tinyfed_model_fleet_evaluated_samples",
+              "labelled samples that version was evaluated on, over the fleet",
+              static_cast<double>(f.samples()), &out);
+  AppendGauge("tinyfed_model_fleet_accuracy_ratio",
+              "that version's federated accuracy: correct / samples over the fleet",
+              f.samples() != 0
+                  ? static_cast<double>(f.correct()) / static_cast<double>(f.samples())
+                  : kNaN,
+              &out);
+  AppendGauge("tinyfed_model_fleet_mean_loss",
+              "that version's mean cross-entropy per sample over the fleet, in nats",
+              f.samples() != 0 ? static_cast<double>(f.loss_sum_q16()) / 65536.0 /
+                                     static_cast<double>(f.samples())
+                               : kNaN,
+              &out);
   return out;
 }
 

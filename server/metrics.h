@@ -31,6 +31,7 @@
 namespace tinyfed::server {
 
 struct RoundSnapshot;
+struct VersionEvaluation;
 
 // A count that only goes up.
 class Counter {
@@ -101,8 +102,13 @@ class ServerMetrics {
   // are not observed (they last their deadline by definition).
   DurationHistogram round_duration;
 
-  // The exposition text of every metric, with the gauges of `round`.
-  std::string Render(const RoundSnapshot& round) const;
+  // The exposition text of every metric, with the gauges of `round` and
+  // those of `fleet`: the store's LatestFleetEvaluation, the newest
+  // version devices have evaluated. Without one (null: none yet, or the
+  // store could not say) its gauges are still written, the version and
+  // counts as 0 and the accuracy and loss as NaN, so that their series
+  // exist from the first scrape.
+  std::string Render(const RoundSnapshot& round, const VersionEvaluation* fleet = nullptr) const;
 };
 
 // Exposition-format pieces, exposed for tests. A value is written as

@@ -1,5 +1,6 @@
 // Durable state of the server: model versions with their lineage, rounds,
-// the tasks handed out in a round and the updates accepted in it, and the
+// the tasks handed out in a round and the updates accepted in it, the
+// devices' evaluations of the versions (federated evaluation), and the
 // devices whose keys are revoked.
 //
 // Writes are durable when they complete: synchronous calls return after
@@ -25,6 +26,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -63,6 +65,12 @@ struct StoredUpdate {
 };
 
 using DoneCallback = std::function<void(absl::Status)>;
+
+// The fleet's evaluations of one version (model.proto FleetEvaluation).
+struct VersionEvaluation {
+  uint32_t version = 0;
+  v1::FleetEvaluation fleet;
+};
 
 // One operator action, written in the same transaction as the change it
 // records (the Admin service's audit log, proto/tinyfed/v1/admin.proto).
@@ -116,7 +124,12 @@ class ModelStore {
   virtual absl::StatusOr<std::vector<Revocation>> Revocations() = 0;
   // Versions numbered `newest` and below (0: from the latest), newest
   // first, at most `limit`, with weights and bias cleared (lineage and
-  // metrics only: the admin's versions table, the status page).
+  // metrics only: the admin's versions table, the status page), and
+  // fleet_evaluation set on each version some device has evaluated (left
+  // unset on the others). Sums are exact; OUT_OF_RANGE when one would
+  // exceed 2^64 - 1, which takes more than 2^19 devices at the largest
+  // loss sum a valid evaluation carries (2^45), or 2^40 at the largest
+  // sample count (2^24); DATA_LOSS when an evaluation row fails its CRC.
   virtual absl::StatusOr<std::vector<v1::ModelVersion>> ListVersions(uint32_t newest,
                                                                      size_t limit) = 0;
   // The `limit` devices with the most recent tasks, most recent first
@@ -130,6 +143,10 @@ class ModelStore {
   virtual absl::StatusOr<std::vector<AuditEntry>> AuditLog(int64_t before_id, size_t limit) = 0;
   // The stored pause state (not paused in a store that never recorded one).
   virtual absl::StatusOr<PauseState> Paused() = 0;
+  // The summed evaluations of the highest-numbered version that has any
+  // (none when no device reported one), exact and checked as in
+  // ListVersions.
+  virtual absl::StatusOr<std::optional<VersionEvaluation>> LatestFleetEvaluation() = 0;
 
   // ---- writes ------------------------------------------------------------
   // Stores the first version (version 1, parent 0, round 0, else
@@ -144,7 +161,18 @@ class ModelStore {
   // when the (round, device) pair is already recorded, FAILED_PRECONDITION
   // when the round is not open, or the storage error.
   virtual void AppendTask(TaskRecord task, DoneCallback done) = 0;
-  virtual void AppendUpdate(StoredUpdate update, DoneCallback done) = 0;
+  // AppendUpdate with no evaluation.
+  void AppendUpdate(StoredUpdate update, DoneCallback done) {
+    AppendUpdate(std::move(update), std::nullopt, std::move(done));
+  }
+  // `evaluation`, when given, is the one the update carries (it must have
+  // passed ValidateUpdate, else INVALID_ARGUMENT with nothing written). It
+  // is recorded as the device's evaluation of evaluation.model_version in
+  // the update's transaction: both are written or neither is. A device's
+  // first evaluation of a version counts; a later one of the same version,
+  // in any round, is ignored (the update is still recorded).
+  virtual void AppendUpdate(StoredUpdate update, std::optional<v1::Evaluation> evaluation,
+                            DoneCallback done) = 0;
   // In one transaction: marks the open `round` committed at `closed_ms` and
   // stores `next` (whose parent must be the latest version and whose round
   // must be `round`). FAILED_PRECONDITION when the round is not open or the
@@ -209,9 +237,9 @@ class ModelStore {
 
 // A SQLite store in one file (WAL mode, synchronous=FULL), created when
 // missing. The schema is versioned; a file of an older schema is migrated
-// when opened (its tasks then have declared_samples 0), a file from an
-// unknown schema gives FAILED_PRECONDITION. Damage found in the file gives
-// DATA_LOSS naming it.
+// when opened (its tasks then have declared_samples 0, and no version has
+// evaluations), a file from an unknown schema gives FAILED_PRECONDITION.
+// Damage found in the file gives DATA_LOSS naming it.
 absl::StatusOr<std::unique_ptr<ModelStore>> OpenSqliteModelStore(const std::string& path);
 
 }  // namespace tinyfed::server

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -54,8 +55,9 @@ constexpr int32_t kApplicationId = 0x54464544;  // "TFED"
 // PRAGMA user_version. Bump it with every schema change and teach Open to
 // migrate from the previous one. 2 added the `crc` column to every table;
 // 3 added tasks.declared_samples and the revocations table; 4 added the
-// audit log and the pause state (the Admin service).
-constexpr int32_t kSchemaVersion = 4;
+// audit log and the pause state (the Admin service); 5 added the devices'
+// evaluations (federated evaluation).
+constexpr int32_t kSchemaVersion = 5;
 // How long a connection waits for another process's lock before giving up
 // with UNAVAILABLE. Only another process (an admin tool, a second server
 // pointed at the same file by mistake) can hold one: in this process all
@@ -130,6 +132,23 @@ CREATE TABLE IF NOT EXISTS pause_state(
   crc INTEGER NOT NULL);
 )sql";
 
+// Created by kSchema's transaction in a new file and by the migration from
+// schema 4 in an old one. `crc` as in kSchema. One row per (version,
+// device): a device's first evaluation of a version, written in the
+// transaction of the update that carried it (`round` is that update's).
+// Sums are taken when read, so a row is never rewritten.
+constexpr absl::string_view kEvaluationsTable = R"sql(
+CREATE TABLE IF NOT EXISTS evaluations(
+  version INTEGER NOT NULL,
+  device_id TEXT NOT NULL,
+  round INTEGER NOT NULL,
+  samples INTEGER NOT NULL,
+  correct INTEGER NOT NULL,
+  loss_sum_q16 INTEGER NOT NULL,
+  crc INTEGER NOT NULL,
+  PRIMARY KEY(version, device_id));
+)sql";
+
 // Schema 1 had no `crc` columns. The migration computes them from the rows
 // as they are, after quick_check has passed: damage older than the
 // migration goes unseen, as it did before it; damage after it does not.
@@ -174,7 +193,9 @@ constexpr absl::string_view kExpectedColumns =
     "audit_log:id INTEGER 1,at_ms INTEGER 0,actor TEXT 0,action TEXT 0,detail TEXT 0,"
     "crc INTEGER 0;"
     "pause_state:id INTEGER 1,paused INTEGER 0,since_ms INTEGER 0,paused_by TEXT 0,"
-    "crc INTEGER 0;";
+    "crc INTEGER 0;"
+    "evaluations:version INTEGER 1,device_id TEXT 2,round INTEGER 0,samples INTEGER 0,"
+    "correct INTEGER 0,loss_sum_q16 INTEGER 0,crc INTEGER 0;";
 
 // The CRC-32 of one row: a tag naming the table, then each value with its
 // kind (an integer as 8 bytes little-endian, bytes as their 8-byte length
@@ -436,7 +457,7 @@ absl::Status CheckColumns(sqlite3* db) {
   return absl::OkStatus();
 }
 
-// Brings a file of schema `from` (1 to 3), checked by quick_check, to
+// Brings a file of schema `from` (1 to 4), checked by quick_check, to
 // kSchemaVersion in one transaction: a failure leaves it as it was. Each
 // step takes the file from one schema to the next, so an old file passes
 // through every later one.
@@ -460,9 +481,12 @@ absl::Status MigrateFile(sqlite3* db, int64_t from) {
       return s;
     }
   }
-  // From 3: new tables only, no row of an older table changes.
-  if (absl::Status s =
-          Exec(db, absl::StrCat(kAdminTables, "PRAGMA user_version=", kSchemaVersion).c_str());
+  // From 3 and from 4: new tables only, no row of an older table changes.
+  if (from <= 3) {
+    if (absl::Status s = Exec(db, std::string(kAdminTables).c_str()); !s.ok()) return s;
+  }
+  if (absl::Status s = Exec(
+          db, absl::StrCat(kEvaluationsTable, "PRAGMA user_version=", kSchemaVersion).c_str());
       !s.ok()) {
     return s;
   }
@@ -526,7 +550,8 @@ absl::Status PrepareFile(sqlite3* db, const std::string& path) {
     return CheckColumns(db);
   }
   if (absl::Status s = Exec(db, "BEGIN IMMEDIATE"); !s.ok()) return s;
-  absl::Status created = Exec(db, absl::StrCat(kSchema, kRevocationsTable, kAdminTables).c_str());
+  absl::Status created = Exec(
+      db, absl::StrCat(kSchema, kRevocationsTable, kAdminTables, kEvaluationsTable).c_str());
   if (created.ok()) {
     created = Exec(db, absl::StrCat("PRAGMA application_id=", kApplicationId, ";",
                                     "PRAGMA user_version=", kSchemaVersion)
@@ -646,6 +671,67 @@ int64_t PauseCrc(int64_t id, int64_t paused, int64_t since_ms, absl::string_view
   return RowCrc('p').Int(id).Int(paused).Int(since_ms).Bytes(by).value();
 }
 
+int64_t EvaluationCrc(int64_t version, absl::string_view device_id, int64_t round,
+                      int64_t samples, int64_t correct, int64_t loss_sum_q16) {
+  return RowCrc('e')
+      .Int(version)
+      .Bytes(device_id)
+      .Int(round)
+      .Int(samples)
+      .Int(correct)
+      .Int(loss_sum_q16)
+      .value();
+}
+
+// The evaluations of versions `lowest` to `highest`, summed per version
+// (only versions with at least one row are in the map), each row's CRC
+// checked. Sums in uint64 with every addition checked: the store's
+// contract promises exact sums or OUT_OF_RANGE, never a wrapped one.
+absl::StatusOr<std::map<uint32_t, v1::FleetEvaluation>> SumEvaluations(sqlite3* db,
+                                                                       uint32_t lowest,
+                                                                       uint32_t highest) {
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db,
+              "SELECT version, device_id, round, samples, correct, loss_sum_q16, crc "
+              "FROM evaluations WHERE version BETWEEN ?1 AND ?2");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  query.Int(1, lowest).Int(2, highest);
+  std::map<uint32_t, v1::FleetEvaluation> sums;
+  int rc;
+  while ((rc = query.Step()) == SQLITE_ROW) {
+    const int64_t version = query.ColumnInt(0);
+    const int64_t samples = query.ColumnInt(3);
+    const int64_t correct = query.ColumnInt(4);
+    const int64_t loss = query.ColumnInt(5);
+    if (EvaluationCrc(version, query.ColumnBytes(1), query.ColumnInt(2), samples, correct,
+                      loss) != query.ColumnInt(6)) {
+      return Damaged(db, absl::StrCat("an evaluation row of version ", version,
+                                      " fails its row CRC"));
+    }
+    if (version < lowest || version > highest || samples < 0 || correct < 0 || loss < 0) {
+      return Damaged(db, absl::StrCat("an evaluation row of version ", version,
+                                      " does not hold what was written"));
+    }
+    v1::FleetEvaluation& sum = sums[static_cast<uint32_t>(version)];
+    uint64_t s = 0, c = 0, l = 0;
+    if (__builtin_add_overflow(sum.samples(), static_cast<uint64_t>(samples), &s) ||
+        __builtin_add_overflow(sum.correct(), static_cast<uint64_t>(correct), &c) ||
+        __builtin_add_overflow(sum.loss_sum_q16(), static_cast<uint64_t>(loss), &l) ||
+        sum.devices() == UINT32_MAX) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "model store: the evaluations of version ", version,
+          " sum beyond 2^64 - 1 (samples, correct or loss_sum_q16) or 2^32 - 1 devices"));
+    }
+    sum.set_devices(sum.devices() + 1);
+    sum.set_samples(s);
+    sum.set_correct(c);
+    sum.set_loss_sum_q16(l);
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, "reading the evaluations");
+  return sums;
+}
+
 // Checks the CRC of a task ('t') or update ('u') row read as (round,
 // device_id, bytes, ms, crc), a task's with declared_samples after them,
 // and that it belongs to `round`: a damaged index can lead a lookup to
@@ -679,6 +765,7 @@ struct AppendOp {
   DoneCallback done;
   std::chrono::steady_clock::time_point queued{};  // set by Enqueue
   uint32_t declared_samples = 0;                   // tasks only
+  std::optional<v1::Evaluation> evaluation{};      // updates only
 };
 
 // One queued synchronous write. The caller waits on `finished` and owns
@@ -708,11 +795,14 @@ class SqliteModelStore final : public ModelStore {
   absl::StatusOr<std::vector<DeviceActivity>> RecentDevices(size_t limit) override;
   absl::StatusOr<std::vector<AuditEntry>> AuditLog(int64_t before_id, size_t limit) override;
   absl::StatusOr<PauseState> Paused() override;
+  absl::StatusOr<std::optional<VersionEvaluation>> LatestFleetEvaluation() override;
 
   absl::Status PutInitialVersion(const v1::ModelVersion& model) override;
   absl::Status OpenRound(const RoundRecord& round) override;
   void AppendTask(TaskRecord task, DoneCallback done) override;
-  void AppendUpdate(StoredUpdate update, DoneCallback done) override;
+  using ModelStore::AppendUpdate;
+  void AppendUpdate(StoredUpdate update, std::optional<v1::Evaluation> evaluation,
+                    DoneCallback done) override;
   absl::Status CommitRound(uint32_t round, int64_t closed_ms,
                            const v1::ModelVersion& next) override;
   absl::Status AbandonRound(uint32_t round, int64_t closed_ms) override;
@@ -744,6 +834,10 @@ class SqliteModelStore final : public ModelStore {
   void WriterLoop();
   void WriteBatch(std::span<WriteOp> appends);
   absl::Status InsertAppend(const AppendOp& op, std::unordered_map<uint32_t, absl::Status>& open);
+  // The update row of `op` and its evaluation row, as one: on a failure
+  // neither stays in the transaction.
+  absl::Status InsertUpdateWithEvaluation(const AppendOp& op,
+                                          std::unordered_map<uint32_t, absl::Status>& open);
   // OK when `round` is open, FAILED_PRECONDITION when it is not.
   absl::Status CheckRoundOpen(uint32_t round);
   // The round's record, its CRC checked; FAILED_PRECONDITION when unknown.
@@ -767,6 +861,7 @@ class SqliteModelStore final : public ModelStore {
   ConnectionPtr write_db_;  // used by the writer thread only, once it runs
   StatementPtr insert_task_;
   StatementPtr insert_update_;
+  StatementPtr insert_evaluation_;
   StatementPtr read_round_;
   StatementPtr latest_version_;
   StatementPtr insert_version_;
@@ -824,6 +919,11 @@ absl::Status SqliteModelStore::PrepareStatements() {
       {&insert_update_,
        "INSERT INTO updates(round, device_id, payload, received_ms, crc) "
        "VALUES(?1, ?2, ?3, ?4, ?5)"},
+      // OR IGNORE: a device's first evaluation of a version is the one
+      // counted (model.proto FleetEvaluation).
+      {&insert_evaluation_,
+       "INSERT OR IGNORE INTO evaluations(version, device_id, round, samples, correct, "
+       "loss_sum_q16, crc) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
       {&read_round_, absl::StrCat("SELECT ", kRoundColumns, " FROM rounds WHERE round = ?1")},
       {&latest_version_, "SELECT max(version) FROM model_versions"},
       {&insert_version_,
@@ -1028,6 +1128,16 @@ absl::StatusOr<std::vector<v1::ModelVersion>> SqliteModelStore::ListVersions(uin
     versions.push_back(std::move(*model));
   }
   if (rc != SQLITE_DONE) return SqliteError(db, rc, "listing the model versions");
+  if (versions.empty()) return versions;
+  // Newest first: the range is [last, first].
+  absl::StatusOr<std::map<uint32_t, v1::FleetEvaluation>> sums =
+      SumEvaluations(db, versions.back().version(), versions.front().version());
+  if (!sums.ok()) return sums.status();
+  for (v1::ModelVersion& v : versions) {
+    if (auto it = sums->find(v.version()); it != sums->end()) {
+      *v.mutable_fleet_evaluation() = std::move(it->second);
+    }
+  }
   return versions;
 }
 
@@ -1122,6 +1232,26 @@ absl::StatusOr<std::vector<AuditEntry>> SqliteModelStore::AuditLog(int64_t befor
   return entries;
 }
 
+absl::StatusOr<std::optional<VersionEvaluation>> SqliteModelStore::LatestFleetEvaluation() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<int64_t> latest =
+      QueryInt(db, "SELECT coalesce(max(version), 0) FROM evaluations",
+               "finding the latest evaluated version");
+  if (!latest.ok()) return latest.status();
+  if (*latest <= 0 || *latest > UINT32_MAX) return std::nullopt;
+  const uint32_t version = static_cast<uint32_t>(*latest);
+  absl::StatusOr<std::map<uint32_t, v1::FleetEvaluation>> sums =
+      SumEvaluations(db, version, version);
+  if (!sums.ok()) return sums.status();
+  auto it = sums->find(version);
+  if (it == sums->end()) {
+    return Damaged(db, absl::StrCat("the evaluations' index lists version ", version,
+                                    " but its table holds no row of it"));
+  }
+  return VersionEvaluation{version, std::move(it->second)};
+}
+
 absl::StatusOr<PauseState> SqliteModelStore::Paused() {
   absl::MutexLock lock(&read_mu_);
   sqlite3* db = read_db_.get();
@@ -1177,9 +1307,13 @@ void SqliteModelStore::AppendTask(TaskRecord task, DoneCallback done) {
   Enqueue(std::move(op));
 }
 
-void SqliteModelStore::AppendUpdate(StoredUpdate update, DoneCallback done) {
-  Enqueue(AppendOp{true, update.round, std::move(update.device_id), std::move(update.payload),
-                   update.received_ms, std::move(done)});
+void SqliteModelStore::AppendUpdate(StoredUpdate update,
+                                    std::optional<v1::Evaluation> evaluation,
+                                    DoneCallback done) {
+  AppendOp op{true, update.round, std::move(update.device_id), std::move(update.payload),
+              update.received_ms, std::move(done)};
+  op.evaluation = std::move(evaluation);
+  Enqueue(std::move(op));
 }
 
 size_t SqliteModelStore::PendingWrites() const {
@@ -1491,7 +1625,9 @@ void SqliteModelStore::WriteBatch(std::span<WriteOp> appends) {
     // writes, which run between batches.
     std::unordered_map<uint32_t, absl::Status> open;
     for (size_t i = 0; i < appends.size(); ++i) {
-      results[i] = InsertAppend(std::get<AppendOp>(appends[i]), open);
+      const AppendOp& op = std::get<AppendOp>(appends[i]);
+      results[i] = op.evaluation.has_value() ? InsertUpdateWithEvaluation(op, open)
+                                             : InsertAppend(op, open);
       // A constraint violation undoes only its own row; an I/O error or a
       // full disk may roll back the whole transaction, and the rows before
       // it with it.
@@ -1526,6 +1662,45 @@ void SqliteModelStore::WriteBatch(std::span<WriteOp> appends) {
   }
   absl::MutexLock lock(&hook_mu_);
   if (batch_hook_) batch_hook_();
+}
+
+absl::Status SqliteModelStore::InsertUpdateWithEvaluation(
+    const AppendOp& op, std::unordered_map<uint32_t, absl::Status>& open) {
+  const v1::Evaluation& e = *op.evaluation;
+  // A column is a signed 64-bit integer: a larger loss would read back
+  // negative. ValidateUpdate's bound (samples x 2^21) is far below.
+  if (e.loss_sum_q16() > static_cast<uint64_t>(INT64_MAX)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model store: the evaluation of device '", op.device_id, "' has loss_sum_q16 ",
+        e.loss_sum_q16(), ", above 2^63 - 1"));
+  }
+  sqlite3* db = write_db_.get();
+  // A savepoint, so that an evaluation row that fails after its update row
+  // was written takes that row with it; the batch's other rows stay.
+  if (absl::Status s = Exec(db, "SAVEPOINT update_with_evaluation"); !s.ok()) return s;
+  absl::Status status = InsertAppend(op, open);
+  if (status.ok()) {
+    Query query(db, insert_evaluation_.get());
+    query.Int(1, e.model_version())
+        .Text(2, op.device_id)
+        .Int(3, op.round)
+        .Int(4, e.samples())
+        .Int(5, e.correct())
+        .Int(6, static_cast<int64_t>(e.loss_sum_q16()))
+        .Int(7, EvaluationCrc(e.model_version(), op.device_id, op.round, e.samples(),
+                              e.correct(), static_cast<int64_t>(e.loss_sum_q16())));
+    status = query.Run(absl::StrCat("recording the evaluation of version ", e.model_version(),
+                                    " by device '", op.device_id, "'"));
+  }
+  // An I/O error or a full disk may have rolled back the whole
+  // transaction, the savepoint with it: WriteBatch sees that and fails
+  // the batch.
+  if (sqlite3_get_autocommit(db)) return status;
+  if (!status.ok()) Exec(db, "ROLLBACK TO update_with_evaluation").IgnoreError();
+  if (absl::Status s = Exec(db, "RELEASE update_with_evaluation"); !s.ok() && status.ok()) {
+    return s;
+  }
+  return status;
 }
 
 absl::Status SqliteModelStore::InsertAppend(const AppendOp& op,

@@ -409,6 +409,13 @@ void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
       rejection = absl::InvalidArgumentError(absl::StrCat(
           "sample_count ", update.sample_count(), " is above the ",
           task->second.declared_samples, " samples ", device, " declared at check-in"));
+    } else if (task->second.declared_samples != 0 && update.has_evaluation() &&
+               update.evaluation().samples() > task->second.declared_samples) {
+      // The evaluation weighs in the fleet's accuracy as the update does in
+      // the model: by no more samples than the device declared.
+      rejection = absl::InvalidArgumentError(absl::StrCat(
+          "evaluation.samples ", update.evaluation().samples(), " is above the ",
+          task->second.declared_samples, " samples ", device, " declared at check-in"));
     } else if (update.base_version() != round_.base_version) {
       rejection = absl::AbortedError(absl::StrCat("update built on version ",
                                                   update.base_version(), " but round ",
@@ -449,7 +456,11 @@ void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
     return;
   }
   StoredUpdate stored{round, device, std::move(payload), clock_->NowMs()};
-  store_->AppendUpdate(std::move(stored), [this, round, &update](absl::Status status) {
+  // Written with the update, in its transaction: counted exactly when the
+  // update is acknowledged.
+  std::optional<v1::Evaluation> evaluation;
+  if (update.has_evaluation()) evaluation = update.evaluation();
+  store_->AppendUpdate(std::move(stored), std::move(evaluation), [this, round, &update](absl::Status status) {
     absl::MutexLock lock(&written_mu_);
     written_.push_back(Written{round, &update, std::move(status)});
   });

@@ -138,8 +138,12 @@ class RoundManager {
   // Validates, records durably, accumulates and acknowledges `update`,
   // which must stay valid until `done` has run (CoordinatorService keeps it
   // in the callback).
-  // INVALID_ARGUMENT (shape, ranges, checksum, a sample count above the
-  // one declared at check-in); FAILED_PRECONDITION (round
+  // An evaluation it carries is recorded with it, in its transaction, as
+  // its device's evaluation of the base version (the first one per device
+  // and version counts: ModelStore::AppendUpdate).
+  // INVALID_ARGUMENT (shape, ranges, checksum, an evaluation out of its
+  // bounds, a sample count or evaluation.samples above the count declared
+  // at check-in); FAILED_PRECONDITION (round
   // not open, unknown task token, round already has K updates); ABORTED
   // (built on another base version, or the round closed while it was being
   // recorded); ALREADY_EXISTS (the device sent different bytes before);

@@ -61,6 +61,8 @@ constexpr SeriesStyle kParticipants{"participants", "#3b6ea5"};
 constexpr SeriesStyle kAccepted{"accepted", "#3a8a5c"};
 constexpr SeriesStyle kRejected{"rejected", "#c0573e"};
 constexpr SeriesStyle kLoss{"loss", "#7b5ea7"};
+constexpr SeriesStyle kFleetAccuracy{"fleet-accuracy", "#2f8f8a"};
+constexpr SeriesStyle kFleetLoss{"fleet-loss", "#b3742a"};
 
 // Plot geometry in SVG user units: a small panel, four to a wide row.
 constexpr double kWidth = 240, kHeight = 150;
@@ -81,6 +83,20 @@ std::string FormatDuration(int64_t ms) {
 
 double LossOf(const v1::ModelVersion& v) {
   return static_cast<double>(v.metrics().mean_local_loss_q16()) / 65536.0;
+}
+
+// Devices report an evaluation of the version they train from, so a
+// version has one only once it has been trained from (or served).
+bool Evaluated(const v1::ModelVersion& v) {
+  return v.has_fleet_evaluation() && v.fleet_evaluation().samples() != 0;
+}
+double FleetAccuracyOf(const v1::ModelVersion& v) {
+  return static_cast<double>(v.fleet_evaluation().correct()) /
+         static_cast<double>(v.fleet_evaluation().samples());
+}
+double FleetLossOf(const v1::ModelVersion& v) {
+  return static_cast<double>(v.fleet_evaluation().loss_sum_q16()) / 65536.0 /
+         static_cast<double>(v.fleet_evaluation().samples());
 }
 
 // The initial version and rollbacks aggregated no round: no loss of their own.
@@ -236,7 +252,7 @@ void AppendPlots(const std::vector<v1::ModelVersion>& newest_first, std::string*
   }
   std::vector<uint32_t> versions;
   Series participants{kParticipants, {}}, accepted{kAccepted, {}}, rejected{kRejected, {}},
-      loss{kLoss, {}};
+      loss{kLoss, {}}, fleet_accuracy{kFleetAccuracy, {}}, fleet_loss{kFleetLoss, {}};
   for (auto it = newest_first.rbegin(); it != newest_first.rend(); ++it) {
     const v1::ModelVersion& v = *it;
     const v1::ModelMetrics& m = v.metrics();
@@ -257,6 +273,18 @@ void AppendPlots(const std::vector<v1::ModelVersion>& newest_first, std::string*
                              absl::StrFormat("v%d (%s): mean local loss %.4f", v.version(),
                                              origin, LossOf(v))});
     }
+    if (Evaluated(v)) {
+      const v1::FleetEvaluation& f = v.fleet_evaluation();
+      fleet_accuracy.points.push_back(
+          {v.version(), FleetAccuracyOf(v), restored,
+           absl::StrFormat("v%d (%s): fleet accuracy %.4f (%d of %d samples, %d devices)",
+                           v.version(), origin, FleetAccuracyOf(v), f.correct(), f.samples(),
+                           f.devices())});
+      fleet_loss.points.push_back(
+          {v.version(), FleetLossOf(v), restored,
+           absl::StrFormat("v%d (%s): fleet mean loss %.4f", v.version(), origin,
+                           FleetLossOf(v))});
+    }
   }
   absl::StrAppend(out, "<div class=\"plots\">");
   absl::StrAppend(out, "<figure id=\"plot-participants\"><figcaption>",
@@ -268,17 +296,27 @@ void AppendPlots(const std::vector<v1::ModelVersion>& newest_first, std::string*
   absl::StrAppend(out, "</figure><figure id=\"plot-loss\"><figcaption>",
                   Key(kLoss, "Mean local loss"), "</figcaption>");
   AppendPlot(versions, {loss}, "mean local training loss per version", out);
-  // Room for what the fleet will report: devices evaluating each version
-  // on their own held-out data comes with rollout, in a later release.
-  absl::StrAppendFormat(
-      out,
-      "</figure><figure id=\"plot-fleet\" class=\"pending\"><figcaption>Fleet accuracy and "
-      "loss</figcaption><svg viewBox=\"0 0 %g %g\" width=\"%g\" height=\"%g\" role=\"img\" "
-      "aria-label=\"fleet evaluation: not reported yet\"><text x=\"%g\" y=\"%g\" "
-      "text-anchor=\"middle\">Not reported yet: devices will evaluate</text><text x=\"%g\" "
-      "y=\"%g\" text-anchor=\"middle\">each version in a later release.</text></svg></figure>",
-      kWidth, kHeight, kWidth, kHeight, kWidth / 2, kHeight / 2 - 6, kWidth / 2,
-      kHeight / 2 + 10);
+  if (fleet_accuracy.points.empty()) {
+    // Dashed and empty until a device reports: an evaluation arrives with
+    // an update built on the version, so the newest one has none yet.
+    absl::StrAppendFormat(
+        out,
+        "</figure><figure id=\"plot-fleet\" class=\"pending\"><figcaption>Fleet accuracy and "
+        "loss</figcaption><svg viewBox=\"0 0 %g %g\" width=\"%g\" height=\"%g\" "
+        "role=\"img\" aria-label=\"fleet evaluation: not reported yet\"><text x=\"%g\" "
+        "y=\"%g\" text-anchor=\"middle\">Not reported yet: devices evaluate</text><text "
+        "x=\"%g\" y=\"%g\" text-anchor=\"middle\">the version they train from.</text></svg>"
+        "</figure>",
+        kWidth, kHeight, kWidth, kHeight, kWidth / 2, kHeight / 2 - 6, kWidth / 2,
+        kHeight / 2 + 10);
+  } else {
+    absl::StrAppend(out, "</figure><figure id=\"plot-fleet\"><figcaption>",
+                    Key(kFleetAccuracy, "Fleet accuracy"), Key(kFleetLoss, "mean loss"),
+                    "</figcaption>");
+    AppendPlot(versions, {fleet_accuracy, fleet_loss},
+               "fleet accuracy and mean loss per version, from the devices' own samples", out);
+    absl::StrAppend(out, "</figure>");
+  }
   absl::StrAppend(out,
                   "</div><p class=\"muted\">Oldest version on the left. Hollow points are "
                   "rollbacks (no round of their own). Rejected counts restart from 0 when the "
@@ -295,7 +333,8 @@ void AppendVersionsTable(const v1::ServerStatus& status,
   absl::StrAppend(out,
                   "<table><thead><tr><th>Version</th><th>Parent</th><th>From</th>"
                   "<th>Participants</th><th>Samples</th><th>Clipped / capped</th>"
-                  "<th>Rejected</th><th>Mean local loss</th><th>Committed (UTC)</th></tr>"
+                  "<th>Rejected</th><th>Mean local loss</th><th>Fleet accuracy</th>"
+                  "<th>Committed (UTC)</th></tr>"
                   "</thead><tbody>");
   for (const v1::ModelVersion& v : newest_first) {
     const v1::ModelMetrics& m = v.metrics();
@@ -310,6 +349,10 @@ void AppendVersionsTable(const v1::ServerStatus& status,
         "</td><td>", m.clipped_updates(), " / ", m.capped_updates(), "</td><td>",
         m.rejected_updates(), "</td><td>",
         TrainedInRound(v) ? absl::StrFormat("%.4f", LossOf(v)) : std::string("\xE2\x80\x94"),
+        "</td><td>",
+        Evaluated(v) ? absl::StrFormat("%.4f <span class=\"muted\">(%d devices)</span>",
+                                       FleetAccuracyOf(v), v.fleet_evaluation().devices())
+                     : std::string("\xE2\x80\x94"),
         "</td><td>", FormatUtc(v.created_unix_ms()), "</td></tr>");
   }
   absl::StrAppend(out, "</tbody></table></section>");

@@ -13,10 +13,14 @@
 // Plot marks for readers other than people (the browser test): each
 // point is an SVG <circle class="point" data-series="S"
 // data-version="V">, with S one of "participants", "accepted",
-// "rejected" and "loss". Every listed version has one point in each of
-// the first three series; "loss" has one per version trained in a round
-// (the initial version and rollbacks aggregated nothing, so they have no
-// loss of their own). Table rows are <tr data-version="V">.
+// "rejected", "loss", "fleet-accuracy" and "fleet-loss". Every listed
+// version has one point in each of the first three series; "loss" has one
+// per version trained in a round (the initial version and rollbacks
+// aggregated nothing, so they have no loss of their own); the two fleet
+// series have one per version with a fleet_evaluation of at least one
+// sample (devices evaluate the version they train from, so the newest
+// version has none until a round trains from it). Table rows are
+// <tr data-version="V">.
 //
 // Pure functions of their arguments; safe for concurrent use.
 #ifndef TINYFED_SERVER_STATUS_PAGE_H_

@@ -22,6 +22,34 @@ constexpr uint32_t kMinRowScale = 1;
 constexpr uint32_t kMaxRowScale = TINYFED_ROW_SCALE_MAX;
 // The quantizer's range is symmetric; -128 never comes from a correct device.
 constexpr int8_t kForbiddenValue = -128;
+// Each sample's cross-entropy is below 32 in the SDK's Q16.16 (2^21), so a
+// device's loss sum is at most samples x 2^21 <= 2^45: a version's sum
+// over 2^19 such devices still fits the store's 64-bit sums.
+constexpr uint64_t kMaxLossPerSampleQ16 = uint64_t{1} << 21;
+
+absl::Status ValidateEvaluation(const v1::Evaluation& e, uint32_t base_version) {
+  if (e.model_version() != base_version) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("evaluation.model_version: expected the update's base_version ",
+                     base_version, ", got ", e.model_version()));
+  }
+  if (e.samples() < 1 || e.samples() > kMaxSampleCount) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "evaluation.samples: expected in [1, ", kMaxSampleCount, "], got ", e.samples()));
+  }
+  if (e.correct() > e.samples()) {
+    return absl::InvalidArgumentError(absl::StrCat("evaluation.correct: expected at most ",
+                                                   e.samples(), " (its samples), got ",
+                                                   e.correct()));
+  }
+  const uint64_t max_loss = uint64_t{e.samples()} * kMaxLossPerSampleQ16;
+  if (e.loss_sum_q16() > max_loss) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("evaluation.loss_sum_q16: expected at most ", max_loss,
+                     " (samples x 2^21), got ", e.loss_sum_q16()));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -91,6 +119,9 @@ absl::Status ValidateUpdate(const v1::Update& update, const v1::HeadSpec& spec) 
         absl::StrCat("checksum: expected 0x", absl::Hex(crc, absl::kZeroPad8),
                      " (CRC-32 of weight_delta then bias_delta), got 0x",
                      absl::Hex(update.checksum(), absl::kZeroPad8)));
+  }
+  if (update.has_evaluation()) {
+    return ValidateEvaluation(update.evaluation(), update.base_version());
   }
   return absl::OkStatus();
 }

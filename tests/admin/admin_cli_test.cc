@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -145,9 +146,16 @@ class AdminCliTest : public ::testing::Test {
     return response.task();
   }
 
+  // Each update carries the device's evaluation of its base version: 40
+  // samples, of which 20 plus the id's last digit right ("d-3": 23).
   grpc::Status Submit(const std::string& id, const v1::RoundTask& task) {
-    const v1::Update update = MakeUpdate(task.model().spec(), task.round(), id,
-                                         task.task_token(), task.model().version(), 50, rng_);
+    v1::Update update = MakeUpdate(task.model().spec(), task.round(), id, task.task_token(),
+                                   task.model().version(), 50, rng_);
+    v1::Evaluation& e = *update.mutable_evaluation();
+    e.set_model_version(task.model().version());
+    e.set_samples(40);
+    e.set_correct(20 + static_cast<uint32_t>(id.back() - '0'));
+    e.set_loss_sum_q16(40 * 65536);
     v1::UpdateAck ack;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 10s);
@@ -211,6 +219,15 @@ TEST_F(AdminCliTest, EveryCommandAgainstALiveServerDuringRounds) {
   EXPECT_EQ(versions.versions(0).metrics().participants(), 2u);
   EXPECT_EQ(versions.versions(0).metrics().samples(), 100u) << "two updates of 50 samples";
   EXPECT_EQ(versions.versions(2).version(), 1u);
+  // Devices evaluated the version they trained from: d-0 and d-1 version
+  // 1 (20 + 21 of 80), d-2 and d-3 version 2 (22 + 23 of 80); version 3
+  // not yet.
+  EXPECT_FALSE(versions.versions(0).has_fleet_evaluation());
+  EXPECT_EQ(versions.versions(1).fleet_evaluation().devices(), 2u);
+  EXPECT_EQ(versions.versions(1).fleet_evaluation().samples(), 80u);
+  EXPECT_EQ(versions.versions(1).fleet_evaluation().correct(), 45u);
+  EXPECT_EQ(versions.versions(1).fleet_evaluation().loss_sum_q16(), 80u * 65536);
+  EXPECT_EQ(versions.versions(2).fleet_evaluation().correct(), 41u);
   versions = AdminJson<v1::ListVersionsResponse>({"versions", "--newest=2", "--limit=1"});
   ASSERT_EQ(versions.versions_size(), 1);
   EXPECT_EQ(versions.versions(0).version(), 2u);
@@ -264,9 +281,22 @@ TEST_F(AdminCliTest, EveryCommandAgainstALiveServerDuringRounds) {
   ASSERT_EQ(run.exit_status, 0) << run.err;
   EXPECT_EQ(run.out.substr(0, run.out.find('\n')),
             "VERSION  PARENT  ORIGIN         PARTICIPANTS  SAMPLES  CAPPED  CLIPPED  REJECTED    "
-            "LOSS  COMMITTED (UTC)")
+            "LOSS  FLEET ACC  FLEET DEVICES  COMMITTED (UTC)")
       << run.out;
   EXPECT_NE(run.out.find("      4       3  rollback to 2"), std::string::npos) << run.out;
+  // FLEET ACC and FLEET DEVICES, the two columns before the last: version
+  // 2's 45 of 80 (0.5625), version 1's 41 of 80 (0.5125); version 3 has
+  // none (the stale update of d-4 was refused, its evaluation with it).
+  auto fleet_cells = [&](const std::string& row_start) {
+    const size_t at = run.out.find("\n" + row_start);
+    if (at == std::string::npos) return std::vector<std::string>{"no row " + row_start};
+    std::istringstream row(run.out.substr(at + 1, run.out.find('\n', at + 1) - at - 1));
+    std::vector<std::string> cells{std::istream_iterator<std::string>(row), {}};
+    return std::vector<std::string>(cells.end() - 3, cells.end() - 1);
+  };
+  EXPECT_EQ(fleet_cells("      2       1"), (std::vector<std::string>{"0.5625", "2"})) << run.out;
+  EXPECT_EQ(fleet_cells("      1       -"), (std::vector<std::string>{"0.5125", "2"})) << run.out;
+  EXPECT_EQ(fleet_cells("      3       2"), (std::vector<std::string>{"-", "-"})) << run.out;
 
   // ---- revoke a device holding a task of the open round (on version 4).
   const v1::RoundTask t5 = Task("d-5"), t6 = Task("d-6"), t8 = Task("d-8");

@@ -90,15 +90,52 @@ TEST(AdminOutputTest, VersionsShowLineageAndMetrics) {
   trained->mutable_metrics()->set_mean_local_loss_q16(65536 + 32768);
   v1::ModelVersion* initial = response.add_versions();
   initial->set_version(1);
+  // Devices that trained from v1 evaluated it: 200 of 300 samples right.
+  initial->mutable_fleet_evaluation()->set_devices(3);
+  initial->mutable_fleet_evaluation()->set_samples(300);
+  initial->mutable_fleet_evaluation()->set_correct(200);
+  initial->mutable_fleet_evaluation()->set_loss_sum_q16(300 * 65536);
   EXPECT_EQ(FormatVersions(response),
             "VERSION  PARENT  ORIGIN         PARTICIPANTS  SAMPLES  CAPPED  CLIPPED  REJECTED  "
-            "  LOSS  COMMITTED (UTC)\n"
+            "  LOSS  FLEET ACC  FLEET DEVICES  COMMITTED (UTC)\n"
             "      4       3  rollback to 2             0        0       0        0         0  "
-            "     -  2024-05-01T12:34:56Z\n"
+            "     -          -              -  2024-05-01T12:34:56Z\n"
             "      3       2  round 2                  12     3400       0        1         0  "
-            "1.5000  -\n"
+            "1.5000          -              -  -\n"
             "      1       -  initial                   0        0       0        0         0  "
-            "     -  -\n");
+            "     -     0.6667              3  -\n");
+}
+
+// The FLEET ACC cell of a one-version table whose fleet evaluation has
+// `correct` of `samples` right.
+std::string FleetAccuracyCell(uint64_t correct, uint64_t samples) {
+  v1::ListVersionsResponse response;
+  v1::ModelVersion* v = response.add_versions();
+  v->set_version(2);
+  v->mutable_fleet_evaluation()->set_devices(1);
+  v->mutable_fleet_evaluation()->set_samples(samples);
+  v->mutable_fleet_evaluation()->set_correct(correct);
+  const std::string table = FormatVersions(response);
+  const std::string header = table.substr(0, table.find('\n'));
+  const std::string row = table.substr(header.size() + 1);
+  // Right-aligned under its header: the cell ends where "FLEET ACC" does.
+  const size_t end = header.find("FLEET ACC") + std::string("FLEET ACC").size();
+  const size_t start = row.rfind(' ', end - 1) + 1;
+  return row.substr(start, end - start);
+}
+
+TEST(AdminOutputTest, FleetAccuracyIsRoundedHalfUpFromTheExactSums) {
+  EXPECT_EQ(FleetAccuracyCell(1, 8), "0.1250");
+  EXPECT_EQ(FleetAccuracyCell(0, 5), "0.0000");
+  EXPECT_EQ(FleetAccuracyCell(5, 5), "1.0000");
+  // 1/20000 = 0.00005 exactly: half rounds up; just below it rounds down.
+  EXPECT_EQ(FleetAccuracyCell(1, 20000), "0.0001");
+  EXPECT_EQ(FleetAccuracyCell(1, 20001), "0.0000");
+  // Sums beyond 2^53, where a double loses the last units: correct is
+  // floor(samples x 0.99995), a hair below the half, so 0.9999.
+  const uint64_t samples = uint64_t{1} << 61;
+  const uint64_t correct = samples / 20000 * 19999 + (samples % 20000) * 19999 / 20000;
+  EXPECT_EQ(FleetAccuracyCell(correct, samples), "0.9999");
 }
 
 TEST(AdminOutputTest, StatusSaysWhoPausedAndWhenTheRoundEnds) {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <future>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -115,11 +116,14 @@ class AdminServiceTest : public ::testing::Test {
     return response.task();
   }
 
-  // A valid signed update of `device` for `task`.
-  grpc::Status Submit(const std::string& device, const v1::RoundTask& task) {
-    const v1::Update update =
+  // A valid signed update of `device` for `task`, carrying `evaluation`
+  // when given.
+  grpc::Status Submit(const std::string& device, const v1::RoundTask& task,
+                      const std::optional<v1::Evaluation>& evaluation = std::nullopt) {
+    v1::Update update =
         testing::MakeUpdate(testing::MakeSpec(16, 4), task.round(), device, task.task_token(),
                             task.model().version(), 10, rng_);
+    if (evaluation.has_value()) *update.mutable_evaluation() = *evaluation;
     grpc::ClientContext context;
     v1::UpdateAck ack;
     return coordinator_->SubmitUpdate(&context, testing::Sign(server_->fleet_key(), update), &ack);
@@ -294,6 +298,55 @@ TEST_F(AdminServiceTest, VersionsListTheLineageNewestFirstWithoutWeights) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
   Versions(4, 0, &s);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+}
+
+// Devices' evaluations reach ListVersions (and the status page's
+// versions, read the same way) summed per version; a version nobody has
+// trained from yet has none.
+TEST_F(AdminServiceTest, VersionsCarryTheFleetsEvaluations) {
+  // (samples, correct, loss) of each device's evaluation, per round; at
+  // most the 10 samples the fixture's devices declare at check-in.
+  const uint32_t kSamples[2][2] = {{10, 8}, {9, 10}};
+  const uint32_t kCorrect[2][2] = {{7, 5}, {9, 6}};
+  const uint64_t kLoss[2][2] = {{10 * 30000, 8 * 50000}, {9 * 20000, 10 * 10000}};
+  for (uint32_t r = 0; r < 2; ++r) {
+    const uint32_t before = server_->manager().Snapshot().latest_version;
+    for (uint32_t d = 0; d < 2; ++d) {
+      const std::string device = absl::StrCat("eval-", r, "-", d);
+      const v1::RoundTask task = Task(device);
+      v1::Evaluation e;
+      e.set_model_version(task.model().version());
+      e.set_samples(kSamples[r][d]);
+      e.set_correct(kCorrect[r][d]);
+      e.set_loss_sum_q16(kLoss[r][d]);
+      const grpc::Status s = Submit(device, task, e);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (server_->manager().Snapshot().latest_version == before &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_EQ(server_->manager().Snapshot().latest_version, before + 1);
+  }
+  grpc::Status s;
+  const v1::ListVersionsResponse all = Versions(0, 0, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(all.versions_size(), 3);
+  EXPECT_FALSE(all.versions(0).has_fleet_evaluation()) << "version 3: nobody trained from it";
+  for (int r = 0; r < 2; ++r) {
+    const v1::ModelVersion& v = all.versions(2 - r);  // round r trained from version r + 1
+    ASSERT_EQ(v.version(), static_cast<uint32_t>(r + 1));
+    ASSERT_TRUE(v.has_fleet_evaluation()) << v.version();
+    EXPECT_EQ(v.fleet_evaluation().devices(), 2u);
+    EXPECT_EQ(v.fleet_evaluation().samples(), uint64_t{kSamples[r][0]} + kSamples[r][1]);
+    EXPECT_EQ(v.fleet_evaluation().correct(), uint64_t{kCorrect[r][0]} + kCorrect[r][1]);
+    EXPECT_EQ(v.fleet_evaluation().loss_sum_q16(), kLoss[r][0] + kLoss[r][1]);
+  }
+  absl::StatusOr<std::vector<v1::ModelVersion>> direct = server_->admin().Versions(0, 10);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  ASSERT_EQ(direct->size(), 3u);
+  EXPECT_EQ((*direct)[1].fleet_evaluation().correct(), 15u) << "version 2: 9 + 6";
 }
 
 TEST_F(AdminServiceTest, GetVersionGivesTheStoredVersionsBytes) {

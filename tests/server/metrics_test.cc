@@ -21,6 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "child_process.h"
+#include "model_store.h"
 #include "round_manager.h"
 #include "server_test_support.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
@@ -90,6 +91,32 @@ TEST(MetricsText, PauseAndTheRoundsRejectedUpdatesAreGauges) {
             std::string::npos) << text;
   round.paused = false;
   EXPECT_NE(metrics.Render(round).find("\ntinyfed_server_paused 0\n"), std::string::npos);
+}
+
+TEST(MetricsText, FleetGaugesShowTheLatestEvaluatedVersionOrNaNWithoutOne) {
+  ServerMetrics metrics;
+  RoundSnapshot round;
+  std::string text = metrics.Render(round);
+  EXPECT_NE(text.find("\ntinyfed_model_fleet_evaluated_version 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\ntinyfed_model_fleet_evaluated_samples 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\ntinyfed_model_fleet_accuracy_ratio NaN\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\ntinyfed_model_fleet_mean_loss NaN\n"), std::string::npos) << text;
+
+  VersionEvaluation fleet;
+  fleet.version = 7;
+  fleet.fleet.set_devices(3);
+  fleet.fleet.set_samples(200);
+  fleet.fleet.set_correct(150);
+  fleet.fleet.set_loss_sum_q16(200 * 0x18000);  // 1.5 per sample
+  text = metrics.Render(round, &fleet);
+  EXPECT_NE(text.find("# TYPE tinyfed_model_fleet_evaluated_version gauge\n"
+                      "tinyfed_model_fleet_evaluated_version 7\n"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("\ntinyfed_model_fleet_evaluated_devices 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\ntinyfed_model_fleet_evaluated_samples 200\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("\ntinyfed_model_fleet_accuracy_ratio 0.75\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\ntinyfed_model_fleet_mean_loss 1.5\n"), std::string::npos) << text;
 }
 
 // What metrics_scrape.py printed: samples by "name{labels}", families'
@@ -262,10 +289,19 @@ TEST_F(MetricsServerRun, ScrapedCountersMatchTheRunsOwnCounts) {
   }
 
   std::mt19937 rng(7);
+  // Each device's evaluation of the base version: (samples, correct).
+  const std::map<std::string, std::pair<uint32_t, uint32_t>> evaluation_of = {
+      {"mcu-0", {50, 40}}, {"mcu-1", {70, 35}}, {"mcu-2", {30, 30}}};
   auto update_for = [&](const std::string& device) {
     const v1::RoundTask& task = task_of.at(device);
-    return testing::MakeUpdate(base.spec(), task.round(), device, task.task_token(),
-                               task.model().version(), 20, rng);
+    v1::Update u = testing::MakeUpdate(base.spec(), task.round(), device, task.task_token(),
+                                       task.model().version(), 20, rng);
+    v1::Evaluation& e = *u.mutable_evaluation();
+    e.set_model_version(task.model().version());
+    e.set_samples(evaluation_of.at(device).first);
+    e.set_correct(evaluation_of.at(device).second);
+    e.set_loss_sum_q16(uint64_t{evaluation_of.at(device).first} << 16);  // 1.0 per sample
+    return u;
   };
   count_update(Submit(update_for("mcu-0"), fleet_key_));
   count_update(Submit(update_for("mcu-1"), fleet_key_));
@@ -283,6 +319,11 @@ TEST_F(MetricsServerRun, ScrapedCountersMatchTheRunsOwnCounts) {
     EXPECT_EQ(s["tinyfed_round_updates_accepted{}"], 2);
     EXPECT_EQ(s["tinyfed_rounds_committed_total{}"], 0);
     EXPECT_EQ(s["tinyfed_ack_latency_seconds_count{}"], 2);
+    // mcu-0's and mcu-1's evaluations: 75 of 120 samples.
+    EXPECT_EQ(s["tinyfed_model_fleet_evaluated_version{}"], base.version());
+    EXPECT_EQ(s["tinyfed_model_fleet_evaluated_devices{}"], 2);
+    EXPECT_EQ(s["tinyfed_model_fleet_evaluated_samples{}"], 120);
+    EXPECT_DOUBLE_EQ(s["tinyfed_model_fleet_accuracy_ratio{}"], 75.0 / 120.0);
     EXPECT_EQ(s.types.at("tinyfed_updates_accepted"), "counter");
     EXPECT_EQ(s.types.at("tinyfed_round_open"), "gauge");
     EXPECT_EQ(s.types.at("tinyfed_ack_latency_seconds"), "histogram");
@@ -337,6 +378,15 @@ TEST_F(MetricsServerRun, ScrapedCountersMatchTheRunsOwnCounts) {
   EXPECT_EQ(s["tinyfed_round_base_version{}"], latest.version());
   EXPECT_EQ(s["tinyfed_round_updates_accepted{}"], 0);
   EXPECT_EQ(s["tinyfed_round_tasks_issued{}"], 0);
+  // The three accepted updates' evaluations, 105 of 150 samples; the
+  // refused ones' not. The new version is not evaluated yet: the gauges
+  // stay on the base version.
+  EXPECT_EQ(s["tinyfed_model_fleet_evaluated_version{}"], base.version());
+  EXPECT_EQ(s["tinyfed_model_fleet_evaluated_devices{}"], 3);
+  EXPECT_EQ(s["tinyfed_model_fleet_evaluated_samples{}"], 150);
+  EXPECT_DOUBLE_EQ(s["tinyfed_model_fleet_accuracy_ratio{}"], 105.0 / 150.0);
+  EXPECT_DOUBLE_EQ(s["tinyfed_model_fleet_mean_loss{}"], 1.0);
+  EXPECT_EQ(s.types.at("tinyfed_model_fleet_accuracy_ratio"), "gauge");
 
   // An idle client channel holds the server's gRPC Shutdown for seconds;
   // not what this test is about.

@@ -7,11 +7,13 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -1084,16 +1086,243 @@ TEST_F(ModelStoreTest, AnAlteredAuditOrPauseRowIsDataLoss) {
   EXPECT_EQ(store_->Revocations().status().code(), absl::StatusCode::kDataLoss);
 }
 
+// ---- federated evaluation (schema 5) ---------------------------------------
+
+v1::Evaluation MakeEvaluation(uint32_t version, uint32_t samples, uint32_t correct,
+                              uint64_t loss_sum_q16) {
+  v1::Evaluation e;
+  e.set_model_version(version);
+  e.set_samples(samples);
+  e.set_correct(correct);
+  e.set_loss_sum_q16(loss_sum_q16);
+  return e;
+}
+
+// Appends each (update, evaluation) and returns the statuses given to
+// their `done` callbacks.
+std::vector<absl::Status> AppendAll(
+    ModelStore& store, std::vector<std::pair<StoredUpdate, std::optional<v1::Evaluation>>> all) {
+  Completions completions(all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    store.AppendUpdate(std::move(all[i].first), std::move(all[i].second),
+                       completions.Callback(i));
+  }
+  return completions.Wait();
+}
+
+StoredUpdate Stored(uint32_t round, const std::string& device, uint32_t seed) {
+  return StoredUpdate{round, device, Payload(round, device, seed), 5000 + seed};
+}
+
+// The fleet evaluations ListVersions reports, by version.
+std::map<uint32_t, v1::FleetEvaluation> FleetOf(ModelStore& store) {
+  std::map<uint32_t, v1::FleetEvaluation> out;
+  absl::StatusOr<std::vector<v1::ModelVersion>> versions = store.ListVersions(0, 100);
+  EXPECT_TRUE(versions.ok()) << versions.status();
+  if (!versions.ok()) return out;
+  for (const v1::ModelVersion& v : *versions) {
+    if (v.has_fleet_evaluation()) out[v.version()] = v.fleet_evaluation();
+  }
+  return out;
+}
+
+std::string Describe(const v1::FleetEvaluation& f) { return f.ShortDebugString(); }
+
+// The sums a test keeps itself, in 128 bits so that its own addition
+// cannot wrap.
+struct ExpectedSums {
+  uint32_t devices = 0;
+  unsigned __int128 samples = 0, correct = 0, loss = 0;
+  void Add(const v1::Evaluation& e) {
+    ++devices;
+    samples += e.samples();
+    correct += e.correct();
+    loss += e.loss_sum_q16();
+  }
+  bool Matches(const v1::FleetEvaluation& f) const {
+    return f.devices() == devices && f.samples() == samples && f.correct() == correct &&
+           f.loss_sum_q16() == loss;
+  }
+};
+
+// Three rounds of 300 devices, each reporting the round's base version
+// with random counts up to the largest a valid evaluation may carry: each
+// version's loss sum passes 2^53, where a double sum would round. The
+// store's sums equal the test's, and again after a reopen.
+TEST_F(ModelStoreTest, FleetEvaluationSumsAreExactAndSurviveReopening) {
+  ASSERT_TRUE(store_->PutInitialVersion(MakeVersion(1, 0, 0)).ok());
+  std::mt19937_64 rng(41);
+  constexpr uint32_t kMaxSamples = uint32_t{1} << 24;
+  constexpr int kDevices = 300;
+  std::map<uint32_t, ExpectedSums> expected;
+  for (uint32_t round = 1; round <= 3; ++round) {
+    ASSERT_TRUE(store_->OpenRound(MakeRound(round, round)).ok());
+    std::vector<std::pair<StoredUpdate, std::optional<v1::Evaluation>>> appends;
+    for (int d = 0; d < kDevices; ++d) {
+      const std::string device = absl::StrCat("dev-", round, "-", d);
+      // Most near the top of the range, so that the sums grow large.
+      const uint32_t samples =
+          kMaxSamples - static_cast<uint32_t>(rng() % (d % 7 == 0 ? kMaxSamples : 1000));
+      const uint32_t correct = static_cast<uint32_t>(rng() % (uint64_t{samples} + 1));
+      const uint64_t loss = (uint64_t{samples} << 21) - rng() % 100000;
+      v1::Evaluation e = MakeEvaluation(round, samples, correct, loss);
+      expected[round].Add(e);
+      appends.emplace_back(Stored(round, device, static_cast<uint32_t>(d)), std::move(e));
+    }
+    // A device of the round without an evaluation: recorded, not counted.
+    appends.emplace_back(Stored(round, "silent", 1), std::nullopt);
+    for (const absl::Status& s : AppendAll(*store_, std::move(appends))) {
+      ASSERT_TRUE(s.ok()) << s;
+    }
+    ASSERT_TRUE(store_->CommitRound(round, 1000 * round + 400, MakeVersion(round + 1, round, round))
+                    .ok());
+  }
+  ASSERT_GT(expected[1].loss, static_cast<unsigned __int128>(1) << 53);
+  for (int pass = 0; pass < 2; ++pass) {
+    SCOPED_TRACE(pass == 0 ? "as written" : "after reopening");
+    const std::map<uint32_t, v1::FleetEvaluation> fleet = FleetOf(*store_);
+    ASSERT_EQ(fleet.size(), 3u) << "versions 1 to 3 evaluated, 4 not yet";
+    for (uint32_t v = 1; v <= 3; ++v) {
+      ASSERT_TRUE(fleet.contains(v)) << v;
+      EXPECT_TRUE(expected[v].Matches(fleet.at(v))) << v << ": " << Describe(fleet.at(v));
+    }
+    absl::StatusOr<std::optional<VersionEvaluation>> latest = store_->LatestFleetEvaluation();
+    ASSERT_TRUE(latest.ok() && latest->has_value()) << latest.status();
+    EXPECT_EQ((*latest)->version, 3u);
+    EXPECT_TRUE(expected[3].Matches((*latest)->fleet)) << Describe((*latest)->fleet);
+    // Devices get versions without it (model.proto).
+    EXPECT_FALSE(store_->GetVersion(2).value().has_fleet_evaluation());
+    Reopen();
+  }
+}
+
+TEST_F(ModelStoreTest, NoEvaluationYetMeansNoFleetEvaluation) {
+  StartRoundOne();
+  EXPECT_TRUE(FleetOf(*store_).empty());
+  absl::StatusOr<std::optional<VersionEvaluation>> latest = store_->LatestFleetEvaluation();
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_FALSE(latest->has_value());
+}
+
+// A device that reports the same version again, in a later round on the
+// same base version or in the same batch, is counted once: its first
+// report. Its update is still recorded.
+TEST_F(ModelStoreTest, ADevicesSecondEvaluationOfAVersionIsIgnored) {
+  StartRoundOne();
+  std::vector<absl::Status> done =
+      AppendAll(*store_, {{Stored(1, "dev-a", 1), MakeEvaluation(1, 10, 4, 1000)},
+                          {Stored(1, "dev-b", 2), MakeEvaluation(1, 30, 30, 7)}});
+  for (const absl::Status& s : done) ASSERT_TRUE(s.ok()) << s;
+  ASSERT_TRUE(store_->AbandonRound(1, 1400).ok());
+  ASSERT_TRUE(store_->OpenRound(MakeRound(2, 1)).ok());
+  done = AppendAll(*store_, {{Stored(2, "dev-a", 3), MakeEvaluation(1, 20, 20, 0)}});
+  ASSERT_TRUE(done[0].ok()) << done[0];
+  EXPECT_EQ(store_->RoundUpdates(2).value().size(), 1u) << "the update itself is recorded";
+  const std::map<uint32_t, v1::FleetEvaluation> fleet = FleetOf(*store_);
+  ASSERT_TRUE(fleet.contains(1));
+  // dev-a's first report (10, 4, 1000) and dev-b's (30, 30, 7).
+  EXPECT_EQ(fleet.at(1).devices(), 2u);
+  EXPECT_EQ(fleet.at(1).samples(), 40u);
+  EXPECT_EQ(fleet.at(1).correct(), 34u);
+  EXPECT_EQ(fleet.at(1).loss_sum_q16(), 1007u);
+}
+
+// An append that fails writes neither its update nor its evaluation, and
+// leaves the batch's other appends as they would be without it.
+TEST_F(ModelStoreTest, AFailingAppendLeavesNeitherTheUpdateNorItsEvaluation) {
+  StartRoundOne();
+  // The (round, device) pair is taken: ALREADY_EXISTS, nothing counted.
+  ASSERT_TRUE(AppendAll(*store_, {{Stored(1, "dev-a", 1), std::nullopt}})[0].ok());
+  std::vector<absl::Status> done =
+      AppendAll(*store_, {{Stored(1, "dev-a", 2), MakeEvaluation(1, 10, 5, 0)}});
+  EXPECT_EQ(done[0].code(), absl::StatusCode::kAlreadyExists) << done[0];
+  EXPECT_TRUE(FleetOf(*store_).empty());
+
+  // The evaluation's row fails after its update's was written, in a batch
+  // with other appends: that update goes with it, the others stay.
+  ExecSql(path_,
+          "CREATE TRIGGER fail_insert BEFORE INSERT ON evaluations "
+          "WHEN NEW.device_id = 'dev-c' BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  {
+    Completions completions(3);
+    {
+      WriterGate gate(*store_, 1);
+      store_->AppendUpdate(Stored(1, "dev-b", 3), MakeEvaluation(1, 10, 9, 5),
+                           completions.Callback(0));
+      store_->AppendUpdate(Stored(1, "dev-c", 4), MakeEvaluation(1, 10, 1, 5),
+                           completions.Callback(1));
+      store_->AppendUpdate(Stored(1, "dev-d", 5), MakeEvaluation(1, 10, 2, 5),
+                           completions.Callback(2));
+    }
+    done = completions.Wait();
+  }
+  EXPECT_TRUE(done[0].ok()) << done[0];
+  EXPECT_NE(done[1].message().find("injected failure"), std::string::npos) << done[1];
+  EXPECT_TRUE(done[2].ok()) << done[2];
+  std::vector<std::string> devices;
+  const std::vector<StoredUpdate> updates = store_->RoundUpdates(1).value();
+  for (const StoredUpdate& u : updates) devices.push_back(u.device_id);
+  EXPECT_EQ(devices, (std::vector<std::string>{"dev-a", "dev-b", "dev-d"}));
+  std::map<uint32_t, v1::FleetEvaluation> fleet = FleetOf(*store_);
+  ASSERT_TRUE(fleet.contains(1));
+  EXPECT_EQ(fleet.at(1).devices(), 2u);
+  EXPECT_EQ(fleet.at(1).correct(), 11u) << "dev-b's 9 and dev-d's 2";
+  ExecSql(path_, "DROP TRIGGER fail_insert");
+
+  // A round that is not open: FAILED_PRECONDITION, nothing counted.
+  ASSERT_TRUE(store_->AbandonRound(1, 1400).ok());
+  done = AppendAll(*store_, {{Stored(1, "dev-e", 6), MakeEvaluation(1, 10, 10, 0)}});
+  EXPECT_EQ(done[0].code(), absl::StatusCode::kFailedPrecondition) << done[0];
+  EXPECT_EQ(FleetOf(*store_).at(1).devices(), 2u);
+}
+
+// Sums past 2^64 - 1 are refused, never wrapped; a loss no column can hold
+// is refused before anything is written.
+TEST_F(ModelStoreTest, FleetSumsBeyondTheirRangeAreOutOfRange) {
+  StartRoundOne();
+  constexpr uint64_t kLargest = uint64_t{INT64_MAX};
+  std::vector<absl::Status> done =
+      AppendAll(*store_, {{Stored(1, "dev-a", 1), MakeEvaluation(1, 1, 1, kLargest)},
+                          {Stored(1, "dev-b", 2), MakeEvaluation(1, 1, 1, kLargest + 1)}});
+  EXPECT_TRUE(done[0].ok()) << done[0];
+  EXPECT_EQ(done[1].code(), absl::StatusCode::kInvalidArgument) << done[1];
+  EXPECT_EQ(store_->RoundUpdates(1).value().size(), 1u);
+  // Two of 2^63 - 1 still fit in 64 bits; a third does not.
+  done = AppendAll(*store_, {{Stored(1, "dev-c", 3), MakeEvaluation(1, 1, 1, kLargest)}});
+  ASSERT_TRUE(done[0].ok()) << done[0];
+  EXPECT_EQ(FleetOf(*store_).at(1).loss_sum_q16(), 2 * kLargest);
+  done = AppendAll(*store_, {{Stored(1, "dev-d", 4), MakeEvaluation(1, 1, 1, kLargest)}});
+  ASSERT_TRUE(done[0].ok()) << done[0];
+  absl::StatusOr<std::vector<v1::ModelVersion>> versions = store_->ListVersions(0, 10);
+  EXPECT_EQ(versions.status().code(), absl::StatusCode::kOutOfRange) << versions.status();
+  EXPECT_NE(versions.status().message().find("version 1"), std::string::npos)
+      << versions.status();
+  EXPECT_EQ(store_->LatestFleetEvaluation().status().code(), absl::StatusCode::kOutOfRange);
+}
+
+// An evaluation row altered in the file without its CRC reads as DATA_LOSS,
+// not as another count.
+TEST_F(ModelStoreTest, AnAlteredEvaluationRowIsDataLoss) {
+  StartRoundOne();
+  ASSERT_TRUE(
+      AppendAll(*store_, {{Stored(1, "dev-a", 1), MakeEvaluation(1, 10, 4, 100)}})[0].ok());
+  ExecSql(path_, "UPDATE evaluations SET correct = 10");
+  absl::StatusOr<std::vector<v1::ModelVersion>> versions = store_->ListVersions(0, 10);
+  EXPECT_EQ(versions.status().code(), absl::StatusCode::kDataLoss) << versions.status();
+  EXPECT_NE(versions.status().message().find("row CRC"), std::string::npos) << versions.status();
+  EXPECT_EQ(store_->LatestFleetEvaluation().status().code(), absl::StatusCode::kDataLoss);
+}
+
 TEST(ModelStoreFileTest, RefusesAnotherSchemaVersion) {
   TempDir dir;
   const std::string path = dir.File("store.db");
   ASSERT_NE(OpenOrDie(path), nullptr);
-  // A version from a newer build (this one writes 4 and migrates 1 to 3).
-  ExecSql(path, "PRAGMA user_version=5");
+  // A version from a newer build (this one writes 5 and migrates 1 to 4).
+  ExecSql(path, "PRAGMA user_version=6");
   absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(store.status().message().find("schema version 5"), std::string::npos) << store.status();
+  EXPECT_NE(store.status().message().find("schema version 6"), std::string::npos) << store.status();
 }
 
 TEST(ModelStoreFileTest, RefusesAnotherProgramsDatabaseAndLeavesItAlone) {

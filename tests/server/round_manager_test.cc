@@ -915,6 +915,149 @@ TEST_F(RoundManagerTest, AfterARestartTheDeclaredCountStillBoundsAResumedTask) {
   EXPECT_EQ(manager_->GetModel(2)->metrics().capped_updates(), 1u);
 }
 
+// ---- federated evaluation ---------------------------------------------------
+
+v1::Evaluation EvaluationOf(uint32_t version, uint32_t samples, uint32_t correct,
+                            uint64_t loss_sum_q16) {
+  v1::Evaluation e;
+  e.set_model_version(version);
+  e.set_samples(samples);
+  e.set_correct(correct);
+  e.set_loss_sum_q16(loss_sum_q16);
+  return e;
+}
+
+// The store's fleet evaluation of each version, as ListVersions gives it.
+std::map<uint32_t, v1::FleetEvaluation> StoredFleet(ModelStore& store) {
+  std::map<uint32_t, v1::FleetEvaluation> out;
+  auto versions = store.ListVersions(0, 100);
+  EXPECT_TRUE(versions.ok()) << versions.status();
+  if (!versions.ok()) return out;
+  for (const v1::ModelVersion& v : *versions) {
+    if (v.has_fleet_evaluation()) out[v.version()] = v.fleet_evaluation();
+  }
+  return out;
+}
+
+struct FleetSums {
+  uint32_t devices = 0;
+  uint64_t samples = 0, correct = 0, loss = 0;
+  void Add(const v1::Evaluation& e) {
+    ++devices;
+    samples += e.samples();
+    correct += e.correct();
+    loss += e.loss_sum_q16();
+  }
+};
+
+::testing::AssertionResult SameSums(const FleetSums& want, const v1::FleetEvaluation& got) {
+  if (got.devices() == want.devices && got.samples() == want.samples &&
+      got.correct() == want.correct && got.loss_sum_q16() == want.loss) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure()
+         << "stored " << got.ShortDebugString() << ", expected devices: " << want.devices
+         << " samples: " << want.samples << " correct: " << want.correct
+         << " loss_sum_q16: " << want.loss;
+}
+
+// Six rounds of four accepted devices, each reporting its base version,
+// with refused updates and retries mixed in: each version's sums are the
+// accepted reports' own, also after a restart. The refused updates carry
+// evaluations that would change the sums if counted.
+TEST_F(RoundManagerTest, FleetEvaluationsAreSummedExactlyFromAcceptedUpdatesOnly) {
+  std::map<uint32_t, FleetSums> expected;
+  for (uint32_t round = 1; round <= 6; ++round) {
+    const uint32_t base = manager_->Snapshot().base_version;
+    ASSERT_EQ(base, round);
+    std::vector<v1::Update> accepted;
+    for (int d = 0; d < 4; ++d) {
+      const std::string device = absl::StrCat("dev-", round, "-", d);
+      v1::Update u = TaskAndUpdate(device, 20 + d);
+      const uint32_t samples = 1 + static_cast<uint32_t>(rng_() % (1u << 24));
+      const uint32_t correct = static_cast<uint32_t>(rng_() % (uint64_t{samples} + 1));
+      const uint64_t loss = (uint64_t{samples} << 21) - rng_() % samples;
+      *u.mutable_evaluation() = EvaluationOf(base, samples, correct, loss);
+      if (d == 0) {
+        // Refused first (a bad evaluation: correct above samples), then
+        // sent right: only the accepted one counts.
+        v1::Update bad = u;
+        bad.mutable_evaluation()->set_correct(samples + 1);
+        EXPECT_EQ(Submit(*manager_, bad).status().code(), absl::StatusCode::kInvalidArgument);
+      }
+      if (d == 1) {
+        // Refused by the round (another base version): not counted.
+        v1::Update stale = u;
+        stale.set_base_version(base + 1);
+        stale.mutable_evaluation()->set_model_version(base + 1);
+        EXPECT_EQ(Submit(*manager_, stale).status().code(), absl::StatusCode::kAborted);
+      }
+      accepted.push_back(u);
+      expected[base].Add(u.evaluation());
+    }
+    for (size_t i = 0; i < accepted.size(); ++i) {
+      ASSERT_TRUE(Submit(*manager_, accepted[i]).ok()) << i;
+      // The same bytes again, a device retrying after a lost ack: acked,
+      // counted once.
+      if (i == 0) {
+        ASSERT_TRUE(Submit(*manager_, accepted[i]).ok());
+      }
+    }
+    // A different update of a device already accepted: refused.
+    v1::Update other = accepted[2];
+    other.mutable_evaluation()->set_correct(0);
+    EXPECT_FALSE(Submit(*manager_, other).ok());
+    manager_->WaitIdle();
+    ASSERT_EQ(manager_->Snapshot().latest_version, round + 1);
+  }
+  for (int pass = 0; pass < 2; ++pass) {
+    SCOPED_TRACE(pass == 0 ? "running" : "after a restart");
+    const std::map<uint32_t, v1::FleetEvaluation> fleet = StoredFleet(*store_);
+    ASSERT_EQ(fleet.size(), 6u) << "versions 1 to 6; 7 is not trained from yet";
+    for (const auto& [version, sums] : expected) {
+      ASSERT_TRUE(fleet.contains(version)) << version;
+      EXPECT_TRUE(SameSums(sums, fleet.at(version))) << "version " << version;
+    }
+    Start(config_);
+  }
+}
+
+// The evaluation weighs no more samples than the device declared at
+// check-in, as the update does; a device that declared nothing is bounded
+// by the validation's 2^24 alone.
+TEST_F(RoundManagerTest, AnEvaluationAboveTheDeclaredCountIsRefusedAndNotCounted) {
+  auto r = CheckInDeclaring(*manager_, "dev-a", 10);
+  ASSERT_TRUE(r.ok() && r->has_task());
+  const v1::RoundTask& t = r->task();
+  v1::Update u = MakeUpdate(t.model().spec(), t.round(), "dev-a", t.task_token(),
+                            t.model().version(), 10, rng_, 40);
+  *u.mutable_evaluation() = EvaluationOf(1, 11, 5, 0);
+  auto over = Submit(*manager_, u);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument) << over.status();
+  EXPECT_NE(over.status().message().find("evaluation.samples"), std::string::npos)
+      << over.status();
+  EXPECT_NE(over.status().message().find("declared"), std::string::npos) << over.status();
+  manager_->WaitIdle();
+  EXPECT_TRUE(StoredFleet(*store_).empty());
+  EXPECT_EQ(manager_->Snapshot().accepted, 0u);
+
+  *u.mutable_evaluation() = EvaluationOf(1, 10, 5, 0);
+  ASSERT_TRUE(Submit(*manager_, u).ok());
+  auto undeclared = CheckInDeclaring(*manager_, "dev-b", 0);
+  ASSERT_TRUE(undeclared.ok() && undeclared->has_task());
+  const v1::RoundTask& tb = undeclared->task();
+  v1::Update ub = MakeUpdate(tb.model().spec(), tb.round(), "dev-b", tb.task_token(),
+                             tb.model().version(), 10, rng_, 40);
+  *ub.mutable_evaluation() = EvaluationOf(1, 1u << 24, 3, 0);
+  ASSERT_TRUE(Submit(*manager_, ub).ok());
+  manager_->WaitIdle();
+  const std::map<uint32_t, v1::FleetEvaluation> fleet = StoredFleet(*store_);
+  ASSERT_TRUE(fleet.contains(1));
+  EXPECT_EQ(fleet.at(1).devices(), 2u);
+  EXPECT_EQ(fleet.at(1).samples(), 10u + (1u << 24));
+  EXPECT_EQ(fleet.at(1).correct(), 8u);
+}
+
 // With every bound set to 0 the server runs plain FedAvg, and the same
 // attacker pins the head.
 TEST_F(RoundManagerTest, BoundsSetToZeroGivePlainFedAvg) {
@@ -1355,12 +1498,14 @@ class HeldUpdatesStore final : public ModelStore {
  public:
   explicit HeldUpdatesStore(ModelStore* inner) : inner_(inner) {}
   void ReleaseHeld() {
-    std::vector<std::pair<StoredUpdate, DoneCallback>> held;
+    std::vector<Held> held;
     {
       absl::MutexLock lock(&mu_);
       held.swap(held_);
     }
-    for (auto& [update, done] : held) inner_->AppendUpdate(std::move(update), std::move(done));
+    for (Held& h : held) {
+      inner_->AppendUpdate(std::move(h.update), std::move(h.evaluation), std::move(h.done));
+    }
   }
   size_t held() {
     absl::MutexLock lock(&mu_);
@@ -1371,15 +1516,17 @@ class HeldUpdatesStore final : public ModelStore {
     hold_ = hold;
   }
 
-  void AppendUpdate(StoredUpdate update, DoneCallback done) override {
+  using ModelStore::AppendUpdate;
+  void AppendUpdate(StoredUpdate update, std::optional<v1::Evaluation> evaluation,
+                    DoneCallback done) override {
     {
       absl::MutexLock lock(&mu_);
       if (hold_) {
-        held_.emplace_back(std::move(update), std::move(done));
+        held_.push_back(Held{std::move(update), std::move(evaluation), std::move(done)});
         return;
       }
     }
-    inner_->AppendUpdate(std::move(update), std::move(done));
+    inner_->AppendUpdate(std::move(update), std::move(evaluation), std::move(done));
   }
   absl::StatusOr<std::optional<v1::ModelVersion>> LatestVersion() override {
     return inner_->LatestVersion();
@@ -1410,6 +1557,9 @@ class HeldUpdatesStore final : public ModelStore {
     return inner_->AuditLog(b, l);
   }
   absl::StatusOr<PauseState> Paused() override { return inner_->Paused(); }
+  absl::StatusOr<std::optional<VersionEvaluation>> LatestFleetEvaluation() override {
+    return inner_->LatestFleetEvaluation();
+  }
   absl::Status PutInitialVersion(const v1::ModelVersion& m) override {
     return inner_->PutInitialVersion(m);
   }
@@ -1440,10 +1590,15 @@ class HeldUpdatesStore final : public ModelStore {
   void SetBatchHook(std::function<void()> hook) override { inner_->SetBatchHook(std::move(hook)); }
 
  private:
+  struct Held {
+    StoredUpdate update;
+    std::optional<v1::Evaluation> evaluation;
+    DoneCallback done;
+  };
   ModelStore* const inner_;
   absl::Mutex mu_;
   bool hold_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::pair<StoredUpdate, DoneCallback>> held_ ABSL_GUARDED_BY(mu_);
+  std::vector<Held> held_ ABSL_GUARDED_BY(mu_);
 };
 
 // An update whose write is in flight when its round is abandoned, and a

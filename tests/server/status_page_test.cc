@@ -80,7 +80,7 @@ struct PlotPoint {
 // does not care for the attributes' order beyond the documented prefix.
 std::vector<PlotPoint> Points(const std::string& page) {
   static const std::regex point(
-      R"re(<circle class="point" data-series="([a-z]+)" data-version="([0-9]+)"[^>]*? cx="([0-9.]+)" cy="([0-9.]+)")re");
+      R"re(<circle class="point" data-series="([a-z-]+)" data-version="([0-9]+)"[^>]*? cx="([0-9.]+)" cy="([0-9.]+)")re");
   std::vector<PlotPoint> out;
   for (auto it = std::sregex_iterator(page.begin(), page.end(), point);
        it != std::sregex_iterator(); ++it) {
@@ -232,6 +232,78 @@ TEST(StatusPage, LeavesRoomForTheFleetsAccuracyAndLoss) {
   const size_t panel = page.find("id=\"plot-fleet\"");
   ASSERT_NE(panel, std::string::npos);
   EXPECT_NE(page.find("Fleet accuracy and loss", panel), std::string::npos);
+}
+
+void SetFleet(v1::ModelVersion* v, uint32_t devices, uint64_t samples, uint64_t correct,
+              uint64_t loss_sum_q16) {
+  v1::FleetEvaluation& f = *v->mutable_fleet_evaluation();
+  f.set_devices(devices);
+  f.set_samples(samples);
+  f.set_correct(correct);
+  f.set_loss_sum_q16(loss_sum_q16);
+}
+
+// Versions 1 to 3 were trained from, so devices evaluated them; v4 and the
+// rollback v5 not yet.
+std::vector<v1::ModelVersion> HistoryWithFleet() {
+  std::vector<v1::ModelVersion> versions = History();
+  SetFleet(&versions[4], 6, 1000, 500, 1000 * 0x20000);   // v1: 0.5, loss 2.0
+  SetFleet(&versions[3], 4, 400, 300, 400 * 0x10000);     // v2: 0.75, loss 1.0
+  SetFleet(&versions[2], 8, 2000, 1800, 2000 * 0x8000);   // v3: 0.9, loss 0.5
+  return versions;
+}
+
+TEST(StatusPage, FleetPanelHasOnePointPerEvaluatedVersionInEachSeries) {
+  const std::string page = RenderStatusPage(Status(), HistoryWithFleet());
+  std::map<std::string, std::vector<uint32_t>> by_series;
+  for (const PlotPoint& p : Points(page)) by_series[p.series].push_back(p.version);
+  EXPECT_EQ(by_series["fleet-accuracy"], (std::vector<uint32_t>{1, 2, 3}));
+  EXPECT_EQ(by_series["fleet-loss"], (std::vector<uint32_t>{1, 2, 3}));
+  // The other plots are as they were.
+  EXPECT_EQ(by_series["participants"], (std::vector<uint32_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(by_series.size(), 6u);
+  // The panel is drawn, no longer the dashed placeholder, and every fleet
+  // point is inside it.
+  const size_t panel = page.find("<figure id=\"plot-fleet\"");
+  ASSERT_NE(panel, std::string::npos);
+  EXPECT_EQ(page.find("<figure id=\"plot-fleet\" class=\"pending\""), std::string::npos);
+  const size_t panel_end = page.find("</figure>", panel);
+  const std::string inside = page.substr(panel, panel_end - panel);
+  EXPECT_EQ(Points(inside).size(), 6u);
+}
+
+TEST(StatusPage, FleetAccuracyRisesAndLossFallsOnThePlotAndInTheTable) {
+  const std::string page = RenderStatusPage(Status(), HistoryWithFleet());
+  std::map<uint32_t, PlotPoint> accuracy, loss;
+  for (const PlotPoint& p : Points(page)) {
+    if (p.series == "fleet-accuracy") accuracy[p.version] = p;
+    if (p.series == "fleet-loss") loss[p.version] = p;
+  }
+  ASSERT_EQ(accuracy.size(), 3u);
+  ASSERT_EQ(loss.size(), 3u);
+  // SVG's y grows downwards: 0.9 above 0.75 above 0.5; loss 2.0 above 1.0
+  // above 0.5; and at the same x as the other plots' points of the version.
+  EXPECT_LT(accuracy[3].cy, accuracy[2].cy);
+  EXPECT_LT(accuracy[2].cy, accuracy[1].cy);
+  EXPECT_LT(loss[1].cy, loss[2].cy);
+  EXPECT_LT(loss[2].cy, loss[3].cy);
+  // Loss 0.5 and accuracy 0.5 share the axis: the same height.
+  EXPECT_DOUBLE_EQ(loss[3].cy, accuracy[1].cy);
+  for (uint32_t v = 1; v <= 3; ++v) EXPECT_DOUBLE_EQ(accuracy[v].cx, loss[v].cx) << v;
+  EXPECT_LT(accuracy[1].cx, accuracy[2].cx);
+  const std::string row = Row(page, 2);
+  EXPECT_NE(row.find("0.7500 <span class=\"muted\">(4 devices)</span>"), std::string::npos)
+      << row;
+  const std::string none = Row(page, 4);
+  EXPECT_EQ(none.find("devices)"), std::string::npos) << none;
+}
+
+TEST(StatusPage, WithoutEvaluationsTheFleetPanelWaitsAndHasNoPoint) {
+  const std::string page = RenderStatusPage(Status(), History());
+  EXPECT_NE(page.find("<figure id=\"plot-fleet\" class=\"pending\""), std::string::npos);
+  for (const PlotPoint& p : Points(page)) {
+    EXPECT_NE(p.series.rfind("fleet", 0), 0u) << p.series << " v" << p.version;
+  }
 }
 
 TEST(StatusPage, NoVersionsYetSaysSoAndDrawsNoPoint) {

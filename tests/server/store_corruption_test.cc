@@ -738,7 +738,7 @@ TEST(StoreMigrationTest, SchemaTwoStoreIsMigratedKeepingItsData) {
     stored.WaitForNotification();
     EXPECT_TRUE(task_status.ok()) << task_status;
   }
-  EXPECT_EQ(UserVersion(path), 4);
+  EXPECT_EQ(UserVersion(path), 5);
   absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
   ASSERT_TRUE(store.ok()) << store.status();
   // Through schema 3 to 4: the Admin tables exist and start empty.
@@ -841,7 +841,7 @@ TEST(StoreMigrationTest, SchemaThreeStoreIsMigratedKeepingItsData) {
                                     {0, 5000, "token:ops", "pause", "after migration"})
                     .ok());
   }
-  EXPECT_EQ(UserVersion(path), 4);
+  EXPECT_EQ(UserVersion(path), 5);
   absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_TRUE((*store)->Paused().value().paused);
@@ -849,6 +849,106 @@ TEST(StoreMigrationTest, SchemaThreeStoreIsMigratedKeepingItsData) {
   ASSERT_EQ(audit.size(), 1u);
   EXPECT_EQ(audit[0].detail, "after migration");
   EXPECT_EQ((*store)->RoundTasks(1).value().size(), 1u);
+}
+
+// A schema 4 store as that build created it: schema 3's tables and rows,
+// the audit log with one entry and the pause state; no evaluations.
+void WriteSchemaFourStore(const std::string& path, const v1::ModelVersion& initial,
+                          const std::string& payload) {
+  WriteSchemaThreeStore(path, initial, payload);
+  testing::ExecSql(path, R"sql(
+CREATE TABLE audit_log(id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL,
+  action TEXT NOT NULL, detail TEXT NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE pause_state(id INTEGER PRIMARY KEY, paused INTEGER NOT NULL,
+  since_ms INTEGER NOT NULL, paused_by TEXT NOT NULL, crc INTEGER NOT NULL);
+PRAGMA user_version=4;
+)sql");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  InsertRow(db, "INSERT INTO audit_log VALUES(1, 4500, ?1, ?2, ?3, ?4)",
+            {SqlText{"token:ops"}, SqlText{"revoke"}, SqlText{"dev-z lost"},
+             DocumentedRowCrc('a').Int(1).Int(4500).Bytes("token:ops").Bytes("revoke")
+                 .Bytes("dev-z lost").value()});
+  sqlite3_close(db);
+}
+
+// A store written by schema 4 keeps every row; opening adds the
+// evaluations table, empty (no version has a fleet evaluation), which then
+// takes an update's evaluation, in the row the store documents, and keeps
+// it across a reopen.
+TEST(StoreMigrationTest, SchemaFourStoreIsMigratedAndTakesEvaluations) {
+  TempDir dir;
+  const std::string path = dir.File("four.db");
+  absl::StatusOr<v1::ModelVersion> initial = InitialModel(Config(), kStartMs);
+  ASSERT_TRUE(initial.ok()) << initial.status();
+  std::mt19937 rng(9);
+  const std::string payload =
+      MakeUpdate(initial->spec(), 1, "dev-a", "token-a", 1, 9, rng, 300).SerializeAsString();
+  WriteSchemaFourStore(path, *initial, payload);
+  {
+    absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    const std::vector<AuditEntry> audit = (*store)->AuditLog(0, 10).value();
+    ASSERT_EQ(audit.size(), 1u);
+    EXPECT_EQ(audit[0].detail, "dev-z lost");
+    auto updates = (*store)->RoundUpdates(1);
+    ASSERT_TRUE(updates.ok()) << updates.status();
+    ASSERT_EQ(updates->size(), 1u);
+    EXPECT_EQ((*updates)[0].payload, payload);
+    auto versions = (*store)->ListVersions(0, 10);
+    ASSERT_TRUE(versions.ok()) << versions.status();
+    ASSERT_EQ(versions->size(), 1u);
+    EXPECT_FALSE((*versions)[0].has_fleet_evaluation());
+    EXPECT_FALSE((*store)->LatestFleetEvaluation().value().has_value());
+
+    v1::Evaluation evaluation;
+    evaluation.set_model_version(1);
+    evaluation.set_samples(12);
+    evaluation.set_correct(7);
+    evaluation.set_loss_sum_q16(12 * 45000);
+    const std::string second =
+        MakeUpdate(initial->spec(), 1, "dev-b", "token-b", 1, 12, rng, 300).SerializeAsString();
+    std::promise<absl::Status> written;
+    (*store)->AppendUpdate(StoredUpdate{1, "dev-b", second, 6000}, evaluation,
+                           [&written](absl::Status s) { written.set_value(std::move(s)); });
+    const absl::Status status = written.get_future().get();
+    ASSERT_TRUE(status.ok()) << status;
+  }
+  EXPECT_EQ(UserVersion(path), 5);
+  // The row as documented: (version, device_id, round, samples, correct,
+  // loss_sum_q16) and their CRC.
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db,
+                                 "SELECT version, device_id, round, samples, correct, "
+                                 "loss_sum_q16, crc FROM evaluations",
+                                 -1, &stmt, nullptr),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+    EXPECT_EQ(sqlite3_column_int64(stmt, 0), 1);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1))), "dev-b");
+    EXPECT_EQ(sqlite3_column_int64(stmt, 2), 1);
+    EXPECT_EQ(sqlite3_column_int64(stmt, 3), 12);
+    EXPECT_EQ(sqlite3_column_int64(stmt, 4), 7);
+    EXPECT_EQ(sqlite3_column_int64(stmt, 5), 12 * 45000);
+    EXPECT_EQ(sqlite3_column_int64(stmt, 6),
+              DocumentedRowCrc('e').Int(1).Bytes("dev-b").Int(1).Int(12).Int(7).Int(12 * 45000)
+                  .value());
+    EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+  }
+  absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const v1::ModelVersion v1 = (*store)->ListVersions(0, 10).value().at(0);
+  ASSERT_TRUE(v1.has_fleet_evaluation());
+  EXPECT_EQ(v1.fleet_evaluation().devices(), 1u);
+  EXPECT_EQ(v1.fleet_evaluation().samples(), 12u);
+  EXPECT_EQ(v1.fleet_evaluation().correct(), 7u);
+  EXPECT_EQ(v1.fleet_evaluation().loss_sum_q16(), 12u * 45000);
+  EXPECT_EQ((*store)->RoundUpdates(1).value().size(), 2u);
 }
 
 // A task row already damaged in a schema 2 file is refused by the

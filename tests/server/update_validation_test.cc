@@ -205,6 +205,64 @@ TEST_F(ValidateUpdateTest, ChecksumMustCoverWeightsThenBias) {
   EXPECT_TRUE(Rejected(ValidateUpdate(reordered, spec_), "checksum", Hex(swapped_crc)));
 }
 
+// An evaluation valid for update_ (base version 1) with `samples`.
+v1::Evaluation Evaluation(uint32_t samples, uint32_t correct, uint64_t loss_sum_q16) {
+  v1::Evaluation e;
+  e.set_model_version(1);
+  e.set_samples(samples);
+  e.set_correct(correct);
+  e.set_loss_sum_q16(loss_sum_q16);
+  return e;
+}
+
+TEST_F(ValidateUpdateTest, AcceptsAnEvaluationAtItsBounds) {
+  for (const v1::Evaluation& e :
+       {Evaluation(1, 0, 0), Evaluation(1, 1, uint64_t{1} << 21),
+        Evaluation(kMaxSampleCount, kMaxSampleCount, uint64_t{kMaxSampleCount} << 21),
+        Evaluation(500, 437, 500 * 40000)}) {
+    *update_.mutable_evaluation() = e;
+    EXPECT_TRUE(ValidateUpdate(update_, spec_).ok())
+        << e.ShortDebugString() << ": " << ValidateUpdate(update_, spec_);
+  }
+}
+
+TEST_F(ValidateUpdateTest, EvaluationMustBeOfTheBaseVersion) {
+  *update_.mutable_evaluation() = Evaluation(10, 5, 0);
+  update_.mutable_evaluation()->set_model_version(2);
+  EXPECT_TRUE(Rejected(ValidateUpdate(update_, spec_), "evaluation.model_version", "got 2"));
+  update_.mutable_evaluation()->set_model_version(0);
+  EXPECT_TRUE(Rejected(ValidateUpdate(update_, spec_), "evaluation.model_version", "got 0"));
+}
+
+TEST_F(ValidateUpdateTest, EvaluationSampleBounds) {
+  *update_.mutable_evaluation() = Evaluation(0, 0, 0);
+  EXPECT_TRUE(Rejected(ValidateUpdate(update_, spec_), "evaluation.samples", "got 0"));
+  *update_.mutable_evaluation() = Evaluation(kMaxSampleCount + 1, 0, 0);
+  EXPECT_TRUE(Rejected(ValidateUpdate(update_, spec_), "evaluation.samples",
+                       std::to_string(kMaxSampleCount + 1)));
+}
+
+TEST_F(ValidateUpdateTest, EvaluationCorrectAtMostSamples) {
+  *update_.mutable_evaluation() = Evaluation(10, 11, 0);
+  EXPECT_TRUE(Rejected(ValidateUpdate(update_, spec_), "evaluation.correct", "got 11"));
+}
+
+TEST_F(ValidateUpdateTest, EvaluationLossAtMostSamplesTimes2To21) {
+  // 10 samples: at most 10 x 2^21 = 20971520 in Q16.16.
+  *update_.mutable_evaluation() = Evaluation(10, 3, 20971521);
+  EXPECT_TRUE(Rejected(ValidateUpdate(update_, spec_), "evaluation.loss_sum_q16", "20971521"));
+  // The largest uint64: no overflow in the bound's arithmetic lets it by.
+  *update_.mutable_evaluation() = Evaluation(kMaxSampleCount, 3, UINT64_MAX);
+  EXPECT_TRUE(Rejected(ValidateUpdate(update_, spec_), "evaluation.loss_sum_q16",
+                       std::to_string(UINT64_MAX)));
+}
+
+TEST_F(ValidateUpdateTest, AnUpdateWithoutAnEvaluationIsValid) {
+  update_.clear_evaluation();
+  EXPECT_FALSE(update_.has_evaluation());
+  EXPECT_TRUE(ValidateUpdate(update_, spec_).ok());
+}
+
 TEST_F(ValidateUpdateTest, ReportsTheFirstProblemInTheDocumentedOrder) {
   update_.set_sample_count(0);
   update_.set_checksum(update_.checksum() ^ 1u);
