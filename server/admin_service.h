@@ -72,8 +72,11 @@ class AdminService final : public v1::Admin::CallbackService {
   absl::StatusOr<v1::ServerStatus> Status() const;
   // ListVersions's answer: versions `newest` (0: the latest) and below,
   // newest first, at most `limit` (taken as given: the page chooses it),
-  // weights and bias left empty. NOT_FOUND when `newest` is above the
-  // latest version; UNAVAILABLE when the store cannot be read.
+  // weights and bias left empty, fleet_evaluation filled with the fleet's
+  // summed reports (empty for a version none reported). NOT_FOUND when
+  // `newest` is above the latest version; OUT_OF_RANGE, as the store gives
+  // it, when a version's sums exceed 64 bits; UNAVAILABLE when the store
+  // cannot be read.
   absl::StatusOr<std::vector<v1::ModelVersion>> Versions(uint32_t newest, size_t limit) const;
 
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
