@@ -42,6 +42,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::ChildProcess;
+using testing::HealthStatus;
 using testing::TempDir;
 
 constexpr char kAdmin[] = "loopback:127.0.0.1";
@@ -55,32 +56,6 @@ v1::ServerConfig Config() {
   c.mutable_policy()->set_min_updates(2);
   ApplyDefaults(&c);
   return c;
-}
-
-// grpc.health.v1 Check for `service`, hand-encoded (HealthCheckRequest
-// {service = 1}; the answer's status field: SERVING = 1, NOT_SERVING = 2),
-// so that the check does not rely on the server's own health code.
-std::string Health(const std::string& address, const std::string& service) {
-  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  std::string request_bytes;
-  if (!service.empty()) {
-    request_bytes = std::string("\x0a", 1) + static_cast<char>(service.size()) + service;
-  }
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + 10s);
-  grpc::Slice slice(request_bytes);
-  grpc::ByteBuffer request(&slice, 1), reply;
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &reply,
-                 [&](grpc::Status s) { done.set_value(std::move(s)); });
-  const grpc::Status status = done.get_future().get();
-  if (!status.ok()) return absl::StrCat("error ", status.error_code());
-  grpc::Slice all;
-  if (!reply.DumpToSingleSlice(&all).ok()) return "unreadable";
-  const std::string bytes(reinterpret_cast<const char*>(all.begin()), all.size());
-  if (bytes == std::string("\x08\x01", 2)) return "SERVING";
-  if (bytes == std::string("\x08\x02", 2)) return "NOT_SERVING";
-  return "unexpected answer";
 }
 
 // An in-process server, an Admin client and devices on the Coordinator.
@@ -426,15 +401,15 @@ TEST_F(AdminServiceTest, RollbackServesVersionNsWeightsAndKeepsHistory) {
 
 TEST_F(AdminServiceTest, PauseStopsTasksAndHealthAndResumeRestoresThem) {
   const std::string& address = server_->address();
-  EXPECT_EQ(Health(address, ""), "SERVING");
+  EXPECT_EQ(HealthStatus(address, ""), "SERVING");
   v1::ServerStatus status;
   ASSERT_TRUE(Pause("maintenance", &status).ok());
   EXPECT_TRUE(status.paused());
   EXPECT_EQ(status.paused_by(), kAdmin);
   EXPECT_GT(status.paused_since_unix_ms(), 0);
-  EXPECT_EQ(Health(address, ""), "NOT_SERVING");
-  EXPECT_EQ(Health(address, "tinyfed.v1.Coordinator"), "NOT_SERVING");
-  EXPECT_EQ(Health(address, "tinyfed.v1.Admin"), "SERVING");  // to resume with
+  EXPECT_EQ(HealthStatus(address, ""), "NOT_SERVING");
+  EXPECT_EQ(HealthStatus(address, "tinyfed.v1.Coordinator"), "NOT_SERVING");
+  EXPECT_EQ(HealthStatus(address, "tinyfed.v1.Admin"), "SERVING");  // to resume with
   v1::CheckInResponse response;
   ASSERT_TRUE(CheckIn("while-paused", &response).ok());
   EXPECT_FALSE(response.has_task());
@@ -446,8 +421,8 @@ TEST_F(AdminServiceTest, PauseStopsTasksAndHealthAndResumeRestoresThem) {
   ASSERT_TRUE(Resume(&status).ok());
   EXPECT_FALSE(status.paused());
   EXPECT_EQ(status.paused_by(), "");
-  EXPECT_EQ(Health(address, ""), "SERVING");
-  EXPECT_EQ(Health(address, "tinyfed.v1.Coordinator"), "SERVING");
+  EXPECT_EQ(HealthStatus(address, ""), "SERVING");
+  EXPECT_EQ(HealthStatus(address, "tinyfed.v1.Coordinator"), "SERVING");
   ASSERT_TRUE(CheckIn("while-paused", &response).ok());
   EXPECT_TRUE(response.has_task());
   ASSERT_TRUE(Resume(&status).ok());  // not recorded either
@@ -590,20 +565,20 @@ TEST(AdminServerBinary, PausedStoreStartsNotServingUntilResumed) {
     EXPECT_NE(server.Log().find("admin calls are taken from: plaintext callers on loopback"),
               std::string::npos)
         << server.Log();
-    EXPECT_EQ(Health(address, ""), "SERVING");
+    EXPECT_EQ(HealthStatus(address, ""), "SERVING");
     pause(true);
-    EXPECT_EQ(Health(address, ""), "NOT_SERVING");
+    EXPECT_EQ(HealthStatus(address, ""), "NOT_SERVING");
     EXPECT_NE(server.Log().find("paused by loopback:127.0.0.1"), std::string::npos)
         << server.Log();
     EXPECT_EQ(server.Stop(), 0) << server.Log();
   }
   ChildProcess server(argv, dir.File("second.log"));
   ASSERT_TRUE(server.WaitForLog("listening on", 20s)) << server.Log();
-  EXPECT_EQ(Health(address, ""), "NOT_SERVING");
-  EXPECT_EQ(Health(address, "tinyfed.v1.Coordinator"), "NOT_SERVING");
-  EXPECT_EQ(Health(address, "tinyfed.v1.Admin"), "SERVING");
+  EXPECT_EQ(HealthStatus(address, ""), "NOT_SERVING");
+  EXPECT_EQ(HealthStatus(address, "tinyfed.v1.Coordinator"), "NOT_SERVING");
+  EXPECT_EQ(HealthStatus(address, "tinyfed.v1.Admin"), "SERVING");
   pause(false);
-  EXPECT_EQ(Health(address, ""), "SERVING");
+  EXPECT_EQ(HealthStatus(address, ""), "SERVING");
   EXPECT_EQ(server.Stop(), 0) << server.Log();
 }
 

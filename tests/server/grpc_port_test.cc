@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server_config.h"
+#include "server_test_support.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
 #include "tls_credentials.h"
 
@@ -23,6 +24,7 @@ namespace tinyfed::server {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::HealthStatus;
 
 v1::ServerConfig LoopbackConfig() {
   v1::ServerConfig config;
@@ -38,31 +40,11 @@ std::shared_ptr<grpc::ServerCredentials> Plaintext(const v1::ServerConfig& confi
   return credentials.ok() ? *credentials : nullptr;
 }
 
-// The raw HealthCheckResponse for `service`, or the call's error.
+// HealthStatus at the server's loopback port.
 std::string HealthCheck(int port, const std::string& service) {
-  grpc::GenericStub stub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                             grpc::InsecureChannelCredentials()));
-  // HealthCheckRequest: field 1 (string), when not empty.
-  std::string request_bytes;
-  if (!service.empty()) {
-    request_bytes = std::string("\x0a", 1) + static_cast<char>(service.size()) + service;
-  }
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + 10s);
-  grpc::Slice slice(request_bytes);
-  grpc::ByteBuffer request(&slice, 1), reply;
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &reply,
-                 [&](grpc::Status s) { done.set_value(std::move(s)); });
-  const grpc::Status status = done.get_future().get();
-  if (!status.ok()) return absl::StrCat("error ", status.error_code());
-  grpc::Slice all;
-  if (!reply.DumpToSingleSlice(&all).ok()) return "unreadable";
-  return std::string(reinterpret_cast<const char*>(all.begin()), all.size());
+  return HealthStatus(absl::StrCat("127.0.0.1:", port), service);
 }
 
-const std::string kServing("\x08\x01", 2);
-const std::string kNotServing("\x08\x02", 2);
 
 TEST(GrpcPort, HealthIsNotServingUntilTheCallerIsReady) {
   const v1::ServerConfig config = LoopbackConfig();
@@ -70,15 +52,15 @@ TEST(GrpcPort, HealthIsNotServingUntilTheCallerIsReady) {
   absl::StatusOr<StartedGrpcServer> started =
       StartGrpcServer(config, Plaintext(config), &coordinator);
   ASSERT_TRUE(started.ok()) << started.status();
-  EXPECT_EQ(HealthCheck(started->port, ""), kNotServing);
-  EXPECT_EQ(HealthCheck(started->port, "tinyfed.v1.Coordinator"), kNotServing);
+  EXPECT_EQ(HealthCheck(started->port, ""), "NOT_SERVING");
+  EXPECT_EQ(HealthCheck(started->port, "tinyfed.v1.Coordinator"), "NOT_SERVING");
   SetServingHealth(started->server.get(), true);
-  EXPECT_EQ(HealthCheck(started->port, ""), kServing);
-  EXPECT_EQ(HealthCheck(started->port, "tinyfed.v1.Coordinator"), kServing);
+  EXPECT_EQ(HealthCheck(started->port, ""), "SERVING");
+  EXPECT_EQ(HealthCheck(started->port, "tinyfed.v1.Coordinator"), "SERVING");
   // The hook a pause (or a drain) uses.
   SetServingHealth(started->server.get(), false);
-  EXPECT_EQ(HealthCheck(started->port, ""), kNotServing);
-  EXPECT_EQ(HealthCheck(started->port, "tinyfed.v1.Coordinator"), kNotServing);
+  EXPECT_EQ(HealthCheck(started->port, ""), "NOT_SERVING");
+  EXPECT_EQ(HealthCheck(started->port, "tinyfed.v1.Coordinator"), "NOT_SERVING");
   started->server->Shutdown();
 }
 

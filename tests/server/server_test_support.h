@@ -47,6 +47,14 @@ v1::SignedRequest Sign(const Key256& fleet_key, const v1::Update& update);
 // Recomputes update->checksum after a test edits its deltas.
 void FixChecksum(v1::Update* update);
 
+// What grpc.health.v1 Check answers for `service` ("" for the whole
+// server) at `address`: "SERVING", "NOT_SERVING", "error CODE" for a
+// failed call, or "unexpected answer". The request and the answer are
+// encoded by hand (HealthCheckRequest {service = 1}; the answer's status
+// field: SERVING = 1, NOT_SERVING = 2), so that the check does not rely
+// on the server's own health code.
+std::string HealthStatus(const std::string& address, const std::string& service);
+
 // Runs SQL on a store's file from a connection of its own, as an
 // operator's tool would (to inspect it, or to inject a failure with a
 // trigger); a failure fails the test.
