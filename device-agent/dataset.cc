@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -479,6 +480,61 @@ absl::StatusOr<std::vector<std::vector<uint32_t>>> PartitionDirichlet(
     largest->pop_back();
   }
   return shards;
+}
+
+absl::StatusOr<DriftSpec> ParseDriftSpec(const std::string& text) {
+  auto bad = [](auto... parts) {
+    return absl::InvalidArgumentError(absl::StrCat("--drift: ", parts...));
+  };
+  DriftSpec spec;
+  bool have_round = false, have_fraction = false, have_kind = false;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    const size_t eq = part.find('=');
+    if (eq == absl::string_view::npos) {
+      return bad("'", part, "' is not KEY=VALUE (round=R,fraction=F,kind=label-swap|feature-shift)");
+    }
+    const absl::string_view key = part.substr(0, eq);
+    const absl::string_view value = part.substr(eq + 1);
+    bool* seen = key == "round" ? &have_round
+                 : key == "fraction" ? &have_fraction
+                 : key == "kind" ? &have_kind
+                                 : nullptr;
+    if (seen == nullptr) return bad("unknown key '", key, "' (round, fraction, kind)");
+    if (*seen) return bad(key, " given twice");
+    *seen = true;
+    if (key == "round") {
+      if (!absl::SimpleAtoi(value, &spec.round) || spec.round < 1) {
+        return bad("round must be a round number >= 1, got '", value, "'");
+      }
+    } else if (key == "fraction") {
+      if (!absl::SimpleAtod(value, &spec.fraction) || !(spec.fraction > 0 && spec.fraction <= 1)) {
+        return bad("fraction must be in (0, 1], got '", value, "'");
+      }
+    } else if (value == "label-swap") {
+      spec.kind = DriftKind::kLabelSwap;
+    } else if (value == "feature-shift") {
+      spec.kind = DriftKind::kFeatureShift;
+    } else {
+      return bad("kind must be 'label-swap' or 'feature-shift', got '", value, "'");
+    }
+  }
+  if (!have_round) return bad("missing round (round=R,fraction=F,kind=...)");
+  if (!have_fraction) return bad("missing fraction (round=R,fraction=F,kind=...)");
+  if (!have_kind) return bad("missing kind (round=R,fraction=F,kind=...)");
+  return spec;
+}
+
+void ApplyDrift(DriftKind kind, int features, size_t count, int8_t* x, uint8_t* y) {
+  if (kind == DriftKind::kLabelSwap) {
+    for (size_t i = 0; i < count; ++i) {
+      if (y[i] <= 1) y[i] = static_cast<uint8_t>(1 - y[i]);
+    }
+    return;
+  }
+  const size_t n = count * static_cast<size_t>(features);
+  for (size_t i = 0; i < n; ++i) {
+    x[i] = static_cast<int8_t>(std::min(127, x[i] + kFeatureShiftSteps));
+  }
 }
 
 }  // namespace tinyfed::agent

@@ -112,6 +112,38 @@ absl::StatusOr<std::vector<std::vector<uint32_t>>> PartitionIid(size_t samples, 
 absl::StatusOr<std::vector<std::vector<uint32_t>>> PartitionDirichlet(
     const std::vector<uint8_t>& labels, int classes, size_t devices, double alpha, uint64_t seed);
 
+// Drift: the world changing under part of the fleet (`simulate --drift`).
+// From round `round` of a run on, a seeded `fraction` of the devices see
+// changed data, of one of two kinds:
+// - label-swap: labels of classes 0 and 1 (the first two class indices:
+//   the digits "0" and "1") are exchanged, as if the meaning of two
+//   classes moved; features are untouched.
+// - feature-shift: kFeatureShiftSteps is added to every int8 feature,
+//   saturating at 127 (the quantized range is [-127, 127]), as a sensor
+//   whose offset moved; labels are untouched.
+enum class DriftKind { kLabelSwap, kFeatureShift };
+
+// One standard deviation of a standardized feature at the default clipping
+// (4 sigma over 127 steps): large enough to move a head's decisions, small
+// enough that a retrained head can follow.
+inline constexpr int kFeatureShiftSteps = 32;
+
+struct DriftSpec {
+  uint32_t round = 0;     // >= 1
+  double fraction = 0;    // in (0, 1]
+  DriftKind kind = DriftKind::kLabelSwap;
+};
+
+// Parses "round=R,fraction=F,kind=label-swap|feature-shift" (each key once,
+// in any order, all three required). INVALID_ARGUMENT naming the part:
+// "--drift: fraction must be in (0, 1], got 1.5", "--drift: unknown key
+// 'rounds'", "--drift: missing kind", ...
+absl::StatusOr<DriftSpec> ParseDriftSpec(const std::string& text);
+
+// Applies `kind` in place to `count` samples (row-major features of
+// `features` each, and their labels). Pure; safe for concurrent use.
+void ApplyDrift(DriftKind kind, int features, size_t count, int8_t* x, uint8_t* y);
+
 }  // namespace tinyfed::agent
 
 #endif  // TINYFED_DEVICE_AGENT_DATASET_H_

@@ -60,6 +60,30 @@ ABSL_FLAG(std::string, attack, "none",
           "'scaled': --attackers of the fleet send the largest legal update with random signs "
           "and claim 2^24 samples");
 ABSL_FLAG(double, attackers, 0, "with --attack: the fraction of devices that attack, in [0, 1]");
+ABSL_FLAG(uint32_t, attack_from_round, 1,
+          "with --attack: the round of the run from which the attackers attack (honest "
+          "before it), to watch a good model meet a bad version");
+ABSL_FLAG(std::string, drift, "",
+          "round=R,fraction=F,kind=label-swap|feature-shift: from round R on, a seeded "
+          "round(F x devices) of the devices see changed data: label-swap exchanges the labels "
+          "of classes 0 and 1, feature-shift adds 32 quantization steps to every feature "
+          "(saturating). With F = 1 the test split changes too (it is the same world); with "
+          "F < 1 the test accuracy column keeps the original world");
+ABSL_FLAG(std::optional<double>, canary_fraction, std::nullopt,
+          "in-process server: the share of devices (by a hash of their id) that serve a new "
+          "version first, in (0, 1] (default 0.1)");
+ABSL_FLAG(std::optional<uint32_t>, rollout_min_devices, std::nullopt,
+          "in-process server: devices whose evaluations a candidate needs before it is "
+          "promoted or rolled back (default 5)");
+ABSL_FLAG(std::optional<double>, rollout_tolerance, std::nullopt,
+          "in-process server: how far below the serving version's fleet accuracy a candidate "
+          "may be and still be promoted, as a fraction in [0, 1] (default 0.01)");
+ABSL_FLAG(std::optional<uint32_t>, drift_window_rounds, std::nullopt,
+          "in-process server: rounds of the serving version's fleet accuracy the drift alert "
+          "looks at (default 3)");
+ABSL_FLAG(std::optional<double>, drift_margin, std::nullopt,
+          "in-process server: a drift alert is raised when that window's accuracy falls more "
+          "than this below the accuracy at promotion, in (0, 1] (default 0.05)");
 ABSL_FLAG(bool, bounded_influence, true,
           "in-process server: cap each update's weight and clip its norm (false: plain FedAvg)");
 ABSL_FLAG(std::string, fleet_key, "",
@@ -86,10 +110,16 @@ constexpr char kUsage[] =
     "--server is not given), and prints one row per round: test accuracy and test loss\n"
     "(mean cross-entropy) of the round's model on the held-out split (--test-fraction of\n"
     "every class, never trained on), bytes moved, and at the end the gap to centralized\n"
-    "float training of the same head. A CSV's first line is skipped as a header when none\n"
-    "of its fields is a number (--header=true|false decides instead). Flags that do not\n"
-    "apply to the run (--alpha with --partition iid, the in-process server's flags with\n"
-    "--server, bridge flags with simulate) are refused, not ignored.\n\n"
+    "float training of the same head. Every device also serves a deployed model: it\n"
+    "checks in every round with that model's accuracy on its own data, installs the model\n"
+    "the server's staged rollout means for it, and the row shows the serving version's\n"
+    "fleet accuracy (the server's drift window), the candidate in canary, its stage\n"
+    "(canary, promoted, rolled back), the devices holding it, and drift alerts when raised\n"
+    "and cleared (--drift changes part of the fleet's data from a round on). A CSV's\n"
+    "first line is skipped as a header when none of its fields is a number\n"
+    "(--header=true|false decides instead). Flags that do not apply to the run (--alpha\n"
+    "with --partition iid, the in-process server's flags with --server, bridge flags\n"
+    "with simulate) are refused, not ignored.\n\n"
     "bridge: relays a device's framed check-ins and updates (client-sdk/include/tinyfed/\n"
     "link.h) to the server's gRPC service and the answers back, bytes unchanged. Only\n"
     "whole frames that pass their CRC are relayed. A lost link is logged and reopened\n"
@@ -113,7 +143,8 @@ constexpr const char* kSimulateOnlyFlags[] = {
     "dataset", "label_column", "header", "delimiter", "data_dir", "test_fraction", "devices",
     "rounds", "partition", "alpha", "seed", "concurrency", "clients_per_round", "epochs",
     "batch_size", "learning_rate", "metrics_out", "plot", "progress", "attack", "attackers",
-    "bounded_influence", "fleet_key"};
+    "bounded_influence", "fleet_key", "attack_from_round", "drift", "canary_fraction",
+    "rollout_min_devices", "rollout_tolerance", "drift_window_rounds", "drift_margin"};
 constexpr const char* kBridgeOnlyFlags[] = {"device", "baud"};
 
 // absl flags are identifiers; accept the dashed spelling users expect.
@@ -215,6 +246,13 @@ int main(int argc, char** argv) {
   o.attack = absl::GetFlag(FLAGS_attack);
   o.attackers = absl::GetFlag(FLAGS_attackers);
   o.bounded_influence = absl::GetFlag(FLAGS_bounded_influence);
+  o.attack_from_round = absl::GetFlag(FLAGS_attack_from_round);
+  o.drift = absl::GetFlag(FLAGS_drift);
+  o.canary_fraction = absl::GetFlag(FLAGS_canary_fraction);
+  o.rollout_min_devices = absl::GetFlag(FLAGS_rollout_min_devices);
+  o.rollout_tolerance = absl::GetFlag(FLAGS_rollout_tolerance);
+  o.drift_window_rounds = absl::GetFlag(FLAGS_drift_window_rounds);
+  o.drift_margin = absl::GetFlag(FLAGS_drift_margin);
   if (o.concurrency == 0) o.concurrency = std::max(1u, std::thread::hardware_concurrency());
   o.clients_per_round = absl::GetFlag(FLAGS_clients_per_round);
   o.epochs = absl::GetFlag(FLAGS_epochs);

@@ -87,6 +87,19 @@ std::vector<bool> ChooseAttackers(uint32_t devices, double fraction, uint32_t se
   return attackers;
 }
 
+// Devices whose data drifts: round(fraction x devices) of them, the first
+// ones of a seeded shuffle (another stream than the attackers').
+std::vector<bool> ChooseDrifted(uint32_t devices, double fraction, uint32_t seed) {
+  std::vector<uint32_t> order(devices);
+  for (uint32_t i = 0; i < devices; ++i) order[i] = i;
+  std::mt19937_64 rng(uint64_t{seed} * 104729u + 29u);
+  std::shuffle(order.begin(), order.end(), rng);
+  const auto count = static_cast<uint32_t>(std::llround(fraction * devices));
+  std::vector<bool> drifted(devices, false);
+  for (uint32_t i = 0; i < count; ++i) drifted[order[i]] = true;
+  return drifted;
+}
+
 double CentralizedFloatAccuracy(const QuantizedSplit& data, const SimulateOptions& o) {
   FloatTwin twin(data.features, data.classes);
   FloatDataset train{data.train_real, data.train_y};
@@ -162,6 +175,11 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
       {"--batch-size", o.batch_size.has_value()},
       {"--learning-rate", o.learning_rate.has_value()},
       {"--bounded_influence=false", !o.bounded_influence},
+      {"--canary_fraction", o.canary_fraction.has_value()},
+      {"--rollout_min_devices", o.rollout_min_devices.has_value()},
+      {"--rollout_tolerance", o.rollout_tolerance.has_value()},
+      {"--drift_window_rounds", o.drift_window_rounds.has_value()},
+      {"--drift_margin", o.drift_margin.has_value()},
   };
   for (const auto& [flag, set] : in_process_only) {
     if (set && !o.server.empty()) {
@@ -197,6 +215,41 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
   if (o.attackers > 0 && std::llround(o.attackers * o.devices) == 0) {
     return bad("--attackers ", o.attackers, " of --devices ", o.devices,
                " rounds to no attacking device");
+  }
+  if (o.attack_from_round < 1) return bad("--attack_from_round must be at least 1");
+  if (o.attack_from_round != 1 && o.attack == "none") {
+    return bad("--attack_from_round ", o.attack_from_round, " goes with --attack scaled");
+  }
+  if (o.attack_from_round > o.rounds) {
+    return bad("--attack_from_round ", o.attack_from_round, " is after the last of --rounds ",
+               o.rounds);
+  }
+  if (!o.drift.empty()) {
+    absl::StatusOr<DriftSpec> drift = ParseDriftSpec(o.drift);
+    if (!drift.ok()) return drift.status();
+    if (drift->round > o.rounds) {
+      return bad("--drift: round ", drift->round, " is after the last of --rounds ", o.rounds);
+    }
+    if (std::llround(drift->fraction * o.devices) == 0) {
+      return bad("--drift: fraction ", drift->fraction, " of --devices ", o.devices,
+                 " rounds to no drifting device");
+    }
+  }
+  if (o.canary_fraction.has_value() && !(*o.canary_fraction > 0 && *o.canary_fraction <= 1)) {
+    return bad("--canary_fraction must be in (0, 1], got ", *o.canary_fraction);
+  }
+  if (o.rollout_min_devices.has_value() && *o.rollout_min_devices < 1) {
+    return bad("--rollout_min_devices must be at least 1");
+  }
+  if (o.rollout_tolerance.has_value() &&
+      !(*o.rollout_tolerance >= 0 && *o.rollout_tolerance <= 1)) {
+    return bad("--rollout_tolerance must be in [0, 1], got ", *o.rollout_tolerance);
+  }
+  if (o.drift_window_rounds.has_value() && *o.drift_window_rounds < 1) {
+    return bad("--drift_window_rounds must be at least 1");
+  }
+  if (o.drift_margin.has_value() && !(*o.drift_margin > 0 && *o.drift_margin <= 1)) {
+    return bad("--drift_margin must be in (0, 1], got ", *o.drift_margin);
   }
   if (!o.plot.empty() && o.plot == o.metrics_out) {
     return bad("--plot and --metrics-out both name ", o.plot, "; give them different files");
@@ -274,6 +327,9 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   config->set_classes(static_cast<uint32_t>(data.classes));
   config->set_train_samples(static_cast<uint32_t>(data.train_y.size()));
   config->set_test_samples(static_cast<uint32_t>(data.test_y.size()));
+  config->set_drift(o.drift);
+  config->set_attack(o.attack);
+  config->set_attackers(o.attackers);
 
   std::unique_ptr<server::InProcessServer> local;
   std::string address = o.server;
@@ -299,6 +355,13 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
       sc.mutable_influence()->set_max_update_norm(0);
       sc.mutable_influence()->set_max_norm_median_multiple(0);
     }
+    sc.mutable_rollout()->set_canary_fraction(o.canary_fraction.value_or(kDefaultCanaryFraction));
+    sc.mutable_rollout()->set_min_devices(
+        o.rollout_min_devices.value_or(kDefaultRolloutMinDevices));
+    sc.mutable_rollout()->set_tolerance(o.rollout_tolerance.value_or(kDefaultRolloutTolerance));
+    sc.mutable_drift()->set_window_rounds(
+        o.drift_window_rounds.value_or(kDefaultDriftWindowRounds));
+    sc.mutable_drift()->set_margin(o.drift_margin.value_or(kDefaultDriftMargin));
     if (!o.fleet_key_file.empty()) sc.set_fleet_key_file(o.fleet_key_file);
     server::ApplyDefaults(&sc);
     absl::StatusOr<std::unique_ptr<server::InProcessServer>> started =
@@ -324,6 +387,11 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   fleet_options.seed = o.seed;
   if (o.attack == "scaled") {
     fleet_options.attackers = ChooseAttackers(o.devices, o.attackers, o.seed);
+    fleet_options.attack_from_round = o.attack_from_round;
+  }
+  if (!o.drift.empty()) {
+    fleet_options.drift = *ParseDriftSpec(o.drift);  // validated above
+    fleet_options.drifted = ChooseDrifted(o.devices, fleet_options.drift.fraction, o.seed);
   }
   VirtualFleet fleet(&data, &*shards, channel, fleet_options);
 
@@ -351,14 +419,32 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     const auto count = std::count(fleet_options.attackers.begin(), fleet_options.attackers.end(),
                                   true);
     std::fprintf(out, "attack: %ld of %u devices declare and claim %u samples and send the "
-                      "largest delta with random signs; bounded influence %s\n\n",
-                 static_cast<long>(count), o.devices, kAttackSampleCount,
+                      "largest delta with random signs from round %u on; bounded influence %s\n\n",
+                 static_cast<long>(count), o.devices, kAttackSampleCount, o.attack_from_round,
                  o.server.empty() ? (o.bounded_influence ? "on" : "off") : "as the server has it");
+  }
+  if (!o.drift.empty()) {
+    const DriftSpec& d = fleet_options.drift;
+    const auto count = std::count(fleet_options.drifted.begin(), fleet_options.drifted.end(),
+                                  true);
+    std::fprintf(out, "drift: from round %u on, %ld of %u devices see %s%s\n\n", d.round,
+                 static_cast<long>(count), o.devices,
+                 d.kind == DriftKind::kLabelSwap
+                     ? "classes 0 and 1 with their labels swapped"
+                     : absl::StrCat("features shifted by +", kFeatureShiftSteps,
+                                    " quantization steps").c_str(),
+                 count == static_cast<long>(o.devices) ? "; so does the test split"
+                                    : "; the test split keeps the original world");
   }
   // Accuracy and loss are the model's on the held-out test split, never
   // seen in training: the header says so.
-  std::fprintf(out, "%6s %8s %13s %13s %10s %11s %13s %8s\n", "round", "version",
-               "participants", "test accuracy", "test loss", "bytes up", "bytes down", "seconds");
+  // Fleet accuracy is the serving version's on the devices' own data (the
+  // server's drift window after the round); "on cand" counts the devices
+  // holding the candidate.
+  std::fprintf(out, "%6s %8s %13s %13s %10s %9s %7s %8s %10s %-16s %7s %11s %13s %8s\n",
+               "round", "version", "participants", "test accuracy", "test loss", "fleet acc",
+               "devices", "serving", "candidate", "stage", "on cand", "bytes up", "bytes down",
+               "seconds");
   std::fflush(out);
 
   // RunRound calls the progress callback under its own lock, one call at a
@@ -366,6 +452,8 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   const bool live = o.progress && isatty(fileno(err));
   ProgressLine line(err);
   double finished_seconds = 0;
+  std::string fleet_unknown_reported;
+  std::vector<std::string> alerts_shown;
   for (uint32_t r = 1; r <= o.rounds; ++r) {
     const auto round_start = std::chrono::steady_clock::now();
     absl::StatusOr<RoundResult> result = fleet.RunRound([&](const RoundProgress& p) {
@@ -383,11 +471,47 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     finished_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count();
     if (!result.ok()) return result.status();
-    std::fprintf(out, "%6u %8u %13u %13.4f %10.4f %11llu %13llu %8.2f%s\n", result->round,
-                 result->model_version, result->participants, result->accuracy, result->loss,
-                 static_cast<unsigned long long>(result->uplink_bytes),
-                 static_cast<unsigned long long>(result->downlink_bytes), result->seconds,
-                 result->committed ? "" : "  (not committed)");
+    const FleetStatus& fleet_status = result->fleet;
+    const std::string candidate = fleet_status.candidate_version == 0
+                                      ? std::string("-")
+                                      : absl::StrCat("v", fleet_status.candidate_version);
+    if (fleet_status.known) {
+      std::fprintf(out,
+                   "%6u %8u %13u %13.4f %10.4f %9.4f %7u %8s %10s %-16s %7u %11llu %13llu %8.2f%s\n",
+                   result->round, result->model_version, result->participants, result->accuracy,
+                   result->loss, fleet_status.accuracy, fleet_status.devices,
+                   absl::StrCat("v", fleet_status.serving_version).c_str(), candidate.c_str(),
+                   fleet_status.stage.c_str(), fleet_status.devices_serving_candidate,
+                   static_cast<unsigned long long>(result->uplink_bytes),
+                   static_cast<unsigned long long>(result->downlink_bytes), result->seconds,
+                   result->committed ? "" : "  (not committed)");
+    } else {
+      if (fleet_unknown_reported.empty()) {
+        fleet_unknown_reported = fleet_status.unknown_reason;
+        std::fprintf(out, "(the fleet columns need the server's Admin service: %s)\n",
+                     fleet_unknown_reported.c_str());
+      }
+      std::fprintf(out,
+                   "%6u %8u %13u %13.4f %10.4f %9s %7s %8s %10s %-16s %7s %11llu %13llu %8.2f%s\n",
+                   result->round, result->model_version, result->participants, result->accuracy,
+                   result->loss, "-", "-", "-", "-", "-", "-",
+                   static_cast<unsigned long long>(result->uplink_bytes),
+                   static_cast<unsigned long long>(result->downlink_bytes), result->seconds,
+                   result->committed ? "" : "  (not committed)");
+    }
+    // Alerts are printed when raised and when cleared, not every round.
+    for (const std::string& a : fleet_status.alerts) {
+      if (std::find(alerts_shown.begin(), alerts_shown.end(), a) == alerts_shown.end()) {
+        std::fprintf(out, "       alert: %s\n", a.c_str());
+      }
+    }
+    for (const std::string& a : alerts_shown) {
+      if (std::find(fleet_status.alerts.begin(), fleet_status.alerts.end(), a) ==
+          fleet_status.alerts.end()) {
+        std::fprintf(out, "       cleared: %s\n", a.c_str());
+      }
+    }
+    alerts_shown = fleet_status.alerts;
     std::fflush(out);
     v1::SimulationRound* row = report.add_rounds();
     row->set_round(result->round);
@@ -398,6 +522,13 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     row->set_uplink_bytes(static_cast<uint32_t>(result->uplink_bytes));
     row->set_downlink_bytes(static_cast<uint32_t>(result->downlink_bytes));
     row->set_seconds(result->seconds);
+    row->set_fleet_accuracy(fleet_status.accuracy);
+    row->set_fleet_devices(fleet_status.devices);
+    row->set_serving_version(fleet_status.serving_version);
+    row->set_candidate_version(fleet_status.candidate_version);
+    row->set_stage(fleet_status.known ? fleet_status.stage : "");
+    for (const std::string& a : fleet_status.alerts) row->add_alerts(a);
+    row->set_devices_serving_candidate(fleet_status.devices_serving_candidate);
     report.set_final_accuracy(result->accuracy);
   }
 

@@ -22,6 +22,14 @@ inline constexpr uint32_t kDefaultClientsPerRound = 20;  // or the fleet, if sma
 inline constexpr uint32_t kDefaultEpochs = 5;
 inline constexpr uint32_t kDefaultBatchSize = 8;
 inline constexpr double kDefaultLearningRate = 0.2;
+// The in-process server's rollout and drift settings when unset: the
+// server's own defaults (server/rollout.h RolloutSettings), so a simulated
+// run behaves as a deployed server would.
+inline constexpr double kDefaultCanaryFraction = 0.1;
+inline constexpr uint32_t kDefaultRolloutMinDevices = 5;
+inline constexpr double kDefaultRolloutTolerance = 0.01;
+inline constexpr uint32_t kDefaultDriftWindowRounds = 3;
+inline constexpr double kDefaultDriftMargin = 0.05;
 
 // Options that only mean something in some runs are std::optional: unset
 // takes the default where it applies, and set where it does not is an
@@ -64,6 +72,22 @@ struct SimulateOptions {
   // update with random signs and claims 2^24 samples (virtual_fleet.h).
   std::string attack = "none";
   double attackers = 0;
+  // The run's round from which the attackers attack (honest before it), so
+  // a run shows a good model first and then a bad version on purpose.
+  uint32_t attack_from_round = 1;
+  // "" for none, or "round=R,fraction=F,kind=label-swap|feature-shift"
+  // (dataset.h ParseDriftSpec, DriftSpec): from the run's round R on, a
+  // seeded round(F x devices) of the devices see drifted data; with F = 1
+  // the held-out test split drifts too.
+  std::string drift;
+  // In-process server only: its staged rollout and drift alerts
+  // (server_config.proto RolloutPolicy, DriftPolicy); unset keeps the
+  // server's defaults (kDefault* below).
+  std::optional<double> canary_fraction;
+  std::optional<uint32_t> rollout_min_devices;
+  std::optional<double> rollout_tolerance;
+  std::optional<uint32_t> drift_window_rounds;
+  std::optional<double> drift_margin;
   // In-process server only: false sets every bounded-influence option of
   // its config to 0 (off), to show what the bounds stop.
   bool bounded_influence = true;

@@ -24,6 +24,25 @@
 // its own valid key, so the server's authentication lets it through and
 // only bounded influence stands between it and the model.
 //
+// Serving (docs/mlops.md): every device is also a serving device. It holds
+// a deployed model in a buffer of its own (TINYFED_MODEL_SIZE bytes: 1,342
+// for a 64x10 head, allocated at its first model; none before), apart from
+// the training arena it has only while it holds a task. At every check-in
+// it evaluates that model on its own labelled shard (tinyfed_model_evaluate)
+// and sends the result as its ServingState, so the server sees the whole
+// fleet's accuracy every round. Every device checks in every round: a
+// MODEL answer is decoded (tinyfed_model_decode, with the backbone spec of
+// the server's model) into a spare buffer and swapped in only when valid,
+// then the device checks in again; a TASK is trained and submitted as
+// before; an EVALUATE task is evaluated and submitted at once; a RETRY ends
+// the device's round.
+//
+// Drift (dataset.h DriftSpec): from the run's round `drift.round` on, the
+// devices marked in `drifted` read their shard through ApplyDrift, for
+// serving, evaluation and training alike; with every device drifted the
+// held-out test split drifts too (it is the same world), otherwise it
+// keeps the original world.
+//
 // A VirtualFleet requires external synchronization (one RunRound at a time).
 #ifndef TINYFED_DEVICE_AGENT_VIRTUAL_FLEET_H_
 #define TINYFED_DEVICE_AGENT_VIRTUAL_FLEET_H_
@@ -40,6 +59,7 @@
 #include "absl/status/statusor.h"
 #include "dataset.h"
 #include "tinyfed_common/fleet_keys.h"
+#include "tinyfed/v1/admin.grpc.pb.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
 
 namespace tinyfed::agent {
@@ -51,8 +71,13 @@ struct FleetOptions {
   uint64_t seed = 1;
   // How long to wait for a round to commit after the fleet is done with it.
   double round_timeout_s = 120;
-  // Devices that attack, by index (empty or false: honest).
+  // Devices that attack, by index (empty or false: honest), from the
+  // run's round attack_from_round on (honest before it).
   std::vector<bool> attackers;
+  uint32_t attack_from_round = 1;
+  // Drift: none when drift.round is 0; devices whose data drifts, by index.
+  DriftSpec drift;
+  std::vector<bool> drifted;
 };
 
 // The sample count an attacker declares and claims: the protocol's largest.
@@ -63,6 +88,28 @@ struct RoundProgress {
   uint32_t trained = 0;
   uint32_t accepted = 0;
   uint32_t rejected = 0;
+  uint32_t models = 0;     // deployed models installed
+  uint32_t evaluated = 0;  // evaluation-only tasks submitted
+};
+
+// The serving side of the fleet after a round, from the server's Admin
+// GetStatus (admin.proto ServerStatus) and the devices' own buffers.
+struct FleetStatus {
+  bool known = false;            // false: the Admin service refused or is absent
+  std::string unknown_reason;    // why, when !known
+  double accuracy = 0;           // serving_window correct / samples; 0 when empty
+  uint32_t devices = 0;          // serving_window devices
+  uint32_t serving_version = 0;
+  uint32_t candidate_version = 0;
+  // "none", "canary", "promoted vN" or "rolled back vN" (the candidate of
+  // the round before, decided at this round's close).
+  std::string stage = "none";
+  std::vector<std::string> alerts;  // "drift on v14: <the server's message>"
+  // Virtual devices holding the candidate that was in canary while the
+  // round ran (the one the round before reported), whatever the close then
+  // decided about it: a new candidate is committed at a close and reaches
+  // devices only at the next round's check-ins.
+  uint32_t devices_serving_candidate = 0;
 };
 
 struct RoundResult {
@@ -75,6 +122,10 @@ struct RoundResult {
   uint64_t uplink_bytes = 0;   // check-ins and updates, as encoded by devices
   uint64_t downlink_bytes = 0; // responses and acks, as received by devices
   double seconds = 0;
+  uint32_t models_installed = 0;   // deployed models devices swapped in
+  uint32_t models_refused = 0;     // deployed models tinyfed_model_decode refused
+  uint32_t evaluation_tasks = 0;   // evaluation-only tasks submitted and acknowledged
+  FleetStatus fleet;
 };
 
 // Accuracy and mean cross-entropy of a model version on real features.
@@ -95,15 +146,32 @@ class VirtualFleet {
 
   // The latest committed version on the server.
   absl::StatusOr<v1::ModelVersion> LatestModel();
+  // A committed version (0: the latest), from the Coordinator service.
+  absl::StatusOr<v1::ModelVersion> GetModel(uint32_t version);
 
-  // Runs one round: devices check in in a seeded random order until the
-  // server stops handing out tasks; those with a task train and submit.
-  // Then waits for the server to commit (or the timeout) and evaluates the
-  // latest version on the test split. `progress` is called from worker
-  // threads as devices finish steps.
+  // Runs one round: every device checks in, in a seeded random order, with
+  // its ServingState (and again after installing a model); those with a
+  // task train and submit. Then waits for the server to commit (or the
+  // timeout) and to open its next round, evaluates the latest version on
+  // the test split and reads the serving side (FleetStatus). `progress` is
+  // called from worker threads as devices finish steps.
   absl::StatusOr<RoundResult> RunRound(const std::function<void(const RoundProgress&)>& progress);
 
+  // The version device `device` serves, 0 for none.
+  uint32_t ServingVersion(size_t device) const { return devices_[device].version; }
+
  private:
+  // What a device keeps between rounds: its deployed model.
+  struct DeviceState {
+    uint32_t version = 0;
+    std::vector<uint32_t> model;  // TINYFED_MODEL_SIZE bytes once it has one; 4-byte aligned
+  };
+  // Device `device`'s shard, contiguous as firmware holds it, drifted when
+  // the round says so.
+  void LocalData(uint32_t device, std::vector<int8_t>* x, std::vector<uint8_t>* y) const;
+  bool Drifted(uint32_t device) const;
+  FleetStatus ReadFleetStatus(uint32_t after_round);
+
   const QuantizedSplit* data_;
   const std::vector<std::vector<uint32_t>>* shards_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -111,6 +179,13 @@ class VirtualFleet {
   std::unique_ptr<v1::Coordinator::Stub> stub_;
   FleetOptions options_;
   uint32_t rounds_run_ = 0;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+  std::vector<DeviceState> devices_;
+  uint32_t previous_candidate_ = 0;
+  // The test split as the world is now: the original, or drifted with the
+  // whole fleet.
+  std::vector<uint8_t> test_y_;
+  Eigen::MatrixXd test_real_;
 };
 
 }  // namespace tinyfed::agent
