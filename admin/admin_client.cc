@@ -69,6 +69,9 @@ absl::StatusOr<v1::ModelVersion> AdminClient::GetVersion(const v1::GetVersionReq
 absl::StatusOr<v1::RollbackResponse> AdminClient::Rollback(const v1::RollbackRequest& request) {
   return Call(&v1::Admin::Stub::Rollback, request);
 }
+absl::StatusOr<v1::PromoteResponse> AdminClient::Promote(const v1::PromoteRequest& request) {
+  return Call(&v1::Admin::Stub::Promote, request);
+}
 absl::StatusOr<v1::ServerStatus> AdminClient::Pause(const v1::PauseRequest& request) {
   return Call(&v1::Admin::Stub::Pause, request);
 }

@@ -36,6 +36,7 @@ class AdminClient {
   absl::StatusOr<v1::ListVersionsResponse> ListVersions(const v1::ListVersionsRequest& request);
   absl::StatusOr<v1::ModelVersion> GetVersion(const v1::GetVersionRequest& request);
   absl::StatusOr<v1::RollbackResponse> Rollback(const v1::RollbackRequest& request);
+  absl::StatusOr<v1::PromoteResponse> Promote(const v1::PromoteRequest& request);
   absl::StatusOr<v1::ServerStatus> Pause(const v1::PauseRequest& request);
   absl::StatusOr<v1::ServerStatus> Resume();
   absl::StatusOr<v1::ListDevicesResponse> ListDevices(const v1::ListDevicesRequest& request);

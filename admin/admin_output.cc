@@ -10,6 +10,38 @@
 
 namespace tinyfed::admin {
 
+namespace {
+
+// correct / samples to four decimals, rounded half up, in integers: the
+// sums are exact, and a double could not hold them once above 2^53.
+std::string FormatFleetAccuracy(const v1::FleetEvaluation& f) {
+  using u128 = unsigned __int128;
+  const u128 twice_samples = static_cast<u128>(f.samples()) * 2;
+  const uint64_t ten_thousandths = static_cast<uint64_t>(
+      (static_cast<u128>(f.correct()) * 20000 + f.samples()) / twice_samples);
+  return absl::StrFormat("%d.%04d", ten_thousandths / 10000, ten_thousandths % 10000);
+}
+
+std::string StageName(const v1::ModelVersion& v) {
+  if (!v.has_rollout()) return "-";
+  switch (v.rollout().stage()) {
+    case v1::ROLLOUT_STAGE_TRAINED: return "trained";
+    case v1::ROLLOUT_STAGE_CANDIDATE: return "candidate";
+    case v1::ROLLOUT_STAGE_SERVING: return "serving";
+    case v1::ROLLOUT_STAGE_RETIRED: return "retired";
+    case v1::ROLLOUT_STAGE_ROLLED_BACK: return "rolled back";
+    default: return absl::StrCat("stage ", static_cast<int>(v.rollout().stage()));
+  }
+}
+
+// "accuracy 0.9512 (1902 of 2000 samples, 12 devices)".
+std::string EvaluationSummary(const v1::FleetEvaluation& f) {
+  return absl::StrCat("accuracy ", FormatFleetAccuracy(f), " (", f.correct(), " of ", f.samples(),
+                      " samples, ", f.devices(), f.devices() == 1 ? " device)" : " devices)");
+}
+
+}  // namespace
+
 std::string FormatServerStatus(const v1::ServerStatus& status) {
   std::vector<std::pair<std::string, std::string>> lines;
   lines.emplace_back("server", absl::StrCat("tinyfed-server ", status.server_version()));
@@ -25,6 +57,25 @@ std::string FormatServerStatus(const v1::ServerStatus& status) {
   }
   lines.emplace_back("latest version", absl::StrCat(status.latest_version()));
   lines.emplace_back("serving version", absl::StrCat(status.serving_version()));
+  if (status.candidate_version() == 0) {
+    lines.emplace_back("candidate", "none");
+  } else {
+    const v1::FleetEvaluation& c = status.candidate_evaluation();
+    lines.emplace_back(
+        "candidate",
+        absl::StrCat(status.candidate_version(), " (canary: ",
+                     absl::StrFormat("%g", status.canary_fraction() * 100), "% of devices); ",
+                     c.samples() != 0 ? EvaluationSummary(c) : std::string("no evaluations yet")));
+  }
+  const v1::FleetEvaluation& w = status.serving_window();
+  lines.emplace_back("serving window", w.samples() != 0 ? EvaluationSummary(w)
+                                                        : std::string("no evaluations yet"));
+  if (status.alerts().empty()) lines.emplace_back("alerts", "none");
+  for (const v1::Alert& a : status.alerts()) {
+    lines.emplace_back("alert", absl::StrCat(a.kind(), " on version ", a.model_version(),
+                                             " since round ", a.raised_round(), " (",
+                                             FormatUnixMs(a.raised_unix_ms()), "): ", a.message()));
+  }
   lines.emplace_back("revoked devices", absl::StrCat(status.revoked_devices()));
   const v1::RoundStatus& round = status.round();
   if (round.round() == 0) {
@@ -47,24 +98,11 @@ std::string FormatServerStatus(const v1::ServerStatus& status) {
   return RenderKeyValues(lines);
 }
 
-namespace {
-
-// correct / samples to four decimals, rounded half up, in integers: the
-// sums are exact, and a double could not hold them once above 2^53.
-std::string FormatFleetAccuracy(const v1::FleetEvaluation& f) {
-  using u128 = unsigned __int128;
-  const u128 twice_samples = static_cast<u128>(f.samples()) * 2;
-  const uint64_t ten_thousandths = static_cast<uint64_t>(
-      (static_cast<u128>(f.correct()) * 20000 + f.samples()) / twice_samples);
-  return absl::StrFormat("%d.%04d", ten_thousandths / 10000, ten_thousandths % 10000);
-}
-
-}  // namespace
 
 std::string FormatVersions(const v1::ListVersionsResponse& versions) {
-  Table table({"VERSION", "PARENT", "ORIGIN", "PARTICIPANTS", "SAMPLES", "CAPPED", "CLIPPED",
-               "REJECTED", "LOSS", "FLEET ACC", "FLEET DEVICES", "COMMITTED (UTC)"});
-  for (size_t c : {0, 1, 3, 4, 5, 6, 7, 8, 9, 10}) table.AlignRight(c);
+  Table table({"VERSION", "PARENT", "ORIGIN", "STAGE", "PARTICIPANTS", "SAMPLES", "CAPPED",
+               "CLIPPED", "REJECTED", "LOSS", "FLEET ACC", "FLEET DEVICES", "COMMITTED (UTC)"});
+  for (size_t c : {0, 1, 4, 5, 6, 7, 8, 9, 10, 11}) table.AlignRight(c);
   for (const v1::ModelVersion& v : versions.versions()) {
     std::string origin;
     if (v.restored_from() != 0) {
@@ -79,7 +117,7 @@ std::string FormatVersions(const v1::ListVersionsResponse& versions) {
     const bool evaluated = v.has_fleet_evaluation() && f.samples() != 0;
     table.AddRow({absl::StrCat(v.version()),
                   v.parent_version() == 0 ? "-" : absl::StrCat(v.parent_version()), origin,
-                  absl::StrCat(m.participants()), absl::StrCat(m.samples()),
+                  StageName(v), absl::StrCat(m.participants()), absl::StrCat(m.samples()),
                   absl::StrCat(m.capped_updates()), absl::StrCat(m.clipped_updates()),
                   absl::StrCat(m.rejected_updates()),
                   m.participants() == 0 ? "-" : FormatQ16(m.mean_local_loss_q16()),
@@ -99,6 +137,14 @@ std::string FormatRollback(const v1::RollbackRequest& request,
   if (response.abandoned_round() != 0) {
     absl::StrAppend(&line, "; abandoned round ", response.abandoned_round());
   }
+  return line + "\n";
+}
+
+std::string FormatPromote(const v1::PromoteResponse& response) {
+  const v1::ModelVersion& v = response.version();
+  std::string line = absl::StrCat("version ", v.version(), " now serves every device (was version ",
+                                  response.previous_serving(), ")");
+  if (!v.rollout().reason().empty()) absl::StrAppend(&line, ": ", v.rollout().reason());
   return line + "\n";
 }
 

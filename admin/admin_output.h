@@ -11,12 +11,18 @@
 namespace tinyfed::admin {
 
 // status, pause and resume: the server, its versions, whether it is
-// paused (since when, by whom), and the round (number, base version,
-// tasks, accepted of target, deadline and time left).
+// paused (since when, by whom), the staged rollout (the candidate with
+// the canary's share of devices and its evaluations so far, the serving
+// version's accuracy over the drift window, one "alert" line per active
+// alert, or "alerts: none") and the round (number, base version, tasks,
+// accepted of target, deadline and time left). Accuracies are correct /
+// samples to four decimals, rounded half up, from the exact sums.
 std::string FormatServerStatus(const v1::ServerStatus& status);
 
 // versions: one row per version, newest first, with columns VERSION,
-// PARENT, ORIGIN ("initial", "round R" or "rollback to N"), PARTICIPANTS,
+// PARENT, ORIGIN ("initial", "round R" or "rollback to N"), STAGE (the
+// rollout stage: "trained", "candidate", "serving", "retired" or "rolled
+// back"; "-" from a server that does not say), PARTICIPANTS,
 // SAMPLES, CAPPED, CLIPPED, REJECTED, LOSS (the mean local loss), FLEET
 // ACC (the federated accuracy: correct / samples of the devices'
 // evaluations, four decimals, rounded half up), FLEET DEVICES (the
@@ -27,6 +33,10 @@ std::string FormatVersions(const v1::ListVersionsResponse& versions);
 // rollback: one line naming the new version, the version it restores and
 // the abandoned round.
 std::string FormatRollback(const v1::RollbackRequest& request, const v1::RollbackResponse& response);
+
+// promote: one line naming the version now serving, the one it replaced,
+// and the reason the server recorded.
+std::string FormatPromote(const v1::PromoteResponse& response);
 
 // devices: the seen devices (DEVICE, LAST TASK, LAST ROUND, TASKS,
 // UPDATES, REVOKED), then the revoked ones (DEVICE, REVOKED AT).

@@ -17,6 +17,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/time/time.h"
 #include "admin_client.h"
 #include "admin_output.h"
@@ -49,7 +50,7 @@ ABSL_FLAG(uint32_t, limit, 0,
           "versions, devices, audit: at most this many rows (default: the server's, 100)");
 ABSL_FLAG(uint32_t, to, 0, "rollback: the version to roll back to");
 ABSL_FLAG(std::string, reason, "",
-          "rollback, pause, revoke: why, for the audit log (at most 200 bytes)");
+          "rollback, promote, pause, revoke: why, for the audit log (at most 200 bytes)");
 ABSL_FLAG(int64_t, before, 0, "audit: list records with an id below this one (paging)");
 // Abseil owns --version (the program's version), so export's `--version N`
 // is rewritten to this flag before parsing (ExportVersionFlag below).
@@ -70,10 +71,11 @@ constexpr char kUsage[] =
     "the operator's tool for a tinyfed fleet.\n\n"
     "  tinyfed-admin COMMAND [flags]      (tinyfed-admin COMMAND --help for more)\n\n"
     "Over the server's Admin service:\n"
-    "  status                   the round, the latest and serving versions, paused or not\n"
-    "  versions                 model versions with lineage and round metrics\n"
+    "  status                   the round, the serving and candidate versions, alerts\n"
+    "  versions                 model versions with lineage, rollout stage and metrics\n"
     "  export --version N --format proto|json|c   a version, or a C header for firmware\n"
     "  rollback --to N          commit a new version equal to version N\n"
+    "  promote N                serve version N to every device now\n"
     "  pause                    open no new rounds (the open one still closes)\n"
     "  resume                   open rounds again\n"
     "  devices                  devices recently handed a task, and the revoked ones\n"
@@ -198,7 +200,10 @@ const std::vector<ServerCommand>& ServerCommands() {
        "shows what the server is doing.\n\n"
        "  tinyfed-admin status [--json]\n\n"
        "The round (number, base version, tasks issued, updates accepted of the target,\n"
-       "deadline), the latest and serving versions, and whether rounds are paused.",
+       "deadline), the latest and serving versions, whether rounds are paused, the\n"
+       "candidate in canary with its share of devices and the fleet's evaluations of it\n"
+       "so far, the serving version's accuracy over the drift window, and the alerts\n"
+       "raised (a drift alert clears when a later version is promoted).",
        {}, 0, nullptr,
        [](const Invocation& call) {
          return PrintResponse(call, call.client->GetStatus(), admin::FormatServerStatus);
@@ -207,8 +212,9 @@ const std::vector<ServerCommand>& ServerCommands() {
        "lists model versions with their lineage, newest first.\n\n"
        "  tinyfed-admin versions [--newest N] [--limit N] [--json]\n\n"
        "Each version's parent, origin (its round, or the version a rollback restored),\n"
-       "participants, samples, capped/clipped/rejected updates, mean local loss and\n"
-       "commit time. --newest N starts the list at version N (default: the latest);\n"
+       "rollout stage (trained, candidate, serving, retired, rolled back), participants,\n"
+       "samples, capped/clipped/rejected updates, mean local loss, the fleet's accuracy\n"
+       "from the devices' evaluations, and commit time. --newest N starts the list at version N (default: the latest);\n"
        "--limit N lists at most N (default 100, at most 1000).",
        {"newest", "limit"}, 0, nullptr,
        [](const Invocation& call) {
@@ -243,6 +249,23 @@ const std::vector<ServerCommand>& ServerCommands() {
                               [&](const v1::RollbackResponse& r) {
                                 return admin::FormatRollback(request, r);
                               });
+       }},
+      {"promote",
+       "serves a committed version to every device at once.\n\n"
+       "  tinyfed-admin promote N [--reason TEXT] [--json]\n\n"
+       "Version N becomes the serving version for every device, without a canary (the\n"
+       "operator decided); a candidate in canary other than N is rolled back. Training\n"
+       "goes on from the latest version. Drift alerts clear, and N's accuracy at\n"
+       "promotion is taken from its first full drift window. Recorded in the audit log.",
+       {"reason"}, 1, "N",
+       [](const Invocation& call) {
+         v1::PromoteRequest request;
+         // Checked before the call (ServerCommandUsageError).
+         uint32_t version = 0;
+         (void)absl::SimpleAtoi(call.args[0], &version);
+         request.set_version(version);
+         request.set_reason(absl::GetFlag(FLAGS_reason));
+         return PrintResponse(call, call.client->Promote(request), admin::FormatPromote);
        }},
       {"pause",
        "stops the server from opening rounds.\n\n"
@@ -292,7 +315,7 @@ const std::vector<ServerCommand>& ServerCommands() {
       {"audit",
        "lists the admin actions that changed something, newest first.\n\n"
        "  tinyfed-admin audit [--limit N] [--before ID] [--json]\n\n"
-       "Rollbacks, pauses, resumes and revocations, each with who made it (token:NAME,\n"
+       "Rollbacks, promotions, pauses, resumes and revocations, each with who made it (token:NAME,\n"
        "cert:SUBJECT or loopback:ADDRESS) and when. --limit N lists at most N (default\n"
        "100, at most 1000); --before ID lists older records than ID (the next page).",
        {"limit", "before"}, 0, nullptr,
@@ -415,6 +438,12 @@ std::string ServerCommandUsageError(const ServerCommand& command,
     }
   }
   if (name == "rollback" && absl::GetFlag(FLAGS_to) == 0) return "rollback: missing --to N";
+  if (name == "promote") {
+    uint32_t version = 0;
+    if (!absl::SimpleAtoi(args[0], &version) || version == 0) {
+      return absl::StrCat("promote: N must be a version number >= 1, got '", args[0], "'");
+    }
+  }
   return "";
 }
 

@@ -161,6 +161,12 @@ void DurationHistogram::AppendText(absl::string_view name, absl::string_view hel
 ServerMetrics::ServerMetrics()
     : ack_latency(kAckLatencyBounds), round_duration(kRoundDurationBounds) {}
 
+void ServerMetrics::SetRollout(uint32_t serving_version, uint32_t candidate_version,
+                               size_t alerts, const EvaluationSums& serving_window) {
+  absl::MutexLock lock(&rollout_mu_);
+  rollout_ = Rollout{true, serving_version, candidate_version, alerts, serving_window};
+}
+
 std::string ServerMetrics::Render(const RoundSnapshot& round,
                                   const VersionEvaluation* fleet) const {
   std::string out;
@@ -211,12 +217,37 @@ std::string ServerMetrics::Render(const RoundSnapshot& round,
               static_cast<double>(round.time_left_ms) / 1e3, &out);
   AppendGauge("tinyfed_model_latest_version", "the latest committed model version",
               round.latest_version, &out);
-  // Devices get the latest version at check-in until staged rollout
-  // exists; the gauge is its own so dashboards need not change then.
-  AppendGauge("tinyfed_model_serving_version", "the model version devices are given",
-              round.latest_version, &out);
-
+  Rollout rollout;
+  {
+    absl::MutexLock lock(&rollout_mu_);
+    rollout = rollout_;
+  }
   const double kNaN = std::numeric_limits<double>::quiet_NaN();
+  AppendGauge("tinyfed_model_serving_version",
+              "the model version devices serve, every device not in a candidate's canary",
+              rollout.set ? rollout.serving : round.latest_version, &out);
+  AppendGauge("tinyfed_model_candidate_version",
+              "the version in canary awaiting promotion or rollback (0: none)", rollout.candidate,
+              &out);
+  AppendGauge("tinyfed_drift_alert",
+              "active alerts: the serving version's accuracy over the drift window fell more "
+              "than the margin below its accuracy at promotion (0: none)",
+              static_cast<double>(rollout.alerts), &out);
+  const EvaluationSums& w = rollout.window;
+  AppendGauge("tinyfed_serving_window_devices",
+              "device reports of the serving version in the drift window (each device once per "
+              "round)", w.devices, &out);
+  AppendGauge("tinyfed_serving_window_samples",
+              "labelled samples of those reports", static_cast<double>(w.samples), &out);
+  AppendGauge("tinyfed_serving_window_correct",
+              "correctly classified samples of those reports", static_cast<double>(w.correct),
+              &out);
+  AppendGauge("tinyfed_serving_window_accuracy_ratio",
+              "the serving version's accuracy over the drift window: correct / samples",
+              w.samples != 0 ? static_cast<double>(w.correct) / static_cast<double>(w.samples)
+                             : kNaN,
+              &out);
+
   const v1::FleetEvaluation none;
   const v1::FleetEvaluation& f = fleet != nullptr ? fleet->fleet : none;
   AppendGauge("tinyfed_model_fleet_evaluated_version",

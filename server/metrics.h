@@ -25,8 +25,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "rollout.h"
 
 namespace tinyfed::server {
 
@@ -102,6 +105,20 @@ class ServerMetrics {
   // are not observed (they last their deadline by definition).
   DurationHistogram round_duration;
 
+  // The staged rollout as the RoundManager last decided it: the serving
+  // version, the candidate (0: none), the number of active alerts, and
+  // the serving version's evaluations over the drift window. Call it
+  // whenever one changes (at start, at each round close, on a promotion
+  // by hand); Render() writes them as tinyfed_model_serving_version,
+  // tinyfed_model_candidate_version, tinyfed_drift_alert and
+  // tinyfed_serving_window_{devices,samples,correct,accuracy_ratio}.
+  // Until the first call the serving version is the round's latest
+  // version, as it was before staged rollout, and the rest are 0 (the
+  // accuracy NaN). The four values are taken and read together, so a
+  // scrape never mixes two calls.
+  void SetRollout(uint32_t serving_version, uint32_t candidate_version, size_t alerts,
+                  const EvaluationSums& serving_window);
+
   // The exposition text of every metric, with the gauges of `round` and
   // those of `fleet`: the store's LatestFleetEvaluation, the newest
   // version devices have evaluated. Without one (null: none yet, or the
@@ -109,6 +126,18 @@ class ServerMetrics {
   // counts as 0 and the accuracy and loss as NaN, so that their series
   // exist from the first scrape.
   std::string Render(const RoundSnapshot& round, const VersionEvaluation* fleet = nullptr) const;
+
+ private:
+  struct Rollout {
+    bool set = false;
+    uint32_t serving = 0;
+    uint32_t candidate = 0;
+    size_t alerts = 0;
+    EvaluationSums window;
+  };
+  // Not on the request path: written a few times per round.
+  mutable absl::Mutex rollout_mu_;
+  Rollout rollout_ ABSL_GUARDED_BY(rollout_mu_);
 };
 
 // Exposition-format pieces, exposed for tests. A value is written as

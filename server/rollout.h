@@ -12,7 +12,7 @@
 // and an alert is raised again if the drift persists.
 //
 // Arithmetic: accuracies are compared exactly as fractions of integers
-// (128-bit cross-multiplication); tolerance and margin are taken in
+// (128-bit, by Euclid's steps, so no sum is too large); tolerance and margin are taken in
 // millionths of accuracy (rounded to the nearest), so no float rounding
 // can decide a promotion one way on one machine and the other on another.
 //

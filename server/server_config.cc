@@ -9,6 +9,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "head.h"
+#include "rollout.h"
 #include "tls_credentials.h"
 #include "tinyfed_common/host_numerics.h"
 
@@ -133,6 +134,19 @@ void ApplyDefaults(v1::ServerConfig* c) {
   if (!k->has_device_burst()) k->set_device_burst(10);
   if (!k->has_exempt_loopback()) k->set_exempt_loopback(true);
   if (!k->has_max_tracked()) k->set_max_tracked(65536);
+  // Staged rollout, drift and evaluation-only tasks (rollout.h's
+  // RolloutSettings holds the same numbers).
+  v1::RolloutPolicy* ro = c->mutable_rollout();
+  if (!ro->has_enabled()) ro->set_enabled(true);
+  if (!ro->has_canary_fraction()) ro->set_canary_fraction(0.1);
+  if (!ro->has_min_devices()) ro->set_min_devices(5);
+  if (!ro->has_tolerance()) ro->set_tolerance(0.01);
+  v1::DriftPolicy* d = c->mutable_drift();
+  if (!d->has_window_rounds()) d->set_window_rounds(3);
+  if (!d->has_margin()) d->set_margin(0.05);
+  if (!d->has_min_devices()) d->set_min_devices(5);
+  v1::EvaluationPolicy* e = c->mutable_evaluation();
+  if (!e->has_tasks_per_round()) e->set_tasks_per_round(32);
 }
 
 absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
@@ -279,6 +293,7 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
                  "] must be a common name of 1 to 64 bytes without control characters");
     }
   }
+  if (absl::StatusOr<RolloutSettings> r = RolloutSettingsFromConfig(c); !r.ok()) return r.status();
   return absl::OkStatus();
 }
 

@@ -39,7 +39,8 @@ void ApplyDefaults(v1::ServerConfig* config);
 // must be HOST:PORT like listen, on another port (unless either is 0);
 // admin.certificate_names needs tls.client_ca_file, and each name is 1 to
 // 64 bytes without control characters. admin.token_file is read, and
-// judged, by AdminAuthorizer::Create.
+// judged, by AdminAuthorizer::Create. rollout, drift and evaluation are
+// judged by RolloutSettingsFromConfig (rollout.h), with its messages.
 absl::Status ValidateServerConfig(const v1::ServerConfig& config);
 
 // The head spec (wire form) the configuration describes.

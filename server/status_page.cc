@@ -25,6 +25,8 @@ h2 { font-size: 1.05rem; margin: 1.6rem 0 .6rem; font-weight: 600; }
 .muted { color: #6b6f76; font-size: .9rem; }
 .banner { margin-top: 1rem; padding: .7rem 1rem; border-radius: 6px; }
 .paused, .warning { background: #fdf3d8; border: 1px solid #e2bf5c; }
+.alert { background: #fbe4de; border: 1px solid #d98b76; }
+.alert ul { margin: .3rem 0 0; padding-left: 1.2rem; }
 .cards { display: flex; flex-wrap: wrap; gap: .8rem; }
 .card { background: #fff; border: 1px solid #e1e1da; border-radius: 6px;
         padding: .6rem .9rem; min-width: 9rem; }
@@ -46,10 +48,11 @@ table { border-collapse: collapse; width: 100%; background: #fff;
 th, td { padding: .35rem .6rem; border-bottom: 1px solid #ecece6; text-align: right;
          font-variant-numeric: tabular-nums; white-space: nowrap; }
 th { background: #f0f0eb; font-weight: 600; }
-th:nth-child(3), td:nth-child(3) { text-align: left; }
+th:nth-child(3), td:nth-child(3), th:nth-child(4), td:nth-child(4) { text-align: left; }
 tr.restored td { background: #f6f2fb; }
 .tag { font-size: .75rem; border: 1px solid #9db4cf; color: #3b6ea5; border-radius: 3px;
        padding: 0 .3em; margin-left: .4em; }
+.tag.candidate { border-color: #d2b06a; color: #8a6414; }
 footer { margin-top: 1.5rem; }
 )css";
 
@@ -97,6 +100,35 @@ double FleetAccuracyOf(const v1::ModelVersion& v) {
 double FleetLossOf(const v1::ModelVersion& v) {
   return static_cast<double>(v.fleet_evaluation().loss_sum_q16()) / 65536.0 /
          static_cast<double>(v.fleet_evaluation().samples());
+}
+
+// correct / samples to four decimals, rounded half up, from the exact
+// sums (a double would lose their last units above 2^53).
+std::string ExactAccuracy(const v1::FleetEvaluation& f) {
+  using u128 = unsigned __int128;
+  const uint64_t ten_thousandths = static_cast<uint64_t>(
+      (static_cast<u128>(f.correct()) * 20000 + f.samples()) / (static_cast<u128>(f.samples()) * 2));
+  return absl::StrFormat("%d.%04d", ten_thousandths / 10000, ten_thousandths % 10000);
+}
+
+// "0.9480 <muted>(4321 of 4558 samples, 40 devices)</muted>", or a dash.
+std::string EvaluationCell(const v1::FleetEvaluation& f) {
+  if (f.samples() == 0) return "\xE2\x80\x94";
+  return absl::StrCat(ExactAccuracy(f), " <span class=\"muted\">(", f.correct(), " of ",
+                      f.samples(), " samples, ", f.devices(),
+                      f.devices() == 1 ? " device)</span>" : " devices)</span>");
+}
+
+std::string StageOf(const v1::ModelVersion& v) {
+  if (!v.has_rollout()) return "\xE2\x80\x94";
+  switch (v.rollout().stage()) {
+    case v1::ROLLOUT_STAGE_TRAINED: return "trained";
+    case v1::ROLLOUT_STAGE_CANDIDATE: return "candidate";
+    case v1::ROLLOUT_STAGE_SERVING: return "serving";
+    case v1::ROLLOUT_STAGE_RETIRED: return "retired";
+    case v1::ROLLOUT_STAGE_ROLLED_BACK: return "rolled back";
+    default: return absl::StrCat("stage ", static_cast<int>(v.rollout().stage()));
+  }
 }
 
 // The initial version and rollbacks aggregated no round: no loss of their own.
@@ -244,6 +276,41 @@ void AppendRound(const v1::ServerStatus& status, std::string* out) {
   absl::StrAppend(out, "</div></section>");
 }
 
+// The staged rollout: the serving version's accuracy over the drift
+// window, and the candidate with the share of devices that serve it.
+void AppendRollout(const v1::ServerStatus& status, std::string* out) {
+  absl::StrAppend(out, "<section id=\"rollout\"><h2>Rollout</h2><div class=\"cards\">");
+  AppendCard("Serving accuracy (drift window)", EvaluationCell(status.serving_window()), out);
+  if (status.candidate_version() == 0) {
+    AppendCard("Candidate", "none", out);
+  } else {
+    AppendCard("Candidate",
+               absl::StrCat("v", status.candidate_version(), " <span class=\"muted\">canary ",
+                            absl::StrFormat("%g", status.canary_fraction() * 100),
+                            "% of devices</span>"),
+               out);
+    AppendCard("Candidate accuracy", EvaluationCell(status.candidate_evaluation()), out);
+  }
+  absl::StrAppend(out, "</div></section>");
+}
+
+// Drift alerts, the page's most urgent news: first after the header, and
+// role="alert" so that assistive technology announces it.
+void AppendAlerts(const v1::ServerStatus& status, std::string* out) {
+  if (status.alerts().empty()) return;
+  absl::StrAppend(out, "<div class=\"banner alert\" id=\"alerts\" role=\"alert\"><strong>",
+                  status.alerts_size() == 1 ? "Alert" : "Alerts",
+                  "</strong> <span class=\"muted\">training and rollout go on; a later "
+                  "promoted version clears a drift alert</span><ul>");
+  for (const v1::Alert& a : status.alerts()) {
+    absl::StrAppend(out, "<li data-kind=\"", EscapeHtml(a.kind()), "\" data-version=\"",
+                    a.model_version(), "\"><strong>", EscapeHtml(a.kind()), " on v",
+                    a.model_version(), "</strong> since round ", a.raised_round(), " (",
+                    FormatUtc(a.raised_unix_ms()), " UTC): ", EscapeHtml(a.message()), "</li>");
+  }
+  absl::StrAppend(out, "</ul></div>");
+}
+
 void AppendPlots(const std::vector<v1::ModelVersion>& newest_first, std::string* out) {
   absl::StrAppend(out, "<section id=\"plots\"><h2>Per version</h2>");
   if (newest_first.empty()) {
@@ -332,7 +399,7 @@ void AppendVersionsTable(const v1::ServerStatus& status,
   }
   absl::StrAppend(out,
                   "<table><thead><tr><th>Version</th><th>Parent</th><th>From</th>"
-                  "<th>Participants</th><th>Samples</th><th>Clipped / capped</th>"
+                  "<th>Stage</th><th>Participants</th><th>Samples</th><th>Clipped / capped</th>"
                   "<th>Rejected</th><th>Mean local loss</th><th>Fleet accuracy</th>"
                   "<th>Committed (UTC)</th></tr>"
                   "</thead><tbody>");
@@ -343,9 +410,12 @@ void AppendVersionsTable(const v1::ServerStatus& status,
         out, "<tr data-version=\"", v.version(), "\"", restored ? " class=\"restored\"" : "",
         "><td>v", v.version(),
         v.version() == status.serving_version() ? "<span class=\"tag\">serving</span>" : "",
+        v.version() == status.candidate_version() && v.version() != 0
+            ? "<span class=\"tag candidate\">candidate</span>"
+            : "",
         "</td><td>", v.parent_version() == 0 ? std::string("\xE2\x80\x94")
                                              : absl::StrCat("v", v.parent_version()),
-        "</td><td>", OriginOf(v), "</td><td>", m.participants(), "</td><td>", m.samples(),
+        "</td><td>", OriginOf(v), "</td><td>", StageOf(v), "</td><td>", m.participants(), "</td><td>", m.samples(),
         "</td><td>", m.clipped_updates(), " / ", m.capped_updates(), "</td><td>",
         m.rejected_updates(), "</td><td>",
         TrainedInRound(v) ? absl::StrFormat("%.4f", LossOf(v)) : std::string("\xE2\x80\x94"),
@@ -408,7 +478,9 @@ std::string RenderStatusPage(const v1::ServerStatus& status,
                     ": no new round opens; updates for tasks already handed out are still "
                     "taken. <span class=\"muted\">tinyfed-admin resume</span></div>");
   }
+  AppendAlerts(status, &body);
   AppendRound(status, &body);
+  AppendRollout(status, &body);
   AppendPlots(versions, &body);
   AppendVersionsTable(status, versions, &body);
   absl::StrAppend(&body,

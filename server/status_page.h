@@ -1,6 +1,9 @@
 // The operator's status page, served at / of the metrics port
-// (metrics_http.h): the open round, the latest and serving versions, a
-// plot per version and the versions table, as one HTML document that
+// (metrics_http.h): a banner for each active alert (drift), the open
+// round, the latest and serving versions, the rollout (the serving
+// version's accuracy over the drift window, the candidate, its canary
+// share and its evaluations so far), a plot per version and the versions
+// table with each version's rollout stage, as one HTML document that
 // needs nothing else to show. No script, font, style sheet or image is
 // loaded from anywhere (the plots are inline SVG, the style an inline
 // <style>), so the page works offline, without JavaScript, and under the
@@ -8,7 +11,7 @@
 // itself every kStatusPageRefreshSeconds.
 //
 // Every string from the status (the actor who paused, the version
-// string) is escaped: it is shown as text, never read as markup.
+// string, an alert's kind and message) is escaped: it is shown as text, never read as markup.
 //
 // Plot marks for readers other than people (the browser test): each
 // point is an SVG <circle class="point" data-series="S"
@@ -20,7 +23,10 @@
 // series have one per version with a fleet_evaluation of at least one
 // sample (devices evaluate the version they train from, so the newest
 // version has none until a round trains from it). Table rows are
-// <tr data-version="V">.
+// <tr data-version="V">. The alerts banner is <div id="alerts"
+// role="alert">, one <li data-kind="K" data-version="V"> per alert, and
+// absent when there is none; the rollout section is <section
+// id="rollout">.
 //
 // Pure functions of their arguments; safe for concurrent use.
 #ifndef TINYFED_SERVER_STATUS_PAGE_H_

@@ -96,14 +96,14 @@ TEST(AdminOutputTest, VersionsShowLineageAndMetrics) {
   initial->mutable_fleet_evaluation()->set_correct(200);
   initial->mutable_fleet_evaluation()->set_loss_sum_q16(300 * 65536);
   EXPECT_EQ(FormatVersions(response),
-            "VERSION  PARENT  ORIGIN         PARTICIPANTS  SAMPLES  CAPPED  CLIPPED  REJECTED  "
-            "  LOSS  FLEET ACC  FLEET DEVICES  COMMITTED (UTC)\n"
-            "      4       3  rollback to 2             0        0       0        0         0  "
-            "     -          -              -  2024-05-01T12:34:56Z\n"
-            "      3       2  round 2                  12     3400       0        1         0  "
-            "1.5000          -              -  -\n"
-            "      1       -  initial                   0        0       0        0         0  "
-            "     -     0.6667              3  -\n");
+            "VERSION  PARENT  ORIGIN         STAGE  PARTICIPANTS  SAMPLES  CAPPED  CLIPPED  "
+            "REJECTED    LOSS  FLEET ACC  FLEET DEVICES  COMMITTED (UTC)\n"
+            "      4       3  rollback to 2  -                 0        0       0        0  "
+            "       0       -          -              -  2024-05-01T12:34:56Z\n"
+            "      3       2  round 2        -                12     3400       0        1  "
+            "       0  1.5000          -              -  -\n"
+            "      1       -  initial        -                 0        0       0        0  "
+            "       0       -     0.6667              3  -\n");
 }
 
 // The FLEET ACC cell of a one-version table whose fleet evaluation has
