@@ -111,8 +111,19 @@ absl::StatusOr<v1::ServerStatus> AdminService::Status() const {
   round->set_time_left_ms(snapshot.time_left_ms);
   round->set_rejected(snapshot.rejected);
   status.set_latest_version(snapshot.latest_version);
-  // Until staged rollout exists, devices run the latest version.
-  status.set_serving_version(snapshot.latest_version);
+  const RolloutSnapshot rollout = manager_->Rollout();
+  status.set_serving_version(rollout.state.serving_version);
+  status.set_candidate_version(rollout.state.candidate_version);
+  if (rollout.state.candidate_version != 0) {
+    absl::StatusOr<v1::FleetEvaluation> candidate =
+        store_->FleetEvaluationOf(rollout.state.candidate_version);
+    if (absl::IsOutOfRange(candidate.status())) return candidate.status();
+    if (!candidate.ok()) return StoreError(candidate.status(), "sum the candidate's evaluations");
+    *status.mutable_candidate_evaluation() = std::move(*candidate);
+  }
+  *status.mutable_serving_window() = rollout.serving_window;
+  for (const v1::Alert& alert : rollout.alerts) *status.add_alerts() = alert;
+  status.set_canary_fraction(rollout.canary_fraction);
   status.set_paused(pause.paused);
   if (pause.paused) {
     status.set_paused_since_unix_ms(pause.since_unix_ms);
@@ -188,7 +199,10 @@ grpc::ServerUnaryReactor* AdminService::GetVersion(grpc::CallbackServerContext* 
                                                    const v1::GetVersionRequest* request,
                                                    v1::ModelVersion* response) {
   return Serve(context, "GetVersion", [&](const std::string&) -> absl::Status {
-    absl::StatusOr<v1::ModelVersion> version = manager_->GetModel(request->version());
+    // From the store, with its Rollout; 0 is the latest, as for devices.
+    const uint32_t wanted =
+        request->version() != 0 ? request->version() : manager_->Snapshot().latest_version;
+    absl::StatusOr<v1::ModelVersion> version = store_->GetVersion(wanted);
     if (!version.ok()) {
       return absl::IsNotFound(version.status())
                  ? version.status()
@@ -213,6 +227,24 @@ grpc::ServerUnaryReactor* AdminService::Rollback(grpc::CallbackServerContext* co
     *response->mutable_version() = std::move(result->version);
     ClearWeights(response->mutable_version());
     response->set_abandoned_round(result->abandoned_round);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::Promote(grpc::CallbackServerContext* context,
+                                                const v1::PromoteRequest* request,
+                                                v1::PromoteResponse* response) {
+  return Serve(context, "Promote", [&](const std::string& actor) -> absl::Status {
+    if (request->version() == 0) {
+      return absl::InvalidArgumentError("version must name a committed version (>= 1)");
+    }
+    if (absl::Status s = CheckReason(request->reason()); !s.ok()) return s;
+    absl::StatusOr<RoundManager::PromoteResult> result = manager_->Promote(
+        request->version(), Audit(*clock_, actor, "promote", request->reason()));
+    if (!result.ok()) return ChangeError(result.status(), "record the promotion");
+    *response->mutable_version() = std::move(result->version);
+    ClearWeights(response->mutable_version());
+    response->set_previous_serving(result->previous_serving);
     return absl::OkStatus();
   });
 }

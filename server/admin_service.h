@@ -7,13 +7,16 @@
 // address, and changes nothing); the request's fields are checked
 // (INVALID_ARGUMENT naming the field: limits beyond their stated maximum,
 // a reason above 200 bytes or holding a control character, a device id
-// that ValidateDeviceId refuses, version 0 for Rollback); then it acts.
+// that ValidateDeviceId refuses, version 0 for Rollback and Promote); then
+// it acts. GetStatus fills the rollout (serving and candidate versions,
+// the candidate's evaluations, the serving window, alerts) from the
+// RoundManager and the store; GetVersion reads the store, Rollout filled.
 // The store's read and write errors answer UNAVAILABLE (nothing changed);
 // NOT_FOUND and FAILED_PRECONDITION come from the RoundManager and the
 // store as admin.proto states.
 //
-// Every change (Rollback, Pause, Resume, RevokeDevice) is logged with its
-// actor, never a token (rollback, pause and resume by the RoundManager,
+// Every change (Rollback, Promote, Pause, Resume, RevokeDevice) is logged with its
+// actor, never a token (rollback, promote, pause and resume by the RoundManager,
 // revocations here), and written to the store's audit log by the
 // RoundManager or the DeviceAuthenticator in the change's own transaction. After a Pause or Resume the health hook is called with
 // whether the server now takes new rounds (tinyfed-server turns it into
@@ -91,6 +94,9 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* context,
                                      const v1::RollbackRequest* request,
                                      v1::RollbackResponse* response) override;
+  grpc::ServerUnaryReactor* Promote(grpc::CallbackServerContext* context,
+                                    const v1::PromoteRequest* request,
+                                    v1::PromoteResponse* response) override;
   grpc::ServerUnaryReactor* Pause(grpc::CallbackServerContext* context,
                                   const v1::PauseRequest* request,
                                   v1::ServerStatus* response) override;

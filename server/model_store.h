@@ -1,7 +1,8 @@
 // Durable state of the server: model versions with their lineage, rounds,
 // the tasks handed out in a round and the updates accepted in it, the
-// devices' evaluations of the versions (federated evaluation), and the
-// devices whose keys are revoked.
+// devices' evaluations of the versions (federated evaluation), where each
+// version stands in the staged rollout (the serving and candidate versions,
+// each version's v1::Rollout), and the devices whose keys are revoked.
 //
 // Writes are durable when they complete: synchronous calls return after
 // their transaction commits; AppendTask/AppendUpdate queue the record and
@@ -104,6 +105,25 @@ struct Revocation {
   int64_t revoked_unix_ms = 0;
 };
 
+// The staged rollout as stored (rollout.h's RolloutController decides it).
+// Exactly one version serves; at most one is the candidate (0: none). A
+// version with no stored Rollout is ROLLOUT_STAGE_TRAINED.
+struct StoredRollout {
+  uint32_t serving_version = 0;
+  uint32_t candidate_version = 0;
+  // The serving version's Rollout.at_promotion (the drift baseline).
+  v1::FleetEvaluation serving_baseline;
+};
+
+// One change of the rollout, written in one transaction: the new serving
+// and candidate versions and the Rollout of every version whose stage
+// changed (replacing what was stored for it).
+struct RolloutWrite {
+  uint32_t serving_version = 0;
+  uint32_t candidate_version = 0;
+  std::vector<std::pair<uint32_t, v1::Rollout>> stages;
+};
+
 class ModelStore {
  public:
   virtual ~ModelStore() = default;
@@ -111,6 +131,7 @@ class ModelStore {
   // ---- reads -------------------------------------------------------------
   // The committed version with the highest number, if any.
   virtual absl::StatusOr<std::optional<v1::ModelVersion>> LatestVersion() = 0;
+  // The version with its rollout set (stage TRAINED when none was stored).
   // NOT_FOUND when there is no such version.
   virtual absl::StatusOr<v1::ModelVersion> GetVersion(uint32_t version) = 0;
   // The round with the highest number, if any.
@@ -124,8 +145,8 @@ class ModelStore {
   virtual absl::StatusOr<std::vector<Revocation>> Revocations() = 0;
   // Versions numbered `newest` and below (0: from the latest), newest
   // first, at most `limit`, with weights and bias cleared (lineage and
-  // metrics only: the admin's versions table, the status page), and
-  // fleet_evaluation set on each version some device has evaluated (left
+  // metrics only: the admin's versions table, the status page), rollout
+  // set as GetVersion sets it, and fleet_evaluation set on each version some device has evaluated (left
   // unset on the others). Sums are exact; OUT_OF_RANGE when one would
   // exceed 2^64 - 1, which takes more than 2^19 devices at the largest
   // loss sum a valid evaluation carries (2^45), or 2^40 at the largest
@@ -147,10 +168,17 @@ class ModelStore {
   // (none when no device reported one), exact and checked as in
   // ListVersions.
   virtual absl::StatusOr<std::optional<VersionEvaluation>> LatestFleetEvaluation() = 0;
+  // The summed evaluations of `version` (empty, devices 0, when none),
+  // exact and checked as in ListVersions.
+  virtual absl::StatusOr<v1::FleetEvaluation> FleetEvaluationOf(uint32_t version) = 0;
+  // The serving and candidate versions with the serving one's baseline.
+  // NOT_FOUND in a store that holds no version yet.
+  virtual absl::StatusOr<StoredRollout> Rollout() = 0;
 
   // ---- writes ------------------------------------------------------------
   // Stores the first version (version 1, parent 0, round 0, else
-  // INVALID_ARGUMENT). ALREADY_EXISTS when a version exists.
+  // INVALID_ARGUMENT), serving (stage SERVING, reason "initial version").
+  // ALREADY_EXISTS when a version exists.
   virtual absl::Status PutInitialVersion(const v1::ModelVersion& model) = 0;
   // Records a new open round (number >= 1, state open, closed_ms 0, else
   // INVALID_ARGUMENT). ALREADY_EXISTS for a known round number;
@@ -206,6 +234,25 @@ class ModelStore {
   // paused) and appends `audit`, in one transaction.
   virtual absl::Status SetPaused(const PauseState& state, const AuditEntry& audit) = 0;
 
+  // Writes `write` (every version it names must exist, the serving one
+  // nonzero, else FAILED_PRECONDITION with nothing written), with `audit`
+  // appended in the same transaction when given.
+  virtual absl::Status WriteRollout(const RolloutWrite& write, const AuditEntry* audit) = 0;
+  // CommitRestoredVersion, with `rollout` (which may name `next`) written
+  // in the same transaction, and `audit` appended only when given (a
+  // rollback the server decided itself has no operator to record).
+  virtual absl::Status CommitRestoredVersion(uint32_t abandon_round, int64_t closed_ms,
+                                             const v1::ModelVersion& next,
+                                             const AuditEntry* audit,
+                                             const RolloutWrite& rollout) = 0;
+  // A device's evaluation of evaluation.model_version (a check-in's
+  // ServingState or an evaluation-only task; the caller has validated
+  // it), reported during `round`, queued on the writer as the appends are
+  // (group commit, in order) and kept only when it is the device's first
+  // of that version, as for AppendUpdate. `done` may be empty.
+  virtual void AppendEvaluation(uint32_t round, std::string device_id,
+                                v1::Evaluation evaluation, DoneCallback done) = 0;
+
   // Appends queued and not yet durable (for back-pressure).
   virtual size_t PendingWrites() const = 0;
   // Returns once every append queued before the call has been written (or
@@ -237,8 +284,10 @@ class ModelStore {
 
 // A SQLite store in one file (WAL mode, synchronous=FULL), created when
 // missing. The schema is versioned; a file of an older schema is migrated
-// when opened (its tasks then have declared_samples 0, and no version has
-// evaluations), a file from an unknown schema gives FAILED_PRECONDITION.
+// when opened (its tasks then have declared_samples 0, no version has
+// evaluations, and the latest version is the serving one, with reason
+// "serving when the store was migrated to schema 6", every other version
+// TRAINED), a file from an unknown schema gives FAILED_PRECONDITION.
 // Damage found in the file gives DATA_LOSS naming it.
 absl::StatusOr<std::unique_ptr<ModelStore>> OpenSqliteModelStore(const std::string& path);
 

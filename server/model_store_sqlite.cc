@@ -56,8 +56,9 @@ constexpr int32_t kApplicationId = 0x54464544;  // "TFED"
 // migrate from the previous one. 2 added the `crc` column to every table;
 // 3 added tasks.declared_samples and the revocations table; 4 added the
 // audit log and the pause state (the Admin service); 5 added the devices'
-// evaluations (federated evaluation).
-constexpr int32_t kSchemaVersion = 5;
+// evaluations (federated evaluation); 6 the staged rollout (each
+// version's stage, the serving and candidate versions).
+constexpr int32_t kSchemaVersion = 6;
 // How long a connection waits for another process's lock before giving up
 // with UNAVAILABLE. Only another process (an admin tool, a second server
 // pointed at the same file by mistake) can hold one: in this process all
@@ -149,6 +150,24 @@ CREATE TABLE IF NOT EXISTS evaluations(
   PRIMARY KEY(version, device_id));
 )sql";
 
+// Created by kSchema's transaction in a new file and by the migration from
+// schema 5 in an old one. `crc` as in kSchema. rollout_stages: one row per
+// version whose stage was ever set (a version without one is TRAINED),
+// its v1::Rollout serialized; rewritten when its stage changes.
+// rollout_state holds at most one row, id 1, written with the first
+// version: the serving and candidate (0: none) versions.
+constexpr absl::string_view kRolloutTables = R"sql(
+CREATE TABLE IF NOT EXISTS rollout_stages(
+  version INTEGER PRIMARY KEY,
+  rollout BLOB NOT NULL,
+  crc INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rollout_state(
+  id INTEGER PRIMARY KEY,
+  serving INTEGER NOT NULL,
+  candidate INTEGER NOT NULL,
+  crc INTEGER NOT NULL);
+)sql";
+
 // Schema 1 had no `crc` columns. The migration computes them from the rows
 // as they are, after quick_check has passed: damage older than the
 // migration goes unseen, as it did before it; damage after it does not.
@@ -195,7 +214,9 @@ constexpr absl::string_view kExpectedColumns =
     "pause_state:id INTEGER 1,paused INTEGER 0,since_ms INTEGER 0,paused_by TEXT 0,"
     "crc INTEGER 0;"
     "evaluations:version INTEGER 1,device_id TEXT 2,round INTEGER 0,samples INTEGER 0,"
-    "correct INTEGER 0,loss_sum_q16 INTEGER 0,crc INTEGER 0;";
+    "correct INTEGER 0,loss_sum_q16 INTEGER 0,crc INTEGER 0;"
+    "rollout_stages:version INTEGER 1,rollout BLOB 0,crc INTEGER 0;"
+    "rollout_state:id INTEGER 1,serving INTEGER 0,candidate INTEGER 0,crc INTEGER 0;";
 
 // The CRC-32 of one row: a tag naming the table, then each value with its
 // kind (an integer as 8 bytes little-endian, bytes as their 8-byte length
@@ -441,6 +462,85 @@ bool StartsAsSqliteFile(const std::string& path) {
   return file.gcount() == sizeof head && std::equal(head, head + sizeof head, kMagic);
 }
 
+int64_t StageCrc(int64_t version, absl::string_view rollout) {
+  return RowCrc('s').Int(version).Bytes(rollout).value();
+}
+
+// The one row of rollout_state.
+constexpr int64_t kRolloutRowId = 1;
+
+int64_t RolloutStateCrc(int64_t id, int64_t serving, int64_t candidate) {
+  return RowCrc('o').Int(id).Int(serving).Int(candidate).value();
+}
+
+// Writes the rollout state row and `stages` (replacing their rows) in the
+// transaction open on `db`.
+absl::Status WriteRolloutRows(sqlite3* db, uint32_t serving, uint32_t candidate,
+                              const std::vector<std::pair<uint32_t, v1::Rollout>>& stages) {
+  {
+    absl::StatusOr<StatementPtr> stmt =
+        Prepare(db,
+                "INSERT OR REPLACE INTO rollout_state(id, serving, candidate, crc) "
+                "VALUES(?1, ?2, ?3, ?4)");
+    if (!stmt.ok()) return stmt.status();
+    Query query(db, stmt->get());
+    query.Int(1, kRolloutRowId)
+        .Int(2, serving)
+        .Int(3, candidate)
+        .Int(4, RolloutStateCrc(kRolloutRowId, serving, candidate));
+    if (absl::Status s = query.Run("storing the rollout state"); !s.ok()) return s;
+  }
+  absl::StatusOr<StatementPtr> stmt = Prepare(
+      db, "INSERT OR REPLACE INTO rollout_stages(version, rollout, crc) VALUES(?1, ?2, ?3)");
+  if (!stmt.ok()) return stmt.status();
+  for (const auto& [version, rollout] : stages) {
+    const std::string bytes = rollout.SerializeAsString();
+    Query query(db, stmt->get());
+    query.Int(1, version).Blob(2, bytes).Int(3, StageCrc(version, bytes));
+    if (absl::Status s = query.Run(absl::StrCat("storing the stage of version ", version));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The stored Rollout of versions `lowest` to `highest` (only those with a
+// row), each row's CRC checked.
+absl::StatusOr<std::map<uint32_t, v1::Rollout>> ReadStages(sqlite3* db, uint32_t lowest,
+                                                           uint32_t highest) {
+  absl::StatusOr<StatementPtr> stmt = Prepare(
+      db, "SELECT version, rollout, crc FROM rollout_stages WHERE version BETWEEN ?1 AND ?2");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  query.Int(1, lowest).Int(2, highest);
+  std::map<uint32_t, v1::Rollout> stages;
+  int rc;
+  while ((rc = query.Step()) == SQLITE_ROW) {
+    const int64_t version = query.ColumnInt(0);
+    const std::string bytes = query.ColumnBytes(1);
+    v1::Rollout rollout;
+    if (StageCrc(version, bytes) != query.ColumnInt(2) || version < lowest ||
+        version > highest || !rollout.ParseFromString(bytes)) {
+      return Damaged(db, absl::StrCat("the rollout stage of version ", version,
+                                      " fails its row CRC"));
+    }
+    stages[static_cast<uint32_t>(version)] = std::move(rollout);
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, "reading the rollout stages");
+  return stages;
+}
+
+// Sets every version's rollout from `stages` (TRAINED when it has none).
+void FillStages(const std::map<uint32_t, v1::Rollout>& stages, v1::ModelVersion* version) {
+  auto it = stages.find(version->version());
+  if (it != stages.end()) {
+    *version->mutable_rollout() = it->second;
+  } else {
+    version->mutable_rollout()->set_stage(v1::ROLLOUT_STAGE_TRAINED);
+  }
+}
+
 // DATA_LOSS unless every table has the columns of kExpectedColumns.
 absl::Status CheckColumns(sqlite3* db) {
   for (absl::string_view table : absl::StrSplit(kExpectedColumns, ';', absl::SkipEmpty())) {
@@ -457,7 +557,7 @@ absl::Status CheckColumns(sqlite3* db) {
   return absl::OkStatus();
 }
 
-// Brings a file of schema `from` (1 to 4), checked by quick_check, to
+// Brings a file of schema `from` (1 to 5), checked by quick_check, to
 // kSchemaVersion in one transaction: a failure leaves it as it was. Each
 // step takes the file from one schema to the next, so an old file passes
 // through every later one.
@@ -485,8 +585,27 @@ absl::Status MigrateFile(sqlite3* db, int64_t from) {
   if (from <= 3) {
     if (absl::Status s = Exec(db, std::string(kAdminTables).c_str()); !s.ok()) return s;
   }
-  if (absl::Status s = Exec(
-          db, absl::StrCat(kEvaluationsTable, "PRAGMA user_version=", kSchemaVersion).c_str());
+  if (from <= 4) {
+    if (absl::Status s = Exec(db, std::string(kEvaluationsTable).c_str()); !s.ok()) return s;
+  }
+  if (absl::Status s = Exec(db, std::string(kRolloutTables).c_str()); !s.ok()) return s;
+  // The latest version was what every device was meant to run before
+  // staged rollout existed: it serves, with no baseline yet.
+  absl::StatusOr<int64_t> latest =
+      QueryInt(db, "SELECT coalesce(max(version), 0) FROM model_versions",
+               "finding the latest version");
+  if (!latest.ok()) return latest.status();
+  if (*latest > 0) {
+    v1::Rollout rollout;
+    rollout.set_stage(v1::ROLLOUT_STAGE_SERVING);
+    rollout.set_reason("serving when the store was migrated to schema 6");
+    if (absl::Status s = WriteRolloutRows(db, static_cast<uint32_t>(*latest), 0,
+                                          {{static_cast<uint32_t>(*latest), rollout}});
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s = Exec(db, absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
       !s.ok()) {
     return s;
   }
@@ -551,7 +670,9 @@ absl::Status PrepareFile(sqlite3* db, const std::string& path) {
   }
   if (absl::Status s = Exec(db, "BEGIN IMMEDIATE"); !s.ok()) return s;
   absl::Status created = Exec(
-      db, absl::StrCat(kSchema, kRevocationsTable, kAdminTables, kEvaluationsTable).c_str());
+      db, absl::StrCat(kSchema, kRevocationsTable, kAdminTables, kEvaluationsTable,
+                       kRolloutTables)
+              .c_str());
   if (created.ok()) {
     created = Exec(db, absl::StrCat("PRAGMA application_id=", kApplicationId, ";",
                                     "PRAGMA user_version=", kSchemaVersion)
@@ -765,7 +886,8 @@ struct AppendOp {
   DoneCallback done;
   std::chrono::steady_clock::time_point queued{};  // set by Enqueue
   uint32_t declared_samples = 0;                   // tasks only
-  std::optional<v1::Evaluation> evaluation{};      // updates only
+  std::optional<v1::Evaluation> evaluation{};      // updates and evaluations
+  bool evaluation_only = false;                    // AppendEvaluation: no task or update row
 };
 
 // One queued synchronous write. The caller waits on `finished` and owns
@@ -796,6 +918,8 @@ class SqliteModelStore final : public ModelStore {
   absl::StatusOr<std::vector<AuditEntry>> AuditLog(int64_t before_id, size_t limit) override;
   absl::StatusOr<PauseState> Paused() override;
   absl::StatusOr<std::optional<VersionEvaluation>> LatestFleetEvaluation() override;
+  absl::StatusOr<v1::FleetEvaluation> FleetEvaluationOf(uint32_t version) override;
+  absl::StatusOr<StoredRollout> Rollout() override;
 
   absl::Status PutInitialVersion(const v1::ModelVersion& model) override;
   absl::Status OpenRound(const RoundRecord& round) override;
@@ -813,6 +937,12 @@ class SqliteModelStore final : public ModelStore {
                                      const v1::ModelVersion& next,
                                      const AuditEntry& audit) override;
   absl::Status SetPaused(const PauseState& state, const AuditEntry& audit) override;
+  absl::Status WriteRollout(const RolloutWrite& write, const AuditEntry* audit) override;
+  absl::Status CommitRestoredVersion(uint32_t abandon_round, int64_t closed_ms,
+                                     const v1::ModelVersion& next, const AuditEntry* audit,
+                                     const RolloutWrite& rollout) override;
+  void AppendEvaluation(uint32_t round, std::string device_id, v1::Evaluation evaluation,
+                        DoneCallback done) override;
   size_t PendingWrites() const override;
   WriteStats Stats() const override;
   void SetBatchHook(std::function<void()> hook) override;
@@ -840,6 +970,14 @@ class SqliteModelStore final : public ModelStore {
                                           std::unordered_map<uint32_t, absl::Status>& open);
   // OK when `round` is open, FAILED_PRECONDITION when it is not.
   absl::Status CheckRoundOpen(uint32_t round);
+  // The evaluation row of `op` (INSERT OR IGNORE: a device's first counts).
+  absl::Status InsertEvaluation(const AppendOp& op);
+  // CommitRestoredVersion's body, `rollout` and `audit` written when given.
+  absl::Status RestoreVersion(uint32_t abandon_round, int64_t closed_ms,
+                              const v1::ModelVersion& next, const AuditEntry* audit,
+                              const RolloutWrite* rollout);
+  // FAILED_PRECONDITION unless every version `write` names is stored.
+  absl::Status CheckRolloutVersions(const RolloutWrite& write);
   // The round's record, its CRC checked; FAILED_PRECONDITION when unknown.
   absl::StatusOr<RoundRecord> ReadRound(uint32_t round);
   // Sets the open `round`'s state and closing time, and its CRC.
@@ -950,6 +1088,7 @@ SqliteModelStore::~SqliteModelStore() {
   // checkpoints the WAL into the main file.
   insert_task_.reset();
   insert_update_.reset();
+  insert_evaluation_.reset();
   read_round_.reset();
   latest_version_.reset();
   insert_version_.reset();
@@ -996,6 +1135,10 @@ absl::StatusOr<v1::ModelVersion> SqliteModelStore::GetVersion(uint32_t version) 
     return Damaged(db, absl::StrCat("looking up model version ", version, " found version ",
                                     model->version()));
   }
+  if (!model.ok()) return model;
+  absl::StatusOr<std::map<uint32_t, v1::Rollout>> stages = ReadStages(db, version, version);
+  if (!stages.ok()) return stages.status();
+  FillStages(*stages, &*model);
   return model;
 }
 
@@ -1133,10 +1276,14 @@ absl::StatusOr<std::vector<v1::ModelVersion>> SqliteModelStore::ListVersions(uin
   absl::StatusOr<std::map<uint32_t, v1::FleetEvaluation>> sums =
       SumEvaluations(db, versions.back().version(), versions.front().version());
   if (!sums.ok()) return sums.status();
+  absl::StatusOr<std::map<uint32_t, v1::Rollout>> stages =
+      ReadStages(db, versions.back().version(), versions.front().version());
+  if (!stages.ok()) return stages.status();
   for (v1::ModelVersion& v : versions) {
     if (auto it = sums->find(v.version()); it != sums->end()) {
       *v.mutable_fleet_evaluation() = std::move(it->second);
     }
+    FillStages(*stages, &v);
   }
   return versions;
 }
@@ -1252,6 +1399,56 @@ absl::StatusOr<std::optional<VersionEvaluation>> SqliteModelStore::LatestFleetEv
   return VersionEvaluation{version, std::move(it->second)};
 }
 
+absl::StatusOr<v1::FleetEvaluation> SqliteModelStore::FleetEvaluationOf(uint32_t version) {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<std::map<uint32_t, v1::FleetEvaluation>> sums =
+      SumEvaluations(db, version, version);
+  if (!sums.ok()) return sums.status();
+  auto it = sums->find(version);
+  return it != sums->end() ? it->second : v1::FleetEvaluation();
+}
+
+absl::StatusOr<StoredRollout> SqliteModelStore::Rollout() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db, "SELECT id, serving, candidate, crc FROM rollout_state");
+  if (!stmt.ok()) return stmt.status();
+  StoredRollout state;
+  {
+    Query query(db, stmt->get());
+    const int rc = query.Step();
+    if (rc == SQLITE_DONE) {
+      absl::StatusOr<int64_t> versions =
+          QueryInt(db, "SELECT count(*) FROM model_versions", "counting the versions");
+      if (!versions.ok()) return versions.status();
+      if (*versions != 0) return Damaged(db, "the rollout state is missing");
+      return absl::NotFoundError("model store: no version, hence no rollout, yet");
+    }
+    if (rc != SQLITE_ROW) return SqliteError(db, rc, "reading the rollout state");
+    const int64_t id = query.ColumnInt(0);
+    const int64_t serving = query.ColumnInt(1);
+    const int64_t candidate = query.ColumnInt(2);
+    if (RolloutStateCrc(id, serving, candidate) != query.ColumnInt(3)) {
+      return Damaged(db, "the rollout state fails its row CRC");
+    }
+    if (id != kRolloutRowId || serving < 1 || serving > UINT32_MAX || candidate < 0 ||
+        candidate > UINT32_MAX || query.Step() != SQLITE_DONE) {
+      return Damaged(db, "the rollout state is not the one row the store writes");
+    }
+    state.serving_version = static_cast<uint32_t>(serving);
+    state.candidate_version = static_cast<uint32_t>(candidate);
+  }
+  absl::StatusOr<std::map<uint32_t, v1::Rollout>> stages =
+      ReadStages(db, state.serving_version, state.serving_version);
+  if (!stages.ok()) return stages.status();
+  if (auto it = stages->find(state.serving_version); it != stages->end()) {
+    state.serving_baseline = it->second.at_promotion();
+  }
+  return state;
+}
+
 absl::StatusOr<PauseState> SqliteModelStore::Paused() {
   absl::MutexLock lock(&read_mu_);
   sqlite3* db = read_db_.get();
@@ -1307,6 +1504,14 @@ void SqliteModelStore::AppendTask(TaskRecord task, DoneCallback done) {
   Enqueue(std::move(op));
 }
 
+void SqliteModelStore::AppendEvaluation(uint32_t round, std::string device_id,
+                                        v1::Evaluation evaluation, DoneCallback done) {
+  AppendOp op{false, round, std::move(device_id), std::string(), 0, std::move(done)};
+  op.evaluation = std::move(evaluation);
+  op.evaluation_only = true;
+  Enqueue(std::move(op));
+}
+
 void SqliteModelStore::AppendUpdate(StoredUpdate update,
                                     std::optional<v1::Evaluation> evaluation,
                                     DoneCallback done) {
@@ -1355,7 +1560,12 @@ absl::Status SqliteModelStore::PutInitialVersion(const v1::ModelVersion& model) 
             absl::StrCat("model store: already holds model versions (latest ", **latest,
                          "); the initial version can only be stored in an empty store"));
       }
-      return InsertVersion(model, serialized);
+      if (absl::Status s = InsertVersion(model, serialized); !s.ok()) return s;
+      v1::Rollout rollout;
+      rollout.set_stage(v1::ROLLOUT_STAGE_SERVING);
+      rollout.set_reason("initial version");
+      rollout.set_decided_unix_ms(model.created_unix_ms());
+      return WriteRolloutRows(write_db_.get(), 1, 0, {{1, rollout}});
     });
   });
 }
@@ -1490,6 +1700,52 @@ absl::Status SqliteModelStore::Revoke(const std::string& device_id, int64_t revo
 absl::Status SqliteModelStore::CommitRestoredVersion(uint32_t abandon_round, int64_t closed_ms,
                                                      const v1::ModelVersion& next,
                                                      const AuditEntry& audit) {
+  return RestoreVersion(abandon_round, closed_ms, next, &audit, nullptr);
+}
+
+absl::Status SqliteModelStore::CommitRestoredVersion(uint32_t abandon_round, int64_t closed_ms,
+                                                     const v1::ModelVersion& next,
+                                                     const AuditEntry* audit,
+                                                     const RolloutWrite& rollout) {
+  return RestoreVersion(abandon_round, closed_ms, next, audit, &rollout);
+}
+
+absl::Status SqliteModelStore::CheckRolloutVersions(const RolloutWrite& write) {
+  absl::StatusOr<std::optional<uint32_t>> latest = LatestVersionNumber();
+  if (!latest.ok()) return latest.status();
+  const uint32_t highest = latest->value_or(0);
+  const auto missing = [&](uint32_t v) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model store: the rollout names version ", v, " but the latest is ", highest));
+  };
+  if (write.serving_version == 0 || write.serving_version > highest) {
+    return missing(write.serving_version);
+  }
+  if (write.candidate_version > highest) return missing(write.candidate_version);
+  for (const auto& [version, rollout] : write.stages) {
+    if (version == 0 || version > highest) return missing(version);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteModelStore::WriteRollout(const RolloutWrite& write, const AuditEntry* audit) {
+  return RunWrite([&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
+      if (absl::Status s = CheckRolloutVersions(write); !s.ok()) return s;
+      if (absl::Status s = WriteRolloutRows(write_db_.get(), write.serving_version,
+                                            write.candidate_version, write.stages);
+          !s.ok()) {
+        return s;
+      }
+      return audit != nullptr ? AppendAudit(*audit) : absl::OkStatus();
+    });
+  });
+}
+
+absl::Status SqliteModelStore::RestoreVersion(uint32_t abandon_round, int64_t closed_ms,
+                                              const v1::ModelVersion& next,
+                                              const AuditEntry* audit,
+                                              const RolloutWrite* rollout) {
   const std::string serialized = next.SerializeAsString();
   sqlite3* db = write_db_.get();
   return RunWrite([&]() -> absl::Status {
@@ -1557,7 +1813,15 @@ absl::Status SqliteModelStore::CommitRestoredVersion(uint32_t abandon_round, int
         }
       }
       if (absl::Status s = InsertVersion(next, serialized); !s.ok()) return s;
-      return AppendAudit(audit);
+      if (rollout != nullptr) {
+        if (absl::Status s = CheckRolloutVersions(*rollout); !s.ok()) return s;
+        if (absl::Status s = WriteRolloutRows(db, rollout->serving_version,
+                                              rollout->candidate_version, rollout->stages);
+            !s.ok()) {
+          return s;
+        }
+      }
+      return audit != nullptr ? AppendAudit(*audit) : absl::OkStatus();
     });
   });
 }
@@ -1626,8 +1890,9 @@ void SqliteModelStore::WriteBatch(std::span<WriteOp> appends) {
     std::unordered_map<uint32_t, absl::Status> open;
     for (size_t i = 0; i < appends.size(); ++i) {
       const AppendOp& op = std::get<AppendOp>(appends[i]);
-      results[i] = op.evaluation.has_value() ? InsertUpdateWithEvaluation(op, open)
-                                             : InsertAppend(op, open);
+      results[i] = op.evaluation_only          ? InsertEvaluation(op)
+                   : op.evaluation.has_value() ? InsertUpdateWithEvaluation(op, open)
+                                               : InsertAppend(op, open);
       // A constraint violation undoes only its own row; an I/O error or a
       // full disk may roll back the whole transaction, and the rows before
       // it with it.
@@ -1679,19 +1944,7 @@ absl::Status SqliteModelStore::InsertUpdateWithEvaluation(
   // was written takes that row with it; the batch's other rows stay.
   if (absl::Status s = Exec(db, "SAVEPOINT update_with_evaluation"); !s.ok()) return s;
   absl::Status status = InsertAppend(op, open);
-  if (status.ok()) {
-    Query query(db, insert_evaluation_.get());
-    query.Int(1, e.model_version())
-        .Text(2, op.device_id)
-        .Int(3, op.round)
-        .Int(4, e.samples())
-        .Int(5, e.correct())
-        .Int(6, static_cast<int64_t>(e.loss_sum_q16()))
-        .Int(7, EvaluationCrc(e.model_version(), op.device_id, op.round, e.samples(),
-                              e.correct(), static_cast<int64_t>(e.loss_sum_q16())));
-    status = query.Run(absl::StrCat("recording the evaluation of version ", e.model_version(),
-                                    " by device '", op.device_id, "'"));
-  }
+  if (status.ok()) status = InsertEvaluation(op);
   // An I/O error or a full disk may have rolled back the whole
   // transaction, the savepoint with it: WriteBatch sees that and fails
   // the batch.
@@ -1701,6 +1954,28 @@ absl::Status SqliteModelStore::InsertUpdateWithEvaluation(
     return s;
   }
   return status;
+}
+
+absl::Status SqliteModelStore::InsertEvaluation(const AppendOp& op) {
+  const v1::Evaluation& e = *op.evaluation;
+  // A column is a signed 64-bit integer: a larger loss would read back
+  // negative. The validated bound (samples x 2^21) is far below.
+  if (e.loss_sum_q16() > static_cast<uint64_t>(INT64_MAX)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model store: the evaluation of device '", op.device_id, "' has loss_sum_q16 ",
+        e.loss_sum_q16(), ", above 2^63 - 1"));
+  }
+  Query query(write_db_.get(), insert_evaluation_.get());
+  query.Int(1, e.model_version())
+      .Text(2, op.device_id)
+      .Int(3, op.round)
+      .Int(4, e.samples())
+      .Int(5, e.correct())
+      .Int(6, static_cast<int64_t>(e.loss_sum_q16()))
+      .Int(7, EvaluationCrc(e.model_version(), op.device_id, op.round, e.samples(), e.correct(),
+                            static_cast<int64_t>(e.loss_sum_q16())));
+  return query.Run(absl::StrCat("recording the evaluation of version ", e.model_version(),
+                                " by device '", op.device_id, "'"));
 }
 
 absl::Status SqliteModelStore::InsertAppend(const AppendOp& op,

@@ -58,6 +58,16 @@ std::string Serialize(const v1::Update& update) {
   return out;
 }
 
+// A version's Rollout as the manager stores it when its stage changes.
+v1::Rollout StageOf(v1::RolloutStage stage, std::string reason, uint32_t round, int64_t now_ms) {
+  v1::Rollout rollout;
+  rollout.set_stage(stage);
+  rollout.set_reason(std::move(reason));
+  rollout.set_decided_round(round);
+  rollout.set_decided_unix_ms(now_ms);
+  return rollout;
+}
+
 }  // namespace
 
 std::optional<uint32_t> RetryAfterMs(const absl::Status& status) {
@@ -68,7 +78,7 @@ std::optional<uint32_t> RetryAfterMs(const absl::Status& status) {
 }
 
 RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
-                           const Clock* clock, ServerMetrics* metrics)
+                           const Clock* clock, ServerMetrics* metrics, RolloutSettings rollout)
     : config_(config),
       store_(store),
       clock_(clock),
@@ -76,7 +86,8 @@ RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
       task_limit_(TaskLimit(config.policy().target_updates(), config.policy().over_selection())),
       server_lr_q16_(ToQ16(config.policy().server_learning_rate())),
       learning_rate_q16_(ToQ16(config.plan().learning_rate())),
-      limiter_(config.checkin_limits(), task_limit_) {
+      limiter_(config.checkin_limits(), task_limit_),
+      rollout_(rollout) {
   store_->SetBatchHook([this] { ApplyWritten(); });
 }
 
@@ -89,6 +100,7 @@ void RoundManager::LogRejected(std::string_view what, std::string_view who,
 void RoundManager::ClearRoundLocked() {
   updates_.clear();
   tasks_.clear();
+  evaluation_tasks_.clear();
   limiter_.NewRound();
   accepted_ = 0;
   pending_ = 0;
@@ -114,7 +126,10 @@ RoundManager::~RoundManager() {
 absl::StatusOr<std::unique_ptr<RoundManager>> RoundManager::Create(
     const v1::ServerConfig& config, const v1::ModelVersion& initial, ModelStore* store,
     const Clock* clock, ServerMetrics* metrics) {
-  std::unique_ptr<RoundManager> manager(new RoundManager(config, store, clock, metrics));
+  absl::StatusOr<RolloutSettings> rollout = RolloutSettingsFromConfig(config);
+  if (!rollout.ok()) return rollout.status();
+  std::unique_ptr<RoundManager> manager(
+      new RoundManager(config, store, clock, metrics, *rollout));
   absl::Status status = manager->Resume(initial);
   if (!status.ok()) return status;
   return manager;
@@ -146,6 +161,12 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
 
   absl::StatusOr<PauseState> pause = store_->Paused();
   if (!pause.ok()) return pause.status();
+  absl::StatusOr<StoredRollout> stored_rollout = store_->Rollout();
+  if (!stored_rollout.ok()) return stored_rollout.status();
+  RolloutState rollout_state;
+  rollout_state.serving_version = stored_rollout->serving_version;
+  rollout_state.candidate_version = stored_rollout->candidate_version;
+  rollout_state.baseline = EvaluationSums::FromProto(stored_rollout->serving_baseline);
   absl::StatusOr<std::optional<RoundRecord>> last_round = store_->LatestRound();
   if (!last_round.ok()) return last_round.status();
   const bool resume = last_round->has_value() && (*last_round)->state == RoundState::kOpen;
@@ -217,6 +238,7 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   previous_round_ = previous_round;
   for (StoredUpdate& u : previous) previous_updates_[u.device_id] = std::move(u.payload);
   pause_ = *pause;
+  rollout_.Restore(rollout_state);
   idle_ = idle;
   open_ = !idle;
   if (idle) {
@@ -296,13 +318,40 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view p
   uint32_t round = 0;
   const uint32_t declared =
       request.has_capabilities() ? request.capabilities().sample_count() : 0;
+  if (request.has_serving()) {
+    if (absl::Status s = ValidateServingState(request.serving(), declared); !s.ok()) {
+      done(std::move(s));
+      return;
+    }
+  }
   absl::Status limited;  // a limit refused it: logged after the lock
+  bool store_evaluation = false;  // first report of the device in this round
+  uint32_t evaluation_round = 0;
   {
     absl::MutexLock lock(&mu_);
     auto retry = [&](uint32_t ms) {
       response.mutable_retry()->set_retry_after_ms(ms);
     };
-    if (pause_.paused) {
+    if (request.has_serving() && request.serving().has_evaluation()) {
+      evaluation_round = round_.round;
+      store_evaluation = rollout_.RecordEvaluation(round_.round, request.device_id(),
+                                                   request.serving().evaluation());
+    }
+    const uint32_t meant =
+        request.has_serving() ? rollout_.MeantVersion(request.device_id()) : 0;
+    if (request.has_serving() && !request.serving().defer_model() &&
+        meant != request.serving().model_version()) {
+      // Before any task, also while paused: a pause holds training back,
+      // not the models devices should serve.
+      absl::StatusOr<std::shared_ptr<const v1::ModelVersion>> model = DeviceModelLocked(meant);
+      if (model.ok()) {
+        *response.mutable_model() = **model;
+      } else {
+        spdlog::error("could not read version {} to send it to {}: {}", meant,
+                      request.device_id(), model.status().ToString());
+        retry(1000);
+      }
+    } else if (pause_.paused) {
       retry(config_.policy().retry_after_ms());
     } else if (!open_) {
       retry(std::min<uint32_t>(1000, config_.policy().retry_after_ms()));
@@ -313,12 +362,18 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view p
           absl::StrCat("check-in rate limit of its peer or device ", request.device_id()));
     } else if (auto it = tasks_.find(request.device_id()); it != tasks_.end()) {
       if (updates_.contains(request.device_id())) {
-        retry(config_.policy().retry_after_ms());  // done for this round
+        // Done for this round.
+        if (!EvaluationTaskLocked(request, declared, now_monotonic, &response)) {
+          retry(config_.policy().retry_after_ms());
+        }
       } else {
         *response.mutable_task() = MakeTaskLocked(it->second.token, now_monotonic);
       }
     } else if (tasks_.size() >= task_limit_) {
-      retry(config_.policy().retry_after_ms());  // round full
+      // Round full.
+      if (!EvaluationTaskLocked(request, declared, now_monotonic, &response)) {
+        retry(config_.policy().retry_after_ms());
+      }
     } else if (!limiter_.MayTakeTask(peer)) {
       retry(config_.policy().retry_after_ms());
       limited = absl::ResourceExhaustedError(absl::StrCat(
@@ -337,6 +392,18 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view p
   if (!limited.ok()) {
     rejections_.Warn("check-in", peer.empty() ? std::string_view("in-process") : peer, limited,
                      now_monotonic);
+  }
+  if (store_evaluation) {
+    // Not waited for (see the header): a lost write is made good by the
+    // device's next report.
+    store_->AppendEvaluation(
+        evaluation_round, request.device_id(), request.serving().evaluation(),
+        [device = request.device_id()](absl::Status status) {
+          if (!status.ok()) {
+            spdlog::error("could not store the evaluation of {}: {}", device,
+                          status.ToString());
+          }
+        });
   }
   if (token.empty()) {
     done(std::move(response));
@@ -375,6 +442,7 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view p
 
 void RoundManager::SubmitUpdate(const v1::Update& update, SubmitDone done) {
   const int64_t now_monotonic = clock_->MonotonicMs();
+  if (SubmitEvaluationOnly(update, done)) return;
   auto reject = [&](absl::Status status) {
     CountRejected();
     rejections_.Warn("update", update.device_id(), status, now_monotonic);
@@ -502,6 +570,9 @@ void RoundManager::ApplyWritten() {
         it->second.durable = true;
         it->second.update = *w.update;
         ++accepted_;
+        if (w.update->has_evaluation()) {
+          rollout_.RecordEvaluation(w.round, device_id, w.update->evaluation());
+        }
         results[i] = MakeAckLocked(w.round);
         if (open_ && !rolling_back_ && accepted_ >= config_.policy().target_updates()) {
           BeginCloseLocked(/*deadline=*/false);
@@ -621,6 +692,15 @@ void RoundManager::CloseRound(bool deadline) {
   // resume lands either before (and is seen here) or after (and sees the
   // outcome).
   absl::MutexLock control(&control_mu_);
+  // A rollback's copy commits after the round's version: the next round
+  // trains from it.
+  const bool committed = next.has_value();
+  std::optional<std::pair<v1::ModelVersion, Head>> restarted =
+      CloseRollout(round.round, next ? &*next : nullptr, now);
+  if (restarted) {
+    next = std::move(restarted->first);
+    next_head = std::move(restarted->second);
+  }
   bool paused;
   {
     absl::MutexLock lock(&mu_);
@@ -641,6 +721,11 @@ void RoundManager::CloseRound(bool deadline) {
   for (auto& [device, entry] : updates_) {
     if (entry.durable) previous_updates_[device] = std::move(entry.payload);
   }
+  // Evaluation-only updates are re-acknowledged as training ones are; a
+  // device holds one task per round, so the two never share a device.
+  for (auto& [device, task] : evaluation_tasks_) {
+    if (task.durable) previous_updates_[device] = std::move(task.payload);
+  }
   ClearRoundLocked();  // pending_ is 0: the close waited for it
   if (!paused && opened.ok()) {
     round_ = record;
@@ -650,7 +735,7 @@ void RoundManager::CloseRound(bool deadline) {
     spdlog::info("opened round {} on version {}", record.round, record.base_version);
   } else {
     round_ = round;
-    round_.state = next ? RoundState::kCommitted : RoundState::kAbandoned;
+    round_.state = committed ? RoundState::kCommitted : RoundState::kAbandoned;
     round_.closed_ms = now;
     idle_ = true;
     if (paused) {
@@ -783,7 +868,34 @@ absl::StatusOr<RoundManager::RollbackResult> RoundManager::Rollback(uint32_t to_
                               abandon != 0 ? absl::StrCat("abandoned round ", abandon)
                                            : std::string("no round was open"),
                               reason.empty() ? "" : "; reason: ", reason);
-  if (absl::Status s = store_->CommitRestoredVersion(abandon, now, next, audit); !s.ok()) {
+  // The copy serves at once (the operator decided): no canary.
+  RolloutWrite write;
+  {
+    absl::MutexLock lock(&mu_);
+    const RolloutState& state = rollout_.state();
+    write.serving_version = next.version();
+    write.stages.push_back({next.version(), StageOf(v1::ROLLOUT_STAGE_SERVING,
+                                                    absl::StrCat("serving: rollback by ",
+                                                                 audit.actor, " to v", to_version,
+                                                                 reason.empty() ? "" : ": ",
+                                                                 reason),
+                                                    round_.round, now)});
+    write.stages.push_back(
+        {state.serving_version,
+         StageOf(v1::ROLLOUT_STAGE_RETIRED,
+                 absl::StrCat("retired: rollback to v", to_version, " as v", next.version()),
+                 round_.round, now)});
+    if (state.candidate_version != 0) {
+      write.stages.push_back(
+          {state.candidate_version,
+           StageOf(v1::ROLLOUT_STAGE_ROLLED_BACK,
+                   absl::StrCat("rolled back: rollback by ", audit.actor, " to v", to_version,
+                                " as v", next.version()),
+                   round_.round, now)});
+    }
+  }
+  if (absl::Status s = store_->CommitRestoredVersion(abandon, now, next, &audit, write);
+      !s.ok()) {
     return failed(s);
   }
 
@@ -795,8 +907,13 @@ absl::StatusOr<RoundManager::RollbackResult> RoundManager::Rollback(uint32_t to_
     rolling_back_ = false;
     latest_ = next;
     latest_head_ = *head;
+    rollout_.ServeNow(next.version());
+    TrimModelCacheLocked();
     for (auto& [device, entry] : updates_) {
       for (SubmitDone& done : entry.waiters) aborted.push_back(std::move(done));
+    }
+    for (auto& [device, task] : evaluation_tasks_) {
+      for (SubmitDone& done : task.waiters) aborted.push_back(std::move(done));
     }
     ClearRoundLocked();
     open_ = false;
@@ -836,7 +953,9 @@ absl::StatusOr<v1::ModelVersion> RoundManager::GetModel(uint32_t version) {
                                               latest_.version(), ")"));
     }
   }
-  return store_->GetVersion(version);
+  absl::StatusOr<v1::ModelVersion> model = store_->GetVersion(version);
+  if (model.ok()) model->clear_rollout();  // for operators only (model.proto)
+  return model;
 }
 
 RoundSnapshot RoundManager::Snapshot() const {
@@ -859,6 +978,425 @@ RoundSnapshot RoundManager::Snapshot() const {
   s.rejected = rejected_;
   s.paused = pause_.paused;
   return s;
+}
+
+RolloutSnapshot RoundManager::Rollout() const {
+  absl::MutexLock lock(&mu_);
+  RolloutSnapshot s;
+  s.state = rollout_.state();
+  s.serving_window = rollout_.Window(s.state.serving_version, round_.round).ToProto();
+  s.alerts = rollout_.alerts();
+  s.canary_fraction = rollout_.settings().canary_fraction;
+  s.enabled = rollout_.settings().enabled;
+  return s;
+}
+
+absl::StatusOr<std::shared_ptr<const v1::ModelVersion>> RoundManager::DeviceModelLocked(
+    uint32_t version) {
+  if (auto it = device_models_.find(version); it != device_models_.end()) return it->second;
+  v1::ModelVersion stored;
+  if (version == latest_.version()) {
+    stored = latest_;
+  } else {
+    // A short read under the lock, once per version: the cache serves the
+    // rest of the fleet.
+    absl::StatusOr<v1::ModelVersion> read = store_->GetVersion(version);
+    if (!read.ok()) return read.status();
+    stored = std::move(*read);
+  }
+  auto model = std::make_shared<v1::ModelVersion>();
+  model->set_version(stored.version());
+  *model->mutable_spec() = stored.spec();
+  model->set_weights(stored.weights());
+  model->set_bias(stored.bias());
+  model->set_checksum(stored.checksum());
+  device_models_[version] = model;
+  return std::shared_ptr<const v1::ModelVersion>(std::move(model));
+}
+
+void RoundManager::TrimModelCacheLocked() {
+  const RolloutState& state = rollout_.state();
+  absl::erase_if(device_models_, [&](const auto& entry) {
+    return entry.first != state.serving_version && entry.first != state.candidate_version;
+  });
+}
+
+bool RoundManager::EvaluationTaskLocked(const v1::CheckInRequest& request, uint32_t declared,
+                                        int64_t now_monotonic_ms,
+                                        v1::CheckInResponse* response) {
+  const uint32_t candidate = rollout_.state().candidate_version;
+  if (candidate == 0) return false;
+  const std::string& device = request.device_id();
+  auto it = evaluation_tasks_.find(device);
+  if (it == evaluation_tasks_.end()) {
+    // The canary reports on the candidate with its check-ins; a task would
+    // count it twice in the round's budget for nothing.
+    if (rollout_.MeantVersion(device) == candidate) return false;
+    if (!rollout_.TakeEvaluationTask(round_.round)) return false;
+    EvaluationTask task;
+    task.token.resize(16);
+    for (char& ch : task.token) ch = static_cast<char>(absl::Uniform<uint8_t>(token_bits_));
+    task.declared_samples = declared;
+    it = evaluation_tasks_.emplace(device, std::move(task)).first;
+  } else if (!it->second.payload.empty()) {
+    return false;  // already reported in this round
+  }
+  absl::StatusOr<std::shared_ptr<const v1::ModelVersion>> model = DeviceModelLocked(candidate);
+  if (!model.ok()) {
+    spdlog::error("could not read candidate version {} for an evaluation task: {}", candidate,
+                  model.status().ToString());
+    return false;
+  }
+  v1::RoundTask* task = response->mutable_task();
+  task->set_round(round_.round);
+  task->set_task_token(it->second.token);
+  *task->mutable_model() = **model;
+  const int64_t left = deadline_monotonic_ms_ - now_monotonic_ms;
+  task->set_deadline_ms(left > 0 ? static_cast<uint32_t>(left) : 0);
+  task->set_evaluate_only(true);
+  return true;
+}
+
+bool RoundManager::SubmitEvaluationOnly(const v1::Update& update, SubmitDone& done) {
+  const std::string& device = update.device_id();
+  absl::Status rejection;
+  std::optional<v1::UpdateAck> ack;
+  uint32_t round = 0;
+  std::string payload;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = evaluation_tasks_.find(device);
+    const bool current = it != evaluation_tasks_.end() && update.round() == round_.round &&
+                         !idle_ && it->second.token == update.task_token();
+    if (!current) {
+      // The same evaluation-only bytes again after their round closed: the
+      // training path's validation would refuse them, so answer here.
+      auto previous = previous_updates_.find(device);
+      if (previous_round_ == 0 || update.round() != previous_round_ ||
+          previous == previous_updates_.end() || update.sample_count() != 0 ||
+          previous->second != Serialize(update)) {
+        return false;
+      }
+      ack = MakeAckLocked(previous_round_);
+    } else {
+      EvaluationTask& task = it->second;
+      payload = Serialize(update);
+      if (absl::Status s = ValidateEvaluationOnlyUpdate(update, rollout_.state().candidate_version);
+          !s.ok()) {
+        rejection = std::move(s);
+      } else if (task.declared_samples != 0 &&
+                 update.evaluation().samples() > task.declared_samples) {
+        rejection = absl::InvalidArgumentError(absl::StrCat(
+            "evaluation.samples ", update.evaluation().samples(), " is above the ",
+            task.declared_samples, " samples ", device, " declared at check-in"));
+      } else if (!task.payload.empty()) {
+        if (task.payload != payload) {
+          rejection = absl::AlreadyExistsError(absl::StrCat(
+              device, " already submitted a different evaluation in round ", round_.round));
+        } else if (task.durable) {
+          ack = MakeAckLocked(round_.round);
+        } else {
+          task.waiters.push_back(std::move(done));  // answered with the first write
+          return true;
+        }
+      } else if (store_->PendingWrites() >= config_.max_pending_writes()) {
+        rejection = WithRetryHint(
+            absl::ResourceExhaustedError("too many writes waiting to be stored; retry later"), 200);
+      } else {
+        task.payload = payload;
+        task.waiters.push_back(std::move(done));
+        ++pending_;  // a close waits for it, as for a training update
+        round = round_.round;
+        rollout_.RecordEvaluation(round, device, update.evaluation());
+      }
+    }
+  }
+  if (ack) {
+    done(std::move(*ack));
+    return true;
+  }
+  if (!rejection.ok()) {
+    CountRejected();
+    rejections_.Warn("update", device, rejection, clock_->MonotonicMs());
+    done(std::move(rejection));
+    return true;
+  }
+  store_->AppendEvaluation(
+      round, device, update.evaluation(), [this, round, device](absl::Status status) {
+        std::vector<SubmitDone> waiters;
+        absl::StatusOr<v1::UpdateAck> result;
+        {
+          absl::MutexLock lock(&mu_);
+          auto it = evaluation_tasks_.find(device);
+          // A rollback answered its waiters (ABORTED) and dropped the task.
+          if (round != round_.round || idle_ || it == evaluation_tasks_.end()) return;
+          waiters.swap(it->second.waiters);
+          --pending_;
+          if (status.ok()) {
+            it->second.durable = true;
+            result = MakeAckLocked(round);
+          } else {
+            it->second.payload.clear();
+            spdlog::error("could not store the evaluation of {} in round {}: {}", device, round,
+                          status.ToString());
+            result = WithRetryHint(
+                absl::UnavailableError("could not store the evaluation; retry"), 1000);
+          }
+        }
+        for (SubmitDone& waiter : waiters) waiter(result);
+      });
+  return true;
+}
+
+void RoundManager::ReportAlerts(const std::vector<v1::Alert>& before,
+                                const std::vector<v1::Alert>& after) {
+  const auto same = [](const v1::Alert& a, const v1::Alert& b) {
+    return a.kind() == b.kind() && a.model_version() == b.model_version() &&
+           a.raised_round() == b.raised_round();
+  };
+  for (const v1::Alert& a : after) {
+    if (std::none_of(before.begin(), before.end(), [&](const v1::Alert& b) { return same(a, b); })) {
+      spdlog::warn("alert raised: {} on version {} in round {}: {}", a.kind(), a.model_version(),
+                   a.raised_round(), a.message());
+    }
+  }
+  for (const v1::Alert& b : before) {
+    if (std::none_of(after.begin(), after.end(), [&](const v1::Alert& a) { return same(a, b); })) {
+      spdlog::warn("alert cleared: {} on version {} (raised in round {})", b.kind(),
+                   b.model_version(), b.raised_round());
+    }
+  }
+}
+
+std::optional<std::pair<v1::ModelVersion, Head>> RoundManager::CloseRollout(
+    uint32_t round, const v1::ModelVersion* committed, int64_t now) {
+  RolloutWrite write;
+  bool changed = false;
+  uint32_t candidate = 0;
+  std::vector<v1::Alert> before;
+  {
+    absl::MutexLock lock(&mu_);
+    before = rollout_.alerts();
+    if (committed != nullptr) {
+      const RolloutState old = rollout_.state();
+      const uint32_t v = committed->version();
+      absl::StatusOr<std::shared_ptr<const v1::ModelVersion>> serving =
+          DeviceModelLocked(old.serving_version);
+      if (!serving.ok()) {
+        spdlog::error("could not read serving version {}: {}; taking v{} as different",
+                      old.serving_version, serving.status().ToString(), v);
+      }
+      // Unreadable: the canary's evaluations decide, as for any candidate.
+      const bool differs = !serving.ok() || (*serving)->checksum() != committed->checksum();
+      const RolloutDecision d = rollout_.OnCommitted(v, differs);
+      const RolloutState& now_state = rollout_.state();
+      if (d.kind == RolloutDecision::Kind::kPromoted) {
+        write.stages.push_back({v, StageOf(v1::ROLLOUT_STAGE_SERVING, d.reason, round, now)});
+        write.stages.push_back({old.serving_version,
+                                StageOf(v1::ROLLOUT_STAGE_RETIRED,
+                                        absl::StrCat("retired: v", v, " promoted"), round, now)});
+        spdlog::info("round {}: version {} serves ({})", round, v, d.reason);
+      } else if (now_state.candidate_version == v && old.candidate_version != v) {
+        write.stages.push_back(
+            {v, StageOf(v1::ROLLOUT_STAGE_CANDIDATE,
+                        absl::StrCat("candidate: in canary (", rollout_.settings().canary_fraction,
+                                     " of the fleet) against serving v", old.serving_version),
+                        round, now)});
+        spdlog::info("round {}: version {} is the candidate, in canary against serving v{}",
+                     round, v, old.serving_version);
+      } else {
+        write.stages.push_back(
+            {v, StageOf(v1::ROLLOUT_STAGE_TRAINED,
+                        differs ? absl::StrCat("skipped: v", old.candidate_version,
+                                               " was in canary")
+                                : absl::StrCat("skipped: same weights as serving v",
+                                               old.serving_version),
+                        round, now)});
+        spdlog::info("round {}: version {} skipped ({})", round, v,
+                     differs ? "a candidate is in canary" : "same weights as the serving one");
+      }
+      changed = true;
+    }
+    candidate = rollout_.state().candidate_version;
+  }
+  v1::FleetEvaluation candidate_fleet;
+  if (candidate != 0) {
+    absl::StatusOr<v1::FleetEvaluation> fleet = store_->FleetEvaluationOf(candidate);
+    if (fleet.ok()) {
+      candidate_fleet = std::move(*fleet);
+    } else {
+      // No evidence this round: the decision waits for a later close.
+      spdlog::error("could not read the evaluations of candidate v{}: {}", candidate,
+                    fleet.status().ToString());
+      candidate = 0;
+    }
+  }
+  RolloutDecision decision;
+  std::vector<v1::Alert> after;
+  uint32_t latest = 0;
+  std::shared_ptr<const v1::ModelVersion> serving_model;
+  bool baseline_set = false;
+  {
+    absl::MutexLock lock(&mu_);
+    const RolloutState old = rollout_.state();
+    if (candidate != 0 || old.candidate_version == 0) {
+      decision = rollout_.OnRoundClosed(round, now, EvaluationSums::FromProto(candidate_fleet));
+    }
+    after = rollout_.alerts();
+    const RolloutState& state = rollout_.state();
+    baseline_set = decision.kind == RolloutDecision::Kind::kNone &&
+                   old.baseline.devices == 0 && state.baseline.devices != 0;
+    latest = committed != nullptr ? committed->version() : latest_.version();
+    if (decision.kind == RolloutDecision::Kind::kPromoted) {
+      v1::Rollout r = StageOf(v1::ROLLOUT_STAGE_SERVING, decision.reason, round, now);
+      *r.mutable_at_promotion() = decision.candidate.ToProto();
+      write.stages.push_back({decision.version, r});
+      write.stages.push_back(
+          {decision.previous_serving,
+           StageOf(v1::ROLLOUT_STAGE_RETIRED,
+                   absl::StrCat("retired: v", decision.version, " promoted"), round, now)});
+      spdlog::info("round {}: {} (v{})", round, decision.reason, decision.version);
+      changed = true;
+    } else if (decision.kind == RolloutDecision::Kind::kRolledBack) {
+      absl::StatusOr<std::shared_ptr<const v1::ModelVersion>> model =
+          DeviceModelLocked(state.serving_version);
+      if (model.ok()) {
+        serving_model = *model;
+      } else {
+        spdlog::error("could not read serving version {} to restart training from it: {}",
+                      state.serving_version, model.status().ToString());
+      }
+      changed = true;
+    }
+    TrimModelCacheLocked();
+    write.serving_version = state.serving_version;
+    write.candidate_version = state.candidate_version;
+  }
+  ReportAlerts(before, after);
+  if (baseline_set) {
+    // The serving version's first full window becomes its baseline
+    // (rollout.h): stored so that a restart keeps it.
+    absl::StatusOr<v1::ModelVersion> stored = store_->GetVersion(write.serving_version);
+    if (stored.ok()) {
+      v1::Rollout r = stored->rollout();
+      absl::MutexLock lock(&mu_);
+      *r.mutable_at_promotion() = rollout_.state().baseline.ToProto();
+      write.stages.push_back({write.serving_version, r});
+      changed = true;
+    }
+  }
+  std::optional<std::pair<v1::ModelVersion, Head>> restarted;
+  if (decision.kind == RolloutDecision::Kind::kRolledBack && serving_model != nullptr) {
+    v1::ModelVersion copy;
+    copy.set_version(latest + 1);
+    copy.set_parent_version(latest);
+    copy.set_round(0);
+    copy.set_restored_from(serving_model->version());
+    *copy.mutable_spec() = serving_model->spec();
+    copy.set_weights(serving_model->weights());
+    copy.set_bias(serving_model->bias());
+    copy.set_checksum(serving_model->checksum());
+    copy.set_created_unix_ms(now);
+    const std::string restart =
+        absl::StrCat("; training restarts from v", serving_model->version(), " as v", latest + 1);
+    write.stages.push_back({decision.version,
+                            StageOf(v1::ROLLOUT_STAGE_ROLLED_BACK,
+                                    absl::StrCat(decision.reason, restart), round, now)});
+    write.stages.push_back(
+        {copy.version(),
+         StageOf(v1::ROLLOUT_STAGE_TRAINED,
+                 absl::StrCat("copy of serving v", serving_model->version(),
+                              ": training restarts from it after v", decision.version,
+                              " was rolled back"),
+                 round, now)});
+    absl::StatusOr<Head> head = LoadHead(copy);
+    absl::Status s = head.ok() ? store_->CommitRestoredVersion(0, now, copy, nullptr, write)
+                               : head.status();
+    if (s.ok()) {
+      spdlog::info("round {}: {}{}", round, decision.reason, restart);
+      restarted.emplace(std::move(copy), std::move(*head));
+      return restarted;
+    }
+    spdlog::error("round {}: {}; could not commit the copy of v{}: {}", round, decision.reason,
+                  serving_model->version(), s.ToString());
+    write.stages.pop_back();
+    write.stages.back().second.set_reason(decision.reason);
+  } else if (decision.kind == RolloutDecision::Kind::kRolledBack) {
+    write.stages.push_back({decision.version, StageOf(v1::ROLLOUT_STAGE_ROLLED_BACK,
+                                                      decision.reason, round, now)});
+  }
+  if (changed) {
+    if (absl::Status s = store_->WriteRollout(write, nullptr); !s.ok()) {
+      spdlog::error("round {}: could not store the rollout's stages: {}", round, s.ToString());
+    }
+  }
+  return restarted;
+}
+
+absl::StatusOr<RoundManager::PromoteResult> RoundManager::Promote(uint32_t version,
+                                                                   AuditEntry audit) {
+  if (version == 0) return absl::InvalidArgumentError("promote: version 0 is not a version");
+  absl::MutexLock control(&control_mu_);
+  RolloutWrite write;
+  PromoteResult result;
+  const int64_t now = clock_->NowMs();
+  const std::string reason = audit.detail;
+  {
+    absl::MutexLock lock(&mu_);
+    if (closing_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "promote: round ", round_.round, " is being closed; try again in a moment"));
+    }
+    if (version > latest_.version()) {
+      return absl::NotFoundError(absl::StrCat("promote: no model version ", version,
+                                              " (latest is ", latest_.version(), ")"));
+    }
+    const RolloutState& state = rollout_.state();
+    if (version == state.serving_version) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("promote: version ", version, " already serves"));
+    }
+    result.previous_serving = state.serving_version;
+    write.serving_version = version;
+    write.stages.push_back(
+        {version, StageOf(v1::ROLLOUT_STAGE_SERVING,
+                          absl::StrCat("promoted by ", audit.actor, reason.empty() ? "" : ": ",
+                                       reason),
+                          round_.round, now)});
+    write.stages.push_back({state.serving_version,
+                            StageOf(v1::ROLLOUT_STAGE_RETIRED,
+                                    absl::StrCat("retired: v", version, " promoted by ",
+                                                 audit.actor),
+                                    round_.round, now)});
+    if (state.candidate_version != 0 && state.candidate_version != version) {
+      write.stages.push_back({state.candidate_version,
+                              StageOf(v1::ROLLOUT_STAGE_ROLLED_BACK,
+                                      absl::StrCat("rolled back: v", version, " promoted by ",
+                                                   audit.actor),
+                                      round_.round, now)});
+    }
+  }
+  audit.action = "promote";
+  audit.detail = absl::StrCat("version ", version, " serves (was ", result.previous_serving, ")",
+                              reason.empty() ? "" : "; reason: ", reason);
+  if (absl::Status s = store_->WriteRollout(write, &audit); !s.ok()) return s;
+  std::vector<v1::Alert> before, after;
+  {
+    absl::MutexLock lock(&mu_);
+    before = rollout_.alerts();
+    rollout_.ServeNow(version);
+    after = rollout_.alerts();
+    TrimModelCacheLocked();
+  }
+  spdlog::info("version {} promoted by {} (was {})", version, audit.actor,
+               result.previous_serving);
+  ReportAlerts(before, after);
+  absl::StatusOr<v1::ModelVersion> promoted = store_->GetVersion(version);
+  if (!promoted.ok()) return promoted.status();
+  promoted->clear_weights();
+  promoted->clear_bias();
+  result.version = std::move(*promoted);
+  return result;
 }
 
 }  // namespace tinyfed::server

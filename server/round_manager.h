@@ -43,6 +43,25 @@
 // on their normal path (back off, check in later), while an error fails
 // their call. The share counts restart with each round.
 //
+// Serving and staged rollout (rollout.h decides, docs/mlops.md): the
+// manager owns a RolloutController, restored from the store by Create().
+// A check-in that carries a ServingState has its evaluation counted (the
+// drift window at once; the store through its writer queue: the check-in
+// is answered without waiting for that write, and a report lost to a
+// crash is sent again with the device's next check-in, which counts it
+// then), and is answered with the model the device is meant to serve
+// when it holds another and did not defer; a check-in without one never
+// gets a model. A device the round needs no training task from (the
+// round's task slots are taken, or it already submitted its update) is
+// given an evaluation-only task of the candidate, within
+// EvaluationPolicy.tasks_per_round, unless it is in the canary (it
+// reports on the candidate with its check-ins). Those tasks live in
+// memory only: after a restart their devices check in again. At every
+// round close, committed or abandoned, the controller judges drift and the
+// candidate; its decisions are stored with the versions' stages, and a
+// rollback commits a copy of the serving version that the next round
+// trains from.
+//
 // Safe for concurrent use. Results arrive through callbacks, which may run
 // on the caller's thread or on the store's writer thread; they must not
 // block. The RoundManager must outlive every pending callback; its
@@ -70,6 +89,7 @@
 #include "head.h"
 #include "model_store.h"
 #include "rejection_log.h"
+#include "rollout.h"
 #include "tinyfed/v1/coordinator.pb.h"
 #include "tinyfed/v1/server_config.pb.h"
 
@@ -104,6 +124,15 @@ struct RoundSnapshot {
   bool paused = false;
 };
 
+// The rollout as the Admin status and the status page show it.
+struct RolloutSnapshot {
+  RolloutState state;
+  v1::FleetEvaluation serving_window;  // the drift window of the serving version
+  std::vector<v1::Alert> alerts;
+  double canary_fraction = 0;
+  bool enabled = true;
+};
+
 class RoundManager {
  public:
   using CheckInDone = std::function<void(absl::StatusOr<v1::CheckInResponse>)>;
@@ -124,8 +153,10 @@ class RoundManager {
   // last call into it has returned, e.g. after the gRPC server's Shutdown.
   ~RoundManager();
 
-  // A task for the device, the same one again if it already has one in the
-  // open round, or a retry hint. INVALID_ARGUMENT for a bad device id;
+  // A model to serve, a task for the device (the same one again if it
+  // already has one in the open round), or a retry hint (see the top for
+  // models and evaluation-only tasks). INVALID_ARGUMENT also for a
+  // ServingState out of its bounds (ValidateServingState). INVALID_ARGUMENT for a bad device id;
   // FAILED_PRECONDITION when the device declares it cannot hold the head;
   // UNAVAILABLE when the task could not be recorded. `peer` is the
   // caller's PeerKey() for the check-in limits; "" (the overload without
@@ -150,9 +181,17 @@ class RoundManager {
   // RESOURCE_EXHAUSTED with a retry hint (too many writes pending);
   // UNAVAILABLE (storage failed). The same bytes again get the original
   // acknowledgement, also in the round after the one that took them.
+  //
+  // The update of an evaluation-only task carries only its evaluation
+  // (ValidateEvaluationOnlyUpdate; INVALID_ARGUMENT otherwise, also for
+  // evaluation.samples above the count declared at check-in): it is
+  // acknowledged once the evaluation is durable, counted as the
+  // evaluation of a training update is, and is no participant of the
+  // round; the same bytes again get the same acknowledgement.
   void SubmitUpdate(const v1::Update& update, SubmitDone done);
 
-  // A committed version (0 = latest). NOT_FOUND for an unknown one.
+  // A committed version (0 = latest: the one training goes on from), as
+  // devices are sent it (no rollout). NOT_FOUND for an unknown one.
   absl::StatusOr<v1::ModelVersion> GetModel(uint32_t version);
 
   // Closes the open round when its deadline has passed: commits with at
@@ -163,6 +202,7 @@ class RoundManager {
   void WaitIdle();
 
   RoundSnapshot Snapshot() const;
+  RolloutSnapshot Rollout() const;
 
   // Warns that a request (`what`, e.g. "update") from `who` was refused
   // with `status`, through the manager's rate-limited rejection log, which
@@ -213,11 +253,38 @@ class RoundManager {
   // FAILED_PRECONDITION when it is the latest, or while a round is being
   // closed (try again); the store's error otherwise. Nothing changes on an
   // error.
+  //
+  // The new version serves at once for every device (ServeNow), the
+  // serving one before it is RETIRED, and a candidate is ROLLED_BACK;
+  // stored with the version, in its transaction.
   absl::StatusOr<RollbackResult> Rollback(uint32_t to_version, AuditEntry audit);
+
+  struct PromoteResult {
+    v1::ModelVersion version;  // the version now serving, with its Rollout; no weights
+    uint32_t previous_serving = 0;
+  };
+  // Makes the committed `version` serve at once for every device: the
+  // serving one before it RETIRED, a candidate other than it ROLLED_BACK,
+  // its reason "promoted by ACTOR[: reason]"; written with `audit`
+  // (action "promote", set here) in one transaction before anything
+  // changes in memory. Training goes on from the latest version.
+  // INVALID_ARGUMENT for 0; NOT_FOUND for an unknown version;
+  // FAILED_PRECONDITION when it already serves, or while a round is being
+  // closed (try again); the store's error otherwise.
+  absl::StatusOr<PromoteResult> Promote(uint32_t version, AuditEntry audit);
 
  private:
   RoundManager(const v1::ServerConfig& config, ModelStore* store, const Clock* clock,
-               ServerMetrics* metrics);
+               ServerMetrics* metrics, RolloutSettings rollout);
+
+  // An evaluation-only task in the open round (kept in memory only).
+  struct EvaluationTask {
+    std::string token;
+    uint32_t declared_samples = 0;
+    std::string payload;  // the update taken, once one is
+    bool durable = false;
+    std::vector<SubmitDone> waiters;
+  };
 
   struct Task {
     std::string token;
@@ -255,6 +322,29 @@ class RoundManager {
   // Opens round round_.round + 1 on the latest version when no round is
   // open, nothing is closing and the server is not paused.
   absl::Status OpenRoundIfIdle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(control_mu_);
+  // `version` as devices are sent it (weights, bias, spec, version,
+  // checksum; nothing else), cached per version; a store read on a miss.
+  absl::StatusOr<std::shared_ptr<const v1::ModelVersion>> DeviceModelLocked(uint32_t version)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops cached models that are neither serving nor the candidate.
+  void TrimModelCacheLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An evaluation-only task of the candidate for `device`, if it may have
+  // one (see the top); fills `response` and returns true when it does.
+  bool EvaluationTaskLocked(const v1::CheckInRequest& request, uint32_t declared,
+                            int64_t now_monotonic_ms, v1::CheckInResponse* response)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // SubmitUpdate for an evaluation-only task's token (or the same bytes
+  // again after its round closed); false when `update` is not one.
+  bool SubmitEvaluationOnly(const v1::Update& update, SubmitDone& done);
+  // The rollout's part of closing `round` (see the top): `committed` is
+  // the version the close committed, if any. Returns the version the next
+  // round trains from when a rollback committed a copy (with its head).
+  std::optional<std::pair<v1::ModelVersion, Head>> CloseRollout(
+      uint32_t round, const v1::ModelVersion* committed, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(control_mu_);
+  // Logs a warning for each alert raised or cleared between the two lists
+  // and sets the alert gauge.
+  void ReportAlerts(const std::vector<v1::Alert>& before, const std::vector<v1::Alert>& after);
   // Counts one refused update against the open round.
   void CountRejected();
   // Forgets the tasks, updates and counts of the round that just closed or
@@ -304,6 +394,10 @@ class RoundManager {
   uint32_t pending_ ABSL_GUARDED_BY(mu_) = 0;
   absl::BitGen token_bits_ ABSL_GUARDED_BY(mu_);
   CheckInLimiter limiter_ ABSL_GUARDED_BY(mu_);
+  RolloutController rollout_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint32_t, std::shared_ptr<const v1::ModelVersion>> device_models_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, EvaluationTask> evaluation_tasks_ ABSL_GUARDED_BY(mu_);
   // Filled by the store's callbacks, emptied by ApplyWritten(). Its own
   // lock so that recording a result never waits for request handling.
   absl::Mutex written_mu_;

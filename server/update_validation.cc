@@ -51,21 +51,79 @@ absl::Status ValidateEvaluation(const v1::Evaluation& e, uint32_t base_version) 
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::Status ValidateUpdate(const v1::Update& update, const v1::HeadSpec& spec) {
+// The device id and token checks every Update gets.
+absl::Status ValidateSender(const v1::Update& update) {
   // The one rule for device ids (fleet_keys.h), under this message's
   // field name.
   if (absl::Status s = ValidateDeviceId(update.device_id()); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("device_id: ", absl::StripPrefix(s.message(), "device id: ")));
   }
-
   if (update.task_token().size() > kMaxTaskTokenBytes) {
     return absl::InvalidArgumentError(absl::StrCat("task_token: expected at most ",
                                                    kMaxTaskTokenBytes, " bytes, got ",
                                                    update.task_token().size()));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateEvaluationOnlyUpdate(const v1::Update& update, uint32_t model_version) {
+  if (absl::Status s = ValidateSender(update); !s.ok()) return s;
+  const auto refused = [](absl::string_view field, absl::string_view got) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": an evaluation-only task's update carries only its evaluation, got ", got));
+  };
+  if (update.base_version() != model_version) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "base_version: expected the evaluated version ", model_version, ", got ",
+        update.base_version()));
+  }
+  if (update.sample_count() != 0) {
+    return refused("sample_count", absl::StrCat(update.sample_count()));
+  }
+  if (!update.weight_delta().empty()) {
+    return refused("weight_delta", absl::StrCat(update.weight_delta().size(), " bytes"));
+  }
+  if (!update.bias_delta().empty()) {
+    return refused("bias_delta", absl::StrCat(update.bias_delta().size(), " bytes"));
+  }
+  if (update.row_scales_size() != 0) {
+    return refused("row_scales", absl::StrCat(update.row_scales_size(), " scales"));
+  }
+  if (update.checksum() != 0) return refused("checksum", absl::StrCat(update.checksum()));
+  if (!update.has_evaluation()) {
+    return absl::InvalidArgumentError("evaluation: an evaluation-only task's update needs one");
+  }
+  return ValidateEvaluation(update.evaluation(), update.base_version());
+}
+
+absl::Status ValidateServingState(const v1::ServingState& serving, uint32_t declared_samples) {
+  if (!serving.has_evaluation()) return absl::OkStatus();
+  const v1::Evaluation& e = serving.evaluation();
+  if (serving.model_version() == 0) {
+    return absl::InvalidArgumentError(
+        "serving.evaluation: a device that serves no model (model_version 0) has none to report");
+  }
+  if (e.model_version() != serving.model_version()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "serving.evaluation.model_version: expected the served serving.model_version ",
+        serving.model_version(), ", got ", e.model_version()));
+  }
+  if (absl::Status s = ValidateEvaluation(e, serving.model_version()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("serving.", s.message()));
+  }
+  if (declared_samples != 0 && e.samples() > declared_samples) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "serving.evaluation.samples: ", e.samples(), " is above the ", declared_samples,
+        " samples declared in capabilities.sample_count"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateUpdate(const v1::Update& update, const v1::HeadSpec& spec) {
+  if (absl::Status s = ValidateSender(update); !s.ok()) return s;
 
   if (update.sample_count() < 1 || update.sample_count() > kMaxSampleCount) {
     return absl::InvalidArgumentError(absl::StrCat(

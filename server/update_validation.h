@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "tinyfed/v1/model.pb.h"
+#include "tinyfed/v1/coordinator.pb.h"
 #include "tinyfed/v1/round.pb.h"
 
 namespace tinyfed::server {
@@ -22,6 +23,21 @@ namespace tinyfed::server {
 // evaluation's samples against the count declared at check-in need the
 // round's state: RoundManager checks that.
 absl::Status ValidateUpdate(const v1::Update& update, const v1::HeadSpec& spec);
+
+// The Update of an evaluation-only task (round.proto RoundTask.evaluate_only)
+// for `model_version`: OK, or INVALID_ARGUMENT naming the first problem:
+// device id and token as ValidateUpdate checks them; base_version not
+// `model_version`; sample_count not 0; weight_delta, bias_delta or
+// row_scales not empty; checksum not 0; no evaluation, or one that fails
+// ValidateUpdate's checks of an evaluation (model_version = base_version).
+absl::Status ValidateEvaluationOnlyUpdate(const v1::Update& update, uint32_t model_version);
+
+// A check-in's ServingState (coordinator.proto): OK, or INVALID_ARGUMENT
+// naming the field (serving.evaluation.samples: ...): an evaluation (when
+// present) whose model_version is not serving.model_version or is 0, or
+// out of the bounds ValidateUpdate puts on Update.evaluation, or with
+// more samples than `declared_samples` when that is not 0.
+absl::Status ValidateServingState(const v1::ServingState& serving, uint32_t declared_samples);
 
 }  // namespace tinyfed::server
 

@@ -219,7 +219,13 @@ TEST_F(AdminServiceTest, StatusEqualsTheRoundManagersNumbers) {
   EXPECT_GT(r.time_left_ms(), 0);
   EXPECT_LE(r.time_left_ms(), 60000);
   EXPECT_EQ(status.latest_version(), 2u);
-  EXPECT_EQ(status.serving_version(), 2u);
+  // Staged rollout: version 2 differs from version 1, so it waits in
+  // canary while version 1 serves.
+  const RolloutSnapshot rollout = server_->manager().Rollout();
+  EXPECT_EQ(rollout.state.serving_version, 1u);
+  EXPECT_EQ(status.serving_version(), 1u);
+  EXPECT_EQ(status.candidate_version(), 2u);
+  EXPECT_EQ(status.canary_fraction(), 0.1);  // the default, as ApplyDefaults sets it
   EXPECT_FALSE(status.paused());
   EXPECT_EQ(status.revoked_devices(), 0u);
   EXPECT_EQ(status.server_version(), TINYFED_VERSION);
@@ -580,6 +586,118 @@ TEST(AdminServerBinary, PausedStoreStartsNotServingUntilResumed) {
   pause(false);
   EXPECT_EQ(HealthStatus(address, ""), "SERVING");
   EXPECT_EQ(server.Stop(), 0) << server.Log();
+}
+
+// Staged rollout through the Admin service: the status shows the
+// candidate, its evaluations and the serving window as devices reported
+// them; Promote serves a version at once (and rolls the candidate back);
+// Rollback's copy serves too. Compared with the store and with what the
+// Coordinator sends a device that serves models.
+TEST_F(AdminServiceTest, PromoteAndRollbackSteerWhichVersionDevicesServe) {
+  ASSERT_NO_FATAL_FAILURE(CommitRound());  // version 2: the candidate
+  // A training update on version 2 that evaluates it, and a device serving
+  // version 1 that reports on it.
+  v1::Evaluation on_candidate;
+  on_candidate.set_model_version(2);
+  on_candidate.set_samples(10);
+  on_candidate.set_correct(9);
+  ASSERT_TRUE(Submit("evaluator", Task("evaluator"), on_candidate).ok());
+  v1::CheckInRequest serving;
+  serving.set_device_id("server-of-v1");
+  serving.mutable_serving()->set_model_version(1);
+  v1::Evaluation* on_serving = serving.mutable_serving()->mutable_evaluation();
+  on_serving->set_model_version(1);
+  on_serving->set_samples(8);
+  on_serving->set_correct(6);
+  {
+    grpc::ClientContext context;
+    v1::CheckInResponse response;
+    ASSERT_TRUE(
+        coordinator_->CheckIn(&context, testing::Sign(server_->fleet_key(), serving), &response)
+            .ok());
+  }
+  ASSERT_TRUE(server_->store().Flush().ok());
+  v1::ServerStatus status = GetStatus();
+  EXPECT_EQ(status.serving_version(), 1u);
+  EXPECT_EQ(status.candidate_version(), 2u);
+  EXPECT_EQ(status.candidate_evaluation().devices(), 1u);
+  EXPECT_EQ(status.candidate_evaluation().correct(), 9u);
+  EXPECT_EQ(status.serving_window().devices(), 1u);
+  EXPECT_EQ(status.serving_window().samples(), 8u);
+  EXPECT_EQ(status.serving_window().correct(), 6u);
+
+  // Promote version 2 by hand.
+  v1::PromoteRequest promote;
+  promote.set_version(2);
+  promote.set_reason("canary looks fine");
+  v1::PromoteResponse promoted;
+  {
+    grpc::ClientContext context;
+    const grpc::Status s = admin_->Promote(&context, promote, &promoted);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_EQ(promoted.previous_serving(), 1u);
+  EXPECT_EQ(promoted.version().version(), 2u);
+  EXPECT_TRUE(promoted.version().weights().empty());
+  EXPECT_EQ(promoted.version().rollout().stage(), v1::ROLLOUT_STAGE_SERVING);
+  EXPECT_EQ(server_->store().GetVersion(2)->rollout().stage(), v1::ROLLOUT_STAGE_SERVING);
+  status = GetStatus();
+  EXPECT_EQ(status.serving_version(), 2u);
+  EXPECT_EQ(status.candidate_version(), 0u);
+  {
+    grpc::ClientContext context;
+    v1::CheckInResponse response;
+    ASSERT_TRUE(
+        coordinator_->CheckIn(&context, testing::Sign(server_->fleet_key(), serving), &response)
+            .ok());
+    ASSERT_TRUE(response.has_model()) << response.ShortDebugString();
+    EXPECT_EQ(response.model().version(), 2u);
+    EXPECT_EQ(response.model().weights(), server_->store().GetVersion(2)->weights());
+  }
+  {
+    grpc::ClientContext context;
+    EXPECT_EQ(admin_->Promote(&context, promote, &promoted).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION)
+        << "version 2 already serves";
+  }
+  for (uint32_t bad : {0u, 99u}) {
+    grpc::ClientContext context;
+    v1::PromoteRequest request;
+    request.set_version(bad);
+    EXPECT_EQ(admin_->Promote(&context, request, &promoted).error_code(),
+              bad == 0 ? grpc::StatusCode::INVALID_ARGUMENT : grpc::StatusCode::NOT_FOUND);
+  }
+  const std::vector<v1::AuditRecord> audit = Audit();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].action(), "promote");
+  EXPECT_EQ(audit[0].actor(), kAdmin);
+  EXPECT_NE(audit[0].detail().find("canary looks fine"), std::string::npos) << audit[0].detail();
+
+  // Version 3 becomes the candidate (round 2 holds the evaluator's update:
+  // one more closes it); a rollback to 1 serves its copy and rolls 3 back.
+  ASSERT_TRUE(Submit("closer", Task("closer")).ok());
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (server_->manager().Snapshot().latest_version < 3 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  server_->manager().WaitIdle();
+  ASSERT_EQ(GetStatus().candidate_version(), 3u);
+  v1::RollbackResponse rolled;
+  ASSERT_TRUE(Rollback(1, "back to the start", &rolled).ok());
+  EXPECT_EQ(rolled.version().version(), 4u);
+  status = GetStatus();
+  EXPECT_EQ(status.serving_version(), 4u);
+  EXPECT_EQ(status.candidate_version(), 0u);
+  EXPECT_EQ(server_->store().GetVersion(3)->rollout().stage(), v1::ROLLOUT_STAGE_ROLLED_BACK);
+  EXPECT_EQ(server_->store().GetVersion(2)->rollout().stage(), v1::ROLLOUT_STAGE_RETIRED);
+  grpc::ClientContext context;
+  v1::GetVersionRequest get;
+  get.set_version(4);
+  v1::ModelVersion v4;
+  ASSERT_TRUE(admin_->GetVersion(&context, get, &v4).ok());
+  EXPECT_EQ(v4.rollout().stage(), v1::ROLLOUT_STAGE_SERVING);
+  EXPECT_EQ(v4.weights(), server_->store().GetVersion(1)->weights());
 }
 
 }  // namespace

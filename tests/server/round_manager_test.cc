@@ -1378,7 +1378,11 @@ TEST_F(RollbackTest, CommitsACopyOfTheOlderVersionAndTrainsFromIt) {
   EXPECT_EQ(restored.restored_from(), 1u);
   EXPECT_EQ(restored.created_unix_ms(), now);
   EXPECT_EQ(restored.metrics().participants(), 0u);
-  EXPECT_EQ(restored.SerializeAsString(), result->version.SerializeAsString());
+  // As stored, but for the Rollout the store reads with it (serving_test.cc
+  // checks that).
+  v1::ModelVersion stored_copy = restored;
+  stored_copy.clear_rollout();
+  EXPECT_EQ(stored_copy.SerializeAsString(), result->version.SerializeAsString());
   const std::vector<AuditEntry> audit = store_->AuditLog(0, 10).value();
   ASSERT_EQ(audit.size(), 1u);
   EXPECT_EQ(audit[0].action, "rollback");
@@ -1583,6 +1587,20 @@ class HeldUpdatesStore final : public ModelStore {
   }
   absl::Status SetPaused(const PauseState& s, const AuditEntry& a) override {
     return inner_->SetPaused(s, a);
+  }
+  absl::StatusOr<v1::FleetEvaluation> FleetEvaluationOf(uint32_t v) override {
+    return inner_->FleetEvaluationOf(v);
+  }
+  absl::StatusOr<StoredRollout> Rollout() override { return inner_->Rollout(); }
+  absl::Status WriteRollout(const RolloutWrite& w, const AuditEntry* a) override {
+    return inner_->WriteRollout(w, a);
+  }
+  absl::Status CommitRestoredVersion(uint32_t r, int64_t ms, const v1::ModelVersion& n,
+                                     const AuditEntry* a, const RolloutWrite& w) override {
+    return inner_->CommitRestoredVersion(r, ms, n, a, w);
+  }
+  void AppendEvaluation(uint32_t r, std::string d, v1::Evaluation e, DoneCallback c) override {
+    inner_->AppendEvaluation(r, std::move(d), std::move(e), std::move(c));
   }
   size_t PendingWrites() const override { return inner_->PendingWrites(); }
   absl::Status Flush() override { return inner_->Flush(); }
