@@ -239,6 +239,7 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   for (StoredUpdate& u : previous) previous_updates_[u.device_id] = std::move(u.payload);
   pause_ = *pause;
   rollout_.Restore(rollout_state);
+  PublishRolloutLocked();
   idle_ = idle;
   open_ = !idle;
   if (idle) {
@@ -909,6 +910,7 @@ absl::StatusOr<RoundManager::RollbackResult> RoundManager::Rollback(uint32_t to_
     latest_head_ = *head;
     rollout_.ServeNow(next.version());
     TrimModelCacheLocked();
+    PublishRolloutLocked();
     for (auto& [device, entry] : updates_) {
       for (SubmitDone& done : entry.waiters) aborted.push_back(std::move(done));
     }
@@ -1012,6 +1014,13 @@ absl::StatusOr<std::shared_ptr<const v1::ModelVersion>> RoundManager::DeviceMode
   model->set_checksum(stored.checksum());
   device_models_[version] = model;
   return std::shared_ptr<const v1::ModelVersion>(std::move(model));
+}
+
+void RoundManager::PublishRolloutLocked() {
+  if (metrics_ == nullptr) return;
+  const RolloutState& state = rollout_.state();
+  metrics_->SetRollout(state.serving_version, state.candidate_version, rollout_.alerts().size(),
+                       rollout_.Window(state.serving_version, round_.round));
 }
 
 void RoundManager::TrimModelCacheLocked() {
@@ -1269,6 +1278,7 @@ std::optional<std::pair<v1::ModelVersion, Head>> RoundManager::CloseRollout(
       changed = true;
     }
     TrimModelCacheLocked();
+    PublishRolloutLocked();
     write.serving_version = state.serving_version;
     write.candidate_version = state.candidate_version;
   }
@@ -1387,6 +1397,7 @@ absl::StatusOr<RoundManager::PromoteResult> RoundManager::Promote(uint32_t versi
     rollout_.ServeNow(version);
     after = rollout_.alerts();
     TrimModelCacheLocked();
+    PublishRolloutLocked();
   }
   spdlog::info("version {} promoted by {} (was {})", version, audit.actor,
                result.previous_serving);

@@ -342,6 +342,8 @@ class RoundManager {
   std::optional<std::pair<v1::ModelVersion, Head>> CloseRollout(
       uint32_t round, const v1::ModelVersion* committed, int64_t now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(control_mu_);
+  // Gives the metrics (when given) the rollout as it stands.
+  void PublishRolloutLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Logs a warning for each alert raised or cleared between the two lists
   // and sets the alert gauge.
   void ReportAlerts(const std::vector<v1::Alert>& before, const std::vector<v1::Alert>& after);
