@@ -66,8 +66,8 @@ ABSL_FLAG(uint32_t, attack_from_round, 1,
 ABSL_FLAG(std::string, drift, "",
           "round=R,fraction=F,kind=label-swap|feature-shift: from round R on, a seeded "
           "round(F x devices) of the devices see changed data: label-swap exchanges the labels "
-          "of classes 0 and 1, feature-shift adds 32 quantization steps to every feature "
-          "(saturating). With F = 1 the test split changes too (it is the same world); with "
+          "of classes 0 and 1, feature-shift adds 64 quantization steps (two standard "
+          "deviations) to every feature (saturating). With F = 1 the test split changes too (it is the same world); with "
           "F < 1 the test accuracy column keeps the original world");
 ABSL_FLAG(std::optional<double>, canary_fraction, std::nullopt,
           "in-process server: the share of devices (by a hash of their id) that serve a new "

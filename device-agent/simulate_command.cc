@@ -454,6 +454,7 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   double finished_seconds = 0;
   std::string fleet_unknown_reported;
   std::vector<std::string> alerts_shown;
+  uint64_t models_installed = 0, models_refused = 0, evaluation_tasks = 0;
   for (uint32_t r = 1; r <= o.rounds; ++r) {
     const auto round_start = std::chrono::steady_clock::now();
     absl::StatusOr<RoundResult> result = fleet.RunRound([&](const RoundProgress& p) {
@@ -530,7 +531,15 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     for (const std::string& a : fleet_status.alerts) row->add_alerts(a);
     row->set_devices_serving_candidate(fleet_status.devices_serving_candidate);
     report.set_final_accuracy(result->accuracy);
+    models_installed += result->models_installed;
+    models_refused += result->models_refused;
+    evaluation_tasks += result->evaluation_tasks;
   }
+  std::fprintf(out, "\nserving: devices installed %llu deployed models (refused %llu) and "
+                    "submitted %llu evaluation-only tasks\n",
+               static_cast<unsigned long long>(models_installed),
+               static_cast<unsigned long long>(models_refused),
+               static_cast<unsigned long long>(evaluation_tasks));
 
   const double central = CentralizedFloatAccuracy(data, o);
   report.set_centralized_float_accuracy(central);

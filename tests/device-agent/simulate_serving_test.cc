@@ -361,10 +361,11 @@ TEST(DriftSpec, LabelSwapExchangesClassesZeroAndOneOnly) {
 }
 
 TEST(DriftSpec, FeatureShiftAddsStepsAndSaturates) {
-  std::vector<int8_t> x = {-127, 0, 94, 95, 127, 100};
+  ASSERT_EQ(kFeatureShiftSteps, 64);  // the values below are written for it
+  std::vector<int8_t> x = {-127, 0, 62, 63, 64, -64};
   std::vector<uint8_t> y = {3, 4, 5};
   ApplyDrift(DriftKind::kFeatureShift, 2, y.size(), x.data(), y.data());
-  EXPECT_EQ(x, (std::vector<int8_t>{-95, 32, 126, 127, 127, 127}));
+  EXPECT_EQ(x, (std::vector<int8_t>{-63, 64, 126, 127, 127, 0}));
   EXPECT_EQ(y, (std::vector<uint8_t>{3, 4, 5}));
 }
 
