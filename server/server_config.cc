@@ -307,12 +307,13 @@ RequestLimits RequestLimitsFromConfig(const v1::ServerConfig& c) {
   const uint32_t slack = c.limits().request_slack_bytes();
   RequestLimits limits;
   // The SDK's formulas (tinyfed.h), which tests check against the SDK: a
-  // check-in is fixed; an update is one byte per weight and bias, five per
-  // row scale, 100 for the ids, token and numbers and 26 for its
+  // check-in is fixed, 80 bytes for the request and 36 for its longest
+  // ServingState (TINYFED_SERVING_STATE_MAX_SIZE); an update is one byte
+  // per weight and bias, five per row scale, 100 for the ids, token and numbers and 26 for its
   // evaluation (TINYFED_EVALUATION_MAX_SIZE); each in its SignedRequest. Validation bounds f * k <= 4096 and k <= 32, so nothing
   // here overflows and every body is far below the 2 MiB the envelope's
   // overhead assumes.
-  limits.check_in_bytes = 80 + kSignedRequestOverheadBytes + slack;
+  limits.check_in_bytes = 80 + 36 + kSignedRequestOverheadBytes + slack;
   limits.update_bytes = f * k + k + 5 * k + 100 + 26 + kSignedRequestOverheadBytes + slack;
   // A GetModelRequest is one uint32 field: a tag and at most 5 bytes.
   limits.get_model_bytes = 6 + slack;

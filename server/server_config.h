@@ -52,7 +52,7 @@ v1::HeadSpec HeadSpecFromConfig(const v1::ServerConfig& config);
 // client-sdk/include/tinyfed/tinyfed.h), for CheckIn and SubmitUpdate in
 // its SignedRequest (kSignedRequestOverheadBytes more), plus
 // limits.request_slack_bytes. For the default 64 x 10 head and slack:
-// CheckIn 664 bytes, SubmitUpdate 1,410, GetModel 518.
+// CheckIn 700 bytes, SubmitUpdate 1,410, GetModel 518.
 struct RequestLimits {
   uint32_t check_in_bytes = 0;
   uint32_t update_bytes = 0;

@@ -54,33 +54,19 @@ static void attach_model_callbacks(tinyfed_v1_ModelVersion *model,
   model->bias.arg = ctx;
 }
 
-/* Little-endian int16 bytes to host int16, in place: nothing to do on a
- * little-endian target (GCC and Clang say which they compile for). */
-static void int16_from_le(int16_t *values, uint32_t count) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  (void)values;
-  (void)count;
-#else
-  uint8_t *bytes = (uint8_t *)values;
-  uint32_t i;
-  for (i = 0; i < count; ++i) {
-    uint16_t u = (uint16_t)(bytes[2u * i] | (uint16_t)(bytes[2u * i + 1u] << 8));
-    values[i] = (int16_t)u;
-  }
-#endif
-}
-
 /* Checks the decoded task and, when it is valid, makes it the context's. */
 static tinyfed_status_t load_task(tinyfed_context_t *ctx,
                                   const tinyfed_v1_RoundTask *task) {
+  /* An evaluation-only task has no plan and no update scheme. */
+  const bool trains = !task->evaluate_only;
   if (!task->has_model || !task->model.has_spec ||
-      !task->model.spec.has_feature_quantization || !task->has_plan) {
+      !task->model.spec.has_feature_quantization || (trains && !task->has_plan)) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
                         "task lacks model/spec/scheme/plan");
   }
-  if (!task->has_quantization ||
-      task->quantization.scheme !=
-          tinyfed_v1_QuantizationScheme_QUANTIZATION_SCHEME_INT8_PER_ROW_STOCHASTIC) {
+  if (trains && (!task->has_quantization ||
+                 task->quantization.scheme !=
+                     tinyfed_v1_QuantizationScheme_QUANTIZATION_SCHEME_INT8_PER_ROW_STOCHASTIC)) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_UNSUPPORTED,
                         "unsupported update scheme");
   }
@@ -117,14 +103,16 @@ static tinyfed_status_t load_task(tinyfed_context_t *ctx,
     return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
                         "weight/feature format invalid");
   }
-  if (plan->batch_size > ctx->max_batch && plan->batch_size <= TINYFED_MAX_BATCH) {
+  if (trains && plan->batch_size > ctx->max_batch &&
+      plan->batch_size <= TINYFED_MAX_BATCH) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_BATCH_TOO_LARGE,
                         "batch exceeds capacity");
   }
-  if (plan->epochs == 0u || plan->epochs > TINYFED_MAX_EPOCHS ||
-      plan->batch_size == 0u || plan->batch_size > TINYFED_MAX_BATCH ||
-      plan->learning_rate_q16 == 0u ||
-      plan->learning_rate_q16 > TINYFED_MAX_LEARNING_RATE_Q16) {
+  if (trains &&
+      (plan->epochs == 0u || plan->epochs > TINYFED_MAX_EPOCHS ||
+       plan->batch_size == 0u || plan->batch_size > TINYFED_MAX_BATCH ||
+       plan->learning_rate_q16 == 0u ||
+       plan->learning_rate_q16 > TINYFED_MAX_LEARNING_RATE_Q16)) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
                         "epochs/batch/rate out of range");
   }
@@ -140,17 +128,20 @@ static tinyfed_status_t load_task(tinyfed_context_t *ctx,
   info->feature_zero_point = fq->zero_point;
   info->feature_scale_multiplier = (uint32_t)fq->scale_multiplier;
   info->feature_scale_shift = fq->scale_shift;
-  info->epochs = plan->epochs;
-  info->batch_size = plan->batch_size;
-  info->learning_rate_q16 = plan->learning_rate_q16;
-  info->seed = plan->seed;
   info->deadline_ms = task->deadline_ms;
   memcpy(info->task_token, task->task_token.bytes, task->task_token.size);
   info->task_token_len = task->task_token.size;
+  info->evaluate_only = trains ? 0u : 1u;
+  if (trains) {
+    info->epochs = plan->epochs;
+    info->batch_size = plan->batch_size;
+    info->learning_rate_q16 = plan->learning_rate_q16;
+    info->seed = plan->seed;
+  }
   /* Any batch from 1 to batch_size must give a representable SGD step, for
    * the weights and for the bias: the extremes decide. */
   uint32_t i, mant, shift;
-  for (i = 0; i < 4u; ++i) {
+  for (i = 0; trains && i < 4u; ++i) {
     if (tinyfed_step_scale(info, (i & 1u) ? info->batch_size : 1u,
                            (int)(i >> 1), &mant, &shift) != TINYFED_OK) {
       return TINYFED_FAIL(ctx, TINYFED_ERR_INVALID_TASK,
@@ -158,8 +149,8 @@ static tinyfed_status_t load_task(tinyfed_context_t *ctx,
     }
   }
 
-  int16_from_le(ctx->global_w, features * classes);
-  int16_from_le(ctx->global_b, classes);
+  tinyfed_int16_from_le(ctx->global_w, features * classes);
+  tinyfed_int16_from_le(ctx->global_b, classes);
   memcpy(ctx->local_w, ctx->global_w, 2u * (size_t)features * classes);
   memcpy(ctx->local_b, ctx->global_b, 2u * (size_t)classes);
   ctx->held_version = info->model_version;
@@ -211,6 +202,26 @@ tinyfed_status_t tinyfed_task_decode(tinyfed_context_t *ctx,
   return load_task(ctx, &task);
 }
 
+/* Where CheckInResponse.model lies in the response: nothing is decoded
+ * from it here (tinyfed_model_decode does that into the firmware's own
+ * buffer). A buffer stream's state is its read position (nanopb's
+ * pb_istream_from_buffer), which gives the offset without a copy. */
+typedef struct model_span {
+  const uint8_t *msg;
+  size_t offset, length;
+  bool present;
+} model_span_t;
+
+static bool locate_model(pb_istream_t *stream, const pb_field_t *field,
+                         void **arg) {
+  (void)field;
+  model_span_t *span = (model_span_t *)*arg;
+  span->offset = (size_t)((const uint8_t *)stream->state - span->msg);
+  span->length = stream->bytes_left;
+  span->present = true;
+  return pb_read(stream, NULL, stream->bytes_left);
+}
+
 tinyfed_status_t tinyfed_checkin_response_decode(
     tinyfed_context_t *ctx, const uint8_t *msg, size_t len,
     tinyfed_checkin_result_t *result) {
@@ -218,27 +229,45 @@ tinyfed_status_t tinyfed_checkin_response_decode(
     return ctx == NULL ? TINYFED_ERR_ARGUMENT
                        : TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL result");
   }
+  /* A response with a model leaves the context as it was: what
+   * begin_decode drops is put back then. */
+  const uint32_t state = (ctx == NULL) ? 0u : ctx->state;
+  const uint32_t evaluated = (ctx == NULL) ? 0u : ctx->evaluation.samples;
   tinyfed_status_t status = begin_decode(ctx, msg, len);
   if (status != TINYFED_OK) return status;
   tinyfed_v1_CheckInResponse response = tinyfed_v1_CheckInResponse_init_zero;
+  model_span_t model = {msg, 0u, 0u, false};
   attach_model_callbacks(&response.task.model, ctx);
+  response.model.funcs.decode = locate_model;
+  response.model.arg = &model;
   pb_istream_t stream = pb_istream_from_buffer(msg, len);
   if (!pb_decode(&stream, tinyfed_v1_CheckInResponse_fields, &response)) {
     return decode_failure(ctx);
   }
-  if (response.has_task == response.has_retry) {
+  if ((int)response.has_task + (int)response.has_retry + (int)model.present != 1) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_MALFORMED,
-                        "need one of task, retry");
+                        "need one of task, retry, model");
   }
+  result->retry_after_ms = 0u;
+  result->model_offset = 0u;
+  result->model_length = 0u;
   if (response.has_retry) {
     result->kind = TINYFED_CHECKIN_RETRY;
     result->retry_after_ms = response.retry.retry_after_ms;
     return TINYFED_OK;
   }
+  if (model.present) {
+    ctx->state = state;
+    ctx->evaluation.samples = evaluated;
+    result->kind = TINYFED_CHECKIN_MODEL;
+    result->model_offset = model.offset;
+    result->model_length = model.length;
+    return TINYFED_OK;
+  }
   status = load_task(ctx, &response.task);
   if (status != TINYFED_OK) return status;
-  result->kind = TINYFED_CHECKIN_TASK;
-  result->retry_after_ms = 0u;
+  result->kind = response.task.evaluate_only ? TINYFED_CHECKIN_EVALUATE
+                                             : TINYFED_CHECKIN_TASK;
   return TINYFED_OK;
 }
 
@@ -338,9 +367,11 @@ static tinyfed_status_t encode_signed(tinyfed_context_t *ctx, const pb_msgdesc_t
   return TINYFED_OK;
 }
 
-tinyfed_status_t tinyfed_checkin_encode(tinyfed_context_t *ctx,
-                                        uint32_t sample_count, uint8_t *out,
-                                        size_t capacity, size_t *out_len) {
+/* Checks the arguments of a check-in and fills the CheckInRequest every
+ * check-in carries (no serving state). */
+static tinyfed_status_t checkin_request(tinyfed_context_t *ctx, uint32_t sample_count,
+                                        const uint8_t *out, const size_t *out_len,
+                                        tinyfed_v1_CheckInRequest *request) {
   if (ctx == NULL) return TINYFED_ERR_ARGUMENT;
   if (out == NULL || out_len == NULL) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL output");
@@ -348,17 +379,76 @@ tinyfed_status_t tinyfed_checkin_encode(tinyfed_context_t *ctx,
   if (ctx->state == TINYFED_STATE_NONE) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_STATE, "context not initialised");
   }
-  tinyfed_v1_CheckInRequest request = tinyfed_v1_CheckInRequest_init_zero;
-  memcpy(request.device_id, ctx->device_id, sizeof ctx->device_id);
-  request.model_version = ctx->held_version;
-  request.has_capabilities = true;
-  request.capabilities.max_features = ctx->max_features;
-  request.capabilities.max_classes = ctx->max_classes;
-  request.capabilities.max_batch_size = ctx->max_batch;
-  request.capabilities.sample_count = sample_count;
+  const tinyfed_v1_CheckInRequest empty = tinyfed_v1_CheckInRequest_init_zero;
+  *request = empty;
+  memcpy(request->device_id, ctx->device_id, sizeof ctx->device_id);
+  request->model_version = ctx->held_version;
+  request->has_capabilities = true;
+  request->capabilities.max_features = ctx->max_features;
+  request->capabilities.max_classes = ctx->max_classes;
+  request->capabilities.max_batch_size = ctx->max_batch;
+  request->capabilities.sample_count = sample_count;
+  return TINYFED_OK;
+}
+
+tinyfed_status_t tinyfed_checkin_encode(tinyfed_context_t *ctx,
+                                        uint32_t sample_count, uint8_t *out,
+                                        size_t capacity, size_t *out_len) {
+  tinyfed_v1_CheckInRequest request;
+  const tinyfed_status_t status = checkin_request(ctx, sample_count, out, out_len, &request);
+  if (status != TINYFED_OK) return status;
   return encode_signed(ctx, tinyfed_v1_CheckInRequest_fields, &request,
                        TINYFED_CHECKIN_TAG_LABEL, TINYFED_CHECKIN_TAG_LABEL_SIZE, out,
                        capacity, out_len);
+}
+
+tinyfed_status_t tinyfed_checkin_encode_serving(
+    tinyfed_context_t *ctx, uint32_t sample_count,
+    const tinyfed_serving_state_t *serving, uint8_t *out, size_t capacity,
+    size_t *out_len) {
+  tinyfed_v1_CheckInRequest request;
+  const tinyfed_status_t status = checkin_request(ctx, sample_count, out, out_len, &request);
+  if (status != TINYFED_OK) return status;
+  if (serving != NULL) {
+    request.has_serving = true;
+    request.serving.model_version = serving->model_version;
+    request.serving.defer_model = serving->defer_model != 0u;
+    const tinyfed_evaluation_t *e = serving->evaluation;
+    if (e != NULL) {
+      /* The server's checks (coordinator.proto ServingState), so that a
+       * device learns of a bad evaluation here rather than by a refused
+       * check-in. */
+      if (e->model_version != serving->model_version || e->model_version == 0u ||
+          e->samples == 0u || e->samples > TINYFED_MAX_SAMPLES ||
+          (sample_count != 0u && e->samples > sample_count) ||
+          e->correct > e->samples || e->loss_sum_q16 > ((uint64_t)e->samples << 21)) {
+        return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "serving evaluation out of range");
+      }
+      request.serving.has_evaluation = true;
+      memcpy(&request.serving.evaluation, e, sizeof request.serving.evaluation);
+    }
+  }
+  return encode_signed(ctx, tinyfed_v1_CheckInRequest_fields, &request,
+                       TINYFED_CHECKIN_TAG_LABEL, TINYFED_CHECKIN_TAG_LABEL_SIZE, out,
+                       capacity, out_len);
+}
+
+/* An Update holding only what identifies it (round, task token, device id,
+ * base version) and the task's evaluation if it ran: an evaluation-only
+ * task's whole update, and the start of a trained one. */
+static void update_identity(const tinyfed_context_t *ctx, tinyfed_v1_Update *update) {
+  const tinyfed_task_info_t *t = &ctx->task;
+  const tinyfed_v1_Update empty = tinyfed_v1_Update_init_zero;
+  *update = empty;
+  update->round = t->round;
+  memcpy(update->task_token.bytes, t->task_token, t->task_token_len);
+  update->task_token.size = (pb_size_t)t->task_token_len;
+  memcpy(update->device_id, ctx->device_id, sizeof ctx->device_id);
+  update->base_version = t->model_version;
+  if (ctx->evaluation.samples != 0u) {
+    update->has_evaluation = true;
+    memcpy(&update->evaluation, &ctx->evaluation, sizeof update->evaluation);
+  }
 }
 
 tinyfed_status_t tinyfed_update_encode(tinyfed_context_t *ctx, uint8_t *out,
@@ -374,12 +464,8 @@ tinyfed_status_t tinyfed_update_encode(tinyfed_context_t *ctx, uint8_t *out,
   byte_span_t weights = {(const uint8_t *)ctx->delta_w,
                          (size_t)t->feature_count * t->class_count};
   byte_span_t bias = {(const uint8_t *)ctx->delta_b, t->class_count};
-  tinyfed_v1_Update update = tinyfed_v1_Update_init_zero;
-  update.round = t->round;
-  memcpy(update.task_token.bytes, t->task_token, t->task_token_len);
-  update.task_token.size = (pb_size_t)t->task_token_len;
-  memcpy(update.device_id, ctx->device_id, sizeof ctx->device_id);
-  update.base_version = t->model_version;
+  tinyfed_v1_Update update;
+  update_identity(ctx, &update);
   update.sample_count = ctx->trained_samples;
   update.weight_delta.funcs.encode = encode_span;
   update.weight_delta.arg = &weights;
@@ -388,14 +474,28 @@ tinyfed_status_t tinyfed_update_encode(tinyfed_context_t *ctx, uint8_t *out,
   update.row_scales_count = (pb_size_t)t->class_count;
   memcpy(update.row_scales, ctx->row_scales, 4u * t->class_count);
   update.local_loss_q16 = ctx->loss_q16;
-  if (ctx->evaluation.samples != 0u) {
-    update.has_evaluation = true;
-    memcpy(&update.evaluation, &ctx->evaluation, sizeof update.evaluation);
-  }
   update.checksum =
       tinyfed_crc32_update(tinyfed_crc32_update(TINYFED_CRC32_INIT, weights.data,
                                                 weights.len),
                            bias.data, bias.len);
+  return encode_signed(ctx, tinyfed_v1_Update_fields, &update, TINYFED_UPDATE_TAG_LABEL,
+                       TINYFED_UPDATE_TAG_LABEL_SIZE, out, capacity, out_len);
+}
+
+tinyfed_status_t tinyfed_evaluation_encode(tinyfed_context_t *ctx, uint8_t *out,
+                                           size_t capacity, size_t *out_len) {
+  if (ctx == NULL) return TINYFED_ERR_ARGUMENT;
+  if (out == NULL || out_len == NULL) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL output");
+  }
+  if (ctx->state != TINYFED_STATE_TASK || !ctx->task.evaluate_only ||
+      ctx->evaluation.samples == 0u) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_STATE, "evaluate an evaluation-only task first");
+  }
+  /* round.proto RoundTask.evaluate_only: no sample count, deltas, scales,
+   * loss or checksum (their zeros are not encoded). */
+  tinyfed_v1_Update update;
+  update_identity(ctx, &update);
   return encode_signed(ctx, tinyfed_v1_Update_fields, &update, TINYFED_UPDATE_TAG_LABEL,
                        TINYFED_UPDATE_TAG_LABEL_SIZE, out, capacity, out_len);
 }

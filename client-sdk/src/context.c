@@ -140,6 +140,8 @@ const char *tinyfed_status_name(tinyfed_status_t status) {
     case TINYFED_ERR_INVALID_TASK: return "TINYFED_ERR_INVALID_TASK";
     case TINYFED_ERR_UNSUPPORTED: return "TINYFED_ERR_UNSUPPORTED";
     case TINYFED_ERR_DATASET: return "TINYFED_ERR_DATASET";
+    case TINYFED_ERR_FEATURE_SPEC: return "TINYFED_ERR_FEATURE_SPEC";
+    case TINYFED_ERR_NO_MODEL: return "TINYFED_ERR_NO_MODEL";
   }
   return "TINYFED_ERR_UNKNOWN";
 }

@@ -211,48 +211,70 @@ static int32_t clamp_logit(int32_t z) {
 #endif
 }
 
-/* What the forward pass of a task needs beyond its head, worked out once
- * per training (or classification) rather than once per sample. */
-typedef struct forward_plan {
-  int64_t half;       /* 2^(shift - 1): rounds to nearest, ties up */
-  int32_t multiplier; /* the features' M, in [2^30, 2^31) */
-  uint32_t shift;     /* 15 + f - sh, in [12, 60] */
-  int32_t limit;      /* |acc| cap, see forward_plan_init */
-  int32_t bias_scale; /* 2^(16 - f) */
-  uint32_t pairs;     /* feature pairs of a row */
-  uint32_t blocks;    /* see dot_blocks */
-} forward_plan_t;
-
-static void forward_plan_init(const tinyfed_task_info_t *t,
-                              forward_plan_t *plan) {
+void tinyfed_forward_plan_init(tinyfed_forward_plan_t *plan,
+                               const tinyfed_head_format_t *format,
+                               const int16_t *weights, const int16_t *bias,
+                               int32_t *logits) {
   /* acc * M * 2^(sh - 31) * 2^-f is the real logit; Q16 needs a right
    * shift of 15 + f - sh, in [12, 60] for the validated ranges, rounded to
    * nearest (ties up). With M >= 2^30, |acc| >= 2^(shift - 1) puts the
    * logit at or beyond +-2^29, where it is clamped anyway: clamping acc
    * there first changes no result and keeps the shifted product within
    * int32. */
-  plan->shift = (uint32_t)(15 + (int32_t)t->weight_frac_bits -
-                           t->feature_scale_shift);
+  plan->weights = weights;
+  plan->bias = bias;
+  plan->logits = logits;
+  plan->features = format->feature_count;
+  plan->classes = format->class_count;
+  plan->zero_point = format->feature_zero_point;
+  plan->shift = (uint32_t)(15 + (int32_t)format->weight_frac_bits -
+                           format->feature_scale_shift);
   plan->half = (int64_t)1 << (plan->shift - 1u);
-  plan->multiplier = (int32_t)t->feature_scale_multiplier;
+  plan->multiplier = (int32_t)format->feature_scale_multiplier;
   plan->limit =
       (plan->shift < 32u) ? (int32_t)1 << (plan->shift - 1u) : INT32_MAX;
-  plan->bias_scale = (int32_t)1 << (16u - t->weight_frac_bits);
-  plan->pairs = (t->feature_count + 1u) / 2u;
-  plan->blocks = dot_blocks(t->feature_count);
+  plan->bias_scale = (int32_t)1 << (16u - format->weight_frac_bits);
+  plan->pairs = (format->feature_count + 1u) / 2u;
+  plan->blocks = dot_blocks(format->feature_count);
 }
 
-/* Logits of one sample in Q16.16 for the context's local head (w, b) into
- * ctx->logits (scratch the context owns): logits[c] = sum_f w[c][f] *
- * real(x[f]) + b[c], each clamped to [-2^29, 2^29 - 1] (clamp_logit) so
- * that differences fit in int32. */
-static void forward(const tinyfed_context_t *ctx, const forward_plan_t *plan,
-                    const int8_t *x) {
-  const uint32_t features = ctx->task.feature_count;
-  const int32_t zp = ctx->task.feature_zero_point;
-  const int16_t *w = ctx->local_w, *b = ctx->local_b;
-  int32_t *const logits = ctx->logits;
-  const int32_t *end = logits + ctx->task.class_count;
+/* The task info's six format fields lie in the head format's order and
+ * types, so the plan copies them in one block. */
+typedef char tinyfed_task_format_layout[
+    (offsetof(tinyfed_task_info_t, class_count) -
+             offsetof(tinyfed_task_info_t, feature_count) ==
+         offsetof(tinyfed_head_format_t, class_count) &&
+     offsetof(tinyfed_task_info_t, weight_frac_bits) -
+             offsetof(tinyfed_task_info_t, feature_count) ==
+         offsetof(tinyfed_head_format_t, weight_frac_bits) &&
+     offsetof(tinyfed_task_info_t, feature_zero_point) -
+             offsetof(tinyfed_task_info_t, feature_count) ==
+         offsetof(tinyfed_head_format_t, feature_zero_point) &&
+     offsetof(tinyfed_task_info_t, feature_scale_multiplier) -
+             offsetof(tinyfed_task_info_t, feature_count) ==
+         offsetof(tinyfed_head_format_t, feature_scale_multiplier) &&
+     offsetof(tinyfed_task_info_t, feature_scale_shift) -
+             offsetof(tinyfed_task_info_t, feature_count) ==
+         offsetof(tinyfed_head_format_t, feature_scale_shift) &&
+     sizeof(tinyfed_head_format_t) == 6u * 4u) ? 1 : -1];
+
+/* The plan of the context's local head (the task's, until training). */
+static void task_plan(const tinyfed_context_t *ctx, tinyfed_forward_plan_t *plan) {
+  tinyfed_head_format_t format;
+  memcpy(&format, &ctx->task.feature_count, sizeof format);
+  tinyfed_forward_plan_init(plan, &format, ctx->local_w, ctx->local_b,
+                            ctx->logits);
+}
+
+/* Logits of one sample in Q16.16 for the plan's head into plan->logits:
+ * logits[c] = sum_f w[c][f] * real(x[f]) + b[c], each clamped to
+ * [-2^29, 2^29 - 1] (clamp_logit) so that differences fit in int32. */
+static void forward(const tinyfed_forward_plan_t *plan, const int8_t *x) {
+  const uint32_t features = plan->features;
+  const int32_t zp = plan->zero_point;
+  const int16_t *w = plan->weights, *b = plan->bias;
+  int32_t *const logits = plan->logits;
+  const int32_t *end = logits + plan->classes;
   int32_t *z;
   uint32_t xs[TINYFED_FEATURE_CHUNK / 2u];
   /* First the exact feature sums. The usual head fits one chunk: the
@@ -722,26 +744,17 @@ static void quantize_delta(tinyfed_context_t *ctx, tinyfed_prng_t *rounding) {
 
 /* ---- training ------------------------------------------------------------ */
 
-/* Whether `data` fits the loaded task, as tinyfed_train checks it: its
- * feature count, 1..2^24 samples (before any label is read), labels below
- * the class count. */
-static tinyfed_status_t check_dataset(tinyfed_context_t *ctx,
-                                      const tinyfed_dataset_t *data) {
-  if (data->feature_count != ctx->task.feature_count) {
-    return TINYFED_FAIL(ctx, TINYFED_ERR_DATASET,
-                        "dataset/task feature count differ");
-  }
+const char *tinyfed_dataset_fault(const tinyfed_dataset_t *data,
+                                  uint32_t features, uint32_t classes) {
+  if (data->feature_count != features) return "dataset/model feature count differ";
   if (data->count == 0u || data->count > TINYFED_MAX_SAMPLES) {
-    return TINYFED_FAIL(ctx, TINYFED_ERR_DATASET,
-                        "dataset must hold 1..2^24 samples");
+    return "dataset must hold 1..2^24 samples";
   }
   uint32_t i;
   for (i = 0; i < data->count; ++i) {
-    if (data->labels[i] >= ctx->task.class_count) {
-      return TINYFED_FAIL(ctx, TINYFED_ERR_DATASET, "label out of range");
-    }
+    if (data->labels[i] >= classes) return "label out of range";
   }
-  return TINYFED_OK;
+  return NULL;
 }
 
 tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
@@ -750,8 +763,8 @@ tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
   if (data == NULL || data->features == NULL || data->labels == NULL) {
     return TINYFED_FAIL(ctx, TINYFED_ERR_ARGUMENT, "NULL dataset");
   }
-  if (ctx->state < TINYFED_STATE_TASK) {
-    return TINYFED_FAIL(ctx, TINYFED_ERR_STATE, "no task loaded");
+  if (ctx->state < TINYFED_STATE_TASK || ctx->task.evaluate_only) {
+    return TINYFED_FAIL(ctx, TINYFED_ERR_STATE, "no task to train");
   }
   const tinyfed_task_info_t *t = &ctx->task;
   const uint32_t classes = t->class_count;
@@ -794,8 +807,8 @@ tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
   tinyfed_prng_seed(&rounding, t->seed, ctx->device_hash,
                     TINYFED_STREAM_ROUNDING);
   const uint32_t stride = (batch + 1u) / 2u;
-  forward_plan_t plan;
-  forward_plan_init(t, &plan);
+  tinyfed_forward_plan_t plan;
+  task_plan(ctx, &plan);
   loss_sum_t loss = {0x80000000u, 0, 0}; /* the empty product, 1.0 */
   uint32_t epoch;
   for (epoch = 0; epoch < t->epochs; ++epoch) {
@@ -810,7 +823,7 @@ tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
       for (j = 0; j < count; ++j) {
         uint32_t idx = tinyfed_permutation_next(&perm);
         ctx->batch_idx[j] = idx;
-        forward(ctx, &plan, data->features + (size_t)idx * features);
+        forward(&plan, data->features + (size_t)idx * features);
         softmax_error(ctx->logits, classes, data->labels[idx],
                       (uint32_t *)ctx->batch_err + j / 2u, stride,
                       (int)(j & 1u), epoch_loss);
@@ -840,6 +853,12 @@ TINYFED_NOINLINE static uint32_t predicted_class(const int32_t *logits,
   return best;
 }
 
+uint32_t tinyfed_head_classify(const tinyfed_forward_plan_t *plan,
+                               const int8_t *x) {
+  forward(plan, x);
+  return predicted_class(plan->logits, plan->classes);
+}
+
 tinyfed_status_t tinyfed_classify(const tinyfed_context_t *ctx,
                                   const int8_t *features, uint32_t *label) {
   if (ctx == NULL || features == NULL || label == NULL) {
@@ -848,10 +867,9 @@ tinyfed_status_t tinyfed_classify(const tinyfed_context_t *ctx,
   if (ctx->state < TINYFED_STATE_TASK) return TINYFED_ERR_STATE;
   /* logits is scratch owned by the context; classification does not change
    * anything a caller can observe, hence the const in the signature. */
-  forward_plan_t plan;
-  forward_plan_init(&ctx->task, &plan);
-  forward(ctx, &plan, features);
-  *label = predicted_class(ctx->logits, ctx->task.class_count);
+  tinyfed_forward_plan_t plan;
+  task_plan(ctx, &plan);
+  *label = tinyfed_head_classify(&plan, features);
   return TINYFED_OK;
 }
 
@@ -861,6 +879,31 @@ tinyfed_status_t tinyfed_classify(const tinyfed_context_t *ctx,
  * rounding of the sum downward (loss_total_q16), so it stays below
  * ln(32) + 28.5 = 31.97 < 32 nats with 2,200 Q16 steps to spare. */
 #define TINYFED_EVALUATION_DIFF_MIN_Q16 (-(57 << 15))
+
+void tinyfed_head_evaluate(const tinyfed_forward_plan_t *plan,
+                           const tinyfed_dataset_t *data, uint32_t *errors,
+                           tinyfed_evaluation_t *out) {
+  const uint32_t classes = plan->classes;
+  const uint32_t features = plan->features;
+  int32_t *const logits = plan->logits;
+  loss_sum_t loss = {0x80000000u, 0, 0}; /* the empty product, 1.0 */
+  uint32_t correct = 0u, i;
+  for (i = 0; i < data->count; ++i) {
+    const uint32_t label = data->labels[i];
+    forward(plan, data->features + (size_t)i * features);
+    const uint32_t best = predicted_class(logits, classes);
+    correct += (best == label) ? 1u : 0u;
+    /* Raising the label's logit to the floor leaves s as it was: exp of
+     * anything below -17 is 0 in Q24 either way. */
+    const int32_t floor = logits[best] + TINYFED_EVALUATION_DIFF_MIN_Q16;
+    if (logits[label] < floor) logits[label] = floor;
+    /* The training loss's own code; its errors are not needed. */
+    softmax_error(logits, classes, label, errors, 1u, 0, &loss);
+  }
+  out->samples = data->count;
+  out->correct = correct;
+  out->loss_sum_q16 = loss_total_q16(&loss);
+}
 
 tinyfed_status_t tinyfed_evaluate(tinyfed_context_t *ctx,
                                   const tinyfed_dataset_t *data,
@@ -874,33 +917,15 @@ tinyfed_status_t tinyfed_evaluate(tinyfed_context_t *ctx,
     /* After training the local head is no longer the task's model. */
     return TINYFED_FAIL(ctx, TINYFED_ERR_STATE, "no untrained task");
   }
-  const tinyfed_status_t valid = check_dataset(ctx, data);
-  if (valid != TINYFED_OK) return valid;
-  const uint32_t classes = ctx->task.class_count;
-  const uint32_t features = ctx->task.feature_count;
-  int32_t *const logits = ctx->logits;
-  forward_plan_t plan;
-  forward_plan_init(&ctx->task, &plan);
-  loss_sum_t loss = {0x80000000u, 0, 0}; /* the empty product, 1.0 */
-  uint32_t correct = 0u, i;
-  for (i = 0; i < data->count; ++i) {
-    const uint32_t label = data->labels[i];
-    forward(ctx, &plan, data->features + (size_t)i * features);
-    const uint32_t best = predicted_class(logits, classes);
-    correct += (best == label) ? 1u : 0u;
-    /* Raising the label's logit to the floor leaves s as it was: exp of
-     * anything below -17 is 0 in Q24 either way. */
-    const int32_t floor = logits[best] + TINYFED_EVALUATION_DIFF_MIN_Q16;
-    if (logits[label] < floor) logits[label] = floor;
-    /* The training loss's own code; its errors land in batch_err, scratch
-     * until the next training. */
-    softmax_error(logits, classes, label, (uint32_t *)ctx->batch_err, 1u, 0,
-                  &loss);
-  }
+  const char *fault = tinyfed_dataset_fault(data, ctx->task.feature_count,
+                                            ctx->task.class_count);
+  if (fault != NULL) return TINYFED_FAIL(ctx, TINYFED_ERR_DATASET, fault);
+  tinyfed_forward_plan_t plan;
+  task_plan(ctx, &plan);
+  /* batch_err is scratch until the next training. */
+  tinyfed_head_evaluate(&plan, data, (uint32_t *)ctx->batch_err,
+                        &ctx->evaluation);
   ctx->evaluation.model_version = ctx->task.model_version;
-  ctx->evaluation.samples = data->count;
-  ctx->evaluation.correct = correct;
-  ctx->evaluation.loss_sum_q16 = loss_total_q16(&loss);
   *out = ctx->evaluation;
   return TINYFED_OK;
 }

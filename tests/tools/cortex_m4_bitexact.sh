@@ -10,8 +10,10 @@
 # (tests/tools/budgets.sh): instructions per evaluated sample and per
 # training sample, instructions to tag the longest 64x10 update (HMAC-SHA256 over its body, with
 # mbedTLS's SHA-256 as the SDK configures it; case 0's own tag is checked
-# by the firmware too), peak stack of decode, evaluate, train and encode
-# (signing included), and RAM in total (the footprint image's static RAM,
+# by the firmware too), instructions per sample classified with a
+# deployed model (whose classes must also be the host's), peak stack of
+# decode, evaluate, train and encode (signing included) and of the
+# serving calls, and RAM in total (the footprint image's static RAM,
 # from this build, plus that stack).
 #
 #   cortex_m4_bitexact.sh SOURCE_DIR BUILD_DIR FIXTURE_GEN
@@ -51,6 +53,17 @@ if [[ "$device" != "$host" ]]; then
   exit 1
 fi
 echo "ok: identical update bytes on x86-64 and the emulated Cortex-M4 in every case"
+# The served model's classes (inference API), sample by sample.
+device_classes=$(printf '%s\n' "$output" | grep '^classify ' || true)
+host_classes=$(cat "$fixture/expected_classify.txt")
+if [[ -z "$device_classes" || "$device_classes" != "$host_classes" ]]; then
+  echo "FAIL: the served model's classes differ"
+  echo "  host:      $host_classes"
+  echo "  Cortex-M4: ${device_classes:-(none printed)}"
+  printf '%s\n' "$output" | grep '^error' || true
+  exit 1
+fi
+echo "ok: the served model gives the host's class to each of case 0's samples (${#host_classes} chars)"
 # The instruction count is exact: -icount makes qemu's virtual time a
 # function of the instructions executed alone, so repeated runs print the
 # same ticks. SysTick counts at 25 MHz on this board and -icount shift=0
@@ -61,6 +74,8 @@ read -r eval_ticks eval_samples < <(printf '%s\n' "$output" | sed -n 's/^evaluat
 read -r train_ticks steps < <(printf '%s\n' "$output" | sed -n 's/^training \([0-9]*\) ticks for \([0-9]*\) sample steps$/\1 \2/p')
 read -r tag_ticks tag_body < <(printf '%s\n' "$output" | sed -n 's/^tag \([0-9]*\) ticks for a \([0-9]*\)-byte update body$/\1 \2/p')
 stack=$(printf '%s\n' "$output" | sed -n 's/^stack \([0-9]*\) bytes for decode, evaluate, train and encode$/\1/p')
+read -r classify_ticks classify_samples < <(printf '%s\n' "$output" | sed -n 's/^classification \([0-9]*\) ticks for \([0-9]*\) samples$/\1 \2/p')
+serving_stack=$(printf '%s\n' "$output" | sed -n 's/^serving stack \([0-9]*\) bytes for model decode, classify and evaluate$/\1/p')
 per_sample=""
 if [[ "${cal_ticks:-0}" -gt 0 && "${steps:-0}" -gt 0 ]]; then
   # Rounded down: a tick's 40 instructions over 192 steps leave the figure
@@ -79,6 +94,14 @@ if [[ "${cal_ticks:-0}" -gt 0 && "${eval_samples:-0}" -gt 0 ]]; then
   echo "instructions per evaluated sample (64x10 head, forward pass, prediction and loss): $per_evaluated"
   echo "  (evaluation $eval_ticks ticks over $eval_samples samples)"
 fi
+per_classified=""
+if [[ "${cal_ticks:-0}" -gt 0 && "${classify_samples:-0}" -gt 0 ]]; then
+  # Rounded down, as the evaluation figure: within 0.42 of the true count
+  # over 96 samples, so one more instruction per sample always shows.
+  per_classified=$(( classify_ticks * cal_insns / cal_ticks / classify_samples ))
+  echo "instructions per classified sample (deployed 64x10 model, tinyfed_model_classify): $per_classified"
+  echo "  (classification $classify_ticks ticks over $classify_samples samples)"
+fi
 tag_insns=""
 if [[ "${cal_ticks:-0}" -gt 0 && -n "${tag_ticks:-}" ]]; then
   # Rounded down, within one tick (40 instructions) of the true count: a
@@ -88,6 +111,11 @@ if [[ "${cal_ticks:-0}" -gt 0 && -n "${tag_ticks:-}" ]]; then
   echo "instructions to tag one 64x10 update (HMAC-SHA256 over its ${tag_body}-byte body): $tag_insns"
 fi
 echo "peak stack $stack bytes for decode, evaluate, train and encode"
+echo "serving stack $serving_stack bytes for model decode, classify and evaluate"
+# The RAM total counts the deeper of the two paths.
+if [[ -n "$stack" && -n "$serving_stack" ]] && (( serving_stack > stack )); then
+  stack=$serving_stack
+fi
 static_ram=$(footprint_static_ram "$build/client-sdk/tinyfed_footprint.elf" \
                                   "$build/client-sdk/tinyfed_footprint_baseline.elf")
 ram=""
@@ -102,6 +130,9 @@ check_budget "instructions per evaluated sample" "$per_evaluated" \
   TINYFED_BUDGET_EVALUATION_INSTRUCTIONS_PER_SAMPLE instructions || status=1
 check_budget "instructions to tag a 64x10 update" "$tag_insns" \
   TINYFED_BUDGET_TAG_INSTRUCTIONS instructions || status=1
+check_budget "instructions per classified sample" "$per_classified" \
+  TINYFED_BUDGET_CLASSIFY_INSTRUCTIONS_PER_SAMPLE instructions || status=1
 check_budget "peak stack" "$stack" TINYFED_BUDGET_STACK_BYTES bytes || status=1
+check_budget "serving stack" "$serving_stack" TINYFED_BUDGET_STACK_BYTES bytes || status=1
 check_budget "RAM (static + stack)" "$ram" TINYFED_BUDGET_RAM_BYTES bytes || status=1
 exit $status

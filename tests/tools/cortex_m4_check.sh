@@ -6,7 +6,7 @@
 # compares the SDK's footprint for a 64x10 head with its budgets
 # (tests/tools/budgets.sh): flash, with and without error messages, and
 # static RAM of that image minus a baseline image without the SDK,
-# measured in the same build.
+# measured in the same build, the served model's buffer counted apart.
 #
 #   cortex_m4_check.sh SOURCE_DIR BUILD_DIR     build, check, compare
 #   cortex_m4_check.sh --scan FILE...           check the given files only
@@ -115,27 +115,35 @@ root=$(cd "$src" && pwd)
 cortex_m4_configure "$root" "$build"
 # The footprint images are out of ALL (client-sdk/CMakeLists.txt).
 cmake --build "$build" --target tinyfed_sdk tinyfed_footprint tinyfed_footprint_quiet \
-  tinyfed_footprint_baseline >/dev/null
+  tinyfed_footprint_training tinyfed_footprint_baseline >/dev/null
 
 libs=("$build/client-sdk/libtinyfed_sdk.a" "$build/common/libtinyfed_common.a"
       "$build/proto/libtinyfed_proto_nanopb.a" "$build/proto/libtinyfed_nanopb_runtime.a"
       "$build/client-sdk/libtinyfed_mbedtls.a")
 image="$build/client-sdk/tinyfed_footprint.elf"
 quiet="$build/client-sdk/tinyfed_footprint_quiet.elf"
+training="$build/client-sdk/tinyfed_footprint_training.elf"
 baseline="$build/client-sdk/tinyfed_footprint_baseline.elf"
 status=0
-check_files "${libs[@]}" "$image" "$quiet" || status=1
+check_files "${libs[@]}" "$image" "$quiet" "$training" || status=1
 
 flash=$(footprint_flash "$image" "$baseline")
 qflash=$(footprint_flash "$quiet" "$baseline")
+tflash=$(footprint_flash "$training" "$baseline")
 ram=$(footprint_static_ram "$image" "$baseline")
+model_ram=$(footprint_serving_ram "$image")
 arena=$(footprint_symbol_size "$image" arena)
 echo "Cortex-M4 footprint, 64x10 head (SDK + nanopb + mbedTLS SHA-256, -Os, soft float):"
 echo "  flash        $flash bytes: SDK, nanopb and mbedTLS code, constants and strings"
 echo "               $qflash bytes with TINYFED_NO_ERROR_MESSAGES (the small-target configuration)"
+echo "               $tflash bytes for a device that only trains (no inference API)"
 echo "  static RAM   $ram bytes in the example image: context, arena of $arena bytes,"
 echo "               and one buffer for frames and messages (the SDK itself holds no static data)"
+echo "  serving RAM  $model_ram bytes: the served 64x10 model's buffer (TINYFED_MODEL_SIZE(64, 10)),"
+echo "               apart from the above (a firmware may keep it in flash instead)"
 check_budget "flash (SDK + nanopb + crypto)" "$flash" TINYFED_BUDGET_FLASH_BYTES bytes || status=1
 check_budget "flash without error messages" "$qflash" TINYFED_BUDGET_FLASH_QUIET_BYTES bytes || status=1
+check_budget "flash of a training-only device" "$tflash" TINYFED_BUDGET_FLASH_TRAINING_ONLY_BYTES bytes || status=1
 check_budget "static RAM" "$ram" TINYFED_BUDGET_STATIC_RAM_BYTES bytes || status=1
+check_budget "serving model RAM" "$model_ram" TINYFED_BUDGET_SERVING_MODEL_RAM_BYTES bytes || status=1
 exit $status

@@ -25,10 +25,18 @@ footprint_flash() {
 }
 
 # footprint_static_ram IMAGE BASELINE: initialized and zeroed data of the
-# image minus the baseline's (the example's context, arena and buffer).
+# image minus the baseline's (the example's context, arena and buffer),
+# less the served model's buffer, which footprint_serving_ram counts: the
+# training RAM and the serving model's are two figures.
 footprint_static_ram() {
   local image=$1 baseline=$2 data bss bdata bbss
   read -r _ data bss _ < <(arm-none-eabi-size "$image" | tail -n 1)
   read -r _ bdata bbss _ < <(arm-none-eabi-size "$baseline" | tail -n 1)
-  echo $(( (data + bss) - (bdata + bbss) ))
+  echo $(( (data + bss) - (bdata + bbss) - $(footprint_serving_ram "$image") ))
+}
+
+# footprint_serving_ram IMAGE: bytes of the image's served-model buffer
+# (serving_model, TINYFED_MODEL_SIZE of its head).
+footprint_serving_ram() {
+  footprint_symbol_size "$1" serving_model
 }

@@ -11,13 +11,17 @@
  * the encoder calls), and a calibration loop of a known instruction count with
  * the same timer: under qemu's -icount the timer advances with executed
  * instructions, so the two give instructions per evaluated sample, per
- * training sample and per tag without knowing the timer's rate. */
+ * training sample and per tag without knowing the timer's rate. Last, it
+ * serves case 0's model through the inference API (fixture_model.h):
+ * prints the class of each sample for the host's to compare, and times
+ * the classifications (instructions per classified sample). */
 #include <stdio.h>
 #include <string.h>
 
 #include "../../src/request_tag.h" /* internal: this firmware is a test harness */
 #include "fixture.h"
 #include "fixture_cases.h"
+#include "fixture_model.h"
 #include "tinyfed/tinyfed.h"
 
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -137,6 +141,48 @@ static int check_and_time_tag(const uint8_t *key, size_t len, uint32_t *ticks) {
   return 1;
 }
 
+/* Case 0's model as a deployed one (the inference API), and the class it
+ * gives each of case 0's samples. */
+static uint32_t serving_model[TINYFED_MODEL_SIZE(FIXTURE_FEATURES, FIXTURE_CLASSES) / 4u];
+static uint8_t served_labels[FIXTURE_SAMPLES];
+
+/* Decodes the fixture's model into serving_model, classifies every sample
+ * of case 0 with it (timed in *ticks) and evaluates it on them; *stack is
+ * the stack those calls take. Prints the classes as "classify <digits>",
+ * one base-32 digit a sample, for the host's to compare. */
+static int run_serving(uint32_t *ticks, uint32_t *stack) {
+  volatile uint32_t frame_marker = 0u;
+  const uintptr_t stack_top = (uintptr_t)&frame_marker;
+  const tinyfed_dataset_t data = {kFixtureFeatures, kFixtureLabels, FIXTURE_SAMPLES,
+                                  FIXTURE_FEATURES};
+  tinyfed_evaluation_t evaluation;
+  tinyfed_model_info_t info;
+  uint32_t i, label = 0u;
+  stack_paint();
+  tinyfed_status_t s = tinyfed_model_decode(&kFixtureBackbone, kFixtureModel,
+                                            sizeof kFixtureModel, serving_model,
+                                            sizeof serving_model, &info);
+  const uint32_t start = SYST_CVR;
+  for (i = 0; s == TINYFED_OK && i < FIXTURE_SAMPLES; ++i) {
+    s = tinyfed_model_classify(serving_model, sizeof serving_model,
+                               kFixtureFeatures + (size_t)i * FIXTURE_FEATURES, &label);
+    served_labels[i] = (uint8_t)label;
+  }
+  *ticks = systick_since(start);
+  if (s == TINYFED_OK) {
+    s = tinyfed_model_evaluate(serving_model, sizeof serving_model, &data, &evaluation);
+  }
+  *stack = stack_used(stack_top);
+  if (s != TINYFED_OK) {
+    printf("error %s (serving)\n", tinyfed_status_name(s));
+    return 0;
+  }
+  printf("classify ");
+  for (i = 0; i < FIXTURE_SAMPLES; ++i) putchar("0123456789abcdefghijklmnopqrstuv"[served_labels[i]]);
+  printf("\n");
+  return 1;
+}
+
 static void print_update(unsigned index, size_t len) {
   size_t i;
   printf("update %u ", index);
@@ -168,6 +214,8 @@ int main(void) {
     if (run_case(&kFixtureCases[i], &len, &ticks, &ticks, NULL) != TINYFED_OK) return 1;
     print_update(i + 1u, len);
   }
+  uint32_t classify_ticks = 0u, serving_stack = 0u;
+  if (!run_serving(&classify_ticks, &serving_stack)) return 1;
   printf("calibration %lu ticks for %lu instructions\n", (unsigned long)calibration_ticks,
          (unsigned long)(2u * CALIBRATION_ITERATIONS));
   printf("evaluation %lu ticks for %lu samples\n", (unsigned long)eval_ticks,
@@ -178,5 +226,9 @@ int main(void) {
          (unsigned long)LONGEST_BODY_64X10);
   printf("stack %lu bytes for decode, evaluate, train and encode\n",
          (unsigned long)stack_bytes);
+  printf("classification %lu ticks for %lu samples\n", (unsigned long)classify_ticks,
+         (unsigned long)FIXTURE_SAMPLES);
+  printf("serving stack %lu bytes for model decode, classify and evaluate\n",
+         (unsigned long)serving_stack);
   return 0;
 }

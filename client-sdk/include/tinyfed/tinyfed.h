@@ -16,7 +16,15 @@
  *     tinyfed_train(&ctx, &dataset);
  *     tinyfed_update_encode(&ctx, buf, sizeof buf, &len);
  *       ... send buf as the update ...
+ *   } else if (result.kind == TINYFED_CHECKIN_EVALUATE) {
+ *     tinyfed_evaluate(&ctx, &dataset, &evaluation);
+ *     tinyfed_evaluation_encode(&ctx, buf, sizeof buf, &len);
+ *       ... send buf as the update ...
  *   }
+ *
+ * A device that also serves deployed models checks in with
+ * tinyfed_checkin_encode_serving() and may get one back
+ * (TINYFED_CHECKIN_MODEL): see tinyfed_model_decode() at the end.
  *
  * Authentication: the device key (32 bytes, derived from the fleet key for
  * this device id: tinyfed_common/device_key.h; `tinyfed-admin keys device`
@@ -94,7 +102,13 @@ typedef enum tinyfed_status {
   TINYFED_ERR_UNSUPPORTED = -11,
   /* The dataset does not fit the task: wrong feature count, no samples, or
    * a label outside [0, class_count). */
-  TINYFED_ERR_DATASET = -12
+  TINYFED_ERR_DATASET = -12,
+  /* A deployed model made for another backbone: its feature count or
+   * feature quantization is not the one the firmware's backbone produces. */
+  TINYFED_ERR_FEATURE_SPEC = -13,
+  /* The bytes are not a model this SDK decoded (no valid header), or the
+   * model buffer is too small or misaligned for the header it holds. */
+  TINYFED_ERR_NO_MODEL = -14
 } tinyfed_status_t;
 
 /* Protocol bounds (the .options files beside the .proto files give the reasons). */
@@ -118,6 +132,11 @@ typedef enum tinyfed_status {
  * loss sum, below 2^24 x 2^21 = 2^45 (1 + 7). */
 #define TINYFED_EVALUATION_MAX_SIZE 26u
 
+/* Longest encoded ServingState inside a CheckInRequest: its key and length
+ * (2), the served version (1 + 5), an evaluation
+ * (TINYFED_EVALUATION_MAX_SIZE) and defer_model (1 + 1). */
+#define TINYFED_SERVING_STATE_MAX_SIZE (8u + TINYFED_EVALUATION_MAX_SIZE + 2u)
+
 /* Longest encoded message of each kind this SDK accepts or writes for a
  * head of f features and c classes. Task: 2 bytes per weight and bias plus
  * 320 bytes for everything else and room for fields a newer server adds.
@@ -125,13 +144,17 @@ typedef enum tinyfed_status {
  * (the longest uint32 varint; valid scales take at most 2, and the rest is
  * slack for the other fields), 100 bytes for the Update's other fields,
  * the evaluation (TINYFED_EVALUATION_MAX_SIZE) and the signed envelope.
- * Check-in request, as signed: fixed. An output buffer of this size always
- * suffices; a smaller one works when the message fits. */
+ * Check-in request, as signed: fixed, 80 bytes for the request (its
+ * longest is 55: id 2 + 32, held version 1 + 5, capabilities 2 + 13), the
+ * longest ServingState (TINYFED_SERVING_STATE_MAX_SIZE) and the signed
+ * envelope. An output buffer of this size always suffices; a smaller one
+ * works when the message fits. */
 #define TINYFED_TASK_MAX_SIZE(f, c) (2u * (f) * (c) + 2u * (c) + 320u)
 #define TINYFED_UPDATE_MAX_SIZE(f, c)                                   \
   ((f) * (c) + (c) + 5u * (c) + 100u + TINYFED_EVALUATION_MAX_SIZE + \
    TINYFED_SIGNED_ENVELOPE_MAX_SIZE)
-#define TINYFED_CHECKIN_MAX_SIZE (80u + TINYFED_SIGNED_ENVELOPE_MAX_SIZE)
+#define TINYFED_CHECKIN_MAX_SIZE \
+  (80u + TINYFED_SERVING_STATE_MAX_SIZE + TINYFED_SIGNED_ENVELOPE_MAX_SIZE)
 
 /* Arena bytes for a context that accepts heads up to f features x c classes
  * and batches up to b samples: global and local int16 heads, int8 deltas,
@@ -179,6 +202,9 @@ typedef struct tinyfed_task_info {
   uint32_t deadline_ms;
   uint8_t task_token[TINYFED_TOKEN_MAX_LEN];
   uint32_t task_token_len;
+  /* Non-zero for an evaluation-only task (TINYFED_CHECKIN_EVALUATE): no
+   * plan, so epochs, batch_size, learning_rate_q16 and seed are 0. */
+  uint32_t evaluate_only;
 } tinyfed_task_info_t;
 
 /* Read-only view of a head: weights row-major [class][feature] and bias,
@@ -194,12 +220,21 @@ typedef struct tinyfed_head_view {
 
 typedef enum tinyfed_checkin_kind {
   TINYFED_CHECKIN_TASK = 1,  /* a task is loaded: train, then submit */
-  TINYFED_CHECKIN_RETRY = 2  /* no work now: check in after retry_after_ms */
+  TINYFED_CHECKIN_RETRY = 2, /* no work now: check in after retry_after_ms */
+  /* A deployed model for the device to serve: msg[model_offset ..
+   * model_offset + model_length) is its encoded ModelVersion, for
+   * tinyfed_model_decode(). Nothing is loaded into the context. */
+  TINYFED_CHECKIN_MODEL = 3,
+  /* An evaluation-only task is loaded: tinyfed_evaluate(), then
+   * tinyfed_evaluation_encode(); do not train. */
+  TINYFED_CHECKIN_EVALUATE = 4
 } tinyfed_checkin_kind_t;
 
 typedef struct tinyfed_checkin_result {
   tinyfed_checkin_kind_t kind;
   uint32_t retry_after_ms;
+  size_t model_offset; /* MODEL: where the ModelVersion starts in msg */
+  size_t model_length; /* MODEL: its length */
 } tinyfed_checkin_result_t;
 
 /* A model's evaluation on labelled samples, in integers, as the Update
@@ -217,6 +252,47 @@ typedef struct tinyfed_evaluation {
 
 /* 32 nats in Q16.16: every sample's loss term in an evaluation is below it. */
 #define TINYFED_EVALUATION_TERM_MAX_Q16 (32u << 16)
+
+/* What a device that serves deployed models tells the server at check-in
+ * (coordinator.proto ServingState). */
+typedef struct tinyfed_serving_state {
+  uint32_t model_version; /* the deployed model it serves; 0 for none yet */
+  /* That model's evaluation on the local labelled samples
+   * (tinyfed_model_evaluate), or NULL for none. Its model_version must
+   * equal the one above. */
+  const tinyfed_evaluation_t *evaluation;
+  uint32_t defer_model; /* non-zero: cannot take a model now */
+} tinyfed_serving_state_t;
+
+/* The feature spec of the firmware's backbone: a deployed model is refused
+ * unless its head was made for exactly these features. */
+typedef struct tinyfed_backbone {
+  uint32_t feature_count;
+  int32_t feature_scale_multiplier; /* model.proto FeatureQuantization */
+  int32_t feature_scale_shift;
+  int32_t feature_zero_point;
+} tinyfed_backbone_t;
+
+/* Bytes of a deployed model's buffer for a head of f features and c
+ * classes: a 40-byte header (magic, its own check word, version, shape,
+ * formats, checksum) then the int16 weights and bias, rounded up to whole
+ * 32-bit words so that a uint32_t array of TINYFED_MODEL_SIZE / 4 holds
+ * it (1,340 bytes for 64 x 10). The layout holds no pointers, so the
+ * buffer can be written to flash and used from there; it is in the
+ * target's byte order, so it moves between devices only as the server's
+ * ModelVersion. */
+#define TINYFED_MODEL_HEADER_SIZE 40u
+#define TINYFED_MODEL_SIZE(f, c) \
+  ((TINYFED_MODEL_HEADER_SIZE + 2u * ((f) * (c) + (c)) + 3u) / 4u * 4u)
+
+/* The deployed model's parameters, for logging and checks. */
+typedef struct tinyfed_model_info {
+  uint32_t version;
+  uint32_t feature_count;
+  uint32_t class_count;
+  uint32_t weight_frac_bits;
+  uint32_t checksum; /* CRC-32 of weights and bias, as the server sent it */
+} tinyfed_model_info_t;
 
 /* Context. Declared here so callers can allocate it statically; its fields
  * are private to the SDK and may change between releases. */
@@ -269,8 +345,21 @@ TINYFED_NODISCARD tinyfed_status_t tinyfed_checkin_encode(
     tinyfed_context_t *ctx, uint32_t sample_count, uint8_t *out,
     size_t capacity, size_t *out_len);
 
+/* As tinyfed_checkin_encode(), and the CheckInRequest also carries
+ * `serving` (coordinator.proto ServingState) when it is not NULL: the
+ * server then knows the device serves deployed models and may answer with
+ * one (TINYFED_CHECKIN_MODEL). At most TINYFED_CHECKIN_MAX_SIZE bytes.
+ * Errors: as tinyfed_checkin_encode(), and ARGUMENT when the evaluation's
+ * version is not serving->model_version or its counts are out of range. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_checkin_encode_serving(
+    tinyfed_context_t *ctx, uint32_t sample_count,
+    const tinyfed_serving_state_t *serving, uint8_t *out, size_t capacity,
+    size_t *out_len);
+
 /* Decodes the server's CheckInResponse. With a task, validates it and loads
- * its head (result->kind = TASK); with a retry hint, reports it (RETRY).
+ * its head (result->kind = TASK, or EVALUATE for an evaluation-only task);
+ * with a retry hint, reports it (RETRY); with a model, reports where it
+ * lies in msg (MODEL) and leaves the context as it was.
  * Errors: ARGUMENT, MESSAGE_TOO_LARGE, MALFORMED, HEAD_TOO_LARGE,
  * BATCH_TOO_LARGE, SHAPE_MISMATCH, CHECKSUM, INVALID_TASK, UNSUPPORTED. */
 TINYFED_NODISCARD tinyfed_status_t tinyfed_checkin_response_decode(
@@ -291,7 +380,7 @@ TINYFED_NODISCARD tinyfed_status_t tinyfed_task_info(
  * mini-batch SGD on softmax cross-entropy over `data`, in integer
  * arithmetic (see docs/numerics.md). Calling it again restarts from the
  * global head, so the result depends only on the task and the data.
- * Errors: ARGUMENT, STATE (no task), DATASET. */
+ * Errors: ARGUMENT, STATE (no task, or an evaluation-only one), DATASET. */
 TINYFED_NODISCARD tinyfed_status_t tinyfed_train(tinyfed_context_t *ctx,
                                                  const tinyfed_dataset_t *data);
 
@@ -334,6 +423,15 @@ TINYFED_NODISCARD tinyfed_status_t tinyfed_evaluate(tinyfed_context_t *ctx,
 TINYFED_NODISCARD tinyfed_status_t tinyfed_update_encode(
     tinyfed_context_t *ctx, uint8_t *out, size_t capacity, size_t *out_len);
 
+/* For an evaluation-only task (TINYFED_CHECKIN_EVALUATE) after
+ * tinyfed_evaluate(): writes the SignedRequest of an Update carrying only
+ * the round, task token, device id, base version and the evaluation
+ * (round.proto RoundTask.evaluate_only), tagged with the update label.
+ * Errors: ARGUMENT, STATE (not an evaluation-only task, or not evaluated),
+ * BUFFER_TOO_SMALL. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_evaluation_encode(
+    tinyfed_context_t *ctx, uint8_t *out, size_t capacity, size_t *out_len);
+
 /* Decodes the server's UpdateAck: the round it acknowledges and when to
  * check in next. Errors: ARGUMENT, MALFORMED, MESSAGE_TOO_LARGE. */
 TINYFED_NODISCARD tinyfed_status_t tinyfed_ack_decode(const uint8_t *msg,
@@ -354,6 +452,70 @@ TINYFED_NODISCARD tinyfed_status_t tinyfed_global_head(
     const tinyfed_context_t *ctx, tinyfed_head_view_t *view);
 TINYFED_NODISCARD tinyfed_status_t tinyfed_local_head(
     const tinyfed_context_t *ctx, tinyfed_head_view_t *view);
+
+/* Inference with a deployed model, apart from any training context.
+ *
+ * A device serves one model while it may train another: the server sends
+ * the model to serve in a check-in response (TINYFED_CHECKIN_MODEL), and
+ * the firmware decodes it into a buffer it owns, then swaps:
+ *
+ *   static uint32_t next[TINYFED_MODEL_SIZE(64, 10) / 4];   // RAM
+ *   tinyfed_model_decode(&backbone, msg + r.model_offset, r.model_length,
+ *                        next, sizeof next, &info);
+ *   ... on TINYFED_OK: write `next` to the spare flash slot, then switch
+ *   the slot the firmware serves from (atomic); on an error: keep serving
+ *   the old model, whose buffer was never touched ...
+ *   tinyfed_model_classify(serving, serving_size, features, &label);
+ *
+ * Model buffers must be 4-byte aligned. Nothing here allocates, uses
+ * floating point or keeps state: a model buffer is all there is, may be
+ * const (in flash), and may be used by several callers at once.
+ */
+
+/* Decodes an encoded ModelVersion into model[0..model_size): checks that
+ * its head fits the buffer (TINYFED_MODEL_SIZE of its shape) and the
+ * protocol bounds (HEAD_TOO_LARGE), that weight and bias bytes match its
+ * shape (SHAPE_MISMATCH), that its CRC-32 matches them (CHECKSUM), that
+ * its feature count and quantization are `backbone`'s (FEATURE_SPEC), that
+ * its version is >= 1 and its weight format is valid (INVALID_TASK), in
+ * that order. The weights are streamed straight into the buffer (no other
+ * copy), so they must come before the bias in msg, as every protobuf
+ * encoder writes them (field order); a bias first is MALFORMED. Writes
+ * only into `model`, its header last; on any error the buffer holds no
+ * model (the other calls refuse it with NO_MODEL), so decode into a
+ * buffer other than the one being served. `info` may be NULL.
+ * Errors: ARGUMENT (NULL, misaligned), MALFORMED, MESSAGE_TOO_LARGE
+ * (longer than a ModelVersion of the protocol's largest head can be), and
+ * the above. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_model_decode(
+    const tinyfed_backbone_t *backbone, const uint8_t *msg, size_t len,
+    void *model, size_t model_size, tinyfed_model_info_t *info);
+
+/* Checks a model buffer's header (and, with `verify_checksum` non-zero,
+ * recomputes the CRC-32 of its weights and bias, as at boot after reading
+ * flash) and copies its parameters to *info (may be NULL). Every call on
+ * a model checks its header (a check word over its fields: a torn or
+ * foreign header is NO_MODEL), not the weights' CRC-32, which only this
+ * call recomputes, over the whole head.
+ * Errors: ARGUMENT, NO_MODEL, CHECKSUM. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_model_info(
+    const void *model, size_t model_size, int verify_checksum,
+    tinyfed_model_info_t *info);
+
+/* Predicts the class of one sample (feature_count int8 features) with a
+ * deployed model: the largest logit, a tie going to the lowest class, the
+ * same integer arithmetic as tinyfed_classify(). Errors: ARGUMENT,
+ * NO_MODEL. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_model_classify(
+    const void *model, size_t model_size, const int8_t *features,
+    uint32_t *label);
+
+/* Evaluates a deployed model on labelled samples as tinyfed_evaluate()
+ * evaluates a task's head (the same numbers for the same head and data),
+ * for the check-in's ServingState. Errors: ARGUMENT, NO_MODEL, DATASET. */
+TINYFED_NODISCARD tinyfed_status_t tinyfed_model_evaluate(
+    const void *model, size_t model_size, const tinyfed_dataset_t *data,
+    tinyfed_evaluation_t *out);
 
 /* Constant string naming the last error's cause, or "" (always "" when
  * built with TINYFED_NO_ERROR_MESSAGES). */
