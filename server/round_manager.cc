@@ -104,6 +104,7 @@ void RoundManager::ClearRoundLocked() {
   limiter_.NewRound();
   accepted_ = 0;
   pending_ = 0;
+  evaluations_pending_ = 0;
   rejected_ = 0;
 }
 
@@ -608,7 +609,10 @@ void RoundManager::BeginCloseLocked(bool deadline) {
 void RoundManager::CloseRound(bool deadline) {
   mu_.Lock();
   mu_.Await(absl::Condition(
-      +[](uint32_t* pending) { return *pending == 0; }, &pending_));
+      +[](RoundManager* m) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return m->pending_ == 0 && m->evaluations_pending_ == 0;
+      },
+      this));
   const RoundRecord round = round_;
   const uint32_t accepted = accepted_;
   const uint32_t tasks = static_cast<uint32_t>(tasks_.size());
@@ -727,7 +731,7 @@ void RoundManager::CloseRound(bool deadline) {
   for (auto& [device, task] : evaluation_tasks_) {
     if (task.durable) previous_updates_[device] = std::move(task.payload);
   }
-  ClearRoundLocked();  // pending_ is 0: the close waited for it
+  ClearRoundLocked();  // nothing is pending: the close waited for it
   if (!paused && opened.ok()) {
     round_ = record;
     deadline_monotonic_ms_ = deadline_monotonic_ms;
@@ -1114,7 +1118,7 @@ bool RoundManager::SubmitEvaluationOnly(const v1::Update& update, SubmitDone& do
       } else {
         task.payload = payload;
         task.waiters.push_back(std::move(done));
-        ++pending_;  // a close waits for it, as for a training update
+        ++evaluations_pending_;
         round = round_.round;
         rollout_.RecordEvaluation(round, device, update.evaluation());
       }
@@ -1140,7 +1144,7 @@ bool RoundManager::SubmitEvaluationOnly(const v1::Update& update, SubmitDone& do
           // A rollback answered its waiters (ABORTED) and dropped the task.
           if (round != round_.round || idle_ || it == evaluation_tasks_.end()) return;
           waiters.swap(it->second.waiters);
-          --pending_;
+          --evaluations_pending_;
           if (status.ok()) {
             it->second.durable = true;
             result = MakeAckLocked(round);

@@ -394,6 +394,9 @@ class RoundManager {
   absl::flat_hash_map<std::string, std::string> previous_updates_ ABSL_GUARDED_BY(mu_);
   uint32_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t pending_ ABSL_GUARDED_BY(mu_) = 0;
+  // Evaluation-only updates being written: a close waits for them too,
+  // but they take no training slot (accepted_ + pending_ <= K).
+  uint32_t evaluations_pending_ ABSL_GUARDED_BY(mu_) = 0;
   absl::BitGen token_bits_ ABSL_GUARDED_BY(mu_);
   CheckInLimiter limiter_ ABSL_GUARDED_BY(mu_);
   RolloutController rollout_ ABSL_GUARDED_BY(mu_);
