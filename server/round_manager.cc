@@ -1039,6 +1039,10 @@ bool RoundManager::EvaluationTaskLocked(const v1::CheckInRequest& request, uint3
                                         v1::CheckInResponse* response) {
   const uint32_t candidate = rollout_.state().candidate_version;
   if (candidate == 0) return false;
+  // Only to a device that sends a ServingState: it takes part in the
+  // serving loop, so its SDK knows evaluation-only tasks. A training-only
+  // device on an older SDK would ignore evaluate_only and train.
+  if (!request.has_serving()) return false;
   const std::string& device = request.device_id();
   auto it = evaluation_tasks_.find(device);
   if (it == evaluation_tasks_.end()) {
@@ -1270,6 +1274,27 @@ std::optional<std::pair<v1::ModelVersion, Head>> RoundManager::CloseRollout(
                    absl::StrCat("retired: v", decision.version, " promoted"), round, now)});
       spdlog::info("round {}: {} (v{})", round, decision.reason, decision.version);
       changed = true;
+      // The version this close committed waited only because the promoted
+      // one was in canary: it is the next candidate now, not a round later
+      // (so a candidate is in canary every round, not every other one).
+      if (committed != nullptr && committed->version() != decision.version &&
+          state.candidate_version == 0) {
+        const uint32_t v = committed->version();
+        absl::StatusOr<std::shared_ptr<const v1::ModelVersion>> serving =
+            DeviceModelLocked(state.serving_version);
+        const bool differs = !serving.ok() || (*serving)->checksum() != committed->checksum();
+        rollout_.OnCommitted(v, differs);
+        if (rollout_.state().candidate_version == v) {
+          write.stages.push_back(
+              {v, StageOf(v1::ROLLOUT_STAGE_CANDIDATE,
+                          absl::StrCat("candidate: in canary (",
+                                       rollout_.settings().canary_fraction,
+                                       " of the fleet) against serving v", state.serving_version),
+                          round, now)});
+          spdlog::info("round {}: version {} is the candidate, in canary against serving v{}",
+                       round, v, state.serving_version);
+        }
+      }
     } else if (decision.kind == RolloutDecision::Kind::kRolledBack) {
       absl::StatusOr<std::shared_ptr<const v1::ModelVersion>> model =
           DeviceModelLocked(state.serving_version);

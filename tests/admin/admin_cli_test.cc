@@ -239,11 +239,17 @@ TEST_F(AdminCliTest, EveryCommandAgainstALiveServerDuringRounds) {
   ASSERT_EQ(run.exit_status, 0) << run.err;
   v1::ModelVersion exported;
   ASSERT_TRUE(exported.ParseFromString(ReadAll(dir_.File("v2.pb"))));
+  // The export also carries the version's rollout, which devices are not
+  // sent: version 2 is in canary (two devices evaluated it, below the
+  // default min_devices of 5).
+  EXPECT_EQ(exported.rollout().stage(), v1::ROLLOUT_STAGE_CANDIDATE) << exported.DebugString();
+  exported.clear_rollout();
   EXPECT_TRUE(MessageDifferencer::Equals(exported, v2)) << exported.DebugString();
   run = Admin({"export", "--version=2", "--format=json"});
   ASSERT_EQ(run.exit_status, 0) << run.err;
   exported.Clear();
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(run.out, &exported).ok()) << run.out;
+  exported.clear_rollout();
   EXPECT_TRUE(MessageDifferencer::Equals(exported, v2)) << run.out;
   run = Admin({"export", "--version=2", "--format=c"});
   ASSERT_EQ(run.exit_status, 0) << run.err;
@@ -280,10 +286,17 @@ TEST_F(AdminCliTest, EveryCommandAgainstALiveServerDuringRounds) {
   run = Admin({"versions"});
   ASSERT_EQ(run.exit_status, 0) << run.err;
   EXPECT_EQ(run.out.substr(0, run.out.find('\n')),
-            "VERSION  PARENT  ORIGIN         PARTICIPANTS  SAMPLES  CAPPED  CLIPPED  REJECTED    "
-            "LOSS  FLEET ACC  FLEET DEVICES  COMMITTED (UTC)")
+            "VERSION  PARENT  ORIGIN         STAGE        PARTICIPANTS  SAMPLES  CAPPED  CLIPPED  "
+            "REJECTED    LOSS  FLEET ACC  FLEET DEVICES  COMMITTED (UTC)")
       << run.out;
-  EXPECT_NE(run.out.find("      4       3  rollback to 2"), std::string::npos) << run.out;
+  // Stages: the rollback's copy serves at once; the candidate it replaced
+  // (version 2) is rolled back, version 3 was trained while it waited, and
+  // the initial version served until then.
+  EXPECT_NE(run.out.find("      4       3  rollback to 2  serving "), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("      3       2  round 2        trained "), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("      2       1  round 1        rolled back "), std::string::npos)
+      << run.out;
+  EXPECT_NE(run.out.find("      1       -  initial        retired "), std::string::npos) << run.out;
   // FLEET ACC and FLEET DEVICES, the two columns before the last: version
   // 2's 45 of 80 (0.5625), version 1's 41 of 80 (0.5125); version 3 has
   // none (the stale update of d-4 was refused, its evaluation with it).
@@ -297,6 +310,23 @@ TEST_F(AdminCliTest, EveryCommandAgainstALiveServerDuringRounds) {
   EXPECT_EQ(fleet_cells("      2       1"), (std::vector<std::string>{"0.5625", "2"})) << run.out;
   EXPECT_EQ(fleet_cells("      1       -"), (std::vector<std::string>{"0.5125", "2"})) << run.out;
   EXPECT_EQ(fleet_cells("      3       2"), (std::vector<std::string>{"-", "-"})) << run.out;
+
+  // ---- promote: version 3 serves at once, by hand.
+  const auto promoted =
+      AdminJson<v1::PromoteResponse>({"promote", "3", "--reason=checked by hand"});
+  EXPECT_EQ(promoted.version().version(), 3u);
+  EXPECT_EQ(promoted.version().rollout().stage(), v1::ROLLOUT_STAGE_SERVING);
+  EXPECT_EQ(promoted.previous_serving(), 4u);
+  status = AdminJson<v1::ServerStatus>({"status"});
+  EXPECT_EQ(status.serving_version(), 3u);
+  EXPECT_EQ(status.latest_version(), 4u) << "training goes on from the latest";
+  run = Admin({"promote", "3"});
+  EXPECT_EQ(run.exit_status, 1);
+  EXPECT_EQ(run.err.rfind("tinyfed-admin: FAILED_PRECONDITION: ", 0), 0u)
+      << "version 3 already serves: " << run.err;
+  run = Admin({"promote", "99"});
+  EXPECT_EQ(run.exit_status, 1);
+  EXPECT_EQ(run.err.rfind("tinyfed-admin: NOT_FOUND: ", 0), 0u) << run.err;
 
   // ---- revoke a device holding a task of the open round (on version 4).
   const v1::RoundTask t5 = Task("d-5"), t6 = Task("d-6"), t8 = Task("d-8");
@@ -368,17 +398,20 @@ TEST_F(AdminCliTest, EveryCommandAgainstALiveServerDuringRounds) {
       << run.out;
   EXPECT_NE(run.out.find("\nd-8 "), std::string::npos) << run.out;
 
-  // ---- audit: the four changes, newest first, by alice's token.
+  // ---- audit: the five changes, newest first, by alice's token.
   const auto audit = AdminJson<v1::ListAuditResponse>({"audit"});
   std::vector<std::string> actions;
   for (const v1::AuditRecord& r : audit.records()) {
     actions.push_back(r.action());
     EXPECT_EQ(r.actor(), "token:alice") << r.DebugString();
   }
-  EXPECT_EQ(actions, (std::vector<std::string>{"resume", "pause", "revoke", "rollback"}))
+  EXPECT_EQ(actions,
+            (std::vector<std::string>{"resume", "pause", "revoke", "promote", "rollback"}))
       << audit.DebugString();
-  ASSERT_EQ(audit.records_size(), 4);
-  EXPECT_NE(audit.records(3).detail().find("round 2 looked wrong"), std::string::npos);
+  ASSERT_EQ(audit.records_size(), 5);
+  EXPECT_NE(audit.records(4).detail().find("round 2 looked wrong"), std::string::npos);
+  EXPECT_NE(audit.records(3).detail().find("checked by hand"), std::string::npos)
+      << audit.records(3).DebugString();
   EXPECT_NE(audit.records(2).detail().find("d-8"), std::string::npos);
   EXPECT_GT(audit.records(0).id(), audit.records(1).id());
   const auto page = AdminJson<v1::ListAuditResponse>(
@@ -402,7 +435,7 @@ TEST_F(AdminCliTest, EveryCommandAgainstALiveServerDuringRounds) {
   EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
   EXPECT_EQ(run.err.find(kWrongToken), std::string::npos) << "the token is not echoed";
   EXPECT_FALSE(AdminJson<v1::ServerStatus>({"status"}).paused());
-  EXPECT_EQ(AdminJson<v1::ListAuditResponse>({"audit"}).records_size(), 4);
+  EXPECT_EQ(AdminJson<v1::ListAuditResponse>({"audit"}).records_size(), 5);
   run = Admin({"rollback", "--to=1"}, dir_.File("mallory.token"));
   EXPECT_EQ(run.exit_status, 1);
   EXPECT_NE(run.err.find("PERMISSION_DENIED"), std::string::npos) << run.err;

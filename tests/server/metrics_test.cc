@@ -373,7 +373,10 @@ TEST_F(MetricsServerRun, ScrapedCountersMatchTheRunsOwnCounts) {
   EXPECT_EQ(s["tinyfed_round_duration_seconds_count{}"], 1);
   ExpectWellFormedHistogram(s, "tinyfed_round_duration_seconds");
   EXPECT_EQ(s["tinyfed_model_latest_version{}"], latest.version());
-  EXPECT_EQ(s["tinyfed_model_serving_version{}"], latest.version());
+  // Staged rollout: the new version is the candidate, and no device has
+  // evaluated it yet, so the base version still serves.
+  EXPECT_EQ(s["tinyfed_model_serving_version{}"], base.version());
+  EXPECT_EQ(s["tinyfed_model_candidate_version{}"], latest.version());
   EXPECT_EQ(s["tinyfed_round_number{}"], 2);
   EXPECT_EQ(s["tinyfed_round_base_version{}"], latest.version());
   EXPECT_EQ(s["tinyfed_round_updates_accepted{}"], 0);

@@ -283,7 +283,14 @@ TEST_F(ServingTest, EvaluationOnlyTasksRoundTrip) {
   ASSERT_TRUE(in_canary.ok());
   EXPECT_TRUE(in_canary->has_retry()) << "the canary reports on the candidate by check-ins";
 
-  auto first = testing::CheckIn(*manager_, others[0]);
+  // A device that sends no ServingState is never given one: an SDK that
+  // predates evaluation-only tasks would ignore the flag and train.
+  auto stateless = testing::CheckIn(*manager_, "eval-stateless");
+  ASSERT_TRUE(stateless.ok());
+  EXPECT_TRUE(stateless->has_retry()) << stateless->ShortDebugString();
+
+  // The others serve version 1, the version meant for them.
+  auto first = Serving(others[0], 1);
   ASSERT_TRUE(first.ok());
   ASSERT_TRUE(first->has_task()) << first->ShortDebugString();
   const v1::RoundTask task = first->task();
@@ -295,13 +302,13 @@ TEST_F(ServingTest, EvaluationOnlyTasksRoundTrip) {
   EXPECT_FALSE(task.has_quantization());
   EXPECT_EQ(task.task_token().size(), 16u);
   // The same device again: the same task, not a second one of the budget.
-  auto again = testing::CheckIn(*manager_, others[0]);
+  auto again = Serving(others[0], 1);
   ASSERT_TRUE(again.ok() && again->has_task());
   EXPECT_EQ(again->task().task_token(), task.task_token());
-  auto second = testing::CheckIn(*manager_, others[1]);
+  auto second = Serving(others[1], 1);
   ASSERT_TRUE(second.ok() && second->has_task());
   EXPECT_TRUE(second->task().evaluate_only());
-  auto over_budget = testing::CheckIn(*manager_, others[2]);
+  auto over_budget = Serving(others[2], 1);
   ASSERT_TRUE(over_budget.ok());
   EXPECT_TRUE(over_budget->has_retry()) << "2 evaluation-only tasks per round";
 
