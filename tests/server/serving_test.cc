@@ -434,6 +434,42 @@ TEST_F(RolloutDecisionTest, ACandidateAsAccurateAsTheServingVersionIsPromoted) {
   EXPECT_EQ(versions[1].rollout().stage(), v1::ROLLOUT_STAGE_RETIRED);
 }
 
+// A close that promotes the candidate and commits a version makes that
+// version the next candidate at once: it waited only because the promoted
+// one was in canary, so the canary gets a new version every round.
+TEST_F(RolloutDecisionTest, TheVersionAPromotingCloseCommitsIsTheNextCandidate) {
+  ASSERT_EQ(CommitRound(), 2u);
+  // Round 2's trainers take their tasks first (4 of the round's 6 slots).
+  std::vector<std::pair<std::string, v1::RoundTask>> trainers;
+  for (int i = 0; i < 4; ++i) {
+    const std::string device = absl::StrCat("late-", i);
+    auto r = testing::CheckIn(*manager_, device);
+    ASSERT_TRUE(r.ok() && r->has_task() && !r->task().evaluate_only()) << device;
+    trainers.emplace_back(device, r->task());
+  }
+  Report(Reports{});  // version 2: 0.85 on its canary against 0.80
+  ASSERT_TRUE(store_->Flush().ok());
+  for (const auto& [device, task] : trainers) {
+    auto ack = Submit(*manager_, MakeUpdate(task.model().spec(), task.round(), device,
+                                            task.task_token(), task.model().version(), 10,
+                                            rng_, 300));
+    ASSERT_TRUE(ack.ok()) << ack.status();
+  }
+  manager_->WaitIdle();
+  ASSERT_EQ(manager_->Snapshot().latest_version, 3u);
+
+  const RolloutSnapshot after = manager_->Rollout();
+  EXPECT_EQ(after.state.serving_version, 2u);
+  EXPECT_EQ(after.state.candidate_version, 3u);
+  EXPECT_EQ(store_->GetVersion(2).value().rollout().stage(), v1::ROLLOUT_STAGE_SERVING);
+  const v1::ModelVersion v3 = store_->GetVersion(3).value();
+  EXPECT_EQ(v3.rollout().stage(), v1::ROLLOUT_STAGE_CANDIDATE) << v3.rollout().reason();
+  // The canary, serving version 2, is sent version 3 at its next check-in.
+  auto next = Serving(Devices("canary-", true, 1)[0], 2);
+  ASSERT_TRUE(next.ok() && next->has_model()) << next.status();
+  EXPECT_EQ(next->model().version(), 3u);
+}
+
 TEST_F(RolloutDecisionTest, ALessAccurateCandidateIsRolledBackAndTrainingRestartsFromACopy) {
   ASSERT_EQ(CommitRound(), 2u);
   Reports reports;
