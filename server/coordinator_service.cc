@@ -164,6 +164,8 @@ grpc::ServerUnaryReactor* CoordinatorService::CheckIn(grpc::CallbackServerContex
                           metrics->check_ins_refused.Add();
                         } else if (r->has_task()) {
                           metrics->check_ins_task.Add();
+                        } else if (r->has_model()) {
+                          metrics->check_ins_model.Add();
                         } else {
                           metrics->check_ins_retry_after.Add();
                         }

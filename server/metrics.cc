@@ -172,12 +172,16 @@ std::string ServerMetrics::Render(const RoundSnapshot& round,
   std::string out;
   out.reserve(8192);
   AppendHeader("tinyfed_checkins_total",
-               "CheckIn calls answered, by outcome: a task, a retry hint, or an error", "counter",
+               "CheckIn calls answered, by outcome: a task, a retry hint, a model to serve, or an "
+               "error",
+               "counter",
                &out);
   AppendSample("tinyfed_checkins_total", "outcome=\"task\"",
                static_cast<double>(check_ins_task.Value()), &out);
   AppendSample("tinyfed_checkins_total", "outcome=\"retry_after\"",
                static_cast<double>(check_ins_retry_after.Value()), &out);
+  AppendSample("tinyfed_checkins_total", "outcome=\"model\"",
+               static_cast<double>(check_ins_model.Value()), &out);
   AppendSample("tinyfed_checkins_total", "outcome=\"refused\"",
                static_cast<double>(check_ins_refused.Value()), &out);
   AppendCounter("tinyfed_updates_accepted_total",

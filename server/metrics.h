@@ -86,10 +86,12 @@ class ServerMetrics {
  public:
   ServerMetrics();
 
-  // CheckIn calls by what they got: a task, a RetryAfter, or an error
-  // status (any code, before or inside the RoundManager).
+  // CheckIn calls by what they got: a task (evaluation-only ones too), a
+  // RetryAfter, a model to serve, or an error status (any code, before or
+  // inside the RoundManager).
   Counter check_ins_task;
   Counter check_ins_retry_after;
+  Counter check_ins_model;
   Counter check_ins_refused;
   // SubmitUpdate calls answered OK (an idempotent retry's acknowledgement
   // counts again: it is another call answered), and those refused, by code.

@@ -358,6 +358,9 @@ TEST_F(MetricsServerRun, ScrapedCountersMatchTheRunsOwnCounts) {
   EXPECT_EQ(s["tinyfed_checkins_total{outcome=\"task\"}"], tasks);
   EXPECT_EQ(s["tinyfed_checkins_total{outcome=\"retry_after\"}"], retries);
   EXPECT_EQ(s["tinyfed_checkins_total{outcome=\"refused\"}"], check_ins_refused);
+  // No device here sends a ServingState, so none is sent a model; the
+  // sample is there all the same (a missing one fails the lookup).
+  EXPECT_EQ(s["tinyfed_checkins_total{outcome=\"model\"}"], 0);
   EXPECT_EQ(s["tinyfed_updates_accepted_total{}"], acks);
   for (int code = 1; code <= 16; ++code) {
     const std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
