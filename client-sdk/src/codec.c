@@ -2,6 +2,7 @@
  * signed envelope around what the device sends, and validation of a
  * decoded task before it touches the context's head. */
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <pb_decode.h>
@@ -208,6 +209,7 @@ tinyfed_status_t tinyfed_task_decode(tinyfed_context_t *ctx,
  * pb_istream_from_buffer), which gives the offset without a copy. */
 typedef struct model_span {
   const uint8_t *msg;
+  size_t len;
   size_t offset, length;
   bool present;
 } model_span_t;
@@ -216,7 +218,18 @@ static bool locate_model(pb_istream_t *stream, const pb_field_t *field,
                          void **arg) {
   (void)field;
   model_span_t *span = (model_span_t *)*arg;
-  span->offset = (size_t)((const uint8_t *)stream->state - span->msg);
+  /* A model field with a scalar wire type reaches this callback as a
+   * stream over nanopb's copy of the value on its stack, not over msg:
+   * the span would point outside the message. Such a field is not a
+   * ModelVersion (MALFORMED). Compared as integers: the copy is another
+   * object, which never overlaps msg. */
+  const uintptr_t at = (uintptr_t)stream->state;
+  const uintptr_t start = (uintptr_t)span->msg;
+  if (at < start || at - start > span->len ||
+      stream->bytes_left > span->len - (size_t)(at - start)) {
+    return false;
+  }
+  span->offset = (size_t)(at - start);
   span->length = stream->bytes_left;
   span->present = true;
   return pb_read(stream, NULL, stream->bytes_left);
@@ -236,7 +249,7 @@ tinyfed_status_t tinyfed_checkin_response_decode(
   tinyfed_status_t status = begin_decode(ctx, msg, len);
   if (status != TINYFED_OK) return status;
   tinyfed_v1_CheckInResponse response = tinyfed_v1_CheckInResponse_init_zero;
-  model_span_t model = {msg, 0u, 0u, false};
+  model_span_t model = {msg, len, 0u, 0u, false};
   attach_model_callbacks(&response.task.model, ctx);
   response.model.funcs.decode = locate_model;
   response.model.arg = &model;

@@ -17,8 +17,13 @@
 // correct checksum, so mutations of its deltas, scales, counts and ids
 // reach the aggregator rather than stop at the first check.
 //
-// Beyond "no crash, no undefined behaviour, no leak": an update that
-// ValidateUpdate rejects is refused; a refused update changes neither the
+// Beyond "no crash, no undefined behaviour, no leak": a check-in's answer
+// is exactly one of task, retry and model (coordinator.proto); a model
+// goes only to a check-in with a ServingState that did not defer and
+// serves another version, and is the head alone (no lineage, metrics,
+// evaluations or rollout); an evaluation-only task goes only to a
+// check-in with a ServingState and has no plan or scheme; a task's or a
+// model's head loads; an update that ValidateUpdate rejects is refused; a refused update changes neither the
 // accepted count nor the model; every committed model loads as a head.
 #include <cstddef>
 #include <cstdint>
@@ -134,6 +139,35 @@ bool AsItsDeviceWouldSend(Server& s, v1::Update* update) {
   return true;
 }
 
+// The check-in's answer against coordinator.proto's CheckInResponse and
+// round.proto's RoundTask.evaluate_only.
+void RequireAnswerKeepsContract(const v1::CheckInRequest& request,
+                                const v1::CheckInResponse& response) {
+  Require(static_cast<int>(response.has_task()) + static_cast<int>(response.has_retry()) +
+              static_cast<int>(response.has_model()) ==
+          1);
+  if (response.has_model()) {
+    const v1::ModelVersion& model = response.model();
+    Require(request.has_serving() && !request.serving().defer_model());
+    Require(model.version() != request.serving().model_version());
+    Require(model.version() >= 1);
+    Require(server::LoadHead(model).ok());
+    Require(model.parent_version() == 0 && model.round() == 0 && !model.has_metrics() &&
+            model.created_unix_ms() == 0 && model.restored_from() == 0 &&
+            !model.has_fleet_evaluation() && !model.has_rollout());
+  }
+  if (response.has_task()) {
+    const v1::RoundTask& task = response.task();
+    Require(server::LoadHead(task.model()).ok());
+    if (task.evaluate_only()) {
+      Require(request.has_serving());
+      Require(!task.has_plan() && !task.has_quantization());
+    } else {
+      Require(task.has_plan() && task.has_quantization());
+    }
+  }
+}
+
 void RequireLatestModelLoads(Server& s) {
   absl::StatusOr<v1::ModelVersion> model = s.manager->GetModel(0);
   Require(model.ok());
@@ -164,7 +198,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     v1::CheckInRequest request;
     if (Parse(data + 1, size - 1, &request)) {
       absl::StatusOr<v1::CheckInResponse> response = CheckIn(*s->manager, request);
-      if (response.ok()) Require(response->has_task() != response->has_retry());
+      if (response.ok()) RequireAnswerKeepsContract(request, *response);
     }
   } else {
     v1::Update update;
