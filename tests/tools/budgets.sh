@@ -14,7 +14,9 @@
 # models: every call of a round, evaluation-only tasks, the check-in's
 # serving state and the inference API. Target: DESIGN.md "Performance
 # targets", flash <= 14 KB with signing (14,336), set before devices served
-# models. Today 16,264: headroom 0, 1,928 BYTES ABOVE THAT TARGET. Serving
+# models. Today 16,288: headroom 0, 1,952 BYTES ABOVE THAT TARGET (24 of
+# them since the fuzzer's finding: the check that a model's span lies
+# inside the response, every device pays it). Serving
 # (issue 14) added 1,796 to 14,468: 436 that every device pays (see the
 # training-only budget below) and 1,360 that only a serving firmware links:
 # tinyfed_model_decode 432 (nanopb streaming of weights and bias into the
@@ -25,18 +27,20 @@
 # evaluation (issue 14) had added 472 bytes to 13,996 and signing 1,708 to
 # the unsigned 12,288 (mbedTLS's SHA-256 1,198, the HMAC 206, the
 # envelope's framing and nanopb's sizing call the rest).
-TINYFED_BUDGET_FLASH_BYTES=16264
+TINYFED_BUDGET_FLASH_BYTES=16288
 
 # The same with TINYFED_NO_ERROR_MESSAGES, the small-target configuration.
-# Target: the same 14 KB. Today 15,228: headroom 0, 892 bytes above the
-# target (13,484 before serving).
-TINYFED_BUDGET_FLASH_QUIET_BYTES=15228
+# Target: the same 14 KB. Today 15,252: headroom 0, 916 bytes above the
+# target (13,484 before serving; 24 for the span check).
+TINYFED_BUDGET_FLASH_QUIET_BYTES=15252
 
 # The same SDK in a firmware that only trains (the footprint image built
 # with TINYFED_FOOTPRINT_TRAINING_ONLY: no inference API, no evaluation-
 # only tasks, check-ins without serving state): what serving costs a
-# device that does not use it. Today 14,904: headroom 0, 568 bytes above
-# the 14 KB target; 436 more than the 14,468 before serving: the head's
+# device that does not use it. Today 14,928: headroom 0, 592 bytes above
+# the 14 KB target; 460 more than the 14,468 before serving (24 of them the
+# check that a model's span lies inside the response, added after a fuzz
+# finding): the head's
 # arithmetic shared with the inference API (forward plan and evaluation
 # loop out of line, the dataset checks as a function) 232, the check-in
 # response's third kind (the model located, the context restored) 116,
@@ -44,7 +48,7 @@ TINYFED_BUDGET_FLASH_QUIET_BYTES=15228
 # its serving variant 28, nanopb's ServingState descriptors and the
 # longer CheckInRequest/Response/RoundTask tables 92, strings 44, less
 # tinyfed_evaluate's and the update encoder's shared parts 100.
-TINYFED_BUDGET_FLASH_TRAINING_ONLY_BYTES=14904
+TINYFED_BUDGET_FLASH_TRAINING_ONLY_BYTES=14928
 
 # RAM for a 64x10 head. Target: DESIGN.md, RAM <= 8 KB, static data plus the
 # stack the SDK calls take. The target is split into a budget per part so
