@@ -7,31 +7,21 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "table.h"
+#include "tinyfed_common/evaluation_text.h"
 
 namespace tinyfed::admin {
 
 namespace {
 
-// correct / samples to four decimals, rounded half up, in integers: the
-// sums are exact, and a double could not hold them once above 2^53.
+// Callers check that samples is not 0.
 std::string FormatFleetAccuracy(const v1::FleetEvaluation& f) {
-  using u128 = unsigned __int128;
-  const u128 twice_samples = static_cast<u128>(f.samples()) * 2;
-  const uint64_t ten_thousandths = static_cast<uint64_t>(
-      (static_cast<u128>(f.correct()) * 20000 + f.samples()) / twice_samples);
-  return absl::StrFormat("%d.%04d", ten_thousandths / 10000, ten_thousandths % 10000);
+  return FormatAccuracy(f.correct(), f.samples());
 }
 
 std::string StageName(const v1::ModelVersion& v) {
   if (!v.has_rollout()) return "-";
-  switch (v.rollout().stage()) {
-    case v1::ROLLOUT_STAGE_TRAINED: return "trained";
-    case v1::ROLLOUT_STAGE_CANDIDATE: return "candidate";
-    case v1::ROLLOUT_STAGE_SERVING: return "serving";
-    case v1::ROLLOUT_STAGE_RETIRED: return "retired";
-    case v1::ROLLOUT_STAGE_ROLLED_BACK: return "rolled back";
-    default: return absl::StrCat("stage ", static_cast<int>(v.rollout().stage()));
-  }
+  const std::string words = RolloutStageWords(v1::RolloutStage_Name(v.rollout().stage()));
+  return words.empty() ? absl::StrCat("stage ", static_cast<int>(v.rollout().stage())) : words;
 }
 
 // "accuracy 0.9512 (1902 of 2000 samples, 12 devices)".

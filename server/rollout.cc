@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "tinyfed_common/evaluation_text.h"
 #include "tinyfed_common/rollout_bucket.h"
 
 namespace tinyfed::server {
@@ -51,9 +52,7 @@ int CompareAccuracyPlus(const EvaluationSums& a, uint32_t plus_ppm, const Evalua
 // correct / samples to four decimals, rounded half up, in integers.
 std::string FormatAccuracy(const EvaluationSums& e) {
   if (e.samples == 0) return "-";
-  const uint64_t ten_thousandths = static_cast<uint64_t>(
-      (static_cast<u128>(e.correct) * 20000 + e.samples) / (static_cast<u128>(e.samples) * 2));
-  return absl::StrFormat("%d.%04d", ten_thousandths / 10000, ten_thousandths % 10000);
+  return tinyfed::FormatAccuracy(e.correct, e.samples);
 }
 
 // A tolerance or margin in ppm as a decimal: four places, six when the

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "tinyfed_common/evaluation_text.h"
 
 namespace tinyfed::server {
 namespace {
@@ -105,10 +106,7 @@ double FleetLossOf(const v1::ModelVersion& v) {
 // correct / samples to four decimals, rounded half up, from the exact
 // sums (a double would lose their last units above 2^53).
 std::string ExactAccuracy(const v1::FleetEvaluation& f) {
-  using u128 = unsigned __int128;
-  const uint64_t ten_thousandths = static_cast<uint64_t>(
-      (static_cast<u128>(f.correct()) * 20000 + f.samples()) / (static_cast<u128>(f.samples()) * 2));
-  return absl::StrFormat("%d.%04d", ten_thousandths / 10000, ten_thousandths % 10000);
+  return FormatAccuracy(f.correct(), f.samples());
 }
 
 // "0.9480 <muted>(4321 of 4558 samples, 40 devices)</muted>", or a dash.
@@ -121,14 +119,8 @@ std::string EvaluationCell(const v1::FleetEvaluation& f) {
 
 std::string StageOf(const v1::ModelVersion& v) {
   if (!v.has_rollout()) return "\xE2\x80\x94";
-  switch (v.rollout().stage()) {
-    case v1::ROLLOUT_STAGE_TRAINED: return "trained";
-    case v1::ROLLOUT_STAGE_CANDIDATE: return "candidate";
-    case v1::ROLLOUT_STAGE_SERVING: return "serving";
-    case v1::ROLLOUT_STAGE_RETIRED: return "retired";
-    case v1::ROLLOUT_STAGE_ROLLED_BACK: return "rolled back";
-    default: return absl::StrCat("stage ", static_cast<int>(v.rollout().stage()));
-  }
+  const std::string words = RolloutStageWords(v1::RolloutStage_Name(v.rollout().stage()));
+  return words.empty() ? absl::StrCat("stage ", static_cast<int>(v.rollout().stage())) : words;
 }
 
 // The initial version and rollbacks aggregated no round: no loss of their own.
