@@ -51,16 +51,17 @@
 // crash is sent again with the device's next check-in, which counts it
 // then), and is answered with the model the device is meant to serve
 // when it holds another and did not defer; a check-in without one never
-// gets a model. A device the round needs no training task from (the
-// round's task slots are taken, or it already submitted its update) is
-// given an evaluation-only task of the candidate, within
-// EvaluationPolicy.tasks_per_round, unless it is in the canary (it
-// reports on the candidate with its check-ins). Those tasks live in
-// memory only: after a restart their devices check in again. At every
-// round close, committed or abandoned, the controller judges drift and the
-// candidate; its decisions are stored with the versions' stages, and a
-// rollback commits a copy of the serving version that the next round
-// trains from.
+// gets a model. A device that sent a ServingState and that the round
+// needs no training task from (the round's task slots are taken, or it
+// already submitted its update) is given an evaluation-only task of the
+// candidate, within EvaluationPolicy.tasks_per_round, unless it is in the
+// canary (it reports on the candidate with its check-ins). Those tasks
+// live in memory only: after a restart their devices check in again. At
+// every round close, committed or abandoned, the controller judges drift
+// and the candidate; its decisions are stored with the versions' stages,
+// and a rollback commits a copy of the serving version that the next
+// round trains from. When a close promotes the candidate and commits a
+// version, that version is the next candidate at once.
 //
 // Safe for concurrent use. Results arrive through callbacks, which may run
 // on the caller's thread or on the store's writer thread; they must not
@@ -155,8 +156,8 @@ class RoundManager {
 
   // A model to serve, a task for the device (the same one again if it
   // already has one in the open round), or a retry hint (see the top for
-  // models and evaluation-only tasks). INVALID_ARGUMENT also for a
-  // ServingState out of its bounds (ValidateServingState). INVALID_ARGUMENT for a bad device id;
+  // models and evaluation-only tasks). INVALID_ARGUMENT for a bad device
+  // id, and for a ServingState out of its bounds (ValidateServingState);
   // FAILED_PRECONDITION when the device declares it cannot hold the head;
   // UNAVAILABLE when the task could not be recorded. `peer` is the
   // caller's PeerKey() for the check-in limits; "" (the overload without
