@@ -1229,8 +1229,11 @@ std::optional<std::pair<v1::ModelVersion, Head>> RoundManager::CloseRollout(
                                 : absl::StrCat("skipped: same weights as serving v",
                                                old.serving_version),
                         round, now)});
-        spdlog::info("round {}: version {} skipped ({})", round, v,
-                     differs ? "a candidate is in canary" : "same weights as the serving one");
+        // Waiting for the candidate's decision below, which may make it the
+        // next candidate at this same close.
+        spdlog::info("round {}: version {} {}", round, v,
+                     differs ? absl::StrCat("waits: v", old.candidate_version, " is in canary")
+                             : std::string("skipped: same weights as the serving one"));
       }
       changed = true;
     }
