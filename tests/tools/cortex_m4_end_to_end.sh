@@ -12,7 +12,7 @@
 #
 #   cortex_m4_end_to_end.sh SOURCE_DIR BUILD_DIR FIXTURE_GEN SERVER AGENT
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/cortex_m4_configure.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/qemu_device_lib.sh"
 root=$(cd "$1" && pwd)
 build=$2
 gen=$3
@@ -22,23 +22,12 @@ work="$build/e2e"
 rm -rf "$work"
 mkdir -p "$work/fixture"
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
 # Firmware holding one device's shard and its device key in flash.
-"$gen" "$work/fixture"
+build_board_firmware "$root" "$build" "$gen" "$work/fixture" tinyfed_uart_device
 fleet_key="$work/fixture/fleet.key"
-cortex_m4_configure "$root" "$build" -DTINYFED_FIXTURE_DIR="$work/fixture"
-cmake --build "$build" --target tinyfed_uart_device >/dev/null
 
 # A server whose round closes at 3 updates: the firmware's and two simulated.
 server_port=$(free_port)
-uart_port=$(free_port)
 cat > "$work/server.textproto" <<CONFIG
 head { feature_count: 64 class_count: 10 feature_scale: 0.047244094488188976 }
 plan { epochs: 2 batch_size: 8 learning_rate: 0.1 }
@@ -49,25 +38,9 @@ CONFIG
   --listen "127.0.0.1:$server_port" --fleet_key "$fleet_key" > "$work/server.log" 2>&1 &
 pids+=($!)
 
-timeout 120 qemu-system-arm -M mps2-an386 -nographic -semihosting -monitor none \
-  -serial "tcp:127.0.0.1:$uart_port,server=on,wait=on" \
-  -kernel "$build/client-sdk/tinyfed_uart_device.elf" > "$work/firmware.log" 2>&1 &
-qemu_pid=$!
-pids+=($qemu_pid)
-for _ in $(seq 50); do
-  grep -q "waiting for connection" "$work/firmware.log" 2>/dev/null && break
-  sleep 0.1
-done
-"$agent_bin" bridge --device "tcp:127.0.0.1:$uart_port" --server "127.0.0.1:$server_port" \
-  > "$work/bridge.log" 2>&1 &
-pids+=($!)
-
-status=0
-wait "$qemu_pid" || status=$?
-echo "firmware (exit $status):"
-sed 's/^/  /' "$work/firmware.log"
-echo "bridge:"
-sed 's/^/  /' "$work/bridge.log"
+run_firmware_behind_bridge "$build/client-sdk/tinyfed_uart_device.elf" \
+  "127.0.0.1:$server_port" "$agent_bin" "$work"
+status=$firmware_status
 if [[ $status -ne 0 ]] || ! grep -q "update accepted in round 1" "$work/firmware.log"; then
   echo "FAIL: the firmware's update was not accepted"
   exit 1

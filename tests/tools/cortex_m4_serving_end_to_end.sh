@@ -23,7 +23,7 @@
 #   cortex_m4_serving_end_to_end.sh SOURCE_DIR BUILD_DIR FIXTURE_GEN \
 #       SERVING_REFERENCE SERVER AGENT ADMIN
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/cortex_m4_configure.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/qemu_device_lib.sh"
 root=$(cd "$1" && pwd)
 build=$2
 gen=$3
@@ -35,9 +35,6 @@ work="$build/serving-e2e"
 rm -rf "$work"
 mkdir -p "$work/fixture"
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 # A field of the JSON document on stdin.
 json_field() {
   python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
@@ -47,15 +44,9 @@ fail() {
   exit 1
 }
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
 # Firmware holding one device's id, key and samples in flash.
-"$gen" "$work/fixture"
+build_board_firmware "$root" "$build" "$gen" "$work/fixture" tinyfed_serving_device
 fleet_key="$work/fixture/fleet.key"
-cortex_m4_configure "$root" "$build" -DTINYFED_FIXTURE_DIR="$work/fixture"
-cmake --build "$build" --target tinyfed_serving_device >/dev/null
 
 # The firmware must be outside the canary, so that the version meant for it
 # is the serving one: its bucket by rollout_bucket.h's rule, computed here
@@ -70,7 +61,6 @@ if (( bucket < 1000 )); then
 fi
 
 server_port=$(free_port)
-uart_port=$(free_port)
 server="127.0.0.1:$server_port"
 # Rounds of 5 updates; a candidate is decided on 3 devices' evaluations,
 # which the next round's training updates carry (they evaluate their base
@@ -113,25 +103,9 @@ if (( serving < 2 )); then
   fail "no version beyond 1 was promoted in $rounds rounds (serving version $serving)"
 fi
 
-timeout 120 qemu-system-arm -M mps2-an386 -nographic -semihosting -monitor none \
-  -serial "tcp:127.0.0.1:$uart_port,server=on,wait=on" \
-  -kernel "$build/client-sdk/tinyfed_serving_device.elf" > "$work/firmware.log" 2>&1 &
-qemu_pid=$!
-pids+=($qemu_pid)
-for _ in $(seq 50); do
-  grep -q "waiting for connection" "$work/firmware.log" 2>/dev/null && break
-  sleep 0.1
-done
-"$agent_bin" bridge --device "tcp:127.0.0.1:$uart_port" --server "$server" \
-  > "$work/bridge.log" 2>&1 &
-pids+=($!)
-
-status=0
-wait "$qemu_pid" || status=$?
-echo "firmware (exit $status):"
-sed 's/^/  /' "$work/firmware.log"
-echo "bridge:"
-sed 's/^/  /' "$work/bridge.log"
+run_firmware_behind_bridge "$build/client-sdk/tinyfed_serving_device.elf" \
+  "$server" "$agent_bin" "$work"
+status=$firmware_status
 (( status == 0 )) || fail "the firmware did not serve (exit $status)"
 grep -q "no model again: retry" "$work/firmware.log" ||
   fail "the firmware's check-in with its served model was not answered with a retry"

@@ -25,12 +25,12 @@
 #include <stdio.h>
 
 #include "../../port/port.h"
+#include "../common/device_link.h"
 #include "fixture.h"
 #include "tinyfed/link.h"
 #include "tinyfed/tinyfed.h"
 #include "tinyfed_common/crc32.h"
 
-#define ANSWER_TIMEOUT_MS 10000u
 #define MAX_ATTEMPTS 50
 #define MODEL_BYTES TINYFED_MODEL_SIZE(FIXTURE_FEATURES, FIXTURE_CLASSES)
 
@@ -46,45 +46,10 @@ static uint8_t message[TINYFED_TASK_MAX_SIZE(FIXTURE_FEATURES, FIXTURE_CLASSES)]
 static uint8_t frame_out[TINYFED_FRAME_ENCODED_MAX(TINYFED_CHECKIN_MAX_SIZE)];
 static uint8_t frame_in[TINYFED_FRAME_DECODER_BUFFER(
     TINYFED_TASK_MAX_SIZE(FIXTURE_FEATURES, FIXTURE_CLASSES))];
-static tinyfed_frame_decoder_t decoder;
+static device_link_t uart;
 static char line[FIXTURE_SAMPLES + 64u];
 
 static void say(const char *text) { tinyfed_port_log(text); }
-
-static void wait_ms(uint32_t ms) {
-  const uint32_t start = tinyfed_port_millis();
-  while (tinyfed_port_millis() - start < ms) {
-  }
-}
-
-/* Sends one frame and waits for the next frame from the server; 1 with
- * *reply filled, 0 after the timeout. */
-static int exchange(uint8_t type, const uint8_t *payload, size_t length, tinyfed_frame_t *reply) {
-  size_t n = 0;
-  if (tinyfed_frame_encode(type, payload, length, frame_out, sizeof frame_out, &n) != TINYFED_OK) {
-    return 0;
-  }
-  tinyfed_port_link_write(frame_out, n);
-  const uint32_t start = tinyfed_port_millis();
-  while (tinyfed_port_millis() - start < ANSWER_TIMEOUT_MS) {
-    uint8_t byte;
-    int ready = 0;
-    if (!tinyfed_port_link_read(&byte)) continue;
-    if (tinyfed_frame_decoder_push(&decoder, byte, &ready, reply) == TINYFED_OK && ready) {
-      return 1;
-    }
-  }
-  return 0;
-}
-
-static void report_error(const tinyfed_frame_t *reply) {
-  size_t n = reply->length < 100u ? reply->length : 100u;
-  size_t i;
-  int at = snprintf(line, sizeof line, "server error: ");
-  for (i = 0; i < n && at + 1 < (int)sizeof line; ++i) line[at++] = (char)reply->payload[i];
-  line[at] = '\0';
-  say(line);
-}
 
 /* One signed check-in with `serving`, and the server's decoded answer in
  * *result (a model's bytes then lie in reply->payload). 1 on an answer, 0
@@ -97,12 +62,12 @@ static int check_in(const tinyfed_serving_state_t *serving, tinyfed_frame_t *rep
     say("cannot encode the check-in");
     return 0;
   }
-  if (!exchange(TINYFED_FRAME_CHECKIN, message, length, reply)) {
+  if (!device_link_exchange(&uart, TINYFED_FRAME_CHECKIN, message, length, reply)) {
     say("no answer to check-in");
     return 0;
   }
   if (reply->type == TINYFED_FRAME_ERROR) {
-    report_error(reply);
+    device_link_report_error(reply, line, sizeof line);
     return 0;
   }
   if (reply->type != TINYFED_FRAME_CHECKIN_RESPONSE) {
@@ -191,7 +156,8 @@ int main(void) {
   int attempt;
   tinyfed_port_init();
   if (!load_backbone(&backbone) ||
-      tinyfed_frame_decoder_init(&decoder, frame_in, sizeof frame_in) != TINYFED_OK) {
+      device_link_init(&uart, frame_out, sizeof frame_out, frame_in, sizeof frame_in) !=
+          TINYFED_OK) {
     say("device set-up failed");
     return 1;
   }
@@ -202,15 +168,12 @@ int main(void) {
   const tinyfed_serving_state_t nothing = {0u, NULL, 0u};
   for (attempt = 0; attempt < MAX_ATTEMPTS; ++attempt) {
     if (!check_in(&nothing, &reply, &result)) {
-      wait_ms(1000u);
+      device_link_wait_ms(1000u);
       continue;
     }
     if (result.kind == TINYFED_CHECKIN_MODEL) break;
     if (result.kind == TINYFED_CHECKIN_RETRY) {
-      snprintf(line, sizeof line, "no model yet; checking in again in %lu ms",
-               (unsigned long)result.retry_after_ms);
-      say(line);
-      wait_ms(result.retry_after_ms < 5000u ? result.retry_after_ms : 5000u);
+      device_link_wait_retry("no model yet", result.retry_after_ms, line, sizeof line);
       continue;
     }
     say(result.kind == TINYFED_CHECKIN_TASK
@@ -239,7 +202,7 @@ int main(void) {
   const tinyfed_serving_state_t serving = {info.version, &evaluation, 0u};
   for (attempt = 0; attempt < 5; ++attempt) {
     if (check_in(&serving, &reply, &result)) break;
-    wait_ms(1000u);
+    device_link_wait_ms(1000u);
   }
   if (attempt == 5) {
     say("giving up: the check-in reporting the served model got no answer");

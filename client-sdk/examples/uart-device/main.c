@@ -11,11 +11,11 @@
 #include <stdio.h>
 
 #include "../../port/port.h"
+#include "../common/device_link.h"
 #include "fixture.h"
 #include "tinyfed/link.h"
 #include "tinyfed/tinyfed.h"
 
-#define ANSWER_TIMEOUT_MS 10000u
 #define MAX_ATTEMPTS 50
 
 static tinyfed_context_t ctx;
@@ -25,45 +25,10 @@ static uint8_t frame_out[TINYFED_FRAME_ENCODED_MAX(
     TINYFED_UPDATE_MAX_SIZE(FIXTURE_FEATURES, FIXTURE_CLASSES))];
 static uint8_t frame_in[TINYFED_FRAME_DECODER_BUFFER(
     TINYFED_TASK_MAX_SIZE(FIXTURE_FEATURES, FIXTURE_CLASSES))];
-static tinyfed_frame_decoder_t decoder;
+static device_link_t uart;
 static char line[160];
 
 static void say(const char *text) { tinyfed_port_log(text); }
-
-static void wait_ms(uint32_t ms) {
-  const uint32_t start = tinyfed_port_millis();
-  while (tinyfed_port_millis() - start < ms) {
-  }
-}
-
-/* Sends one frame and waits for the next frame from the server; 1 with
- * *reply filled, 0 after the timeout. */
-static int exchange(uint8_t type, const uint8_t *payload, size_t length, tinyfed_frame_t *reply) {
-  size_t n = 0;
-  if (tinyfed_frame_encode(type, payload, length, frame_out, sizeof frame_out, &n) != TINYFED_OK) {
-    return 0;
-  }
-  tinyfed_port_link_write(frame_out, n);
-  const uint32_t start = tinyfed_port_millis();
-  while (tinyfed_port_millis() - start < ANSWER_TIMEOUT_MS) {
-    uint8_t byte;
-    int ready = 0;
-    if (!tinyfed_port_link_read(&byte)) continue;
-    if (tinyfed_frame_decoder_push(&decoder, byte, &ready, reply) == TINYFED_OK && ready) {
-      return 1;
-    }
-  }
-  return 0;
-}
-
-static void report_error(const tinyfed_frame_t *reply) {
-  size_t n = reply->length < 100u ? reply->length : 100u;
-  size_t i;
-  int at = snprintf(line, sizeof line, "server error: ");
-  for (i = 0; i < n && at + 1 < (int)sizeof line; ++i) line[at++] = (char)reply->payload[i];
-  line[at] = '\0';
-  say(line);
-}
 
 int main(void) {
   const tinyfed_config_t config = {FIXTURE_DEVICE_ID, FIXTURE_FEATURES, FIXTURE_CLASSES,
@@ -75,7 +40,8 @@ int main(void) {
   int attempt;
   tinyfed_port_init();
   if (tinyfed_init(&ctx, &config, arena, sizeof arena) != TINYFED_OK ||
-      tinyfed_frame_decoder_init(&decoder, frame_in, sizeof frame_in) != TINYFED_OK) {
+      device_link_init(&uart, frame_out, sizeof frame_out, frame_in, sizeof frame_in) !=
+          TINYFED_OK) {
     say("device set-up failed");
     return 1;
   }
@@ -86,13 +52,13 @@ int main(void) {
         TINYFED_OK) {
       return 1;
     }
-    if (!exchange(TINYFED_FRAME_CHECKIN, message, length, &reply)) {
+    if (!device_link_exchange(&uart, TINYFED_FRAME_CHECKIN, message, length, &reply)) {
       say("no answer to check-in; retrying");
       continue;
     }
     if (reply.type == TINYFED_FRAME_ERROR) {
-      report_error(&reply);
-      wait_ms(1000u);
+      device_link_report_error(&reply, line, sizeof line);
+      device_link_wait_ms(1000u);
       continue;
     }
     if (reply.type != TINYFED_FRAME_CHECKIN_RESPONSE) continue;
@@ -101,14 +67,11 @@ int main(void) {
     if (st != TINYFED_OK) {
       snprintf(line, sizeof line, "task rejected: %s", tinyfed_status_name(st));
       say(line);
-      wait_ms(1000u);
+      device_link_wait_ms(1000u);
       continue;
     }
     if (result.kind == TINYFED_CHECKIN_RETRY) {
-      snprintf(line, sizeof line, "no task; checking in again in %lu ms",
-               (unsigned long)result.retry_after_ms);
-      say(line);
-      wait_ms(result.retry_after_ms < 5000u ? result.retry_after_ms : 5000u);
+      device_link_wait_retry("no task", result.retry_after_ms, line, sizeof line);
       continue;
     }
     tinyfed_task_info_t info;
@@ -133,7 +96,7 @@ int main(void) {
     /* The same bytes again after a lost acknowledgement. */
     int sent;
     for (sent = 0; sent < 5; ++sent) {
-      if (!exchange(TINYFED_FRAME_UPDATE, message, length, &reply)) {
+      if (!device_link_exchange(&uart, TINYFED_FRAME_UPDATE, message, length, &reply)) {
         say("no acknowledgement; re-sending the update");
         continue;
       }
@@ -146,7 +109,7 @@ int main(void) {
           return 0;
         }
       }
-      if (reply.type == TINYFED_FRAME_ERROR) report_error(&reply);
+      if (reply.type == TINYFED_FRAME_ERROR) device_link_report_error(&reply, line, sizeof line);
       break;  /* refused: check in again */
     }
   }
