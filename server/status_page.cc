@@ -18,7 +18,7 @@ namespace {
 constexpr char kStyle[] = R"css(
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0;
        background: #f7f7f4; color: #23262b; line-height: 1.4; }
-main { max-width: 1100px; margin: 0 auto; padding: 1.2rem 1.5rem 2rem; }
+main { max-width: 1340px; margin: 0 auto; padding: 1.2rem 1.5rem 2rem; }
 header { display: flex; justify-content: space-between; align-items: baseline;
          flex-wrap: wrap; border-bottom: 1px solid #d9d9d2; padding-bottom: .5rem; }
 h1 { font-size: 1.35rem; margin: 0; font-weight: 600; }
@@ -44,6 +44,8 @@ svg text { font-size: 10px; fill: #6b6f76; }
 svg .grid { stroke: #ecece6; stroke-width: 1; }
 svg .axis { stroke: #b9b9b0; stroke-width: 1; }
 svg .line { fill: none; stroke-width: 1.5; }
+/* A narrow window scrolls the versions table rather than cut it off. */
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; background: #fff;
         border: 1px solid #e1e1da; font-size: .9rem; }
 th, td { padding: .35rem .6rem; border-bottom: 1px solid #ecece6; text-align: right;
@@ -390,7 +392,8 @@ void AppendVersionsTable(const v1::ServerStatus& status,
     return;
   }
   absl::StrAppend(out,
-                  "<table><thead><tr><th>Version</th><th>Parent</th><th>From</th>"
+                  "<div class=\"scroll\"><table><thead><tr><th>Version</th><th>Parent</th>"
+                  "<th>From</th>"
                   "<th>Stage</th><th>Participants</th><th>Samples</th><th>Clipped / capped</th>"
                   "<th>Rejected</th><th>Mean local loss</th><th>Fleet accuracy</th>"
                   "<th>Committed (UTC)</th></tr>"
@@ -407,7 +410,8 @@ void AppendVersionsTable(const v1::ServerStatus& status,
             : "",
         "</td><td>", v.parent_version() == 0 ? std::string("\xE2\x80\x94")
                                              : absl::StrCat("v", v.parent_version()),
-        "</td><td>", OriginOf(v), "</td><td>", StageOf(v), "</td><td>", m.participants(), "</td><td>", m.samples(),
+        "</td><td>", OriginOf(v), "</td><td>", StageOf(v), "</td><td>", m.participants(),
+        "</td><td>", m.samples(),
         "</td><td>", m.clipped_updates(), " / ", m.capped_updates(), "</td><td>",
         m.rejected_updates(), "</td><td>",
         TrainedInRound(v) ? absl::StrFormat("%.4f", LossOf(v)) : std::string("\xE2\x80\x94"),
@@ -417,7 +421,7 @@ void AppendVersionsTable(const v1::ServerStatus& status,
                      : std::string("\xE2\x80\x94"),
         "</td><td>", FormatUtc(v.created_unix_ms()), "</td></tr>");
   }
-  absl::StrAppend(out, "</tbody></table></section>");
+  absl::StrAppend(out, "</tbody></table></div></section>");
 }
 
 // The document around `body`: refresh, no favicon request (an empty data:
