@@ -32,6 +32,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "tinyfed/v1/aggregation.pb.h"
 #include "tinyfed/v1/model.pb.h"
 
 namespace tinyfed::server {
@@ -174,6 +175,12 @@ class ModelStore {
   // The serving and candidate versions with the serving one's baseline.
   // NOT_FOUND in a store that holds no version yet.
   virtual absl::StatusOr<StoredRollout> Rollout() = 0;
+  // The v1::AggregationState stored with `version` (aggregation.proto): an
+  // empty message when none was stored (the initial version, versions
+  // committed before schema 7 or by the 3-argument CommitRound). NOT_FOUND
+  // for a version the store does not hold; DATA_LOSS when its row fails
+  // its CRC or does not parse.
+  virtual absl::StatusOr<v1::AggregationState> AggregationStateOf(uint32_t version) = 0;
 
   // ---- writes ------------------------------------------------------------
   // Stores the first version (version 1, parent 0, round 0, else
@@ -205,8 +212,13 @@ class ModelStore {
   // stores `next` (whose parent must be the latest version and whose round
   // must be `round`). FAILED_PRECONDITION when the round is not open or the
   // lineage is wrong; INVALID_ARGUMENT when next.round() != round.
+  // Stores an empty AggregationState for `next`.
   virtual absl::Status CommitRound(uint32_t round, int64_t closed_ms,
                                    const v1::ModelVersion& next) = 0;
+  // CommitRound, with `state` stored as next's AggregationState in the
+  // same transaction: both are written or neither is.
+  virtual absl::Status CommitRound(uint32_t round, int64_t closed_ms, const v1::ModelVersion& next,
+                                   const v1::AggregationState& state) = 0;
   // Marks the open `round` abandoned; the model stays as it is.
   virtual absl::Status AbandonRound(uint32_t round, int64_t closed_ms) = 0;
   // Adds `device_id` (not empty, else INVALID_ARGUMENT) to the revocation
@@ -226,7 +238,9 @@ class ModelStore {
   // stored version other than the latest and that version's checksum;
   // `abandon_round` is the open round when one is open (a round training
   // from the version rolled away from could never commit), and 0 when none
-  // is.
+  // is. The copy is stored with the AggregationState of the version it
+  // copies, its noise cleared: a copy carries the optimizer state of what
+  // it copies, and adds no noise of its own (model.proto Aggregation).
   virtual absl::Status CommitRestoredVersion(uint32_t abandon_round, int64_t closed_ms,
                                              const v1::ModelVersion& next,
                                              const AuditEntry& audit) = 0;
@@ -287,7 +301,7 @@ class ModelStore {
 // when opened (its tasks then have declared_samples 0, no version has
 // evaluations, and the latest version is the serving one, with reason
 // "serving when the store was migrated to schema 6", every other version
-// TRAINED), a file from an unknown schema gives FAILED_PRECONDITION.
+// TRAINED, and every version has an empty AggregationState), a file from an unknown schema gives FAILED_PRECONDITION.
 // Damage found in the file gives DATA_LOSS naming it.
 absl::StatusOr<std::unique_ptr<ModelStore>> OpenSqliteModelStore(const std::string& path);
 

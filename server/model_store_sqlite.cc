@@ -57,8 +57,9 @@ constexpr int32_t kApplicationId = 0x54464544;  // "TFED"
 // 3 added tasks.declared_samples and the revocations table; 4 added the
 // audit log and the pause state (the Admin service); 5 added the devices'
 // evaluations (federated evaluation); 6 the staged rollout (each
-// version's stage, the serving and candidate versions).
-constexpr int32_t kSchemaVersion = 6;
+// version's stage, the serving and candidate versions); 7 each version's
+// aggregation state (the server optimizer's state and the privacy noise).
+constexpr int32_t kSchemaVersion = 7;
 // How long a connection waits for another process's lock before giving up
 // with UNAVAILABLE. Only another process (an admin tool, a second server
 // pointed at the same file by mistake) can hold one: in this process all
@@ -168,6 +169,18 @@ CREATE TABLE IF NOT EXISTS rollout_state(
   crc INTEGER NOT NULL);
 )sql";
 
+// Created by kSchema's transaction in a new file and by the migration from
+// schema 6 in an old one. `crc` as in kSchema. One row per version a round
+// or a rollback committed, its v1::AggregationState serialized (empty bytes
+// for an empty state); a version without a row has an empty state. Written
+// once, with its version, never rewritten.
+constexpr absl::string_view kAggregationStateTable = R"sql(
+CREATE TABLE IF NOT EXISTS aggregation_state(
+  version INTEGER PRIMARY KEY,
+  state BLOB NOT NULL,
+  crc INTEGER NOT NULL);
+)sql";
+
 // Schema 1 had no `crc` columns. The migration computes them from the rows
 // as they are, after quick_check has passed: damage older than the
 // migration goes unseen, as it did before it; damage after it does not.
@@ -216,7 +229,8 @@ constexpr absl::string_view kExpectedColumns =
     "evaluations:version INTEGER 1,device_id TEXT 2,round INTEGER 0,samples INTEGER 0,"
     "correct INTEGER 0,loss_sum_q16 INTEGER 0,crc INTEGER 0;"
     "rollout_stages:version INTEGER 1,rollout BLOB 0,crc INTEGER 0;"
-    "rollout_state:id INTEGER 1,serving INTEGER 0,candidate INTEGER 0,crc INTEGER 0;";
+    "rollout_state:id INTEGER 1,serving INTEGER 0,candidate INTEGER 0,crc INTEGER 0;"
+    "aggregation_state:version INTEGER 1,state BLOB 0,crc INTEGER 0;";
 
 // The CRC-32 of one row: a tag naming the table, then each value with its
 // kind (an integer as 8 bytes little-endian, bytes as their 8-byte length
@@ -541,6 +555,49 @@ void FillStages(const std::map<uint32_t, v1::Rollout>& stages, v1::ModelVersion*
   }
 }
 
+int64_t AggregationStateCrc(int64_t version, absl::string_view state) {
+  return RowCrc('g').Int(version).Bytes(state).value();
+}
+
+// Writes `state` as `version`'s row in the transaction open on `db`.
+absl::Status WriteAggregationState(sqlite3* db, uint32_t version,
+                                   const v1::AggregationState& state) {
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db, "INSERT INTO aggregation_state(version, state, crc) VALUES(?1, ?2, ?3)");
+  if (!stmt.ok()) return stmt.status();
+  const std::string bytes = state.SerializeAsString();
+  Query query(db, stmt->get());
+  query.Int(1, version).Blob(2, bytes).Int(3, AggregationStateCrc(version, bytes));
+  return query.Run(absl::StrCat("storing the aggregation state of version ", version));
+}
+
+// The state stored for `version` (empty when it has no row), its CRC
+// checked. Does not check that the version exists.
+absl::StatusOr<v1::AggregationState> ReadAggregationState(sqlite3* db, uint32_t version) {
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db, "SELECT version, state, crc FROM aggregation_state WHERE version = ?1");
+  if (!stmt.ok()) return stmt.status();
+  Query query(db, stmt->get());
+  query.Int(1, version);
+  const int rc = query.Step();
+  v1::AggregationState state;
+  if (rc == SQLITE_DONE) return state;
+  if (rc != SQLITE_ROW) {
+    return SqliteError(db, rc, absl::StrCat("reading the aggregation state of version ", version));
+  }
+  const std::string bytes = query.ColumnBytes(1);
+  if (query.ColumnInt(0) != version ||
+      AggregationStateCrc(query.ColumnInt(0), bytes) != query.ColumnInt(2)) {
+    return Damaged(db, absl::StrCat("the aggregation state of version ", version,
+                                    " fails its row CRC"));
+  }
+  if (!state.ParseFromString(bytes)) {
+    return Damaged(db, absl::StrCat("the aggregation state of version ", version,
+                                    " does not parse"));
+  }
+  return state;
+}
+
 // DATA_LOSS unless every table has the columns of kExpectedColumns.
 absl::Status CheckColumns(sqlite3* db) {
   for (absl::string_view table : absl::StrSplit(kExpectedColumns, ';', absl::SkipEmpty())) {
@@ -557,7 +614,7 @@ absl::Status CheckColumns(sqlite3* db) {
   return absl::OkStatus();
 }
 
-// Brings a file of schema `from` (1 to 5), checked by quick_check, to
+// Brings a file of schema `from` (1 to 6), checked by quick_check, to
 // kSchemaVersion in one transaction: a failure leaves it as it was. Each
 // step takes the file from one schema to the next, so an old file passes
 // through every later one.
@@ -588,23 +645,28 @@ absl::Status MigrateFile(sqlite3* db, int64_t from) {
   if (from <= 4) {
     if (absl::Status s = Exec(db, std::string(kEvaluationsTable).c_str()); !s.ok()) return s;
   }
-  if (absl::Status s = Exec(db, std::string(kRolloutTables).c_str()); !s.ok()) return s;
-  // The latest version was what every device was meant to run before
-  // staged rollout existed: it serves, with no baseline yet.
-  absl::StatusOr<int64_t> latest =
-      QueryInt(db, "SELECT coalesce(max(version), 0) FROM model_versions",
-               "finding the latest version");
-  if (!latest.ok()) return latest.status();
-  if (*latest > 0) {
-    v1::Rollout rollout;
-    rollout.set_stage(v1::ROLLOUT_STAGE_SERVING);
-    rollout.set_reason("serving when the store was migrated to schema 6");
-    if (absl::Status s = WriteRolloutRows(db, static_cast<uint32_t>(*latest), 0,
-                                          {{static_cast<uint32_t>(*latest), rollout}});
-        !s.ok()) {
-      return s;
+  if (from <= 5) {
+    if (absl::Status s = Exec(db, std::string(kRolloutTables).c_str()); !s.ok()) return s;
+    // The latest version was what every device was meant to run before
+    // staged rollout existed: it serves, with no baseline yet.
+    absl::StatusOr<int64_t> latest =
+        QueryInt(db, "SELECT coalesce(max(version), 0) FROM model_versions",
+                 "finding the latest version");
+    if (!latest.ok()) return latest.status();
+    if (*latest > 0) {
+      v1::Rollout rollout;
+      rollout.set_stage(v1::ROLLOUT_STAGE_SERVING);
+      rollout.set_reason("serving when the store was migrated to schema 6");
+      if (absl::Status s = WriteRolloutRows(db, static_cast<uint32_t>(*latest), 0,
+                                            {{static_cast<uint32_t>(*latest), rollout}});
+          !s.ok()) {
+        return s;
+      }
     }
   }
+  // Every older version aggregated with plain FedAvg, which keeps no
+  // state, and added no noise: no rows, every version reads empty.
+  if (absl::Status s = Exec(db, std::string(kAggregationStateTable).c_str()); !s.ok()) return s;
   if (absl::Status s = Exec(db, absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
       !s.ok()) {
     return s;
@@ -671,7 +733,7 @@ absl::Status PrepareFile(sqlite3* db, const std::string& path) {
   if (absl::Status s = Exec(db, "BEGIN IMMEDIATE"); !s.ok()) return s;
   absl::Status created = Exec(
       db, absl::StrCat(kSchema, kRevocationsTable, kAdminTables, kEvaluationsTable,
-                       kRolloutTables)
+                       kRolloutTables, kAggregationStateTable)
               .c_str());
   if (created.ok()) {
     created = Exec(db, absl::StrCat("PRAGMA application_id=", kApplicationId, ";",
@@ -920,6 +982,7 @@ class SqliteModelStore final : public ModelStore {
   absl::StatusOr<std::optional<VersionEvaluation>> LatestFleetEvaluation() override;
   absl::StatusOr<v1::FleetEvaluation> FleetEvaluationOf(uint32_t version) override;
   absl::StatusOr<StoredRollout> Rollout() override;
+  absl::StatusOr<v1::AggregationState> AggregationStateOf(uint32_t version) override;
 
   absl::Status PutInitialVersion(const v1::ModelVersion& model) override;
   absl::Status OpenRound(const RoundRecord& round) override;
@@ -929,6 +992,8 @@ class SqliteModelStore final : public ModelStore {
                     DoneCallback done) override;
   absl::Status CommitRound(uint32_t round, int64_t closed_ms,
                            const v1::ModelVersion& next) override;
+  absl::Status CommitRound(uint32_t round, int64_t closed_ms, const v1::ModelVersion& next,
+                           const v1::AggregationState& state) override;
   absl::Status AbandonRound(uint32_t round, int64_t closed_ms) override;
   absl::Status RevokeDevice(const std::string& device_id, int64_t revoked_unix_ms) override;
   absl::Status RevokeDevice(const std::string& device_id, int64_t revoked_unix_ms,
@@ -1449,6 +1514,28 @@ absl::StatusOr<StoredRollout> SqliteModelStore::Rollout() {
   return state;
 }
 
+absl::StatusOr<v1::AggregationState> SqliteModelStore::AggregationStateOf(uint32_t version) {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = read_db_.get();
+  // The version first: its state row is committed with it, so once the
+  // version is seen, so is the row (each statement reads its own snapshot).
+  absl::StatusOr<StatementPtr> stmt =
+      Prepare(db, "SELECT count(*) FROM model_versions WHERE version = ?1");
+  if (!stmt.ok()) return stmt.status();
+  {
+    Query query(db, stmt->get());
+    query.Int(1, version);
+    const int rc = query.Step();
+    if (rc != SQLITE_ROW) {
+      return SqliteError(db, rc, absl::StrCat("looking up model version ", version));
+    }
+    if (query.ColumnInt(0) == 0) {
+      return absl::NotFoundError(absl::StrCat("model store: no model version ", version));
+    }
+  }
+  return ReadAggregationState(db, version);
+}
+
 absl::StatusOr<PauseState> SqliteModelStore::Paused() {
   absl::MutexLock lock(&read_mu_);
   sqlite3* db = read_db_.get();
@@ -1631,6 +1718,12 @@ absl::Status SqliteModelStore::OpenRound(const RoundRecord& round) {
 
 absl::Status SqliteModelStore::CommitRound(uint32_t round, int64_t closed_ms,
                                            const v1::ModelVersion& next) {
+  return CommitRound(round, closed_ms, next, v1::AggregationState());
+}
+
+absl::Status SqliteModelStore::CommitRound(uint32_t round, int64_t closed_ms,
+                                           const v1::ModelVersion& next,
+                                           const v1::AggregationState& state) {
   if (next.round() != round) {
     return absl::InvalidArgumentError(absl::StrCat("model store: committing round ", round,
                                                    " with a version made by round ", next.round()));
@@ -1656,7 +1749,8 @@ absl::Status SqliteModelStore::CommitRound(uint32_t round, int64_t closed_ms,
       if (absl::Status s = CloseRoundRow(round, RoundState::kCommitted, closed_ms); !s.ok()) {
         return s;
       }
-      return InsertVersion(next, serialized);
+      if (absl::Status s = InsertVersion(next, serialized); !s.ok()) return s;
+      return WriteAggregationState(write_db_.get(), next.version(), state);
     });
   });
 }
@@ -1813,6 +1907,15 @@ absl::Status SqliteModelStore::RestoreVersion(uint32_t abandon_round, int64_t cl
         }
       }
       if (absl::Status s = InsertVersion(next, serialized); !s.ok()) return s;
+      {
+        absl::StatusOr<v1::AggregationState> copied =
+            ReadAggregationState(db, next.restored_from());
+        if (!copied.ok()) return copied.status();
+        copied->clear_noise();
+        if (absl::Status s = WriteAggregationState(db, next.version(), *copied); !s.ok()) {
+          return s;
+        }
+      }
       if (rollout != nullptr) {
         if (absl::Status s = CheckRolloutVersions(*rollout); !s.ok()) return s;
         if (absl::Status s = WriteRolloutRows(db, rollout->serving_version,

@@ -1322,16 +1322,142 @@ TEST_F(ModelStoreTest, AnAlteredEvaluationRowIsDataLoss) {
   EXPECT_EQ(store_->LatestFleetEvaluation().status().code(), absl::StatusCode::kDataLoss);
 }
 
+// ---- each version's aggregation state (schema 7) ---------------------------
+
+// The first column of the first row `sql` gives, read from the file
+// directly (-1 when there is none).
+int64_t SqlInt(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
+  const int64_t value = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : -1;
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return value;
+}
+
+// A state with every field set, the 128-bit second moments included, so
+// that a field lost or moved on the way shows.
+v1::AggregationState MakeState(int64_t seed) {
+  v1::AggregationState state;
+  state.add_momentum(-seed);
+  state.add_momentum(INT64_MIN + seed);
+  state.add_momentum(INT64_MAX - seed);
+  std::string second(32, '\0');
+  for (size_t i = 0; i < second.size(); ++i) second[i] = static_cast<char>(0xF0 + i + seed);
+  state.set_second_moment(second);
+  state.add_noise(seed * 3);
+  state.add_noise(-seed * 5);
+  return state;
+}
+
+TEST_F(ModelStoreTest, AggregationStateRoundTripsAndSurvivesReopening) {
+  StartRoundOne();
+  const v1::AggregationState state = MakeState(7);
+  ASSERT_TRUE(store_->CommitRound(1, 1400, MakeVersion(2, 1, 1), state).ok());
+  // The 3-argument commit stores an empty state.
+  ASSERT_TRUE(store_->OpenRound(MakeRound(2, 2)).ok());
+  ASSERT_TRUE(store_->CommitRound(2, 2400, MakeVersion(3, 2, 2)).ok());
+  Reopen();
+  absl::StatusOr<v1::AggregationState> read = store_->AggregationStateOf(2);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(MessageDifferencer::Equals(*read, state)) << read->DebugString();
+  // The initial version never aggregated anything.
+  EXPECT_EQ(store_->AggregationStateOf(1).value().ByteSizeLong(), 0u);
+  EXPECT_EQ(store_->AggregationStateOf(3).value().ByteSizeLong(), 0u);
+  EXPECT_EQ(store_->AggregationStateOf(4).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->AggregationStateOf(0).status().code(), absl::StatusCode::kNotFound);
+}
+
+// The state is written in the version's transaction: when either row
+// fails, neither the version nor the state nor the round's close stays.
+TEST_F(ModelStoreTest, CommitRoundWritesTheVersionAndItsStateOrNeither) {
+  StartRoundOne();
+  for (const char* table : {"aggregation_state", "model_versions"}) {
+    SCOPED_TRACE(table);
+    ExecSql(path_, absl::StrCat("CREATE TRIGGER fail_insert BEFORE INSERT ON ", table,
+                                " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"));
+    const absl::Status failed = store_->CommitRound(1, 1400, MakeVersion(2, 1, 1), MakeState(1));
+    EXPECT_NE(failed.message().find("injected failure"), std::string::npos) << failed;
+    EXPECT_EQ(StateOf(1), RoundState::kOpen);
+    EXPECT_EQ(store_->GetVersion(2).status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(store_->AggregationStateOf(2).status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(SqlInt(path_, "SELECT count(*) FROM aggregation_state"), 0);
+    ExecSql(path_, "DROP TRIGGER fail_insert");
+  }
+  ASSERT_TRUE(store_->CommitRound(1, 1400, MakeVersion(2, 1, 1), MakeState(1)).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(store_->AggregationStateOf(2).value(), MakeState(1)));
+}
+
+// A rollback's copy carries the optimizer state of the version it copies,
+// without that version's noise: the copy released nothing new.
+TEST_F(ModelStoreTest, ARestoredVersionCarriesTheCopiedStateWithoutItsNoise) {
+  StartRoundOne();
+  ASSERT_TRUE(store_->CommitRound(1, 1400, MakeVersion(2, 1, 1), MakeState(4)).ok());
+  ASSERT_TRUE(store_->OpenRound(MakeRound(2, 2)).ok());
+  ASSERT_TRUE(store_->CommitRound(2, 2400, MakeVersion(3, 2, 2), MakeState(9)).ok());
+  v1::ModelVersion copy = MakeVersion(2, 1, 1);
+  copy.set_version(4);
+  copy.set_parent_version(3);
+  copy.set_round(0);
+  copy.set_restored_from(2);
+  ASSERT_TRUE(store_->CommitRestoredVersion(0, 0, copy, Audit(2500, "rollback", "to 2")).ok());
+  v1::AggregationState expected = MakeState(4);
+  expected.clear_noise();
+  const v1::AggregationState read = store_->AggregationStateOf(4).value();
+  EXPECT_TRUE(MessageDifferencer::Equals(read, expected)) << read.DebugString();
+  // The copied version's own record keeps its noise.
+  EXPECT_EQ(store_->AggregationStateOf(2).value().noise_size(), 2);
+}
+
+TEST_F(ModelStoreTest, AnAlteredAggregationStateRowIsDataLoss) {
+  StartRoundOne();
+  ASSERT_TRUE(store_->CommitRound(1, 1400, MakeVersion(2, 1, 1), MakeState(2)).ok());
+  // The blob's bytes zeroed, its length and the CRC left as they were.
+  ExecSql(path_, "UPDATE aggregation_state SET state = zeroblob(length(state)) WHERE version = 2");
+  absl::StatusOr<v1::AggregationState> read = store_->AggregationStateOf(2);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
+  EXPECT_NE(read.status().message().find("row CRC"), std::string::npos) << read.status();
+}
+
+// A schema 6 file (schema 7 without the aggregation_state table) keeps its
+// versions; each reads an empty state, and new commits store theirs.
+TEST(ModelStoreFileTest, SchemaSixStoreIsMigratedWithEmptyStates) {
+  TempDir dir;
+  const std::string path = dir.File("six.db");
+  {
+    std::unique_ptr<ModelStore> store = OpenOrDie(path);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->PutInitialVersion(MakeVersion(1, 0, 0)).ok());
+    ASSERT_TRUE(store->OpenRound(MakeRound(1, 1)).ok());
+    ASSERT_TRUE(store->CommitRound(1, 1400, MakeVersion(2, 1, 1)).ok());
+    ASSERT_TRUE(store->OpenRound(MakeRound(2, 2)).ok());
+  }
+  ExecSql(path, "DROP TABLE aggregation_state; PRAGMA user_version=6;");
+  std::unique_ptr<ModelStore> store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(SqlInt(path, "PRAGMA user_version"), 7);
+  EXPECT_TRUE(MessageDifferencer::Equals(WithoutRollout(store->GetVersion(2).value()),
+                                         MakeVersion(2, 1, 1)));
+  EXPECT_EQ(store->AggregationStateOf(1).value().ByteSizeLong(), 0u);
+  EXPECT_EQ(store->AggregationStateOf(2).value().ByteSizeLong(), 0u);
+  // The rollout the file had is kept, not reset as a schema 5 file's is.
+  EXPECT_EQ(store->GetVersion(1).value().rollout().reason(), "initial version");
+  ASSERT_TRUE(store->CommitRound(2, 2400, MakeVersion(3, 2, 2), MakeState(3)).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(store->AggregationStateOf(3).value(), MakeState(3)));
+}
+
 TEST(ModelStoreFileTest, RefusesAnotherSchemaVersion) {
   TempDir dir;
   const std::string path = dir.File("store.db");
   ASSERT_NE(OpenOrDie(path), nullptr);
-  // A version from a newer build (this one writes 6 and migrates 1 to 5).
-  ExecSql(path, "PRAGMA user_version=7");
+  // A version from a newer build (this one writes 7 and migrates 1 to 6).
+  ExecSql(path, "PRAGMA user_version=8");
   absl::StatusOr<std::unique_ptr<ModelStore>> store = OpenSqliteModelStore(path);
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(store.status().message().find("schema version 7"), std::string::npos) << store.status();
+  EXPECT_NE(store.status().message().find("schema version 8"), std::string::npos) << store.status();
 }
 
 TEST(ModelStoreFileTest, RefusesAnotherProgramsDatabaseAndLeavesItAlone) {
