@@ -18,10 +18,30 @@ using uint128 = unsigned __int128;
 // Clipped contributions are kept in units of 2^-kClipFractionBits.
 constexpr int kClipFractionBits = 16;
 
+int128 FromTable(const std::array<int128, 128>& table, int8_t q) {
+  return q >= 0 ? table[static_cast<size_t>(q)] : -table[static_cast<size_t>(-q)];
+}
+
+uint128 CeilSqrt(uint128 v) {
+  const uint128 r = FloorSqrt(v);
+  return r * r == v ? r : r + 1;
+}
+
+// The lower median (index (k-1)/2 of the sorted values).
+// REQUIRES: !values.empty().
+template <typename T>
+T LowerMedian(std::vector<T> values) {
+  const auto middle = values.begin() + static_cast<std::ptrdiff_t>((values.size() - 1) / 2);
+  std::nth_element(values.begin(), middle, values.end());
+  return *middle;
+}
+
+}  // namespace
+
 // num / den rounded to the nearest integer, ties to the even neighbour, so
 // that ties do not push the model in one direction round after round.
 // REQUIRES: den > 0.
-int128 DivideRoundHalfEven(int128 num, int128 den) {
+__int128 DivideRoundHalfEven(__int128 num, __int128 den) {
   int128 q = num / den;  // truncates toward zero
   int128 r = num % den;  // same sign as num
   if (r < 0) {           // move to floor so that 0 <= r < den
@@ -38,7 +58,7 @@ int128 DivideRoundHalfEven(int128 num, int128 den) {
 // and remainder advance by a and b per step, the remainder wrapping at
 // den. Rounding half to even is symmetric, so q < 0 gives -table[-q].
 // REQUIRES: m >= 0, den > 0.
-std::array<int128, 128> ClippedRowTable(int128 m, int128 den) {
+std::array<__int128, 128> RoundedMultiples(__int128 m, __int128 den) {
   std::array<int128, 128> table;
   const int128 a = m / den;
   const int128 b = m % den;
@@ -57,11 +77,8 @@ std::array<int128, 128> ClippedRowTable(int128 m, int128 den) {
   return table;
 }
 
-int128 FromTable(const std::array<int128, 128>& table, int8_t q) {
-  return q >= 0 ? table[static_cast<size_t>(q)] : -table[static_cast<size_t>(-q)];
-}
 
-int16_t SaturateInt16(int128 v) {
+int16_t SaturateInt16(__int128 v) {
   if (v > std::numeric_limits<int16_t>::max()) return std::numeric_limits<int16_t>::max();
   if (v < std::numeric_limits<int16_t>::min()) return std::numeric_limits<int16_t>::min();
   return static_cast<int16_t>(v);
@@ -69,7 +86,7 @@ int16_t SaturateInt16(int128 v) {
 
 // floor(sqrt(v)), exactly: Newton's iteration from above on integers,
 // which decreases strictly until it reaches the floor.
-uint128 FloorSqrt(uint128 v) {
+unsigned __int128 FloorSqrt(unsigned __int128 v) {
   if (v < 2) return v;
   // A start above sqrt(v): 2^ceil(bits/2).
   int bits = 0;
@@ -81,22 +98,6 @@ uint128 FloorSqrt(uint128 v) {
     x = y;
   }
 }
-
-uint128 CeilSqrt(uint128 v) {
-  const uint128 r = FloorSqrt(v);
-  return r * r == v ? r : r + 1;
-}
-
-// The lower median (index (k-1)/2 of the sorted values).
-// REQUIRES: !values.empty().
-template <typename T>
-T LowerMedian(std::vector<T> values) {
-  const auto middle = values.begin() + static_cast<std::ptrdiff_t>((values.size() - 1) / 2);
-  std::nth_element(values.begin(), middle, values.end());
-  return *middle;
-}
-
-}  // namespace
 
 UpdateMeasure MeasureUpdate(const v1::Update& update, uint32_t features, uint32_t classes) {
   const size_t f = features;
@@ -218,7 +219,7 @@ void UpdateAccumulator::Add(const v1::Update& update, const Influence& influence
       // -127..127): a few hundred additions instead of a 128-bit division
       // per value, which made closing a round with many clipped updates
       // several times slower.
-      const std::array<int128, 128> table = ClippedRowTable(m, den);
+      const std::array<int128, 128> table = RoundedMultiples(m, den);
       int128* row = sums + c * f;
       const int8_t* q = w + c * f;
       for (size_t j = 0; j < f; ++j) row[j] += FromTable(table, q[j]);
@@ -254,6 +255,17 @@ absl::Status UpdateAccumulator::Merge(const UpdateAccumulator& other) {
 }
 
 absl::StatusOr<Head> UpdateAccumulator::Apply(const Head& global, uint32_t server_lr_q16) const {
+  return Apply(global, server_lr_q16, {});
+}
+
+int128 UpdateAccumulator::Total(size_t j) const {
+  int128 sum = static_cast<int128>(sums_[static_cast<Eigen::Index>(j)]) << kClipFractionBits;
+  if (!clipped_sums_.empty()) sum += clipped_sums_[j];
+  return sum;
+}
+
+absl::StatusOr<Head> UpdateAccumulator::Apply(const Head& global, uint32_t server_lr_q16,
+                                              const std::vector<int64_t>& noise) const {
   if (participants_ == 0 || weight_ == 0) {
     return absl::FailedPreconditionError("no updates accumulated: nothing to apply");
   }
@@ -265,15 +277,17 @@ absl::StatusOr<Head> UpdateAccumulator::Apply(const Head& global, uint32_t serve
                      global.weights.size(), " weights, ", global.bias.size(),
                      " bias) does not match the accumulator's ", features_, "x", classes_));
   }
+  if (!noise.empty() && noise.size() != weight_count + classes_) {
+    return absl::InvalidArgumentError(absl::StrCat("noise has ", noise.size(),
+                                                   " values for a head of ",
+                                                   weight_count + classes_));
+  }
   // Unclipped sums below 2^63 shifted by 16, plus clipped sums below 2^79,
-  // stay below 2^80; times lr < 2^32 below 2^112. W * 2^32 < 2^79.
+  // plus noise below 2^63, stay below 2^81; times lr < 2^32 below 2^113.
+  // W * 2^32 < 2^79.
   const int128 lr = server_lr_q16;
   const int128 den = static_cast<int128>(weight_) << (16 + kClipFractionBits);
-  auto total = [&](size_t j) {
-    int128 sum = static_cast<int128>(sums_[static_cast<Eigen::Index>(j)]) << kClipFractionBits;
-    if (!clipped_sums_.empty()) sum += clipped_sums_[j];
-    return sum;
-  };
+  auto total = [&](size_t j) { return noise.empty() ? Total(j) : Total(j) + noise[j]; };
   Head next = global;
   for (size_t j = 0; j < weight_count; ++j) {
     next.weights[j] = SaturateInt16(global.weights[j] + DivideRoundHalfEven(lr * total(j), den));

@@ -68,6 +68,7 @@
 #ifndef TINYFED_SERVER_AGGREGATOR_H_
 #define TINYFED_SERVER_AGGREGATOR_H_
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -124,6 +125,18 @@ struct InfluenceDecision {
 InfluenceDecision DecideInfluence(const std::vector<UpdateMeasure>& measures,
                                   const InfluenceBounds& bounds);
 
+// Exact integer helpers the strategies (strategy.h) share with FedAvg.
+// num / den rounded to the nearest integer, ties to the even one.
+// REQUIRES: den > 0.
+__int128 DivideRoundHalfEven(__int128 num, __int128 den);
+// floor(sqrt(v)), exactly.
+unsigned __int128 FloorSqrt(unsigned __int128 v);
+int16_t SaturateInt16(__int128 v);
+// table[q] = round_half_even(m * q / den) for q = 0..127 (rounding half to
+// even is symmetric: -q gives -table[q]), without a division per entry.
+// REQUIRES: m >= 0, den > 0, m * 127 < 2^126.
+std::array<__int128, 128> RoundedMultiples(__int128 m, __int128 den);
+
 class UpdateAccumulator {
  public:
   using Sums = Eigen::Matrix<int64_t, Eigen::Dynamic, 1>;
@@ -146,6 +159,16 @@ class UpdateAccumulator {
   // FAILED_PRECONDITION when nothing was accumulated; INVALID_ARGUMENT when
   // global's shape differs.
   absl::StatusOr<Head> Apply(const Head& global, uint32_t server_lr_q16) const;
+  // The same with central DP's noise: new_j = saturate_int16(global_j +
+  // round_half_even(lr * (T_j + noise_j) / (2^32 * W))), T_j = Total(j);
+  // `noise` empty or one value per weight then bias (else
+  // INVALID_ARGUMENT), in units of 2^-16 (weight x master step).
+  absl::StatusOr<Head> Apply(const Head& global, uint32_t server_lr_q16,
+                             const std::vector<int64_t>& noise) const;
+  // T_j = 2^16 * sums_j + clipped_sums_j: value j's sum in units of 2^-16
+  // (weight x master step), below 2^81 in magnitude.
+  // REQUIRES: j < features * classes + classes.
+  __int128 Total(size_t j) const;
 
   uint32_t features() const { return features_; }
   uint32_t classes() const { return classes_; }
