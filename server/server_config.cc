@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -147,6 +148,159 @@ void ApplyDefaults(v1::ServerConfig* c) {
   if (!d->has_min_devices()) d->set_min_devices(5);
   v1::EvaluationPolicy* e = c->mutable_evaluation();
   if (!e->has_tasks_per_round()) e->set_tasks_per_round(32);
+  // Aggregation strategy and central DP (strategy.h, privacy.h). The trim
+  // fraction is defaulted for the trimmed mean only, so that one written
+  // for another strategy (which would ignore it) is refused, not shadowed.
+  v1::AggregationPolicy* a = c->mutable_aggregation();
+  if (a->strategy().empty()) a->set_strategy("fedavg");
+  if (!a->has_trim_fraction() && a->strategy() == "trimmed-mean") a->set_trim_fraction(0.2);
+  if (!a->has_momentum()) a->set_momentum(0.9);
+  if (!a->has_second_moment_decay()) a->set_second_moment_decay(0.99);
+  if (!a->has_adam_learning_rate()) a->set_adam_learning_rate(0.01);
+  if (!a->has_adam_tau()) a->set_adam_tau(0.001);
+  v1::PrivacyPolicy* dp = c->mutable_privacy();
+  if (!dp->has_noise_multiplier()) dp->set_noise_multiplier(0);
+  if (!dp->has_delta()) dp->set_delta(1e-5);
+  if (!dp->has_epsilon_budget()) dp->set_epsilon_budget(0);
+}
+
+namespace {
+
+// A real number of master steps (the head's units) in units of 2^-16
+// master steps, rounded to nearest, at least 1: a configured step or tau
+// never becomes 0 (the proto's lower bounds are one unit at the default
+// 12 fraction bits; a coarser master format would round them to 0).
+uint64_t ToSubSteps(double real, uint32_t frac_bits) {
+  return static_cast<uint64_t>(std::max<long long>(
+      1, std::llround(std::ldexp(real, static_cast<int>(frac_bits) + 16))));
+}
+
+// The noise multiplier as the mechanism uses it: Q16.16, to the nearest.
+uint32_t NoiseMultiplierQ16(const v1::PrivacyPolicy& privacy) {
+  return ToQ16(privacy.noise_multiplier());
+}
+
+absl::Status ValidateAggregation(const v1::ServerConfig& c) {
+  auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  const v1::AggregationPolicy& a = c.aggregation();
+  const std::optional<StrategyKind> kind = ParseStrategy(a.strategy());
+  if (!kind) {
+    return bad("aggregation.strategy must be one of fedavg, trimmed-mean, median, fedavgm, "
+               "fedadam; got '", a.strategy(), "'");
+  }
+  if (a.has_trim_fraction() && *kind != StrategyKind::kTrimmedMean) {
+    return bad("aggregation.trim_fraction applies to strategy trimmed-mean only, not ",
+               a.strategy());
+  }
+  // Taken to the nearest millionth (StrategyParams): a beta that rounds to
+  // 1/2 would trim every update of an even round.
+  if (a.has_trim_fraction() &&
+      !(a.trim_fraction() >= 0 && std::llround(a.trim_fraction() * 1e6) < 500'000)) {
+    return bad("aggregation.trim_fraction must be in [0, 0.5), got ", a.trim_fraction());
+  }
+  // Q16.16 to the nearest: a value within 2^-17 of 1 would round to 1,
+  // which the optimizer's (1 - beta) terms cannot take.
+  for (const auto& [name, value] :
+       {std::pair<const char*, double>{"momentum", a.momentum()},
+        std::pair<const char*, double>{"second_moment_decay", a.second_moment_decay()}}) {
+    if (!(value >= 0 && value < 1) || ToQ16(value) >= 65536) {
+      return bad("aggregation.", name, " must be in [0, 1) (to the nearest 2^-16), got ", value);
+    }
+  }
+  if (!(a.adam_learning_rate() >= std::ldexp(1.0, -20) && a.adam_learning_rate() <= 1)) {
+    return bad("aggregation.adam_learning_rate must be in [2^-20, 1], got ",
+               a.adam_learning_rate());
+  }
+  if (!(a.adam_tau() >= std::ldexp(1.0, -28) && a.adam_tau() <= 1)) {
+    return bad("aggregation.adam_tau must be in [2^-28, 1], got ", a.adam_tau());
+  }
+
+  const v1::PrivacyPolicy& p = c.privacy();
+  if (!(p.noise_multiplier() == 0 || (p.noise_multiplier() >= 0.1 && p.noise_multiplier() <= 1000))) {
+    return bad("privacy.noise_multiplier must be 0 (off) or in [0.1, 1000], got ",
+               p.noise_multiplier());
+  }
+  if (!(p.delta() > 0 && p.delta() <= 0.1)) {
+    return bad("privacy.delta must be in (0, 0.1], got ", p.delta());
+  }
+  if (!(p.epsilon_budget() >= 0 && std::isfinite(p.epsilon_budget()))) {
+    return bad("privacy.epsilon_budget must be 0 (none) or positive, got ", p.epsilon_budget());
+  }
+  if (p.noise_multiplier() == 0) {
+    if (p.epsilon_budget() > 0) {
+      return bad("privacy.epsilon_budget needs privacy.noise_multiplier: without noise no "
+                 "version spends a measured budget");
+    }
+    return absl::OkStatus();
+  }
+  const v1::InfluencePolicy& b = c.influence();
+  if (!(b.max_update_norm() > 0)) {
+    return bad("privacy.noise_multiplier needs influence.max_update_norm > 0: the noise is "
+               "scaled to that clip bound");
+  }
+  if (b.max_norm_median_multiple() != 0) {
+    return bad("privacy.noise_multiplier needs influence.max_norm_median_multiple: 0 (a bound "
+               "taken from the round's median depends on the other devices' data), got ",
+               b.max_norm_median_multiple());
+  }
+  if (*kind != StrategyKind::kFedAvg && *kind != StrategyKind::kFedAvgM &&
+      *kind != StrategyKind::kFedAdam) {
+    return bad("privacy.noise_multiplier needs aggregation.strategy fedavg, fedavgm or fedadam, "
+               "not ", a.strategy(), " (its sensitivity is not the noise's)");
+  }
+  const unsigned __int128 sigma =
+      static_cast<unsigned __int128>(NoiseMultiplierQ16(p)) *
+      BoundsFromConfig(b, c.head().weight_frac_bits()).norm_bound;
+  // The sampler's exact range (privacy.h DiscreteGaussianNoise).
+  if (sigma < 1 || sigma > (static_cast<unsigned __int128>(1) << 52)) {
+    return bad("privacy.noise_multiplier x influence.max_update_norm must give a noise sigma "
+               "in [1, 2^52] units of 2^-16 master steps, got ",
+               static_cast<double>(sigma));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+InfluenceBounds BoundsFromConfig(const v1::InfluencePolicy& policy, uint32_t frac_bits) {
+  InfluenceBounds b;
+  b.weight_median_multiple_q16 = ToQ16(policy.max_weight_median_multiple());
+  b.norm_median_multiple_q16 = ToQ16(policy.max_norm_median_multiple());
+  if (policy.max_update_norm() > 0) {
+    b.norm_bound = static_cast<uint64_t>(std::max<long long>(
+        1, std::llround(std::ldexp(policy.max_update_norm(), static_cast<int>(frac_bits)))));
+  }
+  return b;
+}
+
+StrategyParams StrategyParamsFromConfig(const v1::ServerConfig& c) {
+  const v1::AggregationPolicy& a = c.aggregation();
+  const uint32_t frac_bits = c.head().weight_frac_bits();
+  StrategyParams params;
+  params.kind = ParseStrategy(a.strategy()).value_or(StrategyKind::kFedAvg);
+  if (params.kind == StrategyKind::kTrimmedMean) {
+    params.trim_fraction_ppm = static_cast<uint32_t>(std::llround(a.trim_fraction() * 1e6));
+  }
+  params.server_lr_q16 = ToQ16(c.policy().server_learning_rate());
+  params.momentum_q16 = ToQ16(a.momentum());
+  params.second_moment_decay_q16 = ToQ16(a.second_moment_decay());
+  params.adam_step = ToSubSteps(a.adam_learning_rate(), frac_bits);
+  params.adam_tau = ToSubSteps(a.adam_tau(), frac_bits);
+  params.bounds = BoundsFromConfig(c.influence(), frac_bits);
+  params.uniform_weights = NoiseMultiplierQ16(c.privacy()) != 0;
+  return params;
+}
+
+PrivacyParams PrivacyParamsFromConfig(const v1::ServerConfig& c) {
+  PrivacyParams p;
+  p.noise_multiplier_q16 = NoiseMultiplierQ16(c.privacy());
+  if (p.noise_multiplier_q16 != 0) {
+    p.norm_bound = BoundsFromConfig(c.influence(), c.head().weight_frac_bits()).norm_bound;
+    p.sigma = static_cast<uint64_t>(p.noise_multiplier_q16) * p.norm_bound;
+  }
+  p.delta = c.privacy().delta();
+  p.epsilon_budget = c.privacy().epsilon_budget();
+  return p;
 }
 
 absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
@@ -294,6 +448,7 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& c) {
     }
   }
   if (absl::StatusOr<RolloutSettings> r = RolloutSettingsFromConfig(c); !r.ok()) return r.status();
+  if (absl::Status s = ValidateAggregation(c); !s.ok()) return s;
   return absl::OkStatus();
 }
 

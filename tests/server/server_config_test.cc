@@ -187,6 +187,179 @@ TEST(ServerConfig, AdminCertificateNamesNeedClientCertificates) {
   }
 }
 
+// The aggregation and privacy options' documented defaults
+// (server_config.proto), and the integers the strategies are given. Each
+// expected integer is worked out here by hand from the proto's units:
+// Q16.16 is x 65536, real units to 2^-16 master steps are x 2^(12 + 16)
+// for the default 12 fraction bits, millionths are x 10^6, each to the
+// nearest.
+TEST(ServerConfig, AggregationAndPrivacyDefaults) {
+  const v1::ServerConfig c = Defaults();
+  ASSERT_TRUE(ValidateServerConfig(c).ok()) << ValidateServerConfig(c);
+  EXPECT_EQ(c.aggregation().strategy(), "fedavg");
+  // Defaulted for the trimmed mean only (so that one written for another
+  // strategy is an error, not a silent no-op).
+  EXPECT_FALSE(c.aggregation().has_trim_fraction());
+  EXPECT_DOUBLE_EQ(c.aggregation().momentum(), 0.9);
+  EXPECT_DOUBLE_EQ(c.aggregation().second_moment_decay(), 0.99);
+  EXPECT_DOUBLE_EQ(c.aggregation().adam_learning_rate(), 0.01);
+  EXPECT_DOUBLE_EQ(c.aggregation().adam_tau(), 0.001);
+  EXPECT_EQ(c.privacy().noise_multiplier(), 0);
+  EXPECT_DOUBLE_EQ(c.privacy().delta(), 1e-5);
+  EXPECT_EQ(c.privacy().epsilon_budget(), 0);
+
+  const StrategyParams p = StrategyParamsFromConfig(c);
+  EXPECT_EQ(p.kind, StrategyKind::kFedAvg);
+  EXPECT_EQ(p.trim_fraction_ppm, 0u);
+  EXPECT_EQ(p.server_lr_q16, 65536u);              // 1.0
+  EXPECT_EQ(p.momentum_q16, 58982u);               // 0.9 x 65536 = 58982.4
+  EXPECT_EQ(p.second_moment_decay_q16, 64881u);    // 0.99 x 65536 = 64880.64
+  EXPECT_EQ(p.adam_step, 2684355u);                // 0.01 x 2^28 = 2684354.56
+  EXPECT_EQ(p.adam_tau, 268435u);                  // 0.001 x 2^28 = 268435.456
+  EXPECT_EQ(p.bounds.weight_median_multiple_q16, 3u * 65536);
+  EXPECT_EQ(p.bounds.norm_bound, 0u);
+  EXPECT_EQ(p.bounds.norm_median_multiple_q16, 2u * 65536);
+  EXPECT_FALSE(p.uniform_weights);
+  EXPECT_FALSE(PrivacyParamsFromConfig(c).enabled());
+  EXPECT_EQ(PrivacyParamsFromConfig(c).sigma, 0u);
+
+  absl::StatusOr<v1::ServerConfig> trimmed = ParseServerConfig(
+      "aggregation { strategy: \"trimmed-mean\" }\n"
+      "policy { server_learning_rate: 0.5 }\n"
+      "head { weight_frac_bits: 10 }\n");
+  ASSERT_TRUE(trimmed.ok()) << trimmed.status();
+  ApplyDefaults(&*trimmed);
+  ASSERT_TRUE(ValidateServerConfig(*trimmed).ok()) << ValidateServerConfig(*trimmed);
+  EXPECT_DOUBLE_EQ(trimmed->aggregation().trim_fraction(), 0.2);
+  const StrategyParams t = StrategyParamsFromConfig(*trimmed);
+  EXPECT_EQ(t.kind, StrategyKind::kTrimmedMean);
+  EXPECT_EQ(t.trim_fraction_ppm, 200000u);
+  EXPECT_EQ(t.server_lr_q16, 32768u);
+  EXPECT_EQ(t.adam_step, 671089u);  // 0.01 x 2^26 = 671088.64: the head's 10 fraction bits
+  EXPECT_EQ(t.adam_tau, 67109u);    // 0.001 x 2^26 = 67108.864
+}
+
+// Privacy on: noise_multiplier to Q16.16, the clip bound to master steps,
+// sigma their product in 2^-16 master steps, and every update weighs 1.
+TEST(ServerConfig, PrivacyParamsAreTheMechanismsIntegers) {
+  absl::StatusOr<v1::ServerConfig> c = ParseServerConfig(
+      "aggregation { strategy: \"fedadam\" }\n"
+      "influence { max_update_norm: 0.5 max_norm_median_multiple: 0 }\n"
+      "privacy { noise_multiplier: 1.5 delta: 1e-6 epsilon_budget: 8 }\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ApplyDefaults(&*c);
+  ASSERT_TRUE(ValidateServerConfig(*c).ok()) << ValidateServerConfig(*c);
+  const PrivacyParams p = PrivacyParamsFromConfig(*c);
+  EXPECT_TRUE(p.enabled());
+  EXPECT_EQ(p.noise_multiplier_q16, 98304u);  // 1.5 x 65536
+  EXPECT_EQ(p.norm_bound, 2048u);             // 0.5 x 2^12 master steps
+  EXPECT_EQ(p.sigma, 98304u * 2048u);
+  EXPECT_DOUBLE_EQ(p.delta, 1e-6);
+  EXPECT_DOUBLE_EQ(p.epsilon_budget, 8);
+  const StrategyParams s = StrategyParamsFromConfig(*c);
+  EXPECT_EQ(s.kind, StrategyKind::kFedAdam);
+  EXPECT_TRUE(s.uniform_weights);
+  EXPECT_EQ(s.bounds.norm_bound, 2048u);
+  EXPECT_EQ(s.bounds.norm_median_multiple_q16, 0u);
+}
+
+// Each bad aggregation or privacy value stops the server with one line
+// naming the option.
+TEST(ServerConfig, BadAggregationAndPrivacyValuesAreNamed) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"aggregation { strategy: \"krum\" }",
+       "aggregation.strategy must be one of fedavg, trimmed-mean, median, fedavgm, fedadam; got "
+       "'krum'"},
+      {"aggregation { strategy: \"FedAvg\" }", "aggregation.strategy"},
+      {"aggregation { trim_fraction: 0.2 }",
+       "aggregation.trim_fraction applies to strategy trimmed-mean only, not fedavg"},
+      {"aggregation { strategy: \"median\" trim_fraction: 0.1 }", "aggregation.trim_fraction"},
+      {"aggregation { strategy: \"trimmed-mean\" trim_fraction: 0.5 }",
+       "aggregation.trim_fraction must be in [0, 0.5)"},
+      // Below 0.5 as a double, but 500000 millionths once rounded.
+      {"aggregation { strategy: \"trimmed-mean\" trim_fraction: 0.4999996 }",
+       "aggregation.trim_fraction must be in [0, 0.5)"},
+      {"aggregation { strategy: \"trimmed-mean\" trim_fraction: -0.1 }",
+       "aggregation.trim_fraction"},
+      {"aggregation { momentum: 1 }", "aggregation.momentum must be in [0, 1)"},
+      // 65535.67 rounds to 65536: 1.0 in Q16.16.
+      {"aggregation { momentum: 0.999995 }", "aggregation.momentum"},
+      {"aggregation { momentum: -0.5 }", "aggregation.momentum"},
+      {"aggregation { second_moment_decay: 1.5 }", "aggregation.second_moment_decay"},
+      {"aggregation { adam_learning_rate: 0 }", "aggregation.adam_learning_rate"},
+      {"aggregation { adam_learning_rate: 2 }", "aggregation.adam_learning_rate"},
+      {"aggregation { adam_tau: 0 }", "aggregation.adam_tau"},
+      {"aggregation { adam_tau: 1.5 }", "aggregation.adam_tau"},
+      {"privacy { noise_multiplier: 0.05 }", "privacy.noise_multiplier must be 0 (off) or in"},
+      {"privacy { noise_multiplier: 2000 }", "privacy.noise_multiplier"},
+      {"privacy { delta: 0 }", "privacy.delta must be in (0, 0.1]"},
+      {"privacy { delta: 0.2 }", "privacy.delta"},
+      {"privacy { epsilon_budget: -1 }", "privacy.epsilon_budget"},
+      {"privacy { epsilon_budget: 4 }", "privacy.epsilon_budget needs privacy.noise_multiplier"},
+  };
+  for (const auto& [text, expected] : cases) {
+    absl::StatusOr<v1::ServerConfig> c = ParseServerConfig(text);
+    ASSERT_TRUE(c.ok()) << text << ": " << c.status();
+    ApplyDefaults(&*c);
+    const absl::Status s = ValidateServerConfig(*c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(s.message().find(expected), std::string::npos) << text << ": " << s;
+    EXPECT_EQ(s.message().find('\n'), std::string::npos) << "one line: " << s;
+  }
+}
+
+// Central DP's constraints (server_config.proto PrivacyPolicy): a fixed
+// clip bound, no bound from the round's median, a strategy whose
+// sensitivity is the noise's, and a sigma the exact sampler takes.
+TEST(ServerConfig, PrivacyNeedsAFixedClipBoundAndAFedAvgFamilyStrategy) {
+  const std::string on = "privacy { noise_multiplier: 1 }\n";
+  const std::string fixed = "influence { max_update_norm: 0.5 max_norm_median_multiple: 0 }\n";
+  const std::pair<std::string, std::string> cases[] = {
+      {on, "privacy.noise_multiplier needs influence.max_update_norm > 0"},
+      // The default median multiple (2) is still on.
+      {on + "influence { max_update_norm: 0.5 }",
+       "privacy.noise_multiplier needs influence.max_norm_median_multiple: 0"},
+      {on + fixed + "aggregation { strategy: \"median\" }",
+       "privacy.noise_multiplier needs aggregation.strategy fedavg, fedavgm or fedadam, not median"},
+      {on + fixed + "aggregation { strategy: \"trimmed-mean\" }",
+       "privacy.noise_multiplier needs aggregation.strategy fedavg, fedavgm or fedadam, not "
+       "trimmed-mean"},
+      // 1000 x 65536 x (1e6 x 2^14) is about 2^60 units: beyond the
+      // sampler's 2^52.
+      {"privacy { noise_multiplier: 1000 }\nhead { weight_frac_bits: 14 }\n"
+       "influence { max_update_norm: 1e6 max_norm_median_multiple: 0 }\n",
+       "privacy.noise_multiplier x influence.max_update_norm must give a noise sigma in [1, 2^52]"},
+  };
+  for (const auto& [text, expected] : cases) {
+    absl::StatusOr<v1::ServerConfig> c = ParseServerConfig(text);
+    ASSERT_TRUE(c.ok()) << text << ": " << c.status();
+    ApplyDefaults(&*c);
+    const absl::Status s = ValidateServerConfig(*c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(s.message().find(expected), std::string::npos) << text << ": " << s;
+  }
+  for (const char* strategy : {"fedavg", "fedavgm", "fedadam"}) {
+    absl::StatusOr<v1::ServerConfig> c = ParseServerConfig(
+        on + fixed + "aggregation { strategy: \"" + strategy + "\" }\n");
+    ASSERT_TRUE(c.ok()) << c.status();
+    ApplyDefaults(&*c);
+    EXPECT_TRUE(ValidateServerConfig(*c).ok()) << strategy << ": " << ValidateServerConfig(*c);
+  }
+  // The largest sigma the sampler takes, 2^52, is accepted: 2^52 / 2^16 is
+  // 2^36 master steps of clip bound at noise multiplier 1; with 14
+  // fraction bits, a bound of 2^22 real units (above the proto's 1e6), so
+  // the edge is reached with a multiplier instead: 64 x 65536 x 2^30.
+  absl::StatusOr<v1::ServerConfig> edge = ParseServerConfig(
+      "privacy { noise_multiplier: 64 }\nhead { weight_frac_bits: 14 }\n"
+      "influence { max_update_norm: 65536 max_norm_median_multiple: 0 }\n");
+  ASSERT_TRUE(edge.ok()) << edge.status();
+  ApplyDefaults(&*edge);
+  EXPECT_TRUE(ValidateServerConfig(*edge).ok()) << ValidateServerConfig(*edge);
+  EXPECT_EQ(PrivacyParamsFromConfig(*edge).sigma, uint64_t{1} << 52);
+  edge->mutable_influence()->set_max_update_norm(65536 + 1.0 / 16384);  // one master step more
+  EXPECT_EQ(ValidateServerConfig(*edge).code(), absl::StatusCode::kInvalidArgument);
+}
+
 // deploy/server.textproto is what an operator starts from: it must describe
 // the very head a store made with the defaults holds, to the bit of its
 // fixed-point feature scale (the store compares the serialized spec).
