@@ -167,6 +167,12 @@ void ServerMetrics::SetRollout(uint32_t serving_version, uint32_t candidate_vers
   rollout_ = Rollout{true, serving_version, candidate_version, alerts, serving_window};
 }
 
+void ServerMetrics::SetPrivacy(double epsilon_spent, bool budget_spent) {
+  absl::MutexLock lock(&rollout_mu_);
+  epsilon_spent_ = epsilon_spent;
+  budget_spent_ = budget_spent;
+}
+
 std::string ServerMetrics::Render(const RoundSnapshot& round,
                                   const VersionEvaluation* fleet) const {
   std::string out;
@@ -222,10 +228,21 @@ std::string ServerMetrics::Render(const RoundSnapshot& round,
   AppendGauge("tinyfed_model_latest_version", "the latest committed model version",
               round.latest_version, &out);
   Rollout rollout;
+  double epsilon_spent = 0;
+  bool budget_spent = false;
   {
     absl::MutexLock lock(&rollout_mu_);
     rollout = rollout_;
+    epsilon_spent = epsilon_spent_;
+    budget_spent = budget_spent_;
   }
+  AppendGauge("tinyfed_privacy_epsilon_spent",
+              "central DP: epsilon spent over every noised model version, at the configured "
+              "delta (0 when privacy is off)",
+              epsilon_spent, &out);
+  AppendGauge("tinyfed_privacy_budget_spent",
+              "1 once the privacy budget allows no further round (none opens), 0 otherwise",
+              budget_spent ? 1 : 0, &out);
   const double kNaN = std::numeric_limits<double>::quiet_NaN();
   AppendGauge("tinyfed_model_serving_version",
               "the model version devices serve, every device not in a candidate's canary",

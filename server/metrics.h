@@ -121,6 +121,15 @@ class ServerMetrics {
   void SetRollout(uint32_t serving_version, uint32_t candidate_version, size_t alerts,
                   const EvaluationSums& serving_window);
 
+  // Central DP's totals as the RoundManager last computed them (at start
+  // and at each noised commit): the epsilon spent over every noised
+  // version at the configured delta, and whether the budget allows no
+  // further round. Render() writes them as tinyfed_privacy_epsilon_spent
+  // and tinyfed_privacy_budget_spent (1: spent, no round opens; 0
+  // otherwise), always, 0 and 0 while privacy is off or before the first
+  // call, so that their series exist from the first scrape.
+  void SetPrivacy(double epsilon_spent, bool budget_spent);
+
   // The exposition text of every metric, with the gauges of `round` and
   // those of `fleet`: the store's LatestFleetEvaluation, the newest
   // version devices have evaluated. Without one (null: none yet, or the
@@ -140,6 +149,8 @@ class ServerMetrics {
   // Not on the request path: written a few times per round.
   mutable absl::Mutex rollout_mu_;
   Rollout rollout_ ABSL_GUARDED_BY(rollout_mu_);
+  double epsilon_spent_ ABSL_GUARDED_BY(rollout_mu_) = 0;
+  bool budget_spent_ ABSL_GUARDED_BY(rollout_mu_) = false;
 };
 
 // Exposition-format pieces, exposed for tests. A value is written as

@@ -10,6 +10,7 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "absl/strings/str_cat.h"
 #include "metrics.h"
+#include "server_config.h"
 #include "spdlog/spdlog.h"
 #include "tinyfed_common/fleet_keys.h"
 #include "tinyfed_common/host_numerics.h"
@@ -21,20 +22,6 @@ namespace {
 absl::Status WithRetryHint(absl::Status status, uint32_t retry_after_ms) {
   status.SetPayload(kRetryAfterPayload, absl::Cord(absl::StrCat(retry_after_ms)));
   return status;
-}
-
-// The configured bounds in the aggregator's integers. Multiples go to
-// Q16.16; the fixed norm bound to master steps (at least one, so that a
-// configured bound never means "none").
-InfluenceBounds BoundsFromConfig(const v1::InfluencePolicy& policy, uint32_t frac_bits) {
-  InfluenceBounds b;
-  b.weight_median_multiple_q16 = ToQ16(policy.max_weight_median_multiple());
-  b.norm_median_multiple_q16 = ToQ16(policy.max_norm_median_multiple());
-  if (policy.max_update_norm() > 0) {
-    b.norm_bound = static_cast<uint64_t>(std::max<long long>(
-        1, std::llround(std::ldexp(policy.max_update_norm(), static_cast<int>(frac_bits)))));
-  }
-  return b;
 }
 
 // ceil(K * factor), the number of tasks a round hands out. The factor is
@@ -78,14 +65,15 @@ std::optional<uint32_t> RetryAfterMs(const absl::Status& status) {
 }
 
 RoundManager::RoundManager(const v1::ServerConfig& config, ModelStore* store,
-                           const Clock* clock, ServerMetrics* metrics, RolloutSettings rollout)
+                           const Clock* clock, ServerMetrics* metrics, RolloutSettings rollout,
+                           std::unique_ptr<RandomSource> random)
     : config_(config),
       store_(store),
       clock_(clock),
       metrics_(metrics),
       task_limit_(TaskLimit(config.policy().target_updates(), config.policy().over_selection())),
-      server_lr_q16_(ToQ16(config.policy().server_learning_rate())),
       learning_rate_q16_(ToQ16(config.plan().learning_rate())),
+      random_(random != nullptr ? std::move(random) : std::make_unique<OsRandomSource>()),
       limiter_(config.checkin_limits(), task_limit_),
       rollout_(rollout) {
   store_->SetBatchHook([this] { ApplyWritten(); });
@@ -126,11 +114,11 @@ RoundManager::~RoundManager() {
 
 absl::StatusOr<std::unique_ptr<RoundManager>> RoundManager::Create(
     const v1::ServerConfig& config, const v1::ModelVersion& initial, ModelStore* store,
-    const Clock* clock, ServerMetrics* metrics) {
+    const Clock* clock, ServerMetrics* metrics, std::unique_ptr<RandomSource> random) {
   absl::StatusOr<RolloutSettings> rollout = RolloutSettingsFromConfig(config);
   if (!rollout.ok()) return rollout.status();
   std::unique_ptr<RoundManager> manager(
-      new RoundManager(config, store, clock, metrics, *rollout));
+      new RoundManager(config, store, clock, metrics, *rollout, std::move(random)));
   absl::Status status = manager->Resume(initial);
   if (!status.ok()) return status;
   return manager;
@@ -159,6 +147,42 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   if (!head.ok()) return head.status();
   spec_ = model.spec();
   bounds_ = BoundsFromConfig(config_.influence(), spec_.weight_frac_bits());
+  params_ = StrategyParamsFromConfig(config_);
+  params_.bounds = bounds_;
+  privacy_ = PrivacyParamsFromConfig(config_);
+  values_ = static_cast<size_t>(head->features) * head->classes + head->classes;
+  if (privacy_.enabled()) {
+    rho_per_round_ = GaussianRho(RoundSensitivity(privacy_.norm_bound, values_),
+                                 static_cast<double>(privacy_.sigma));
+  }
+  // The base optimizer state: what the latest version's round left.
+  absl::StatusOr<v1::AggregationState> stored_state = store_->AggregationStateOf(model.version());
+  if (!stored_state.ok()) return stored_state.status();
+  absl::StatusOr<OptimizerState> state = OptimizerStateFromProto(*stored_state, values_);
+  if (!state.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("the optimizer state of version ",
+                                                      model.version(), ": ",
+                                                      state.status().message()));
+  }
+  // The privacy totals: the newest noised version's rho_spent covers every
+  // noised version up to it (versions without noise add nothing).
+  double rho_spent = 0;
+  uint32_t noised_versions = 0;
+  bool newest_seen = false;
+  for (uint32_t newest = model.version(); newest >= 1;) {
+    constexpr size_t kPage = 1000;
+    absl::StatusOr<std::vector<v1::ModelVersion>> page = store_->ListVersions(newest, kPage);
+    if (!page.ok()) return page.status();
+    for (const v1::ModelVersion& v : *page) {
+      if (v.aggregation().noise_sigma() == 0) continue;
+      ++noised_versions;
+      if (!newest_seen) rho_spent = v.aggregation().rho_spent();
+      newest_seen = true;
+    }
+    if (page->size() < kPage || page->back().version() <= 1) break;
+    newest = page->back().version() - 1;
+  }
+  const bool budget_spent = BudgetSpent(rho_spent);
 
   absl::StatusOr<PauseState> pause = store_->Paused();
   if (!pause.ok()) return pause.status();
@@ -170,9 +194,22 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   rollout_state.baseline = EvaluationSums::FromProto(stored_rollout->serving_baseline);
   absl::StatusOr<std::optional<RoundRecord>> last_round = store_->LatestRound();
   if (!last_round.ok()) return last_round.status();
-  const bool resume = last_round->has_value() && (*last_round)->state == RoundState::kOpen;
-  // Paused with no round open: none opens until SetPaused(false).
-  const bool idle = !resume && pause->paused;
+  bool resume = last_round->has_value() && (*last_round)->state == RoundState::kOpen;
+  if (resume && budget_spent) {
+    // Opened under a larger budget (or less noise): its release no longer
+    // fits, so it cannot commit.
+    const RoundRecord& open = **last_round;
+    const int64_t now = clock_->NowMs();
+    if (absl::Status s = store_->AbandonRound(open.round, now); !s.ok()) return s;
+    (*last_round)->state = RoundState::kAbandoned;
+    (*last_round)->closed_ms = now;
+    spdlog::warn("abandoned open round {}: the privacy budget allows no further version",
+                 open.round);
+    resume = false;
+  }
+  // Paused, or the privacy budget spent, with no round open: none opens
+  // until SetPaused(false) (paused) or ever (budget).
+  const bool idle = !resume && (pause->paused || budget_spent);
   RoundRecord record;
   int64_t deadline_monotonic_ms = 0;
   std::vector<TaskRecord> tasks;
@@ -219,6 +256,12 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   absl::MutexLock lock(&mu_);
   latest_ = model;
   latest_head_ = *head;
+  latest_state_ = std::move(*state);
+  rho_spent_ = rho_spent;
+  noised_versions_ = noised_versions;
+  budget_spent_ = budget_spent;
+  PublishPrivacyLocked();
+  if (budget_spent_) WarnBudgetSpentLocked();
   round_ = record;
   deadline_monotonic_ms_ = deadline_monotonic_ms;
   for (TaskRecord& t : tasks) {
@@ -243,7 +286,9 @@ absl::Status RoundManager::Resume(const v1::ModelVersion& initial) {
   PublishRolloutLocked();
   idle_ = idle;
   open_ = !idle;
-  if (idle) {
+  if (idle && !pause_.paused) {
+    // The budget's warning said it.
+  } else if (idle) {
     spdlog::info("paused since {} by {}: no round opens until resumed (last round {})",
                  pause_.since_unix_ms, pause_.by, round_.round);
   } else if (resume) {
@@ -276,6 +321,7 @@ v1::RoundTask RoundManager::MakeTaskLocked(const std::string& token,
   task.set_round(round_.round);
   task.set_task_token(token);
   *task.mutable_model() = latest_;
+  task.mutable_model()->clear_aggregation();  // for operators and auditors only
   v1::TrainingPlan* plan = task.mutable_plan();
   plan->set_epochs(config_.plan().epochs());
   plan->set_batch_size(config_.plan().batch_size());
@@ -353,7 +399,7 @@ void RoundManager::CheckIn(const v1::CheckInRequest& request, std::string_view p
                       request.device_id(), model.status().ToString());
         retry(1000);
       }
-    } else if (pause_.paused) {
+    } else if (pause_.paused || (budget_spent_ && !open_)) {
       retry(config_.policy().retry_after_ms());
     } else if (!open_) {
       retry(std::min<uint32_t>(1000, config_.policy().retry_after_ms()));
@@ -619,6 +665,8 @@ void RoundManager::CloseRound(bool deadline) {
   const uint32_t rejected = rejected_;
   const v1::ModelVersion base = latest_;
   const Head base_head = latest_head_;
+  const OptimizerState base_state = latest_state_;
+  const double rho_before = rho_spent_;
   // The round's set, to decide on as a whole. Pointers stay valid: only
   // this thread changes updates_ until the round is reset below.
   std::vector<const v1::Update*> set;
@@ -627,50 +675,66 @@ void RoundManager::CloseRound(bool deadline) {
     if (entry.durable) set.push_back(&entry.update);
   }
   mu_.Unlock();
-  UpdateAccumulator accumulator(base_head.features, base_head.classes);
-  {
-    std::vector<UpdateMeasure> measures;
-    measures.reserve(set.size());
-    for (const v1::Update* u : set) {
-      measures.push_back(MeasureUpdate(*u, base_head.features, base_head.classes));
-    }
-    const InfluenceDecision decision = DecideInfluence(measures, bounds_);
-    for (size_t i = 0; i < set.size(); ++i) accumulator.Add(*set[i], decision.influence[i]);
-    if (decision.capped != 0 || decision.clipped != 0) {
-      spdlog::info("round {}: {} of {} updates capped at weight {}, {} clipped to norm {}",
-                   round.round, decision.capped, set.size(), decision.weight_cap,
-                   decision.clipped, decision.norm_bound);
-    }
-  }
 
   const int64_t now = clock_->NowMs();
   const bool commit = accepted >= config_.policy().min_updates() && accepted > 0;
   std::optional<v1::ModelVersion> next;
   std::optional<Head> next_head;
+  std::optional<OptimizerState> next_state;
+  double rho_after = rho_before;
+  bool noised = false;  // a noised version was committed
   if (commit) {
-    absl::StatusOr<Head> head = accumulator.Apply(base_head, server_lr_q16_);
-    if (head.ok()) {
+    // The noise is a secret (privacy.h): it goes to the store, never to a
+    // log or an error message.
+    absl::StatusOr<std::vector<int64_t>> noise = std::vector<int64_t>();
+    if (privacy_.enabled()) noise = DiscreteGaussianNoise(privacy_.sigma, values_, *random_);
+    absl::StatusOr<RoundAggregate> aggregate =
+        noise.ok() ? AggregateRound(params_, base_head, base_state, set, *noise) : noise.status();
+    if (aggregate.ok()) {
+      if (aggregate->capped != 0 || aggregate->clipped != 0) {
+        spdlog::info("round {}: {} of {} updates capped at weight {}, {} clipped to norm {}",
+                     round.round, aggregate->capped, set.size(), aggregate->weight_cap,
+                     aggregate->clipped, aggregate->norm_bound);
+      }
       v1::ModelVersion model;
       model.set_version(base.version() + 1);
       model.set_parent_version(base.version());
       model.set_round(round.round);
       *model.mutable_spec() = base.spec();
-      StoreHead(*head, &model);
-      model.mutable_metrics()->set_participants(accumulator.participants());
-      model.mutable_metrics()->set_samples(accumulator.samples());
-      model.mutable_metrics()->set_mean_local_loss_q16(accumulator.mean_loss_q16());
-      model.mutable_metrics()->set_capped_updates(accumulator.capped());
-      model.mutable_metrics()->set_clipped_updates(accumulator.clipped());
+      StoreHead(aggregate->next, &model);
+      model.mutable_metrics()->set_participants(aggregate->participants);
+      model.mutable_metrics()->set_samples(aggregate->samples);
+      model.mutable_metrics()->set_mean_local_loss_q16(aggregate->mean_loss_q16);
+      model.mutable_metrics()->set_capped_updates(aggregate->capped);
+      model.mutable_metrics()->set_clipped_updates(aggregate->clipped);
       model.mutable_metrics()->set_rejected_updates(rejected);
       model.set_created_unix_ms(now);
-      if (absl::Status s = store_->CommitRound(round.round, now, model); s.ok()) {
+      v1::Aggregation* record = model.mutable_aggregation();
+      RecordStrategyParams(params_, record);
+      record->set_trimmed(aggregate->trimmed);
+      if (privacy_.enabled()) {
+        rho_after = rho_before + rho_per_round_;
+        record->set_noise_sigma(privacy_.sigma);
+        record->set_sensitivity(RoundSensitivity(privacy_.norm_bound, values_));
+        record->set_rho(rho_per_round_);
+        record->set_rho_spent(rho_after);
+        record->set_epsilon_spent(EpsilonFromRho(rho_after, privacy_.delta));
+        record->set_delta(privacy_.delta);
+      }
+      v1::AggregationState state;
+      OptimizerStateToProto(aggregate->state, &state);
+      for (int64_t n : *noise) state.add_noise(n);
+      if (absl::Status s = store_->CommitRound(round.round, now, model, state); s.ok()) {
         next = std::move(model);
-        next_head = std::move(*head);
+        next_head = std::move(aggregate->next);
+        next_state = std::move(aggregate->state);
+        noised = privacy_.enabled();
       } else {
         spdlog::error("could not commit round {}: {}", round.round, s.ToString());
       }
     } else {
-      spdlog::error("could not aggregate round {}: {}", round.round, head.status().ToString());
+      spdlog::error("could not aggregate round {}: {}", round.round,
+                    aggregate.status().ToString());
     }
   }
   if (next && metrics_ != nullptr) {
@@ -703,23 +767,35 @@ void RoundManager::CloseRound(bool deadline) {
   std::optional<std::pair<v1::ModelVersion, Head>> restarted =
       CloseRollout(round.round, next ? &*next : nullptr, now);
   if (restarted) {
+    next_state = StoredStateOrEmpty(restarted->first.version());
     next = std::move(restarted->first);
     next_head = std::move(restarted->second);
   }
   bool paused;
+  bool budget_spent;
   {
     absl::MutexLock lock(&mu_);
+    if (noised) {
+      rho_spent_ = rho_after;
+      ++noised_versions_;
+      budget_spent_ = BudgetSpent(rho_spent_);
+      PublishPrivacyLocked();
+      if (budget_spent_) WarnBudgetSpentLocked();
+    }
     paused = pause_.paused;
+    budget_spent = budget_spent_;
   }
   int64_t deadline_monotonic_ms = 0;
   const RoundRecord record = NewRound(
       round.round + 1, next ? next->version() : base.version(), &deadline_monotonic_ms);
-  absl::Status opened = paused ? absl::OkStatus() : store_->OpenRound(record);
+  const bool held = paused || budget_spent;
+  absl::Status opened = held ? absl::OkStatus() : store_->OpenRound(record);
 
   absl::MutexLock lock(&mu_);
   if (next) {
     latest_ = std::move(*next);
     latest_head_ = std::move(*next_head);
+    latest_state_ = std::move(*next_state);
   }
   previous_round_ = round.round;
   previous_updates_.clear();
@@ -732,7 +808,7 @@ void RoundManager::CloseRound(bool deadline) {
     if (task.durable) previous_updates_[device] = std::move(task.payload);
   }
   ClearRoundLocked();  // nothing is pending: the close waited for it
-  if (!paused && opened.ok()) {
+  if (!held && opened.ok()) {
     round_ = record;
     deadline_monotonic_ms_ = deadline_monotonic_ms;
     open_ = true;
@@ -745,6 +821,8 @@ void RoundManager::CloseRound(bool deadline) {
     idle_ = true;
     if (paused) {
       spdlog::info("paused: round {} stays unopened until resumed", record.round);
+    } else if (budget_spent) {
+      // WarnBudgetSpentLocked said it.
     } else {
       spdlog::error("could not open round {}: {}; the server accepts no work until resumed "
                     "(tinyfed-admin resume) or restarted",
@@ -759,7 +837,7 @@ absl::Status RoundManager::OpenRoundIfIdle() {
   int64_t deadline_monotonic_ms = 0;
   {
     absl::MutexLock lock(&mu_);
-    if (!idle_ || closing_ || pause_.paused) return absl::OkStatus();
+    if (!idle_ || closing_ || pause_.paused || budget_spent_) return absl::OkStatus();
     record = NewRound(round_.round + 1, latest_.version(), &deadline_monotonic_ms);
   }
   // Nothing else opens or closes a round meanwhile: closes begin only from
@@ -903,6 +981,9 @@ absl::StatusOr<RoundManager::RollbackResult> RoundManager::Rollback(uint32_t to_
       !s.ok()) {
     return failed(s);
   }
+  // The copy carries the optimizer state of the version it copies (the
+  // store wrote it with the copy).
+  OptimizerState copied_state = StoredStateOrEmpty(next.version());
 
   // Callers of the abandoned round's writes still in flight: those writes
   // were queued after the rollback's and fail (the round is abandoned).
@@ -912,6 +993,7 @@ absl::StatusOr<RoundManager::RollbackResult> RoundManager::Rollback(uint32_t to_
     rolling_back_ = false;
     latest_ = next;
     latest_head_ = *head;
+    latest_state_ = std::move(copied_state);
     rollout_.ServeNow(next.version());
     TrimModelCacheLocked();
     PublishRolloutLocked();
@@ -953,15 +1035,87 @@ void RoundManager::WaitIdle() {
 absl::StatusOr<v1::ModelVersion> RoundManager::GetModel(uint32_t version) {
   {
     absl::MutexLock lock(&mu_);
-    if (version == 0 || version == latest_.version()) return latest_;
+    if (version == 0 || version == latest_.version()) {
+      v1::ModelVersion model = latest_;
+      model.clear_aggregation();  // for operators and auditors only
+      return model;
+    }
     if (version > latest_.version()) {
       return absl::NotFoundError(absl::StrCat("no model version ", version, " (latest is ",
                                               latest_.version(), ")"));
     }
   }
   absl::StatusOr<v1::ModelVersion> model = store_->GetVersion(version);
-  if (model.ok()) model->clear_rollout();  // for operators only (model.proto)
+  if (model.ok()) {
+    // For operators and auditors only (model.proto).
+    model->clear_rollout();
+    model->clear_aggregation();
+  }
   return model;
+}
+
+OptimizerState RoundManager::StoredStateOrEmpty(uint32_t version) {
+  absl::StatusOr<v1::AggregationState> stored = store_->AggregationStateOf(version);
+  absl::StatusOr<OptimizerState> state =
+      stored.ok() ? OptimizerStateFromProto(*stored, values_) : stored.status();
+  if (!state.ok()) {
+    spdlog::error("could not read the optimizer state of version {}: {}; the next round starts "
+                  "from an empty one", version, state.status().ToString());
+    return OptimizerState();
+  }
+  return *std::move(state);
+}
+
+bool RoundManager::BudgetSpent(double rho_spent) const {
+  if (!privacy_.enabled() || privacy_.epsilon_budget <= 0) return false;
+  return RoundsWithinBudget(rho_spent, rho_per_round_, privacy_.epsilon_budget,
+                            privacy_.delta) == 0;
+}
+
+void RoundManager::PublishPrivacyLocked() {
+  if (metrics_ == nullptr) return;
+  metrics_->SetPrivacy(privacy_.enabled() ? EpsilonFromRho(rho_spent_, privacy_.delta) : 0,
+                       budget_spent_);
+}
+
+void RoundManager::WarnBudgetSpentLocked() {
+  spdlog::warn("privacy budget spent: epsilon {} of {} at delta {} over {} noised versions; no "
+               "round opens (models are still served)",
+               EpsilonFromRho(rho_spent_, privacy_.delta), privacy_.epsilon_budget,
+               privacy_.delta, noised_versions_);
+}
+
+v1::Aggregation RoundManager::AggregationInForce() const {
+  v1::Aggregation record;
+  RecordStrategyParams(params_, &record);
+  if (privacy_.enabled()) {
+    absl::MutexLock lock(&mu_);
+    record.set_noise_sigma(privacy_.sigma);
+    record.set_sensitivity(RoundSensitivity(privacy_.norm_bound, values_));
+    record.set_rho(rho_per_round_);
+    record.set_rho_spent(rho_spent_);
+    record.set_epsilon_spent(EpsilonFromRho(rho_spent_, privacy_.delta));
+    record.set_delta(privacy_.delta);
+  }
+  return record;
+}
+
+v1::PrivacyStatus RoundManager::PrivacyInForce() const {
+  v1::PrivacyStatus status;
+  if (!privacy_.enabled()) return status;
+  absl::MutexLock lock(&mu_);
+  status.set_enabled(true);
+  status.set_noise_multiplier(static_cast<double>(privacy_.noise_multiplier_q16) / 65536.0);
+  status.set_delta(privacy_.delta);
+  status.set_epsilon_spent(EpsilonFromRho(rho_spent_, privacy_.delta));
+  status.set_epsilon_budget(privacy_.epsilon_budget);
+  status.set_noised_versions(noised_versions_);
+  if (privacy_.epsilon_budget > 0) {
+    status.set_rounds_left(RoundsWithinBudget(rho_spent_, rho_per_round_,
+                                              privacy_.epsilon_budget, privacy_.delta));
+  }
+  status.set_budget_spent(budget_spent_);
+  return status;
 }
 
 RoundSnapshot RoundManager::Snapshot() const {

@@ -63,6 +63,37 @@
 // round trains from. When a close promotes the candidate and commits a
 // version, that version is the next candidate at once.
 //
+// Aggregation (strategy.h, ServerConfig.aggregation): a committed round's
+// version is AggregateRound over the round's accepted training updates
+// (evaluation-only ones are no participants), from the base version's head
+// and optimizer state. The version records the parameters used
+// (model.proto Aggregation) and the store keeps, beside it and in the same
+// transaction, the optimizer state after the round and the noise added
+// (aggregation.proto AggregationState): everything needed to recompute it.
+// The base optimizer state is kept in memory next to the latest head and
+// read back by Create() (the latest version's stored state), so a restart
+// resumes it exactly; a rollback's copy carries the state of the version
+// it copies (the store writes it; the manager reads it back).
+//
+// Central differential privacy (privacy.h, ServerConfig.privacy): with it
+// on, every update weighs 1, and the round's integer sums get discrete
+// Gaussian noise of sigma = noise_multiplier_q16 x norm bound (2^-16
+// master steps) from the RandomSource given to Create() (the OS CSPRNG by
+// default). Each noised version records its rho, the total rho spent over
+// every noised version (zCDP adds) and that total as (epsilon, delta).
+// Create() takes the total from the newest version that recorded noise
+// (rollback copies record none). With epsilon_budget set, no round opens
+// once RoundsWithinBudget says not one more release fits: decided at every
+// round open (Create, a close, a resume, a rollback), from the stored
+// totals, so a restart keeps it closed; an open round found at Create()
+// whose release no longer fits (a budget lowered meanwhile) is abandoned.
+// While closed, check-ins get a RetryAfter as when paused (models are still
+// served) and one warning line is logged. Neither the noise nor an
+// update's values reach a log.
+//
+// Versions as devices are sent them (tasks, models to serve, GetModel)
+// carry no Aggregation record: it is for operators and auditors.
+//
 // Safe for concurrent use. Results arrive through callbacks, which may run
 // on the caller's thread or on the store's writer thread; they must not
 // block. The RoundManager must outlive every pending callback; its
@@ -89,8 +120,12 @@
 #include "clock.h"
 #include "head.h"
 #include "model_store.h"
+#include "privacy.h"
 #include "rejection_log.h"
 #include "rollout.h"
+#include "server_config.h"
+#include "strategy.h"
+#include "tinyfed/v1/admin.pb.h"
 #include "tinyfed/v1/coordinator.pb.h"
 #include "tinyfed/v1/server_config.pb.h"
 
@@ -146,9 +181,14 @@ class RoundManager {
   // FAILED_PRECONDITION when the store's model has another shape than the
   // config's head. `metrics`, when given, counts closed rounds and times
   // committed ones; it must outlive the manager.
+  // `random` is the noise's source when privacy is on (null: an
+  // OsRandomSource); the manager owns it and uses it from one thread at a
+  // time. FAILED_PRECONDITION also when the latest version's stored
+  // optimizer state does not fit the head; DATA_LOSS when it is damaged.
   static absl::StatusOr<std::unique_ptr<RoundManager>> Create(
       const v1::ServerConfig& config, const v1::ModelVersion& initial, ModelStore* store,
-      const Clock* clock, ServerMetrics* metrics = nullptr);
+      const Clock* clock, ServerMetrics* metrics = nullptr,
+      std::unique_ptr<RandomSource> random = nullptr);
   // Waits for the store to write what this manager queued (answering those
   // callers) and for a round close in progress. Destroy it only after the
   // last call into it has returned, e.g. after the gRPC server's Shutdown.
@@ -204,6 +244,14 @@ class RoundManager {
 
   RoundSnapshot Snapshot() const;
   RolloutSnapshot Rollout() const;
+
+  // The aggregation in force, as the next version will record it
+  // (RecordStrategyParams; with privacy, noise_sigma, sensitivity and the
+  // rho of one release), with rho_spent, epsilon_spent and delta set to
+  // the totals spent so far (0 without privacy); trimmed is 0.
+  v1::Aggregation AggregationInForce() const;
+  // Central DP's state (admin.proto PrivacyStatus); all 0 when off.
+  v1::PrivacyStatus PrivacyInForce() const;
 
   // Warns that a request (`what`, e.g. "update") from `who` was refused
   // with `status`, through the manager's rate-limited rejection log, which
@@ -276,7 +324,19 @@ class RoundManager {
 
  private:
   RoundManager(const v1::ServerConfig& config, ModelStore* store, const Clock* clock,
-               ServerMetrics* metrics, RolloutSettings rollout);
+               ServerMetrics* metrics, RolloutSettings rollout,
+               std::unique_ptr<RandomSource> random);
+
+  // The optimizer state stored with `version`, or an empty one (logged)
+  // when it cannot be read or does not fit the head.
+  OptimizerState StoredStateOrEmpty(uint32_t version);
+  // Whether not one more release fits the budget after `rho_spent`
+  // (false without a budget).
+  bool BudgetSpent(double rho_spent) const;
+  // Gives the metrics (when given) the privacy totals.
+  void PublishPrivacyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The budget warning, once per time it is found spent.
+  void WarnBudgetSpentLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // An evaluation-only task in the open round (kept in memory only).
   struct EvaluationTask {
@@ -366,14 +426,28 @@ class RoundManager {
   ServerMetrics* const metrics_;  // may be null
   RejectionLog rejections_;
   const uint32_t task_limit_;      // ceil(K * over_selection)
-  const uint32_t server_lr_q16_;
   const uint32_t learning_rate_q16_;
   InfluenceBounds bounds_;  // set once by Create(), immutable after
   v1::HeadSpec spec_;  // set once by Create(), immutable after
+  // Set once by Create(), immutable after: the strategy's integers, central
+  // DP's, the number of values (weights and bias) and one release's rho.
+  StrategyParams params_;
+  PrivacyParams privacy_;
+  size_t values_ = 0;
+  double rho_per_round_ = 0;
+  // The noise's source; only the closer thread uses it (one close at a time).
+  std::unique_ptr<RandomSource> random_;
 
   mutable absl::Mutex mu_;
   v1::ModelVersion latest_ ABSL_GUARDED_BY(mu_);
   Head latest_head_ ABSL_GUARDED_BY(mu_);
+  // The server optimizer's state stored with latest_ (the next round's base).
+  OptimizerState latest_state_ ABSL_GUARDED_BY(mu_);
+  // Privacy totals over every noised version committed: rho (zCDP adds),
+  // their number, and whether the budget allows no further release.
+  double rho_spent_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t noised_versions_ ABSL_GUARDED_BY(mu_) = 0;
+  bool budget_spent_ ABSL_GUARDED_BY(mu_) = false;
   RoundRecord round_ ABSL_GUARDED_BY(mu_);
   // The open round's deadline on the monotonic clock; round_.deadline_ms is
   // the wall time written to the record.

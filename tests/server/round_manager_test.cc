@@ -1574,6 +1574,13 @@ class HeldUpdatesStore final : public ModelStore {
   absl::Status CommitRound(uint32_t r, int64_t ms, const v1::ModelVersion& n) override {
     return inner_->CommitRound(r, ms, n);
   }
+  absl::Status CommitRound(uint32_t r, int64_t ms, const v1::ModelVersion& n,
+                           const v1::AggregationState& s) override {
+    return inner_->CommitRound(r, ms, n, s);
+  }
+  absl::StatusOr<v1::AggregationState> AggregationStateOf(uint32_t v) override {
+    return inner_->AggregationStateOf(v);
+  }
   absl::Status AbandonRound(uint32_t r, int64_t ms) override { return inner_->AbandonRound(r, ms); }
   absl::Status RevokeDevice(const std::string& d, int64_t ms) override {
     return inner_->RevokeDevice(d, ms);
