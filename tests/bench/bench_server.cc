@@ -77,7 +77,14 @@ ABSL_FLAG(std::string, db_dir, "",
 ABSL_FLAG(uint32_t, warmup, 1000, "calls sent to each server before timing");
 ABSL_FLAG(int32_t, client_threads, 1,
           "load generator threads, each driving a completion queue (1 or 2 on a 2-core machine)");
-ABSL_FLAG(uint32_t, accumulate_updates, 10000, "updates for the pure-compute Add() timing");
+ABSL_FLAG(uint32_t, accumulate_updates, 10000,
+          "updates for the pure-compute Add() and aggregation-strategy timings");
+ABSL_FLAG(bool, compute_only, false,
+          "run only the pure-compute timings (FedAvg's Add()/Apply() and every aggregation "
+          "strategy's AggregateRound) over --accumulate_updates random updates, no server");
+ABSL_FLAG(std::string, strategy, "fedavg",
+          "the benchmarked server's aggregation strategy (ServerConfig.aggregation.strategy): "
+          "fedavg, trimmed-mean, median, fedavgm or fedadam; its round close is timed");
 ABSL_FLAG(bool, breakdown, true,
           "also time a second round through the RoundManager without gRPC, the store alone, "
           "validation and authentication, to show where the server path spends its time");
@@ -119,6 +126,10 @@ constexpr double kIngestTarget = 0.8;
 constexpr double kAuthCostTarget = 0.03;
 constexpr double kMetricsCostTarget = 0.03;
 constexpr double kCloseTargetMs = 50;
+// DESIGN.md: closing a 10,000-update round of a 64x10 head within 50 ms
+// with FedAvg, within 100 ms with the median or the trimmed mean. The
+// server optimizers are FedAvg plus a pass over the values: FedAvg's.
+constexpr double kRobustCloseTargetMs = 100;
 
 // How the baseline variant is named in the output.
 struct BaselineNames {
@@ -184,6 +195,31 @@ template <typename T, typename F>
 std::string Json(const std::optional<T>& value, F figure, int decimals) {
   if (!value) return "null";
   return absl::StrFormat("%.*f", decimals, figure(*value));
+}
+
+// AggregateRound per strategy over `updates`, against the close targets
+// and as a ratio to FedAvg's time in the same run. False when one is
+// missed or fails.
+bool PrintStrategyCompute(const std::vector<v1::Update>& updates) {
+  const StrategyTiming t = TimeStrategies(updates, kFeatures, kClasses);
+  static const char* const kNames[] = {"fedavg", "trimmed-mean", "median", "fedavgm", "fedadam"};
+  static const double kTargets[] = {kCloseTargetMs, kRobustCloseTargetMs, kRobustCloseTargetMs,
+                                    kCloseTargetMs, kCloseTargetMs};
+  std::printf("\naggregation strategies (AggregateRound, %zu updates, default bounds, best of 5):\n",
+              t.updates);
+  bool all_met = true;
+  for (size_t k = 0; k < t.ms.size(); ++k) {
+    if (t.ms[k] < 0) {
+      std::printf("  %-24s FAILED\n", kNames[k]);
+      all_met = false;
+      continue;
+    }
+    const bool met = t.ms[k] < kTargets[k];
+    all_met = all_met && met;
+    std::printf("  %-24s %8.2f ms        %.2fx fedavg; target < %.0f ms: %s\n", kNames[k],
+                t.ms[k], t.ms[k] / t.ms[0], kTargets[k], met ? "met" : "MISSED");
+  }
+  return all_met;
 }
 
 bool AllOk(const char* name, const UnaryLoadResult& r) {
@@ -307,6 +343,22 @@ int Run() {
     absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   }
 
+  if (absl::GetFlag(FLAGS_compute_only)) {
+    std::mt19937 rng(20240611);
+    std::uniform_int_distribution<uint32_t> samples(1, 200);
+    std::vector<v1::Update> set;
+    const v1::HeadSpec spec = server::testing::MakeSpec(kFeatures, kClasses);
+    for (uint32_t i = 0; i < absl::GetFlag(FLAGS_accumulate_updates); ++i) {
+      set.push_back(server::testing::MakeUpdate(spec, 1, DeviceId(i), "", 1, samples(rng), rng));
+    }
+    const AggregationTiming compute = TimeAggregation(set, kFeatures, kClasses);
+    std::printf("aggregation compute (%zu updates, best of 5):\n", compute.updates);
+    std::printf("  %-24s %8.2f ms        %.0f ns/update\n", "UpdateAccumulator::Add",
+                compute.add_ms, compute.add_ns_per_update);
+    std::printf("  %-24s %8.1f us\n", "Apply()", compute.apply_us);
+    return PrintStrategyCompute(set) ? 0 : 1;
+  }
+
   // ---- preparation (not timed) --------------------------------------------
   std::optional<server::testing::TempDir> temp;
   std::string dir = absl::GetFlag(FLAGS_db_dir);
@@ -326,6 +378,7 @@ int Run() {
   config.mutable_policy()->set_min_updates(updates);
   config.mutable_policy()->set_over_selection(1.0);
   config.mutable_policy()->set_round_deadline_ms(3'600'000);  // never the reason to close
+  config.mutable_aggregation()->set_strategy(absl::GetFlag(FLAGS_strategy));
   server::ApplyDefaults(&config);
   if (absl::Status s = server::ValidateServerConfig(config); !s.ok()) {
     std::fprintf(stderr, "config: %s\n", s.ToString().c_str());
@@ -547,9 +600,13 @@ int Run() {
                 metrics_counted == metrics_expected ? "ok" : "WRONG");
     if (metrics_counted != metrics_expected) exit_code = 1;
 
-    std::printf("\nround close (K = %u):\n", updates);
+    const std::string strategy = absl::GetFlag(FLAGS_strategy);
+    const double close_target = strategy == "median" || strategy == "trimmed-mean"
+                                    ? kRobustCloseTargetMs
+                                    : kCloseTargetMs;
+    std::printf("\nround close (K = %u, %s):\n", updates, strategy.c_str());
     std::printf("  %-24s %8.1f ms        target < %.0f ms: %s\n", "last ack -> committed", close_ms,
-                kCloseTargetMs, close_ms < kCloseTargetMs ? "met" : "MISSED");
+                close_target, close_ms < close_target ? "met" : "MISSED");
     const bool committed = Committed(tinyfed.manager(), base_version, updates);
 
     // ---- held echo: what holding the calls alone costs -------------------
@@ -604,6 +661,7 @@ int Run() {
     std::printf("  %-24s %8.2f ms        %.0f ns/update\n", "UpdateAccumulator::Add",
                 compute.add_ms, compute.add_ns_per_update);
     std::printf("  %-24s %8.1f us\n", "Apply()", compute.apply_us);
+    if (!PrintStrategyCompute(accumulate)) exit_code = 1;
 
     std::optional<ManagerIngest> manager_round;
     std::optional<InProcessResult> store_only;

@@ -15,6 +15,7 @@
 #include "head.h"
 #include "model_store.h"
 #include "server_config.h"
+#include "strategy.h"
 #include "tinyfed_common/host_numerics.h"
 #include "update_validation.h"
 
@@ -54,6 +55,44 @@ AggregationTiming TimeAggregation(const std::vector<v1::Update>& updates, uint32
   t.add_ms = add_ns / 1e6;
   t.add_ns_per_update = updates.empty() ? 0 : add_ns / static_cast<double>(updates.size());
   t.apply_us = apply_ns / 1e3;
+  return t;
+}
+
+StrategyTiming TimeStrategies(const std::vector<v1::Update>& updates, uint32_t features,
+                              uint32_t classes) {
+  StrategyTiming t;
+  t.updates = updates.size();
+  std::vector<const v1::Update*> set;
+  set.reserve(updates.size());
+  for (const v1::Update& u : updates) set.push_back(&u);
+  const server::Head global = server::Head::Zeros(features, classes);
+  for (server::StrategyKind kind :
+       {server::StrategyKind::kFedAvg, server::StrategyKind::kTrimmedMean,
+        server::StrategyKind::kMedian, server::StrategyKind::kFedAvgM,
+        server::StrategyKind::kFedAdam}) {
+    server::StrategyParams p;
+    p.kind = kind;
+    p.trim_fraction_ppm = 200000;
+    p.momentum_q16 = 58982;
+    p.second_moment_decay_q16 = 64880;
+    p.adam_step = 41u << 16;
+    p.adam_tau = 4u << 16;
+    p.bounds = {3u << 16, 0, 2u << 16};
+    double best_ns = 1e300;
+    for (int r = 0; r < kRepeats; ++r) {
+      const auto t0 = SteadyClock::now();
+      absl::StatusOr<server::RoundAggregate> next =
+          server::AggregateRound(p, global, {}, set, {});
+      const auto t1 = SteadyClock::now();
+      if (!next.ok()) {
+        best_ns = -1e6;
+        break;
+      }
+      sink = sink + static_cast<uint16_t>(next->next.weights[0]);
+      best_ns = std::min(best_ns, NsBetween(t0, t1));
+    }
+    t.ms.push_back(best_ns / 1e6);
+  }
   return t;
 }
 

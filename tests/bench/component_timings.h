@@ -32,6 +32,20 @@ struct AggregationTiming {
 AggregationTiming TimeAggregation(const std::vector<v1::Update>& updates, uint32_t features,
                                   uint32_t classes);
 
+// AggregateRound (server/strategy.h) over all of `updates` once per
+// strategy, best of a few repetitions each: the whole close's arithmetic
+// (measures, influence decision, aggregation, next head), with the bounds
+// ServerConfig defaults to (weight 3x, norm 2x the median), trimmed mean
+// 0.2, momentum 0.9, second-moment decay 0.99. `ms[kind]` in the order of
+// StrategyKind; a strategy that fails leaves a negative figure.
+struct StrategyTiming {
+  size_t updates = 0;
+  std::vector<double> ms;
+};
+// REQUIRES: as TimeAggregation.
+StrategyTiming TimeStrategies(const std::vector<v1::Update>& updates, uint32_t features,
+                              uint32_t classes);
+
 struct ValidationTiming {
   double validate_ns = 0;  // ValidateUpdate per update, checksum included
   double crc_ns = 0;       // of which the CRC-32 over the deltas

@@ -451,6 +451,89 @@ TEST(StrategyTest, TrimmedMeanNearOneHalfLeavesOneOrTwoValues) {
   EXPECT_EQ(got4->next.weights[1], 4);
 }
 
+// --- Large rounds against an exact sorting reference ------------------------
+
+// round_half_even(num / den) written for the test: floor, then compare twice
+// the remainder with den. REQUIRES: den > 0.
+__int128 RoundHalfEven(__int128 num, __int128 den) {
+  __int128 q = num / den;
+  __int128 r = num % den;
+  if (r < 0) {
+    q -= 1;
+    r += den;
+  }
+  if (2 * r > den || (2 * r == den && q % 2 != 0)) q += 1;
+  return q;
+}
+
+// The robust rules of strategy.h by sorting every value's k deltas (no
+// bounds, so x_ij = s * q * 2^16 exactly).
+std::vector<int16_t> SortingReference(const StrategyParams& p, const Head& base,
+                                      const std::vector<v1::Update>& updates) {
+  const size_t k = updates.size();
+  const size_t values = base.weights.size() + base.bias.size();
+  std::vector<int16_t> out;
+  for (size_t j = 0; j < values; ++j) {
+    std::vector<int64_t> col;
+    for (const v1::Update& u : updates) {
+      col.push_back(int64_t{u.row_scales(static_cast<int>(RowOf(j, base.features, base.classes)))} *
+                    DeltaAt(u, j) * 65536);
+    }
+    std::sort(col.begin(), col.end());
+    __int128 num = 0;
+    __int128 den = 0;
+    if (p.kind == StrategyKind::kMedian) {
+      num = __int128{p.server_lr_q16} * (col[(k - 1) / 2] + col[k / 2]);
+      den = __int128{2} << 32;
+    } else {
+      const size_t t = uint64_t{p.trim_fraction_ppm} * k / 1000000;
+      for (size_t i = t; i < k - t; ++i) num += col[i];
+      num *= p.server_lr_q16;
+      den = static_cast<__int128>(k - 2 * t) << 32;
+    }
+    const __int128 v = ValueAt(base, j) + RoundHalfEven(num, den);
+    out.push_back(static_cast<int16_t>(std::clamp<__int128>(v, -32768, 32767)));
+  }
+  return out;
+}
+
+TEST(StrategyTest, RobustStrategiesEqualASortingReferenceOnLargeRounds) {
+  const v1::HeadSpec spec = MakeSpec(16, 4);
+  std::mt19937 rng(1000);
+  // Wide random deltas; then few distinct values (scale 1, deltas -2..2),
+  // where most of a value's updates are ties.
+  std::vector<v1::Update> wide = RandomUpdates(spec, 1001, rng);
+  std::vector<v1::Update> ties;
+  std::uniform_int_distribution<int> small(-2, 2);
+  for (int i = 0; i < 1000; ++i) {
+    std::vector<int8_t> w(64), b(4);
+    for (int8_t& x : w) x = static_cast<int8_t>(small(rng));
+    for (int8_t& x : b) x = static_cast<int8_t>(small(rng));
+    ties.push_back(ExplicitUpdate(spec, 1, {1, 1, 1, 1}, w, b));
+  }
+  const Head base = RandomHead(16, 4, 100, rng);
+  for (const std::vector<v1::Update>* set : {&wide, &ties}) {
+    for (StrategyKind kind : {StrategyKind::kMedian, StrategyKind::kTrimmedMean}) {
+      for (uint32_t ppm : {0u, 1000u, 250000u, 499999u}) {
+        if (kind == StrategyKind::kMedian && ppm != 0) continue;
+        SCOPED_TRACE(std::string(StrategyName(kind)) + " ppm " + std::to_string(ppm) + " k " +
+                     std::to_string(set->size()));
+        StrategyParams p;
+        p.kind = kind;
+        p.trim_fraction_ppm = ppm;
+        p.server_lr_q16 = 70001;
+        // The same set less one: the other parity of k.
+        const std::vector<v1::Update> less_one(set->begin(), set->end() - 1);
+        for (const std::vector<v1::Update>* s : {set, &less_one}) {
+          const absl::StatusOr<RoundAggregate> got = AggregateRound(p, base, {}, Pointers(*s), {});
+          ASSERT_TRUE(got.ok()) << got.status();
+          EXPECT_EQ(AllValues(got->next), SortingReference(p, base, *s));
+        }
+      }
+    }
+  }
+}
+
 // --- Attack resistance ----------------------------------------------------
 
 TEST(StrategyTest, RobustStrategiesResistAThirdOfLargestOppositeUpdates) {
