@@ -89,5 +89,9 @@ absl::StatusOr<v1::RevokeDeviceResponse> AdminClient::RevokeDevice(
 absl::StatusOr<v1::ListAuditResponse> AdminClient::ListAudit(const v1::ListAuditRequest& request) {
   return Call(&v1::Admin::Stub::ListAudit, request);
 }
+absl::StatusOr<v1::VerifyVersionResponse> AdminClient::VerifyVersion(
+    const v1::VerifyVersionRequest& request) {
+  return Call(&v1::Admin::Stub::VerifyVersion, request);
+}
 
 }  // namespace tinyfed::admin

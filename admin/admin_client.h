@@ -42,6 +42,8 @@ class AdminClient {
   absl::StatusOr<v1::ListDevicesResponse> ListDevices(const v1::ListDevicesRequest& request);
   absl::StatusOr<v1::RevokeDeviceResponse> RevokeDevice(const v1::RevokeDeviceRequest& request);
   absl::StatusOr<v1::ListAuditResponse> ListAudit(const v1::ListAuditRequest& request);
+  absl::StatusOr<v1::VerifyVersionResponse> VerifyVersion(
+      const v1::VerifyVersionRequest& request);
 
  private:
   AdminClient(ConnectionOptions options, std::string token,

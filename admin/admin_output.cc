@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "table.h"
 #include "tinyfed_common/evaluation_text.h"
 
@@ -67,6 +68,8 @@ std::string FormatServerStatus(const v1::ServerStatus& status) {
                                              FormatUnixMs(a.raised_unix_ms()), "): ", a.message()));
   }
   lines.emplace_back("revoked devices", absl::StrCat(status.revoked_devices()));
+  lines.emplace_back("aggregation", FormatAggregation(status.aggregation()));
+  lines.emplace_back("privacy", FormatPrivacy(status.privacy()));
   const v1::RoundStatus& round = status.round();
   if (round.round() == 0) {
     lines.emplace_back("round", "none yet");
@@ -88,6 +91,77 @@ std::string FormatServerStatus(const v1::ServerStatus& status) {
   return RenderKeyValues(lines);
 }
 
+
+std::string FormatAggregation(const v1::Aggregation& a) {
+  if (a.strategy().empty()) return "-";
+  const auto q16 = [](uint32_t q) { return absl::StrFormat("%g", q / 65536.0); };
+  // eta and tau are in 2^-16 master steps.
+  const auto steps = [](uint64_t units) {
+    return absl::StrFormat("%g", static_cast<double>(units) / 65536.0);
+  };
+  std::string text = a.strategy();
+  if (a.strategy() == "fedadam") {
+    absl::StrAppend(&text, ": beta1 ", q16(a.momentum_q16()), ", beta2 ",
+                    q16(a.second_moment_decay_q16()), ", step ", steps(a.adam_step()), ", tau ",
+                    steps(a.adam_tau()), " (master steps)");
+  } else {
+    absl::StrAppend(&text, ": server lr ", q16(a.server_lr_q16()));
+    if (a.strategy() == "trimmed-mean") {
+      absl::StrAppend(&text, ", trim fraction ",
+                      absl::StrFormat("%g", a.trim_fraction_ppm() / 1e6));
+    }
+    if (a.strategy() == "fedavgm") absl::StrAppend(&text, ", momentum ", q16(a.momentum_q16()));
+  }
+  std::vector<std::string> bounds;
+  if (a.uniform_weights()) bounds.push_back("uniform weights");
+  if (a.weight_median_multiple_q16() != 0) {
+    bounds.push_back(absl::StrCat("weight cap ", q16(a.weight_median_multiple_q16()), "x median"));
+  }
+  if (a.norm_bound() != 0) {
+    bounds.push_back(absl::StrCat("norm bound ", a.norm_bound(), " master steps"));
+  }
+  if (a.norm_median_multiple_q16() != 0) {
+    bounds.push_back(absl::StrCat("norm cap ", q16(a.norm_median_multiple_q16()), "x median"));
+  }
+  absl::StrAppend(&text, "; ", bounds.empty() ? "no influence bounds" : absl::StrJoin(bounds, ", "));
+  return text;
+}
+
+std::string FormatPrivacy(const v1::PrivacyStatus& p) {
+  if (!p.enabled()) return "off";
+  std::string text = absl::StrFormat("epsilon %.4g spent of ", p.epsilon_spent());
+  if (p.epsilon_budget() > 0) {
+    absl::StrAppend(&text, absl::StrFormat("budget %.4g", p.epsilon_budget()));
+  } else {
+    absl::StrAppend(&text, "no budget");
+  }
+  absl::StrAppend(&text, absl::StrFormat(" at delta %g (", p.delta()), p.noised_versions(),
+                  p.noised_versions() == 1 ? " version noised" : " versions noised");
+  if (p.budget_spent()) {
+    absl::StrAppend(&text, ", budget spent");
+  } else if (p.epsilon_budget() > 0) {
+    absl::StrAppend(&text, ", ", p.rounds_left(), p.rounds_left() == 1 ? " round" : " rounds",
+                    " left");
+  }
+  absl::StrAppend(&text, ")");
+  return text;
+}
+
+std::string FormatVerify(const v1::VerifyVersionResponse& r) {
+  std::vector<std::pair<std::string, std::string>> lines;
+  lines.emplace_back("version", absl::StrCat(r.version()));
+  lines.emplace_back("round", absl::StrCat(r.round()));
+  lines.emplace_back("strategy", r.strategy());
+  lines.emplace_back("updates", absl::StrCat(r.updates()));
+  lines.emplace_back("committed checksum", absl::StrFormat("0x%08x", r.committed_checksum()));
+  lines.emplace_back("recomputed checksum", absl::StrFormat("0x%08x", r.recomputed_checksum()));
+  lines.emplace_back(
+      "result", r.matches() ? std::string("matches")
+                            : absl::StrCat(r.differing_values(),
+                                           r.differing_values() == 1 ? " value differs"
+                                                                     : " values differ"));
+  return RenderKeyValues(lines);
+}
 
 std::string FormatVersions(const v1::ListVersionsResponse& versions) {
   Table table({"VERSION", "PARENT", "ORIGIN", "STAGE", "PARTICIPANTS", "SAMPLES", "CAPPED",

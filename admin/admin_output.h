@@ -15,9 +15,30 @@ namespace tinyfed::admin {
 // the canary's share of devices and its evaluations so far, the serving
 // version's accuracy over the drift window, one "alert" line per active
 // alert, or "alerts: none") and the round (number, base version, tasks,
-// accepted of target, deadline and time left). Accuracies are correct /
-// samples to four decimals, rounded half up, from the exact sums.
+// accepted of target, deadline and time left), the aggregation in force
+// (FormatAggregation) and the privacy budget (FormatPrivacy). Accuracies
+// are correct / samples to four decimals, rounded half up, from the exact
+// sums.
 std::string FormatServerStatus(const v1::ServerStatus& status);
+
+// The strategy with the parameters it uses, for people: "median; norm
+// bound 8 master steps", "fedadam: beta1 0.9, beta2 0.99, step 0.01, tau
+// 0.001 (master steps); ...". Q16.16 values as decimals (%g of q / 2^16),
+// bounded influence after a ';' ("weight cap 4x median", "norm bound B
+// master steps", "norm cap Mx median", "uniform weights"; "no influence
+// bounds" when none). "-" for an empty record (a server that does not say).
+std::string FormatAggregation(const v1::Aggregation& aggregation);
+
+// "off", or "epsilon X spent of budget Y at delta Z (N versions noised, R
+// rounds left)" ("no budget" instead of the budget and rounds left when
+// none is set; "budget spent" instead of the rounds left once it is).
+// Epsilons with four significant digits.
+std::string FormatPrivacy(const v1::PrivacyStatus& privacy);
+
+// verify: the version, its round and strategy, the updates recomputed
+// from, both checksums (0x and 8 hex digits) and "matches" or "N values
+// differ".
+std::string FormatVerify(const v1::VerifyVersionResponse& response);
 
 // versions: one row per version, newest first, with columns VERSION,
 // PARENT, ORIGIN ("initial", "round R" or "rollback to N"), STAGE (the

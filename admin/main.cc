@@ -81,6 +81,7 @@ constexpr char kUsage[] =
     "  devices                  devices recently handed a task, and the revoked ones\n"
     "  revoke ID                refuse the device's check-ins and updates from now on\n"
     "  audit                    who changed what, and when\n"
+    "  verify [N]               recompute version N (default: the latest) from the store\n"
     "Local, no server:\n"
     "  tinyfed-admin keys new --out FILE\n"
     "  tinyfed-admin keys device --fleet FILE --device ID [--format hex|c]\n\n"
@@ -125,6 +126,8 @@ struct ServerCommand {
   size_t positional;
   const char* positional_name;
   std::function<absl::Status(const Invocation&)> run;
+  // The positional argument may be left out (verify's VERSION).
+  bool positional_optional = false;
 };
 
 // Flags every server command takes (and --json, which all but export take).
@@ -325,6 +328,34 @@ const std::vector<ServerCommand>& ServerCommands() {
          request.set_before_id(absl::GetFlag(FLAGS_before));
          return PrintResponse(call, call.client->ListAudit(request), admin::FormatAudit);
        }},
+      {"verify",
+       "recomputes a version from the store alone and compares it with the committed one.\n\n"
+       "  tinyfed-admin verify [N] [--json]\n\n"
+       "The server aggregates version N's round again (default: the latest version) from\n"
+       "what its store holds: the round's stored updates, the parent version's weights and\n"
+       "optimizer state, the strategy and parameters N recorded, and the noise N's round\n"
+       "added (central DP). Prints the strategy, the number of updates, both checksums and\n"
+       "'matches', or how many weight and bias values differ. Exit status 0 when it\n"
+       "matches; 1 when it does not (with one line on stderr), as for errors:\n"
+       "NOT_FOUND for an unknown version, FAILED_PRECONDITION for one no round trained\n"
+       "(the initial version, a rollback's copy, a version from before aggregation\n"
+       "records), DATA_LOSS when a stored row fails its check.",
+       {}, 1, "N",
+       [](const Invocation& call) -> absl::Status {
+         v1::VerifyVersionRequest request;
+         uint32_t version = 0;  // 0: the latest; checked before the call
+         if (!call.args.empty()) (void)absl::SimpleAtoi(call.args[0], &version);
+         request.set_version(version);
+         absl::StatusOr<v1::VerifyVersionResponse> response = call.client->VerifyVersion(request);
+         if (absl::Status s = PrintResponse(call, response, admin::FormatVerify); !s.ok()) {
+           return s;
+         }
+         if (response->matches()) return absl::OkStatus();
+         return absl::DataLossError(absl::StrCat(
+             "version ", response->version(), " does not match its recomputation (",
+             response->differing_values(), " values differ)"));
+       },
+       /*positional_optional=*/true},
   };
   return *commands;
 }
@@ -417,13 +448,16 @@ std::string ServerCommandUsageError(const ServerCommand& command,
                         name == "export" && flag == "json" ? " (use --format json)" : "",
                         "; see 'tinyfed-admin ", name, " --help'");
   }
-  if (args.size() != command.positional) {
+  if (args.size() != command.positional &&
+      !(command.positional_optional && args.empty())) {
     if (command.positional == 0) {
       return absl::StrCat(name, ": unexpected argument '", args[0],
                           "'; options are flags, see 'tinyfed-admin ", name, " --help'");
     }
-    return absl::StrCat(name, ": expected exactly ", command.positional, " argument (",
-                        command.positional_name, "), got ", args.size());
+    return absl::StrCat(name, ": expected ",
+                        command.positional_optional ? "at most " : "exactly ",
+                        command.positional, " argument (", command.positional_name, "), got ",
+                        args.size());
   }
   if (name == "export") {
     if (absl::GetFlag(FLAGS_model_version) == 0) return "export: missing --version N";
@@ -438,10 +472,10 @@ std::string ServerCommandUsageError(const ServerCommand& command,
     }
   }
   if (name == "rollback" && absl::GetFlag(FLAGS_to) == 0) return "rollback: missing --to N";
-  if (name == "promote") {
+  if (name == "promote" || (name == "verify" && !args.empty())) {
     uint32_t version = 0;
     if (!absl::SimpleAtoi(args[0], &version) || version == 0) {
-      return absl::StrCat("promote: N must be a version number >= 1, got '", args[0], "'");
+      return absl::StrCat(name, ": N must be a version number >= 1, got '", args[0], "'");
     }
   }
   return "";

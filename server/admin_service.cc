@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "audit.h"
 #include "coordinator_service.h"
 #include "spdlog/spdlog.h"
 #include "tinyfed_common/fleet_keys.h"
@@ -130,6 +131,8 @@ absl::StatusOr<v1::ServerStatus> AdminService::Status() const {
     status.set_paused_by(pause.by);
   }
   status.set_revoked_devices(static_cast<uint32_t>(revoked->size()));
+  *status.mutable_aggregation() = manager_->AggregationInForce();
+  *status.mutable_privacy() = manager_->PrivacyInForce();
   status.set_now_unix_ms(clock_->NowMs());
   return status;
 }
@@ -363,6 +366,22 @@ grpc::ServerUnaryReactor* AdminService::ListAudit(grpc::CallbackServerContext* c
       out->set_action(e.action);
       out->set_detail(e.detail);
     }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::VerifyVersion(grpc::CallbackServerContext* context,
+                                                      const v1::VerifyVersionRequest* request,
+                                                      v1::VerifyVersionResponse* response) {
+  return Serve(context, "VerifyVersion", [&](const std::string&) -> absl::Status {
+    absl::StatusOr<v1::VerifyVersionResponse> verified = RecomputeVersion(*store_, request->version());
+    if (!verified.ok()) {
+      const absl::Status& s = verified.status();
+      // Damage is an auditor's finding, not a store that is away.
+      if (absl::IsNotFound(s) || absl::IsFailedPrecondition(s) || absl::IsDataLoss(s)) return s;
+      return StoreError(s, absl::StrCat("read the evidence of version ", request->version()));
+    }
+    *response = std::move(*verified);
     return absl::OkStatus();
   });
 }

@@ -9,8 +9,12 @@
 // a reason above 200 bytes or holding a control character, a device id
 // that ValidateDeviceId refuses, version 0 for Rollback and Promote); then
 // it acts. GetStatus fills the rollout (serving and candidate versions,
-// the candidate's evaluations, the serving window, alerts) from the
-// RoundManager and the store; GetVersion reads the store, Rollout filled.
+// the candidate's evaluations, the serving window, alerts) and the
+// aggregation and privacy in force from the RoundManager and the store;
+// GetVersion reads the store, Rollout filled. VerifyVersion recomputes a
+// version from the store alone (audit.h); its NOT_FOUND,
+// FAILED_PRECONDITION and DATA_LOSS are answered as they are, a mismatch
+// is an answer (matches false).
 // The store's read and write errors answer UNAVAILABLE (nothing changed);
 // NOT_FOUND and FAILED_PRECONDITION come from the RoundManager and the
 // store as admin.proto states.
@@ -112,6 +116,9 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* ListAudit(grpc::CallbackServerContext* context,
                                       const v1::ListAuditRequest* request,
                                       v1::ListAuditResponse* response) override;
+  grpc::ServerUnaryReactor* VerifyVersion(grpc::CallbackServerContext* context,
+                                          const v1::VerifyVersionRequest* request,
+                                          v1::VerifyVersionResponse* response) override;
 
  private:
   // Authorizes the call, then runs `act(actor)` and finishes the call with

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "tinyfed_common/evaluation_text.h"
 
@@ -288,6 +289,74 @@ void AppendRollout(const v1::ServerStatus& status, std::string* out) {
   absl::StrAppend(out, "</div></section>");
 }
 
+// The aggregation in force and the privacy budget. The strategy name
+// comes from the server's own record, but it is escaped like any string:
+// the page never trusts text to be markup.
+void AppendAggregation(const v1::ServerStatus& status, std::string* out) {
+  const v1::Aggregation& a = status.aggregation();
+  const v1::PrivacyStatus& p = status.privacy();
+  const std::string strategy = a.strategy().empty() ? std::string("-") : a.strategy();
+  const auto q16 = [](uint32_t q) { return absl::StrFormat("%g", q / 65536.0); };
+  absl::StrAppend(out, "<section id=\"aggregation\" data-strategy=\"", EscapeHtml(strategy),
+                  "\" data-privacy=\"", p.enabled() ? "on" : "off", "\"");
+  if (p.enabled()) {
+    absl::StrAppend(out,
+                    absl::StrFormat(" data-epsilon-spent=\"%.6g\" data-epsilon-budget=\"%.6g\" "
+                                    "data-delta=\"%g\" data-noised-versions=\"%d\" "
+                                    "data-rounds-left=\"%d\"",
+                                    p.epsilon_spent(), p.epsilon_budget(), p.delta(),
+                                    p.noised_versions(), p.rounds_left()));
+  }
+  absl::StrAppend(out, "><h2>Aggregation</h2><div class=\"cards\">");
+  AppendCard("Strategy", EscapeHtml(strategy), out);
+  std::vector<std::string> parameters;
+  if (a.strategy() == "fedadam") {
+    parameters.push_back(absl::StrCat("\xCE\xB2\xE2\x82\x81 ", q16(a.momentum_q16()),
+                                      ", \xCE\xB2\xE2\x82\x82 ", q16(a.second_moment_decay_q16())));
+    parameters.push_back(absl::StrFormat("step %g, \xCF\x84 %g master steps",
+                                         static_cast<double>(a.adam_step()) / 65536.0,
+                                         static_cast<double>(a.adam_tau()) / 65536.0));
+  } else if (!a.strategy().empty()) {
+    parameters.push_back(absl::StrCat("server lr ", q16(a.server_lr_q16())));
+    if (a.strategy() == "trimmed-mean") {
+      parameters.push_back(absl::StrFormat("trim %g per end", a.trim_fraction_ppm() / 1e6));
+    }
+    if (a.strategy() == "fedavgm") parameters.push_back(absl::StrCat("momentum ", q16(a.momentum_q16())));
+  }
+  if (a.uniform_weights()) parameters.push_back("uniform weights");
+  if (a.weight_median_multiple_q16() != 0) {
+    parameters.push_back(absl::StrCat("weight cap ", q16(a.weight_median_multiple_q16()),
+                                      "\xC3\x97 median"));
+  }
+  if (a.norm_bound() != 0) parameters.push_back(absl::StrCat("norm bound ", a.norm_bound()));
+  if (a.norm_median_multiple_q16() != 0) {
+    parameters.push_back(absl::StrCat("norm cap ", q16(a.norm_median_multiple_q16()),
+                                      "\xC3\x97 median"));
+  }
+  AppendCard("Parameters",
+             parameters.empty() ? std::string("<span class=\"muted\">none</span>")
+                                : EscapeHtml(absl::StrJoin(parameters, " \xC2\xB7 ")),
+             out);
+  if (!p.enabled()) {
+    AppendCard("Privacy", "<span class=\"muted\">off</span>", out);
+  } else {
+    std::string budget =
+        p.epsilon_budget() > 0 ? absl::StrFormat("%.4g", p.epsilon_budget()) : "no budget";
+    AppendCard("Privacy budget (\xCE\xB5 spent)",
+               absl::StrCat(absl::StrFormat("%.4g", p.epsilon_spent()),
+                            " <span class=\"muted\">of ", budget,
+                            absl::StrFormat(" at \xCE\xB4 %g", p.delta()), "</span>"),
+               out);
+    AppendCard("Noised versions", absl::StrCat(p.noised_versions()), out);
+    if (p.budget_spent()) {
+      AppendCard("Rounds left", "<strong>0: budget spent, training stopped</strong>", out);
+    } else if (p.epsilon_budget() > 0) {
+      AppendCard("Rounds left", absl::StrCat(p.rounds_left()), out);
+    }
+  }
+  absl::StrAppend(out, "</div></section>");
+}
+
 // Drift alerts, the page's most urgent news: first after the header, and
 // role="alert" so that assistive technology announces it.
 void AppendAlerts(const v1::ServerStatus& status, std::string* out) {
@@ -477,6 +546,7 @@ std::string RenderStatusPage(const v1::ServerStatus& status,
   AppendAlerts(status, &body);
   AppendRound(status, &body);
   AppendRollout(status, &body);
+  AppendAggregation(status, &body);
   AppendPlots(versions, &body);
   AppendVersionsTable(status, versions, &body);
   absl::StrAppend(&body,

@@ -26,7 +26,12 @@
 // <tr data-version="V">. The alerts banner is <div id="alerts"
 // role="alert">, one <li data-kind="K" data-version="V"> per alert, and
 // absent when there is none; the rollout section is <section
-// id="rollout">.
+// id="rollout">. The aggregation section is <section id="aggregation"
+// data-strategy="S" data-privacy="on|off">, S the strategy in force ("-"
+// from a server that does not say); with privacy on it also carries
+// data-epsilon-spent, data-epsilon-budget (0: none), data-delta,
+// data-noised-versions and data-rounds-left (the PrivacyStatus figures,
+// epsilons to six significant digits).
 //
 // Pure functions of their arguments; safe for concurrent use.
 #ifndef TINYFED_SERVER_STATUS_PAGE_H_

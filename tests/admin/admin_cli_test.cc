@@ -7,6 +7,7 @@
 // resume restarts them; a revoked device's next update gets
 // PERMISSION_DENIED; each of them is in the audit log under the token's
 // name. A wrong token is refused and changes nothing.
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -33,6 +34,7 @@
 #include "server_test_support.h"
 #include "tinyfed/v1/admin.pb.h"
 #include "tinyfed/v1/coordinator.grpc.pb.h"
+#include "tinyfed_common/host_numerics.h"
 
 namespace tinyfed::server::testing {
 namespace {
@@ -244,12 +246,18 @@ TEST_F(AdminCliTest, EveryCommandAgainstALiveServerDuringRounds) {
   // default min_devices of 5).
   EXPECT_EQ(exported.rollout().stage(), v1::ROLLOUT_STAGE_CANDIDATE) << exported.DebugString();
   exported.clear_rollout();
+  // And the server's Aggregation record (how the version was made, for an
+  // auditor), which devices are not sent either.
+  EXPECT_EQ(exported.aggregation().strategy(), "fedavg") << exported.DebugString();
+  EXPECT_FALSE(v2.has_aggregation());
+  exported.clear_aggregation();
   EXPECT_TRUE(MessageDifferencer::Equals(exported, v2)) << exported.DebugString();
   run = Admin({"export", "--version=2", "--format=json"});
   ASSERT_EQ(run.exit_status, 0) << run.err;
   exported.Clear();
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(run.out, &exported).ok()) << run.out;
   exported.clear_rollout();
+  exported.clear_aggregation();
   EXPECT_TRUE(MessageDifferencer::Equals(exported, v2)) << run.out;
   run = Admin({"export", "--version=2", "--format=c"});
   ASSERT_EQ(run.exit_status, 0) << run.err;
@@ -463,6 +471,100 @@ TEST_F(AdminCliTest, RefusalsNameTheStatusAndSayWhy) {
   // Nothing was revoked or recorded by any of them.
   EXPECT_EQ(AdminJson<v1::ListAuditResponse>({"audit"}).records_size(), 0);
   EXPECT_EQ(AdminJson<v1::ServerStatus>({"status"}).revoked_devices(), 0u);
+}
+
+// The store's row CRC of an update row, from its documented layout
+// (model_store_sqlite.cc RowCrc: the tag 'u', then each value with its
+// kind, integers as 8 bytes little-endian, bytes as their 8-byte length and
+// the bytes): what someone altering the file on purpose would compute.
+int64_t UpdateRowCrc(int64_t round, const std::string& device, const std::string& payload,
+                     int64_t received_ms) {
+  const auto put = [](uint8_t kind, uint64_t v, uint32_t crc) {
+    uint8_t bytes[9] = {kind};
+    for (int i = 0; i < 8; ++i) bytes[1 + i] = static_cast<uint8_t>(v >> (8 * i));
+    return Crc32Update(crc, bytes, sizeof bytes);
+  };
+  const char tag = 'u';
+  uint32_t crc = Crc32Update(0, &tag, 1);
+  crc = put(1, static_cast<uint64_t>(round), crc);
+  crc = put(2, device.size(), crc);
+  crc = Crc32Update(crc, device.data(), device.size());
+  crc = put(2, payload.size(), crc);
+  crc = Crc32Update(crc, payload.data(), payload.size());
+  crc = put(1, static_cast<uint64_t>(received_ms), crc);
+  return crc;
+}
+
+// verify and the status's aggregation lines against the live server: a
+// version the server committed matches (exit 0); after one of its stored
+// updates is altered in the file (its checksum and row CRC made to fit),
+// it no longer does (exit 1, one line on stderr); a version no round
+// trained is FAILED_PRECONDITION (exit 1).
+TEST_F(AdminCliTest, VerifyRecomputesVersionsAndFailsWhenTheStoreWasAltered) {
+  RunRound("v-1", "v-2", 2);
+  AdminRun run = Admin({"verify"});
+  EXPECT_EQ(run.exit_status, 0) << run.err;
+  EXPECT_NE(run.out.find("version:              2\n"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("strategy:             fedavg\n"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("updates:              2\n"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("result:               matches\n"), std::string::npos) << run.out;
+  const v1::VerifyVersionResponse json = AdminJson<v1::VerifyVersionResponse>({"verify", "2"});
+  EXPECT_TRUE(json.matches());
+  EXPECT_EQ(json.committed_checksum(), Model(2).checksum());
+
+  run = Admin({"status"});
+  EXPECT_EQ(run.exit_status, 0) << run.err;
+  EXPECT_NE(run.out.find("aggregation:      fedavg: server lr 1; "), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("privacy:          off\n"), std::string::npos) << run.out;
+
+  run = Admin({"verify", "1"});
+  EXPECT_EQ(run.exit_status, 1);
+  EXPECT_EQ(run.err.rfind("tinyfed-admin: FAILED_PRECONDITION: ", 0), 0u) << run.err;
+
+  // One int8 value of v-1's update negated to the far end of its range.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("s.db").c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  sqlite3_stmt* read = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT payload, received_ms FROM updates "
+                               "WHERE round = 1 AND device_id = 'v-1'",
+                               -1, &read, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  ASSERT_EQ(sqlite3_step(read), SQLITE_ROW);
+  v1::Update update;
+  ASSERT_TRUE(update.ParseFromArray(sqlite3_column_blob(read, 0), sqlite3_column_bytes(read, 0)));
+  const int64_t received_ms = sqlite3_column_int64(read, 1);
+  sqlite3_finalize(read);
+  std::string deltas = update.weight_delta();
+  deltas[0] = static_cast<int8_t>(deltas[0]) >= 0 ? static_cast<char>(-127) : static_cast<char>(127);
+  update.set_weight_delta(deltas);
+  FixChecksum(&update);
+  const std::string payload = update.SerializeAsString();
+  sqlite3_stmt* write = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "UPDATE updates SET payload = ?1, crc = ?2 "
+                               "WHERE round = 1 AND device_id = 'v-1'",
+                               -1, &write, nullptr),
+            SQLITE_OK);
+  sqlite3_bind_blob(write, 1, payload.data(), static_cast<int>(payload.size()), SQLITE_STATIC);
+  sqlite3_bind_int64(write, 2, UpdateRowCrc(1, "v-1", payload, received_ms));
+  EXPECT_EQ(sqlite3_step(write), SQLITE_DONE) << sqlite3_errmsg(db);
+  sqlite3_finalize(write);
+  sqlite3_close(db);
+
+  run = Admin({"verify", "2"});
+  EXPECT_EQ(run.exit_status, 1) << run.out << run.err;
+  // "1 value differs" or "N values differ": how many depends on whether
+  // the change moved the norm clip of v-1's whole update.
+  EXPECT_NE(run.out.find("result:               "), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find(" differ"), std::string::npos) << run.out;
+  EXPECT_EQ(run.out.find("matches"), std::string::npos) << run.out;
+  EXPECT_EQ(run.err.rfind("tinyfed-admin: DATA_LOSS: version 2 does not match its recomputation",
+                          0),
+            0u)
+      << run.err;
 }
 
 }  // namespace

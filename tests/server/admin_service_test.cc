@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "child_process.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "in_process_server.h"
 #include "model_store.h"
 #include "server_config.h"
@@ -549,6 +550,91 @@ TEST_F(AdminServiceTest, FieldsOutOfRangeAreRefusedAndChangeNothing) {
 
 // tinyfed-server: a paused store stays paused across a restart, and its
 // health says so from the start; the start-up log says who is an admin.
+// An in-process server with `config`, an Admin stub on it, and devices
+// committing rounds, for the aggregation and privacy a test configures.
+class AdminAggregationTest : public AdminServiceTest {
+ protected:
+  void SetUp() override {}
+  void Start(const v1::ServerConfig& config) {
+    auto started = InProcessServer::Start(config);
+    ASSERT_TRUE(started.ok()) << started.status();
+    server_ = std::move(*started);
+    auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    admin_ = v1::Admin::NewStub(channel);
+    coordinator_ = v1::Coordinator::NewStub(channel);
+  }
+  grpc::Status Verify(uint32_t version, v1::VerifyVersionResponse* response) {
+    grpc::ClientContext context;
+    v1::VerifyVersionRequest request;
+    request.set_version(version);
+    return admin_->VerifyVersion(&context, request, response);
+  }
+};
+
+// Versions the server committed itself, by the round manager, recompute
+// from its store; the codes admin.proto states for the others.
+TEST_F(AdminAggregationTest, VerifyVersionRecomputesWhatTheServerCommitted) {
+  v1::ServerConfig config = Config();
+  config.mutable_aggregation()->set_strategy("median");
+  ASSERT_NO_FATAL_FAILURE(Start(config));
+  ASSERT_NO_FATAL_FAILURE(CommitRound());
+  ASSERT_NO_FATAL_FAILURE(CommitRound());
+  for (uint32_t version : {0u, 2u, 3u}) {
+    SCOPED_TRACE(version);
+    v1::VerifyVersionResponse r;
+    const grpc::Status s = Verify(version, &r);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(r.matches()) << r.ShortDebugString();
+    EXPECT_EQ(r.version(), version == 0 ? 3u : version);
+    EXPECT_EQ(r.strategy(), "median");
+    EXPECT_EQ(r.updates(), 2u);  // K = 2
+    EXPECT_EQ(r.differing_values(), 0u);
+    EXPECT_EQ(r.committed_checksum(),
+              server_->store().GetVersion(r.version()).value().checksum());
+    EXPECT_EQ(r.recomputed_checksum(), r.committed_checksum());
+  }
+  v1::VerifyVersionResponse r;
+  EXPECT_EQ(Verify(1, &r).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(Verify(9, &r).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// GetStatus shows the aggregation the next version will record and the
+// privacy spent so far, as the round manager has them, and the privacy
+// figures move with each committed (noised) version.
+TEST_F(AdminAggregationTest, StatusShowsTheAggregationAndThePrivacyBudget) {
+  v1::ServerConfig config = Config();
+  config.mutable_aggregation()->set_strategy("fedavg");
+  config.mutable_influence()->set_max_update_norm(0.5);  // 0.5 x 2^12 = 2048 master steps
+  config.mutable_influence()->set_max_norm_median_multiple(0);
+  config.mutable_privacy()->set_noise_multiplier(1);
+  config.mutable_privacy()->set_delta(1e-5);
+  config.mutable_privacy()->set_epsilon_budget(1000);
+  ASSERT_NO_FATAL_FAILURE(Start(config));
+  const v1::ServerStatus before = GetStatus();
+  EXPECT_EQ(before.aggregation().strategy(), "fedavg");
+  EXPECT_TRUE(before.aggregation().uniform_weights());
+  EXPECT_EQ(before.aggregation().norm_bound(), 2048u);
+  EXPECT_TRUE(before.privacy().enabled());
+  EXPECT_EQ(before.privacy().delta(), 1e-5);
+  EXPECT_EQ(before.privacy().epsilon_budget(), 1000);
+  EXPECT_EQ(before.privacy().noised_versions(), 0u);
+  EXPECT_EQ(before.privacy().epsilon_spent(), 0);
+
+  ASSERT_NO_FATAL_FAILURE(CommitRound());
+  const v1::ServerStatus after = GetStatus();
+  EXPECT_EQ(after.privacy().noised_versions(), 1u);
+  EXPECT_GT(after.privacy().epsilon_spent(), 0);
+  // The status's figures are the committed version's own record.
+  const v1::ModelVersion v2 = server_->store().GetVersion(2).value();
+  EXPECT_EQ(after.privacy().epsilon_spent(), v2.aggregation().epsilon_spent());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(
+      after.aggregation(), server_->manager().AggregationInForce()));
+  // And the noised version recomputes with its stored noise.
+  v1::VerifyVersionResponse r;
+  ASSERT_TRUE(Verify(2, &r).ok());
+  EXPECT_TRUE(r.matches()) << r.ShortDebugString();
+}
+
 TEST(AdminServerBinary, PausedStoreStartsNotServingUntilResumed) {
   TempDir dir;
   const int port = testing::FreeLoopbackPort();

@@ -209,6 +209,66 @@ TEST(StatusPage, StringsFromOperatorsAreEscaped) {
   EXPECT_NE(error.find("db &lt;locked&gt; &amp; &quot;x&quot;"), std::string::npos) << error;
 }
 
+// The <section id="aggregation" ...> start tag, or "" when there is none.
+std::string AggregationTag(const std::string& page) {
+  const size_t start = page.find("<section id=\"aggregation\"");
+  if (start == std::string::npos) return "";
+  return page.substr(start, page.find('>', start) - start + 1);
+}
+
+TEST(StatusPage, AggregationSectionNamesTheStrategyAndItsParameters) {
+  v1::ServerStatus status = Status();
+  v1::Aggregation& a = *status.mutable_aggregation();
+  a.set_strategy("trimmed-mean");
+  a.set_server_lr_q16(1u << 16);
+  a.set_trim_fraction_ppm(300000);
+  a.set_norm_bound(8);
+  const std::string page = RenderStatusPage(status, History());
+  const std::string tag = AggregationTag(page);
+  EXPECT_NE(tag.find("data-strategy=\"trimmed-mean\""), std::string::npos) << tag;
+  EXPECT_NE(tag.find("data-privacy=\"off\""), std::string::npos) << tag;
+  EXPECT_EQ(tag.find("data-epsilon-spent"), std::string::npos) << tag;
+  EXPECT_NE(page.find("trim 0.3 per end"), std::string::npos);
+  EXPECT_NE(page.find("norm bound 8"), std::string::npos);
+}
+
+TEST(StatusPage, PrivacyBudgetIsShownWithItsFigures) {
+  v1::ServerStatus status = Status();
+  status.mutable_aggregation()->set_strategy("fedavg");
+  v1::PrivacyStatus& p = *status.mutable_privacy();
+  p.set_enabled(true);
+  p.set_epsilon_spent(1.25);
+  p.set_epsilon_budget(8);
+  p.set_delta(1e-5);
+  p.set_noised_versions(12);
+  p.set_rounds_left(40);
+  const std::string page = RenderStatusPage(status, History());
+  const std::string tag = AggregationTag(page);
+  for (const char* attribute :
+       {"data-strategy=\"fedavg\"", "data-privacy=\"on\"", "data-epsilon-spent=\"1.25\"",
+        "data-epsilon-budget=\"8\"", "data-delta=\"1e-05\"", "data-noised-versions=\"12\"",
+        "data-rounds-left=\"40\""}) {
+    EXPECT_NE(tag.find(attribute), std::string::npos) << attribute << " in " << tag;
+  }
+  EXPECT_EQ(page.find("budget spent"), std::string::npos);
+  p.set_budget_spent(true);
+  p.set_rounds_left(0);
+  EXPECT_NE(RenderStatusPage(status, History()).find("budget spent, training stopped"),
+            std::string::npos);
+}
+
+// The strategy is the server's own record, but a damaged or hostile one
+// is still text.
+TEST(StatusPage, TheStrategyNameIsEscaped) {
+  v1::ServerStatus status = Status();
+  status.mutable_aggregation()->set_strategy("\"><script>x</script>");
+  const std::string page = RenderStatusPage(status, History());
+  EXPECT_EQ(page.find("<script"), std::string::npos);
+  EXPECT_NE(AggregationTag(page).find("data-strategy=\"&quot;&gt;&lt;script&gt;"),
+            std::string::npos)
+      << AggregationTag(page);
+}
+
 TEST(StatusPage, EscapeHtmlReplacesEveryMarkupCharacter) {
   EXPECT_EQ(EscapeHtml("a&b<c>d\"e'f"), "a&amp;b&lt;c&gt;d&quot;e&#39;f");
   EXPECT_EQ(EscapeHtml("plain text 123"), "plain text 123");
