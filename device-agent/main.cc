@@ -57,8 +57,12 @@ ABSL_FLAG(bool, progress, true,
           "on a terminal, a live line while a round runs: its counts and the time the run has "
           "left (redrawn at most 10 times a second)");
 ABSL_FLAG(std::string, attack, "none",
-          "'scaled': --attackers of the fleet send the largest legal update with random signs "
-          "and claim 2^24 samples");
+          "what the --attackers of the fleet do, each with its own valid key: 'scaled' sends "
+          "the largest legal update (every value +-127 at row scale 517, random signs) and "
+          "claims 2^24 samples; 'sign-flip' trains honestly and sends its delta negated with "
+          "row scales x10 (at most 517); 'random' sends uniform values in [-127, 127] at row "
+          "scale 517; 'label-flip' trains on labels c read as classes-1-c. All but 'scaled' "
+          "claim their true sample count");
 ABSL_FLAG(double, attackers, 0, "with --attack: the fraction of devices that attack, in [0, 1]");
 ABSL_FLAG(uint32_t, attack_from_round, 1,
           "with --attack: the round of the run from which the attackers attack (honest "
@@ -84,6 +88,29 @@ ABSL_FLAG(std::optional<uint32_t>, drift_window_rounds, std::nullopt,
 ABSL_FLAG(std::optional<double>, drift_margin, std::nullopt,
           "in-process server: a drift alert is raised when that window's accuracy falls more "
           "than this below the accuracy at promotion, in (0, 1] (default 0.05)");
+ABSL_FLAG(std::optional<std::string>, strategy, std::nullopt,
+          "in-process server: how a round's updates are combined: 'fedavg' (default), "
+          "'trimmed-mean' (per value, the mean after dropping --trim of the lowest and of the "
+          "highest), 'median' (per value), 'fedavgm' (server momentum) or 'fedadam'");
+ABSL_FLAG(std::optional<double>, trim, std::nullopt,
+          "--strategy trimmed-mean: the share dropped at each end, in [0, 0.5) (default 0.2)");
+ABSL_FLAG(std::optional<double>, dp_noise, std::nullopt,
+          "in-process server: central differential privacy with this noise multiplier z, in "
+          "[0.1, 1000]: discrete Gaussian noise of sigma = z x --dp_clip on every value of each "
+          "round's sum, every update weighing 1 (fedavg, fedavgm, fedadam)");
+ABSL_FLAG(std::optional<double>, dp_epsilon, std::nullopt,
+          "in-process server: central differential privacy spending at most this epsilon (at "
+          "--dp_delta) over the run: alone, the smallest noise multiplier that keeps --rounds "
+          "versions within it; with --dp_noise, that noise, and training stops when the "
+          "budget is spent");
+ABSL_FLAG(std::optional<double>, dp_clip, std::nullopt,
+          "with --dp_noise or --dp_epsilon: every update's delta is clipped to this L2 norm "
+          "(real units; the noise is proportional to it). Default 1: on digits the median update's "
+          "norm is about 1.2-1.8 in the first round and 0.4-0.9 after the fifth, so 1 clips the "
+          "early large steps and passes most later updates whole");
+ABSL_FLAG(std::optional<double>, dp_delta, std::nullopt,
+          "with --dp_noise or --dp_epsilon: the delta of the (epsilon, delta) reported, in "
+          "(0, 0.1] (default 1e-5)");
 ABSL_FLAG(bool, bounded_influence, true,
           "in-process server: cap each update's weight and clip its norm (false: plain FedAvg)");
 ABSL_FLAG(std::string, fleet_key, "",
@@ -115,7 +142,11 @@ constexpr char kUsage[] =
     "the server's staged rollout means for it, and the row shows the serving version's\n"
     "fleet accuracy (the server's drift window), the candidate in canary, its stage\n"
     "(canary, promoted, rolled back), the devices holding it, and drift alerts when raised\n"
-    "and cleared (--drift changes part of the fleet's data from a round on). A CSV's\n"
+    "and cleared (--drift changes part of the fleet's data from a round on). --strategy\n"
+    "chooses how the in-process server combines updates, --dp_noise or --dp_epsilon adds\n"
+    "central differential privacy (the row's eps column is the epsilon spent so far, and a\n"
+    "spent budget ends the run), --attack makes --attackers of the fleet send bad updates.\n"
+    "A CSV's\n"
     "first line is skipped as a header when none of its fields is a number\n"
     "(--header=true|false decides instead). Flags that do not apply to the run (--alpha\n"
     "with --partition iid, the in-process server's flags with --server, bridge flags\n"
@@ -144,7 +175,8 @@ constexpr const char* kSimulateOnlyFlags[] = {
     "rounds", "partition", "alpha", "seed", "concurrency", "clients_per_round", "epochs",
     "batch_size", "learning_rate", "metrics_out", "plot", "progress", "attack", "attackers",
     "bounded_influence", "fleet_key", "attack_from_round", "drift", "canary_fraction",
-    "rollout_min_devices", "rollout_tolerance", "drift_window_rounds", "drift_margin"};
+    "rollout_min_devices", "rollout_tolerance", "drift_window_rounds", "drift_margin",
+    "strategy", "trim", "dp_noise", "dp_epsilon", "dp_clip", "dp_delta"};
 constexpr const char* kBridgeOnlyFlags[] = {"device", "baud"};
 
 // absl flags are identifiers; accept the dashed spelling users expect.
@@ -253,6 +285,12 @@ int main(int argc, char** argv) {
   o.rollout_tolerance = absl::GetFlag(FLAGS_rollout_tolerance);
   o.drift_window_rounds = absl::GetFlag(FLAGS_drift_window_rounds);
   o.drift_margin = absl::GetFlag(FLAGS_drift_margin);
+  o.strategy = absl::GetFlag(FLAGS_strategy).value_or("");
+  o.trim = absl::GetFlag(FLAGS_trim);
+  o.dp_noise = absl::GetFlag(FLAGS_dp_noise);
+  o.dp_epsilon = absl::GetFlag(FLAGS_dp_epsilon);
+  o.dp_clip = absl::GetFlag(FLAGS_dp_clip);
+  o.dp_delta = absl::GetFlag(FLAGS_dp_delta);
   if (o.concurrency == 0) o.concurrency = std::max(1u, std::thread::hardware_concurrency());
   o.clients_per_round = absl::GetFlag(FLAGS_clients_per_round);
   o.epochs = absl::GetFlag(FLAGS_epochs);

@@ -17,6 +17,7 @@
 #include "generic_call.h"
 #include "google/protobuf/util/json_util.h"
 #include "in_process_server.h"
+#include "privacy.h"
 #include "progress_line.h"
 #include "run_plot.h"
 #include "server_config.h"
@@ -54,6 +55,17 @@ absl::StatusOr<v1::ModelVersion> FetchLatest(const std::shared_ptr<grpc::Channel
   grpc::Status s = stub->GetModel(&context, request, &model);
   if (!s.ok()) return absl::UnavailableError(DescribeGrpcStatus(s));
   return model;
+}
+
+// Whether the server adds DP noise (Admin GetStatus); false when its
+// Admin service does not answer (the rows say why then).
+bool ServerHasPrivacy(const std::shared_ptr<grpc::Channel>& channel) {
+  auto admin = v1::Admin::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::ServerStatus status;
+  return admin->GetStatus(&context, v1::GetStatusRequest(), &status).ok() &&
+         status.privacy().enabled();
 }
 
 // REQUIRES: ValidateSimulateOptions(o) is OK.
@@ -113,6 +125,28 @@ double CentralizedFloatAccuracy(const QuantizedSplit& data, const SimulateOption
 }
 
 }  // namespace
+
+absl::StatusOr<double> CalibrateNoiseMultiplier(double epsilon, double delta, uint32_t rounds,
+                                                double clip, uint32_t frac_bits, size_t values) {
+  // The server's own conversion (round_manager.cc BoundsFromConfig), so
+  // that the z found is calibrated for the bound the server applies.
+  const auto norm_bound = static_cast<uint64_t>(
+      std::max<long long>(1, std::llround(std::ldexp(clip, static_cast<int>(frac_bits)))));
+  const uint32_t z_q16 = server::NoiseMultiplierQ16For(epsilon, delta, rounds, norm_bound, values);
+  const double z = std::ldexp(static_cast<double>(z_q16), -16);
+  if (z_q16 == 0 || z > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--dp_epsilon ", epsilon, " over --rounds ", rounds,
+        " needs a noise multiplier above the server's largest, 1000; allow a larger epsilon "
+        "or fewer rounds"));
+  }
+  if (z < 0.1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--dp_epsilon ", epsilon, " over --rounds ", rounds, " needs only a noise multiplier of ",
+        z, ", below the server's smallest, 0.1; give --dp_noise 0.1 instead, or more rounds"));
+  }
+  return z;
+}
 
 absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
   auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
@@ -180,6 +214,12 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
       {"--rollout_tolerance", o.rollout_tolerance.has_value()},
       {"--drift_window_rounds", o.drift_window_rounds.has_value()},
       {"--drift_margin", o.drift_margin.has_value()},
+      {"--strategy", !o.strategy.empty()},
+      {"--trim", o.trim.has_value()},
+      {"--dp_noise", o.dp_noise.has_value()},
+      {"--dp_epsilon", o.dp_epsilon.has_value()},
+      {"--dp_clip", o.dp_clip.has_value()},
+      {"--dp_delta", o.dp_delta.has_value()},
   };
   for (const auto& [flag, set] : in_process_only) {
     if (set && !o.server.empty()) {
@@ -203,14 +243,20 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
   if (o.learning_rate.has_value() && !(*o.learning_rate > 0 && *o.learning_rate <= 16)) {
     return bad("--learning-rate must be in (0, 16], got ", *o.learning_rate);
   }
-  if (o.attack != "none" && o.attack != "scaled") {
-    return bad("--attack must be 'none' or 'scaled', got '", o.attack, "'");
+  if (!ParseAttack(o.attack).has_value()) {
+    return bad("--attack must be 'none', 'scaled', 'sign-flip', 'random' or 'label-flip', got '",
+               o.attack, "'");
   }
   if (!(o.attackers >= 0 && o.attackers <= 1)) {
     return bad("--attackers must be a fraction in [0, 1], got ", o.attackers);
   }
-  if ((o.attack == "none") != (o.attackers == 0)) {
-    return bad("--attack scaled and --attackers F > 0 go together");
+  if (o.attack == "none" && o.attackers != 0) {
+    return bad("--attackers ", o.attackers,
+               " goes with --attack scaled, sign-flip, random or label-flip");
+  }
+  if (o.attack != "none" && o.attackers == 0) {
+    return bad("--attack ", o.attack, " needs --attackers F > 0, the fraction of devices that "
+               "attack");
   }
   if (o.attackers > 0 && std::llround(o.attackers * o.devices) == 0) {
     return bad("--attackers ", o.attackers, " of --devices ", o.devices,
@@ -218,7 +264,7 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
   }
   if (o.attack_from_round < 1) return bad("--attack_from_round must be at least 1");
   if (o.attack_from_round != 1 && o.attack == "none") {
-    return bad("--attack_from_round ", o.attack_from_round, " goes with --attack scaled");
+    return bad("--attack_from_round ", o.attack_from_round, " goes with --attack");
   }
   if (o.attack_from_round > o.rounds) {
     return bad("--attack_from_round ", o.attack_from_round, " is after the last of --rounds ",
@@ -250,6 +296,45 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
   }
   if (o.drift_margin.has_value() && !(*o.drift_margin > 0 && *o.drift_margin <= 1)) {
     return bad("--drift_margin must be in (0, 1], got ", *o.drift_margin);
+  }
+  const std::string strategy = o.strategy.empty() ? std::string("fedavg") : o.strategy;
+  if (strategy != "fedavg" && strategy != "trimmed-mean" && strategy != "median" &&
+      strategy != "fedavgm" && strategy != "fedadam") {
+    return bad("--strategy must be 'fedavg', 'trimmed-mean', 'median', 'fedavgm' or 'fedadam', "
+               "got '", strategy, "'");
+  }
+  if (o.trim.has_value()) {
+    if (!(*o.trim >= 0 && *o.trim < 0.5)) return bad("--trim must be in [0, 0.5), got ", *o.trim);
+    if (strategy != "trimmed-mean") {
+      return bad("--trim ", *o.trim, " is trimmed-mean's share; --strategy ", strategy,
+                 " does not use it");
+    }
+  }
+  const bool dp = o.dp_noise.has_value() || o.dp_epsilon.has_value();
+  if (o.dp_noise.has_value() && !(*o.dp_noise >= 0.1 && *o.dp_noise <= 1000)) {
+    return bad("--dp_noise must be in [0.1, 1000], got ", *o.dp_noise);
+  }
+  if (o.dp_epsilon.has_value() && !(*o.dp_epsilon > 0 && std::isfinite(*o.dp_epsilon))) {
+    return bad("--dp_epsilon must be positive, got ", *o.dp_epsilon);
+  }
+  if (o.dp_clip.has_value() && !(*o.dp_clip >= std::ldexp(1.0, -14) && *o.dp_clip <= 1e6)) {
+    return bad("--dp_clip must be in [2^-14, 1e6], got ", *o.dp_clip);
+  }
+  if (o.dp_delta.has_value() && !(*o.dp_delta > 0 && *o.dp_delta <= 0.1)) {
+    return bad("--dp_delta must be in (0, 0.1], got ", *o.dp_delta);
+  }
+  if (!dp && (o.dp_clip.has_value() || o.dp_delta.has_value())) {
+    return bad(o.dp_clip.has_value() ? "--dp_clip" : "--dp_delta",
+               " goes with --dp_noise or --dp_epsilon (central DP is off without them)");
+  }
+  if (dp && (strategy == "trimmed-mean" || strategy == "median")) {
+    return bad(o.dp_noise.has_value() ? "--dp_noise" : "--dp_epsilon",
+               " is for --strategy fedavg, fedavgm or fedadam; --strategy ", strategy,
+               " has another sensitivity than the noise is calibrated for");
+  }
+  if (dp && !o.bounded_influence) {
+    return bad(o.dp_noise.has_value() ? "--dp_noise" : "--dp_epsilon",
+               " needs each update clipped; --bounded_influence=false turns the clip off");
   }
   if (!o.plot.empty() && o.plot == o.metrics_out) {
     return bad("--plot and --metrics-out both name ", o.plot, "; give them different files");
@@ -330,6 +415,16 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   config->set_drift(o.drift);
   config->set_attack(o.attack);
   config->set_attackers(o.attackers);
+  const std::string strategy = o.strategy.empty() ? std::string("fedavg") : o.strategy;
+  const double trim = strategy == "trimmed-mean" ? o.trim.value_or(kDefaultTrim) : 0;
+  const bool dp = o.dp_noise.has_value() || o.dp_epsilon.has_value();
+  const double dp_clip = o.dp_clip.value_or(kDefaultDpClip);
+  const double dp_delta = o.dp_delta.value_or(kDefaultDpDelta);
+  double dp_noise = o.dp_noise.value_or(0);
+  if (o.server.empty()) {
+    config->set_strategy(strategy);
+    config->set_trim(trim);
+  }
 
   std::unique_ptr<server::InProcessServer> local;
   std::string address = o.server;
@@ -363,7 +458,29 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
         o.drift_window_rounds.value_or(kDefaultDriftWindowRounds));
     sc.mutable_drift()->set_margin(o.drift_margin.value_or(kDefaultDriftMargin));
     if (!o.fleet_key_file.empty()) sc.set_fleet_key_file(o.fleet_key_file);
+    sc.mutable_aggregation()->set_strategy(strategy);
+    if (strategy == "trimmed-mean") sc.mutable_aggregation()->set_trim_fraction(trim);
     server::ApplyDefaults(&sc);
+    if (dp) {
+      if (!o.dp_noise.has_value()) {
+        const size_t values = size_t{sc.head().class_count()} * (sc.head().feature_count() + 1);
+        absl::StatusOr<double> z = CalibrateNoiseMultiplier(
+            *o.dp_epsilon, dp_delta, o.rounds, dp_clip, sc.head().weight_frac_bits(), values);
+        if (!z.ok()) return z.status();
+        dp_noise = *z;
+      }
+      // The fixed clip is the mechanism's sensitivity; a clip relative to
+      // the round's median would depend on other devices' data.
+      sc.mutable_influence()->set_max_update_norm(dp_clip);
+      sc.mutable_influence()->set_max_norm_median_multiple(0);
+      sc.mutable_privacy()->set_noise_multiplier(dp_noise);
+      sc.mutable_privacy()->set_delta(dp_delta);
+      if (o.dp_epsilon.has_value()) sc.mutable_privacy()->set_epsilon_budget(*o.dp_epsilon);
+      config->set_dp_noise(dp_noise);
+      config->set_dp_clip(dp_clip);
+      config->set_dp_delta(dp_delta);
+      config->set_dp_epsilon(o.dp_epsilon.value_or(0));
+    }
     absl::StatusOr<std::unique_ptr<server::InProcessServer>> started =
         server::InProcessServer::Start(sc);
     if (!started.ok()) return started.status();
@@ -385,7 +502,8 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   fleet_options.fleet_key = fleet_key;
   fleet_options.concurrency = o.concurrency;
   fleet_options.seed = o.seed;
-  if (o.attack == "scaled") {
+  if (o.attack != "none") {
+    fleet_options.attack = *ParseAttack(o.attack);  // validated above
     fleet_options.attackers = ChooseAttackers(o.devices, o.attackers, o.seed);
     fleet_options.attack_from_round = o.attack_from_round;
   }
@@ -415,12 +533,34 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   std::fprintf(out, "%u devices (%s%s), server %s\n\n", o.devices, o.partition.c_str(),
                o.partition == "dirichlet" ? absl::StrCat(", alpha ", alpha).c_str() : "",
                o.server.empty() ? absl::StrCat("in-process at ", address).c_str() : address.c_str());
-  if (o.attack == "scaled") {
+  if (o.server.empty()) {
+    std::string line = absl::StrCat("aggregation: ", strategy);
+    if (strategy == "trimmed-mean") absl::StrAppend(&line, " (beta ", trim, ")");
+    if (dp) {
+      absl::StrAppend(&line, "; central DP: noise multiplier ", dp_noise, " x clip ", dp_clip,
+                      ", delta ", dp_delta);
+      if (o.dp_epsilon.has_value()) {
+        absl::StrAppend(&line, ", budget epsilon ", *o.dp_epsilon,
+                        o.dp_noise.has_value() ? "" : absl::StrCat(" over ", o.rounds, " rounds"));
+      }
+    }
+    std::fprintf(out, "%s\n\n", line.c_str());
+  }
+  if (o.attack != "none") {
     const auto count = std::count(fleet_options.attackers.begin(), fleet_options.attackers.end(),
                                   true);
-    std::fprintf(out, "attack: %ld of %u devices declare and claim %u samples and send the "
-                      "largest delta with random signs from round %u on; bounded influence %s\n\n",
-                 static_cast<long>(count), o.devices, kAttackSampleCount, o.attack_from_round,
+    const std::string what =
+        o.attack == "scaled"
+            ? absl::StrCat("declare and claim ", kAttackSampleCount,
+                           " samples and send the largest delta with random signs")
+        : o.attack == "sign-flip"
+            ? absl::StrCat("send their trained delta negated, row scales x", kSignFlipGain,
+                           " (at most ", kLargestRowScale, ")")
+        : o.attack == "random"
+            ? absl::StrCat("send uniform random values at row scale ", kLargestRowScale)
+            : std::string("train on labels c read as classes - 1 - c");
+    std::fprintf(out, "attack: %ld of %u devices %s from round %u on; bounded influence %s\n\n",
+                 static_cast<long>(count), o.devices, what.c_str(), o.attack_from_round,
                  o.server.empty() ? (o.bounded_influence ? "on" : "off") : "as the server has it");
   }
   if (!o.drift.empty()) {
@@ -441,10 +581,12 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
   // Fleet accuracy is the serving version's on the devices' own data (the
   // server's drift window after the round); "on cand" counts the devices
   // holding the candidate.
-  std::fprintf(out, "%6s %8s %13s %13s %10s %9s %7s %8s %10s %-16s %7s %11s %13s %8s\n",
+  // The spent epsilon is a column only when the server adds noise.
+  const bool show_epsilon = o.server.empty() ? dp : ServerHasPrivacy(channel);
+  std::fprintf(out, "%6s %8s %13s %13s %10s %9s %7s %8s %10s %-16s %7s %11s %13s %8s%s\n",
                "round", "version", "participants", "test accuracy", "test loss", "fleet acc",
                "devices", "serving", "candidate", "stage", "on cand", "bytes up", "bytes down",
-               "seconds");
+               "seconds", show_epsilon ? absl::StrFormat(" %8s", "eps").c_str() : "");
   std::fflush(out);
 
   // RunRound calls the progress callback under its own lock, one call at a
@@ -478,13 +620,14 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
                                       : absl::StrCat("v", fleet_status.candidate_version);
     if (fleet_status.known) {
       std::fprintf(out,
-                   "%6u %8u %13u %13.4f %10.4f %9.4f %7u %8s %10s %-16s %7u %11llu %13llu %8.2f%s\n",
+                   "%6u %8u %13u %13.4f %10.4f %9.4f %7u %8s %10s %-16s %7u %11llu %13llu %8.2f%s%s\n",
                    result->round, result->model_version, result->participants, result->accuracy,
                    result->loss, fleet_status.accuracy, fleet_status.devices,
                    absl::StrCat("v", fleet_status.serving_version).c_str(), candidate.c_str(),
                    fleet_status.stage.c_str(), fleet_status.devices_serving_candidate,
                    static_cast<unsigned long long>(result->uplink_bytes),
                    static_cast<unsigned long long>(result->downlink_bytes), result->seconds,
+                   show_epsilon ? absl::StrFormat(" %8.4f", fleet_status.epsilon_spent).c_str() : "",
                    result->committed ? "" : "  (not committed)");
     } else {
       if (fleet_unknown_reported.empty()) {
@@ -530,10 +673,19 @@ absl::StatusOr<v1::SimulationReport> RunSimulate(const SimulateOptions& o, FILE*
     row->set_stage(fleet_status.known ? fleet_status.stage : "");
     for (const std::string& a : fleet_status.alerts) row->add_alerts(a);
     row->set_devices_serving_candidate(fleet_status.devices_serving_candidate);
+    row->set_epsilon(fleet_status.epsilon_spent);
     report.set_final_accuracy(result->accuracy);
     models_installed += result->models_installed;
     models_refused += result->models_refused;
     evaluation_tasks += result->evaluation_tasks;
+    if (fleet_status.budget_spent && r < o.rounds) {
+      // The server opens no more rounds (server_config.proto
+      // PrivacyPolicy.epsilon_budget): waiting would only time out.
+      std::fprintf(out, "\nprivacy budget spent: epsilon %.4f of %g; the server opens no more "
+                        "rounds, so the run stops after %u of %u\n",
+                   fleet_status.epsilon_spent, fleet_status.epsilon_budget, r, o.rounds);
+      break;
+    }
   }
   std::fprintf(out, "\nserving: devices installed %llu deployed models (refused %llu) and "
                     "submitted %llu evaluation-only tasks\n",

@@ -19,25 +19,60 @@
 namespace tinyfed::agent {
 namespace {
 
-// Replaces a signed update with the scaled attack (see the header): the
-// same task, base version and ids, the largest legal everything else,
-// signed again with the attacker's own key.
-absl::Status RewriteAsScaledAttack(std::vector<uint8_t>* bytes, const Key256& device_key,
-                                   uint64_t seed) {
+void Rewrite(AttackKind kind, v1::Update* u, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto each_value = [&](auto change) {
+    for (std::string* values : {u->mutable_weight_delta(), u->mutable_bias_delta()}) {
+      for (char& ch : *values) ch = static_cast<char>(change(static_cast<int8_t>(ch)));
+    }
+  };
+  switch (kind) {
+    case AttackKind::kScaled:
+      each_value([&](int8_t) { return (rng() & 1) != 0 ? 127 : -127; });
+      for (int c = 0; c < u->row_scales_size(); ++c) u->set_row_scales(c, kLargestRowScale);
+      u->set_sample_count(kAttackSampleCount);
+      break;
+    case AttackKind::kSignFlip:
+      // A correct device never sends -128 (validated by the server), so
+      // the negation stays within int8.
+      each_value([](int8_t q) { return static_cast<int8_t>(-q); });
+      for (int c = 0; c < u->row_scales_size(); ++c) {
+        u->set_row_scales(c, std::min(kLargestRowScale, kSignFlipGain * u->row_scales(c)));
+      }
+      break;
+    case AttackKind::kRandom: {
+      std::uniform_int_distribution<int> value(-127, 127);
+      each_value([&](int8_t) { return static_cast<int8_t>(value(rng)); });
+      for (int c = 0; c < u->row_scales_size(); ++c) u->set_row_scales(c, kLargestRowScale);
+      break;
+    }
+    case AttackKind::kNone:
+    case AttackKind::kLabelFlip:
+      break;
+  }
+}
+
+}  // namespace
+
+std::optional<AttackKind> ParseAttack(std::string_view name) {
+  if (name == "none") return AttackKind::kNone;
+  if (name == "scaled") return AttackKind::kScaled;
+  if (name == "sign-flip") return AttackKind::kSignFlip;
+  if (name == "random") return AttackKind::kRandom;
+  if (name == "label-flip") return AttackKind::kLabelFlip;
+  return std::nullopt;
+}
+
+absl::Status RewriteUpdateAsAttack(AttackKind kind, std::vector<uint8_t>* bytes,
+                                   const Key256& device_key, uint64_t seed) {
   v1::SignedRequest envelope;
   v1::Update u;
   if (!envelope.ParseFromArray(bytes->data(), static_cast<int>(bytes->size())) ||
       !u.ParseFromString(envelope.body())) {
     return absl::InternalError("an attacker could not read its own update");
   }
-  std::mt19937_64 rng(seed);
-  auto largest = [&](std::string* values) {
-    for (char& ch : *values) ch = static_cast<char>((rng() & 1) != 0 ? 127 : -127);
-  };
-  largest(u.mutable_weight_delta());
-  largest(u.mutable_bias_delta());
-  for (int c = 0; c < u.row_scales_size(); ++c) u.set_row_scales(c, 517);
-  u.set_sample_count(kAttackSampleCount);
+  if (kind == AttackKind::kNone || kind == AttackKind::kLabelFlip) return absl::OkStatus();
+  Rewrite(kind, &u, seed);
   uint32_t crc = tinyfed_crc32_update(
       0, reinterpret_cast<const uint8_t*>(u.weight_delta().data()), u.weight_delta().size());
   crc = tinyfed_crc32_update(crc, reinterpret_cast<const uint8_t*>(u.bias_delta().data()),
@@ -52,8 +87,6 @@ absl::Status RewriteAsScaledAttack(std::vector<uint8_t>* bytes, const Key256& de
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 absl::StatusOr<Evaluation> EvaluateModel(const v1::ModelVersion& model,
                                          const Eigen::MatrixXd& features,
@@ -155,7 +188,9 @@ FleetStatus VirtualFleet::ReadFleetStatus(uint32_t after_round) {
       fleet.unknown_reason = absl::StrCat("Admin GetStatus: ", DescribeGrpcStatus(s));
       return fleet;
     }
-    if (status.round().round() > after_round || std::chrono::steady_clock::now() > deadline) {
+    // A spent privacy budget opens no next round: nothing to wait for.
+    if (status.round().round() > after_round || status.privacy().budget_spent() ||
+        std::chrono::steady_clock::now() > deadline) {
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -166,6 +201,10 @@ FleetStatus VirtualFleet::ReadFleetStatus(uint32_t after_round) {
   fleet.accuracy = window.samples() == 0 ? 0
                                          : static_cast<double>(window.correct()) /
                                                static_cast<double>(window.samples());
+  fleet.privacy = status.privacy().enabled();
+  fleet.epsilon_spent = status.privacy().epsilon_spent();
+  fleet.epsilon_budget = status.privacy().epsilon_budget();
+  fleet.budget_spent = status.privacy().budget_spent();
   fleet.serving_version = status.serving_version();
   fleet.candidate_version = status.candidate_version();
   for (const v1::Alert& alert : status.alerts()) {
@@ -292,8 +331,9 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
     LocalData(d, &x, &y);
     const tinyfed_dataset_t local{x.data(), y.data(), static_cast<uint32_t>(y.size()), features};
     DeviceState& device = devices_[d];
-    const uint32_t samples =
-        a->attacker ? kAttackSampleCount : static_cast<uint32_t>((*shards_)[d].size());
+    const uint32_t samples = a->attacker && options_.attack == AttackKind::kScaled
+                                 ? kAttackSampleCount
+                                 : static_cast<uint32_t>((*shards_)[d].size());
     // A device installs at most a few models a round: the server sends one
     // only when the device holds another version, so more means a model
     // the device refuses, which it would be sent again and again.
@@ -397,8 +437,14 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
       // The task's model on the device's own samples, before training: the
       // update carries it (federated evaluation).
       tinyfed_evaluation_t evaluation{};
-      if (tinyfed_evaluate(&a.ctx, &local, &evaluation) != TINYFED_OK ||
-          tinyfed_train(&a.ctx, &local) != TINYFED_OK ||
+      if (tinyfed_evaluate(&a.ctx, &local, &evaluation) != TINYFED_OK) {
+        a.error = tinyfed_last_error_message(&a.ctx);
+        continue;
+      }
+      if (a.attacker && options_.attack == AttackKind::kLabelFlip) {
+        for (uint8_t& label : y) label = static_cast<uint8_t>(classes - 1 - label);
+      }
+      if (tinyfed_train(&a.ctx, &local) != TINYFED_OK ||
           tinyfed_update_encode(&a.ctx, a.update.data(), a.update.size(), &len) != TINYFED_OK) {
         a.error = tinyfed_last_error_message(&a.ctx);
         continue;
@@ -406,7 +452,8 @@ absl::StatusOr<RoundResult> VirtualFleet::RunRound(
       a.update.resize(len);
       if (a.attacker) {
         const uint64_t seed = (options_.seed * 1000003u + rounds_run_) * 1000003u + a.device;
-        if (absl::Status s = RewriteAsScaledAttack(&a.update, a.key, seed); !s.ok()) {
+        if (absl::Status s = RewriteUpdateAsAttack(options_.attack, &a.update, a.key, seed);
+            !s.ok()) {
           a.error = std::string(s.message());
           continue;
         }

@@ -8,15 +8,31 @@
 // an SDK context only while it holds a task, and `concurrency` workers
 // train those, so memory is bounded by the round's tasks, not the fleet.
 //
-// Attack mode (the "scaled" attack of DESIGN.md "Trust"): a device marked
-// as an attacker holds a task like any other, but declares 2^24 samples
-// at check-in and, instead of its trained delta, sends the largest legal
-// update: sample_count 2^24, every row scale 517 and every int8 value +127
-// or -127 with a random sign (seeded by the fleet's seed, the round and the
-// device, so a run is reproducible), with a correct checksum. That is all
-// an attacker holding its own valid identity can claim: it cannot exceed
-// the protocol's bounds (the server refuses that) nor claim more samples
-// than it declared (refused too), so it declares the most.
+// Attacks: a device marked as an attacker holds a task like any other
+// (its check-ins and updates signed with its own valid key) and from the
+// run's round `attack_from_round` on sends, instead of its honest update:
+//   - scaled: declares 2^24 samples at check-in and sends the largest
+//     legal update: sample_count 2^24, every row scale 517 (the
+//     protocol's largest) and every int8 value +127 or -127 with a random
+//     sign. That is all an attacker holding its own valid identity can
+//     claim: it cannot exceed the protocol's bounds (the server refuses
+//     that) nor claim more samples than it declared (refused too), so it
+//     declares the most.
+//   - sign-flip: trains honestly, then sends its delta negated and
+//     amplified: every int8 value q becomes -q (the quantizer's range is
+//     symmetric, so -q is legal), every row scale s becomes min(10 s, 517),
+//     with its honest sample count.
+//   - random: uniform int8 values in [-127, 127] at row scale 517 on
+//     every row, with its honest sample count (noise of the largest
+//     legal magnitude, not aimed anywhere).
+//   - label-flip: trains honestly on its own samples with every label c
+//     read as classes - 1 - c (data poisoning; the update itself is a
+//     correct device's). Its federated evaluation and serving state use the
+//     true labels: it attacks the model, not the monitoring.
+// Random choices (signs, values) are seeded by the fleet's seed, the
+// round and the device, so a run is reproducible. A rewritten update
+// keeps the task's ids and base version, carries a correct checksum and
+// is signed again with the attacker's key (RewriteUpdateAsAttack).
 //
 // Keys: every device signs its check-ins and updates with its own device
 // key, derived from the fleet key the server holds (device_key.h), as a
@@ -50,7 +66,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <grpcpp/generic/generic_stub.h>
@@ -64,6 +82,11 @@
 
 namespace tinyfed::agent {
 
+// The attacks of the header comment.
+enum class AttackKind { kNone, kScaled, kSignFlip, kRandom, kLabelFlip };
+// "none", "scaled", "sign-flip", "random", "label-flip"; nullopt otherwise.
+std::optional<AttackKind> ParseAttack(std::string_view name);
+
 struct FleetOptions {
   // The server's fleet key, from which each device's key is derived.
   Key256 fleet_key;
@@ -72,7 +95,8 @@ struct FleetOptions {
   // How long to wait for a round to commit after the fleet is done with it.
   double round_timeout_s = 120;
   // Devices that attack, by index (empty or false: honest), from the
-  // run's round attack_from_round on (honest before it).
+  // run's round attack_from_round on (honest before it), with `attack`.
+  AttackKind attack = AttackKind::kNone;
   std::vector<bool> attackers;
   uint32_t attack_from_round = 1;
   // Drift: none when drift.round is 0; devices whose data drifts, by index.
@@ -80,8 +104,24 @@ struct FleetOptions {
   std::vector<bool> drifted;
 };
 
-// The sample count an attacker declares and claims: the protocol's largest.
+// The sample count a scaled attacker declares and claims: the protocol's
+// largest.
 inline constexpr uint32_t kAttackSampleCount = uint32_t{1} << 24;
+// The largest row scale the protocol accepts (master steps per int8 step).
+inline constexpr uint32_t kLargestRowScale = 517;
+// How much a sign-flip attacker amplifies its row scales (then capped at
+// kLargestRowScale).
+inline constexpr uint32_t kSignFlipGain = 10;
+
+// Rewrites `signed_update` (a SignedRequest around an Update, as the SDK
+// encodes it) as `kind` demands of an attacker's update (header comment):
+// kScaled, kSignFlip and kRandom change the Update; kLabelFlip and kNone
+// leave it as it is (label-flip changes the data, not the update). The
+// checksum is recomputed and the envelope signed again with `device_key`.
+// `seed` draws the random signs and values.
+// Errors: INTERNAL when the bytes are not a SignedRequest around an Update.
+absl::Status RewriteUpdateAsAttack(AttackKind kind, std::vector<uint8_t>* signed_update,
+                                   const Key256& device_key, uint64_t seed);
 
 struct RoundProgress {
   uint32_t checked_in = 0;
@@ -110,6 +150,13 @@ struct FleetStatus {
   // decided about it: a new candidate is committed at a close and reaches
   // devices only at the next round's check-ins.
   uint32_t devices_serving_candidate = 0;
+  // Central DP (admin.proto PrivacyStatus), after the round's close: the
+  // (epsilon, delta)-DP spent by every version committed so far, and
+  // whether the budget is spent (no round opens any more).
+  bool privacy = false;
+  double epsilon_spent = 0;
+  double epsilon_budget = 0;  // 0: none
+  bool budget_spent = false;
 };
 
 struct RoundResult {

@@ -13,14 +13,18 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "dataset.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "in_process_server.h"
 #include "server_config.h"
-#include "google/protobuf/util/json_util.h"
+#include "tinyfed_common/crc32.h"
+#include "virtual_fleet.h"
 
 #ifndef TINYFED_AGENT_BINARY
 #error "TINYFED_AGENT_BINARY must name the tinyfed-agent executable"
@@ -375,6 +379,36 @@ TEST(SimulateCli, BadInputGivesOneLineNamingTheProblem) {
       {"simulate --dataset=" + dir.File("header.csv") + " --header=false",
        "header.csv:1: field 1 'sepal_length_(cm)' is not a number"},
       {"simulate --plot=/nonexistent-dir/p.svg", "--plot"},
+      // Strategies, central DP and attacks (issue 15), in both spellings.
+      {"simulate --strategy=krum", "--strategy", "'krum'"},
+      {"simulate --strategy=median --trim=0.2", "--trim 0.2", "--strategy median"},
+      {"simulate --trim=0.3", "--trim 0.3", "--strategy fedavg"},
+      {"simulate --strategy=trimmed-mean --trim=0.5", "--trim must be in [0, 0.5)"},
+      {"simulate --dp-noise=0.05", "--dp_noise must be in [0.1, 1000]"},
+      {"simulate --dp_noise=0.05", "--dp_noise must be in [0.1, 1000]"},
+      {"simulate --dp-epsilon=0", "--dp_epsilon must be positive"},
+      {"simulate --dp-clip=1", "--dp_clip goes with --dp_noise or --dp_epsilon"},
+      {"simulate --dp_delta=1e-6", "--dp_delta goes with --dp_noise or --dp_epsilon"},
+      {"simulate --dp-noise=1 --dp-delta=0.5", "--dp_delta must be in (0, 0.1]"},
+      {"simulate --dp-noise=1 --dp-clip=0", "--dp_clip must be in [2^-14, 1e6]"},
+      {"simulate --dp-noise=1 --strategy=median", "--dp_noise", "--strategy median"},
+      {"simulate --dp-epsilon=1 --strategy=trimmed-mean", "--dp_epsilon",
+       "--strategy trimmed-mean"},
+      {"simulate --dp-noise=1 --bounded_influence=false", "--dp_noise",
+       "--bounded_influence=false"},
+      {"simulate --dp-epsilon=1e-9 --rounds=30", "--dp_epsilon 1e-09 over --rounds 30",
+       "1000"},
+      {"simulate --server=127.0.0.1:1 --fleet_key=" + key + " --strategy=median", "--strategy",
+       "--server 127.0.0.1:1"},
+      {"simulate --server=127.0.0.1:1 --fleet_key=" + key + " --dp-noise=1", "--dp_noise",
+       "--server 127.0.0.1:1"},
+      {"simulate --server=127.0.0.1:1 --fleet_key=" + key + " --dp-epsilon=1", "--dp_epsilon",
+       "--server 127.0.0.1:1"},
+      {"simulate --attack=sign-flip", "--attack sign-flip needs --attackers"},
+      {"simulate --attackers=0.2", "--attackers 0.2 goes with --attack"},
+      {"simulate --attack=label_flip --attackers=0.2", "'label_flip'"},
+      {"bridge --device=tcp:127.0.0.1:1 --server=127.0.0.1:1 --dp-noise=1", "--dp-noise",
+       "'simulate'"},
   };
   for (const Case& c : cases) {
     std::string out;
@@ -433,6 +467,218 @@ TEST(SimulateCli, HelpDescribesTheCommand) {
   EXPECT_NE(out.find("--plot"), std::string::npos);
   EXPECT_NE(out.find("--delimiter"), std::string::npos);
   EXPECT_NE(out.find("--header"), std::string::npos);
+}
+
+// A signed update as a device sends it: 3 classes of 4 features, values
+// covering both ends of the int8 range and zero, row scales below, at and
+// above the point where x10 reaches the protocol's 517.
+struct SignedUpdate {
+  v1::Update update;
+  std::vector<uint8_t> bytes;
+};
+SignedUpdate HonestSignedUpdate(const Key256& key) {
+  SignedUpdate s;
+  v1::Update& u = s.update;
+  u.set_round(7);
+  u.set_task_token("token");
+  u.set_device_id("sim-000042");
+  u.set_base_version(6);
+  u.set_sample_count(13);
+  const std::string weights = {127, -127, 0, 1, -1, 64, -64, 5, 100, -100, 2, -3};
+  u.set_weight_delta(weights);
+  u.set_bias_delta(std::string{9, -9, 0});
+  for (uint32_t scale : {1u, 51u, 52u}) u.add_row_scales(scale);
+  u.set_local_loss_q16(12345);
+  u.mutable_evaluation()->set_model_version(6);
+  u.mutable_evaluation()->set_samples(13);
+  u.mutable_evaluation()->set_correct(11);
+  uint32_t crc = tinyfed_crc32_update(0, reinterpret_cast<const uint8_t*>(weights.data()),
+                                      weights.size());
+  crc = tinyfed_crc32_update(crc, reinterpret_cast<const uint8_t*>(u.bias_delta().data()),
+                             u.bias_delta().size());
+  u.set_checksum(crc);
+  v1::SignedRequest envelope;
+  envelope.set_device_id(u.device_id());
+  envelope.set_body(u.SerializeAsString());
+  const Tag256 tag = RequestTag(key, RequestType::kUpdate, envelope.body());
+  envelope.set_tag(std::string(tag.begin(), tag.end()));
+  const std::string wire = envelope.SerializeAsString();
+  s.bytes.assign(wire.begin(), wire.end());
+  return s;
+}
+
+Key256 TestKey() {
+  std::array<uint8_t, Key256::kSize> bytes;
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(3 * i + 1);
+  return Key256(bytes);
+}
+
+// The rewritten envelope: same device id, a tag made with the attacker's
+// key over the new body, and the Update inside with a correct checksum.
+v1::Update OpenRewritten(const std::vector<uint8_t>& bytes, const Key256& key) {
+  v1::SignedRequest envelope;
+  EXPECT_TRUE(envelope.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
+  EXPECT_EQ(envelope.device_id(), "sim-000042");
+  const Tag256 tag = RequestTag(key, RequestType::kUpdate, envelope.body());
+  EXPECT_EQ(envelope.tag(), std::string(tag.begin(), tag.end())) << "signed with its valid key";
+  v1::Update u;
+  EXPECT_TRUE(u.ParseFromString(envelope.body()));
+  uint32_t crc = tinyfed_crc32_update(
+      0, reinterpret_cast<const uint8_t*>(u.weight_delta().data()), u.weight_delta().size());
+  crc = tinyfed_crc32_update(crc, reinterpret_cast<const uint8_t*>(u.bias_delta().data()),
+                             u.bias_delta().size());
+  EXPECT_EQ(u.checksum(), crc);
+  return u;
+}
+
+TEST(Attacks, ParseNamesEveryAttackAndNothingElse) {
+  EXPECT_EQ(ParseAttack("none"), AttackKind::kNone);
+  EXPECT_EQ(ParseAttack("scaled"), AttackKind::kScaled);
+  EXPECT_EQ(ParseAttack("sign-flip"), AttackKind::kSignFlip);
+  EXPECT_EQ(ParseAttack("random"), AttackKind::kRandom);
+  EXPECT_EQ(ParseAttack("label-flip"), AttackKind::kLabelFlip);
+  EXPECT_FALSE(ParseAttack("sign_flip").has_value());
+  EXPECT_FALSE(ParseAttack("").has_value());
+}
+
+// Sign-flip: the honest update negated, row scales x10 capped at 517, and
+// nothing else changed (ids, base version, sample count, loss, evaluation).
+TEST(Attacks, SignFlipIsTheHonestUpdateNegatedAndAmplified) {
+  const Key256 key = TestKey();
+  SignedUpdate honest = HonestSignedUpdate(key);
+  std::vector<uint8_t> bytes = honest.bytes;
+  ASSERT_TRUE(RewriteUpdateAsAttack(AttackKind::kSignFlip, &bytes, key, 99).ok());
+  const v1::Update flipped = OpenRewritten(bytes, key);
+  v1::Update expected = honest.update;
+  expected.set_weight_delta(std::string{-127, 127, 0, -1, 1, -64, 64, -5, -100, 100, -2, 3});
+  expected.set_bias_delta(std::string{-9, 9, 0});
+  expected.set_row_scales(0, 10);
+  expected.set_row_scales(1, 510);
+  expected.set_row_scales(2, 517);  // 520 capped
+  expected.set_checksum(flipped.checksum());  // checked against the values above
+  std::string difference;
+  google::protobuf::util::MessageDifferencer differ;
+  differ.ReportDifferencesToString(&difference);
+  EXPECT_TRUE(differ.Compare(expected, flipped)) << difference;
+  EXPECT_NE(flipped.checksum(), honest.update.checksum());
+}
+
+// Random: every value drawn from [-127, 127] at row scale 517, the honest
+// sample count, reproducible from the seed.
+TEST(Attacks, RandomIsUniformValuesAtTheLargestScale) {
+  const Key256 key = TestKey();
+  SignedUpdate honest = HonestSignedUpdate(key);
+  // A 64x10 head's worth of values: enough draws to see the spread.
+  std::string weights(640, 0);
+  honest.update.set_weight_delta(weights);
+  v1::SignedRequest envelope;
+  ASSERT_TRUE(envelope.ParseFromArray(honest.bytes.data(), static_cast<int>(honest.bytes.size())));
+  envelope.set_body(honest.update.SerializeAsString());
+  const std::string wire = envelope.SerializeAsString();
+  const std::vector<uint8_t> start(wire.begin(), wire.end());
+  std::vector<uint8_t> a = start, b = start, c = start;
+  ASSERT_TRUE(RewriteUpdateAsAttack(AttackKind::kRandom, &a, key, 5).ok());
+  ASSERT_TRUE(RewriteUpdateAsAttack(AttackKind::kRandom, &b, key, 5).ok());
+  ASSERT_TRUE(RewriteUpdateAsAttack(AttackKind::kRandom, &c, key, 6).ok());
+  EXPECT_EQ(a, b) << "the same seed draws the same update";
+  EXPECT_NE(a, c) << "another seed, another update";
+  const v1::Update u = OpenRewritten(a, key);
+  EXPECT_EQ(u.sample_count(), 13u) << "the honest count";
+  EXPECT_EQ(u.round(), 7u);
+  EXPECT_EQ(u.base_version(), 6u);
+  for (uint32_t scale : u.row_scales()) EXPECT_EQ(scale, kLargestRowScale);
+  ASSERT_EQ(u.weight_delta().size(), 640u);
+  std::set<int> seen;
+  double sum = 0;
+  for (char ch : u.weight_delta() + u.bias_delta()) {
+    const int q = static_cast<int8_t>(ch);
+    EXPECT_NE(q, -128) << "outside the protocol's range";
+    seen.insert(q);
+    sum += q;
+  }
+  // 643 uniform draws over 255 values: about 255 (1 - e^(-643/255)) = 235
+  // distinct ones are expected, and a mean within 3 x 73.6 / sqrt(643) =
+  // 8.7 of 0 (73.6 is the uniform's standard deviation) but for 0.3% of
+  // seeds; this seed is fixed, so the check is deterministic.
+  EXPECT_GT(seen.size(), 200u);
+  EXPECT_LT(std::abs(sum / 643), 8.7);
+}
+
+// Scaled: the largest legal update with random signs, claiming 2^24 samples.
+TEST(Attacks, ScaledIsTheLargestLegalUpdate) {
+  const Key256 key = TestKey();
+  SignedUpdate honest = HonestSignedUpdate(key);
+  std::vector<uint8_t> bytes = honest.bytes;
+  ASSERT_TRUE(RewriteUpdateAsAttack(AttackKind::kScaled, &bytes, key, 3).ok());
+  const v1::Update u = OpenRewritten(bytes, key);
+  EXPECT_EQ(u.sample_count(), kAttackSampleCount);
+  for (uint32_t scale : u.row_scales()) EXPECT_EQ(scale, kLargestRowScale);
+  int positive = 0;
+  for (char ch : u.weight_delta() + u.bias_delta()) {
+    EXPECT_EQ(std::abs(static_cast<int8_t>(ch)), 127);
+    positive += static_cast<int8_t>(ch) > 0;
+  }
+  EXPECT_GT(positive, 0);
+  EXPECT_LT(positive, 15) << "random signs, not all one way";
+}
+
+// Label-flip changes the data a device trains on, not its update; none
+// changes nothing.
+TEST(Attacks, LabelFlipAndNoneLeaveTheUpdateAsItIs) {
+  const Key256 key = TestKey();
+  const SignedUpdate honest = HonestSignedUpdate(key);
+  for (AttackKind kind : {AttackKind::kLabelFlip, AttackKind::kNone}) {
+    std::vector<uint8_t> bytes = honest.bytes;
+    ASSERT_TRUE(RewriteUpdateAsAttack(kind, &bytes, key, 3).ok());
+    EXPECT_EQ(bytes, honest.bytes);
+  }
+  std::vector<uint8_t> garbage = {1, 2, 3};
+  EXPECT_EQ(RewriteUpdateAsAttack(AttackKind::kSignFlip, &garbage, key, 3).code(),
+            absl::StatusCode::kInternal);
+}
+
+// The flags of issue 15 reach the in-process server and the report: a
+// short trimmed-mean run with label-flip attackers, and its JSON config.
+TEST(SimulateCli, StrategyAndAttackFlagsReachTheReport) {
+  TempDir dir;
+  std::string out;
+  ASSERT_EQ(RunAgent("simulate --devices=20 --rounds=2 --clients-per-round=10 --noprogress "
+                     "--strategy=trimmed-mean --trim=0.3 --attack=label-flip --attackers=0.2 "
+                     "--metrics-out=" + dir.File("m.json"),
+                     &out), 0) << out;
+  EXPECT_NE(out.find("aggregation: trimmed-mean (beta 0.3)"), std::string::npos) << out;
+  EXPECT_NE(out.find("attack: 4 of 20 devices train on labels c read as classes - 1 - c"),
+            std::string::npos) << out;
+  EXPECT_EQ(out.find(" eps"), std::string::npos) << "no privacy, no epsilon column:\n" << out;
+  v1::SimulationReport report;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(ReadAll(dir.File("m.json")), &report)
+                  .ok());
+  EXPECT_EQ(report.config().strategy(), "trimmed-mean");
+  EXPECT_DOUBLE_EQ(report.config().trim(), 0.3);
+  EXPECT_EQ(report.config().attack(), "label-flip");
+  EXPECT_DOUBLE_EQ(report.config().attackers(), 0.2);
+  EXPECT_EQ(report.config().dp_noise(), 0);
+  ASSERT_EQ(report.rounds_size(), 2);
+  EXPECT_EQ(report.rounds(1).epsilon(), 0);
+
+  // Central DP in the dashed spelling: the eps column and the config.
+  ASSERT_EQ(RunAgent("simulate --devices=20 --rounds=2 --clients-per-round=10 --noprogress "
+                     "--dp-noise=5 --dp-clip=0.5 --dp-delta=1e-6 --metrics-out=" +
+                         dir.File("dp.json"),
+                     &out), 0) << out;
+  EXPECT_NE(out.find("central DP: noise multiplier 5 x clip 0.5, delta 1e-06"),
+            std::string::npos) << out;
+  EXPECT_NE(out.find("      eps\n"), std::string::npos) << out;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(ReadAll(dir.File("dp.json")), &report)
+                  .ok());
+  EXPECT_EQ(report.config().strategy(), "fedavg");
+  EXPECT_DOUBLE_EQ(report.config().dp_noise(), 5);
+  EXPECT_DOUBLE_EQ(report.config().dp_clip(), 0.5);
+  EXPECT_DOUBLE_EQ(report.config().dp_delta(), 1e-6);
+  EXPECT_EQ(report.config().dp_epsilon(), 0);
+  ASSERT_EQ(report.rounds_size(), 2);
+  EXPECT_GT(report.rounds(0).epsilon(), 0);
+  EXPECT_GT(report.rounds(1).epsilon(), report.rounds(0).epsilon());
 }
 
 }  // namespace
