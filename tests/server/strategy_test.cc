@@ -610,7 +610,7 @@ TEST(StrategyTest, FedAvgMWithoutMomentumIsFedAvgRoundedTwice) {
   // rhe(98305 / 196608 = 0.500005) = 1. fedavgm: u = rhe(65536 / 3) =
   // 21845, then rhe(98305 * 21845 / 2^32 = 2147472725 / 2^32 < 1/2) = 0.
   const auto updates = UpdatesFromColumns(
-      spec, {{1, 3, 3, 0}, {0, 3, 3, 0}, {0, 3, 3, 0}}, {1, 1, 1});
+      spec, {{1, 3, 3, 2}, {0, 3, 3, 0}, {0, 3, 3, 0}}, {1, 1, 1});
   StrategyParams avg;
   avg.server_lr_q16 = 3 * 32768 + 1;
   StrategyParams avgm = avg;
@@ -622,6 +622,8 @@ TEST(StrategyTest, FedAvgMWithoutMomentumIsFedAvgRoundedTwice) {
   EXPECT_EQ(a->next.weights[0], 1);
   EXPECT_EQ(m->next.weights[0], 0);
   EXPECT_EQ(m->state.momentum[0], 21845);
+  // u of the last value: 2 * 2^16 / 3 = 43690.67, rounded to the nearest.
+  EXPECT_EQ(m->state.momentum[3], 43691);
   // Where W divides T (value 1: equal deltas 3; 3 * 1.5000153 = 4.50005
   // -> 5), both round the same exact value once.
   EXPECT_EQ(a->next.weights[1], 5);
@@ -646,6 +648,50 @@ TEST(StrategyTest, FedAvgMWithoutMomentumIsFedAvgRoundedTwice) {
       }
     }
   }
+}
+
+TEST(StrategyTest, ServerOptimizersHandComputed) {
+  const v1::HeadSpec spec = MakeSpec(1, 2);
+  // One update of weight 1: value 0's delta 1 step (u = 65536), value 1's
+  // delta -3 (u = -196608), the bias 0.
+  const auto updates = UpdatesFromColumns(spec, {{1, -3, 0, 0}}, {1});
+  const Head base = Head::Zeros(1, 2);
+
+  StrategyParams m;
+  m.kind = StrategyKind::kFedAvgM;
+  m.momentum_q16 = 32768;  // 0.5
+  // Momentum 3 and -5 units: halves 1.5 and -2.5 round to 2 and -2 (even).
+  OptimizerState state;
+  state.momentum = {3, -5, 1, 0};
+  const absl::StatusOr<RoundAggregate> gm = AggregateRound(m, base, state, Pointers(updates), {});
+  ASSERT_TRUE(gm.ok()) << gm.status();
+  EXPECT_EQ(gm->state.momentum, (std::vector<int64_t>{65538, -196610, 0, 0}));
+  // new = rhe(m' / 2^16) with lr 1: 1.00003 -> 1, -3.00003 -> -3.
+  EXPECT_EQ(AllValues(gm->next), (std::vector<int16_t>{1, -3, 0, 0}));
+
+  StrategyParams a;
+  a.kind = StrategyKind::kFedAdam;
+  a.momentum_q16 = 32768;
+  a.second_moment_decay_q16 = 32768;
+  a.adam_step = 10 * 65536;  // 10 master steps
+  a.adam_tau = 1;
+  const absl::StatusOr<RoundAggregate> ga = AggregateRound(a, base, {}, Pointers(updates), {});
+  ASSERT_TRUE(ga.ok()) << ga.status();
+  // m = u / 2: 32768 and -98304; v = u^2 / 2: 2^31 and 9 * 2^31.
+  EXPECT_EQ(ga->state.momentum, (std::vector<int64_t>{32768, -98304, 0, 0}));
+  EXPECT_EQ(ga->state.second_moment,
+            (std::vector<uint128>{uint128{1} << 31, uint128{9} << 31, 0, 0}));
+  // floor_sqrt(2^31) = 46340 (46341^2 > 2^31), floor_sqrt(9 * 2^31) =
+  // 139022 (139022^2 = 19327116484 <= 19327352832 < 139023^2): steps
+  // 10 * 32768 / 46341 = 7.07 -> 7 and -10 * 98304 / 139023 = -7.07 -> -7;
+  // values with u = 0 stay (0 / tau).
+  EXPECT_EQ(AllValues(ga->next), (std::vector<int16_t>{7, -7, 0, 0}));
+  // A step large enough that one unit of the divisor shows: 3e9 * 32768 /
+  // (46341 * 2^16) = 32368.74 -> 32369 (with 46342 it would be 32368.05).
+  a.adam_step = 3000000000;
+  const absl::StatusOr<RoundAggregate> big = AggregateRound(a, base, {}, Pointers(updates), {});
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(AllValues(big->next), (std::vector<int16_t>{32369, -32369, 0, 0}));
 }
 
 // --- State and record round trips --------------------------------------------
