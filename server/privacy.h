@@ -32,9 +32,10 @@
 // One noised round is a release q(D) + Y with Y ~ N_Z(0, sigma^2)^d, where
 // q(D), the vector of the round's integer sums, moves by at most Delta in
 // L2 norm when one device's update is added or removed (RoundSensitivity).
-// By CKS Theorem 14 (the multivariate discrete Gaussian: independent
-// coordinates, integer-valued q with sum_j (q(D)_j - q(D')_j)^2 / sigma^2
-// <= epsilon^2 gives (1/2) epsilon^2-concentrated DP), one release is
+// By CKS Theorem 14 (numbered as in arXiv v5; the multivariate discrete
+// Gaussian: independent coordinates, integer-valued q with sum_j (q(D)_j -
+// q(D')_j)^2 / sigma^2 <= epsilon^2 give (1/2) epsilon^2-concentrated DP;
+// Delta need not be an integer, only q), one release is
 // rho-zCDP with rho = Delta^2 / (2 sigma^2) (GaussianRho). zCDP composes
 // by addition (Bun and Steinke 2016, Lemma 2.3): T releases spend the sum
 // of their rho. rho-zCDP implies (epsilon, delta)-DP for the epsilon of
@@ -126,7 +127,9 @@ double GaussianRho(double sensitivity, double sigma);
 // (numerical error costs tightness, never soundness, beyond the double
 // rounding of evaluating the formula: a few ulps); it is within 1e-9
 // (relative) of the infimum when the minimum lies in the grid's range, and
-// never above rho + 2 sqrt(rho ln(1/delta)). Clamped at 0 below.
+// never above rho + 2 sqrt(rho ln(1/delta)). Clamped at 0 below: for a
+// tiny rho the formula goes negative at a large alpha, and the Corollary at
+// epsilon 0 then gives (0, delta)-DP.
 // 0 for rho 0; +infinity for rho +infinity.
 // REQUIRES: rho >= 0, 0 < delta < 1.
 double EpsilonFromRho(double rho, double delta);
@@ -136,16 +139,17 @@ double EpsilonFromRho(double rho, double delta);
 // z times the bound in master steps) spend at most `epsilon` at `delta`:
 //   EpsilonFromRho(rounds * GaussianRho(RoundSensitivity(norm_bound,
 //                  values), z_q16 * norm_bound), delta) <= epsilon,
-// and z_q16 - 1 does not meet it (z_q16 >= 1). 0 when no z_q16 in
-// [1, 2^32 - 1] meets it (norm_bound 0 among other cases).
+// and z_q16 - 1 does not meet it (z_q16 >= 1; z_q16 = 0 is no noise). 0
+// when no z_q16 in [1, 2^32 - 1] meets it (norm_bound 0 among other cases),
+// and for arguments outside the REQUIRES.
 // REQUIRES: epsilon > 0, 0 < delta < 1, rounds >= 1.
 uint32_t NoiseMultiplierQ16For(double epsilon, double delta, uint32_t rounds,
                                uint64_t norm_bound, size_t values);
 
 // The largest n such that EpsilonFromRho(rho_spent + n * rho_per_round,
 // delta) <= epsilon_budget: how many more releases the budget allows. 0 when
-// what is spent already exceeds it; 2^32 - 1 (saturated) when
-// rho_per_round is 0 and the spent total is within the budget.
+// what is spent already exceeds it (or delta is outside (0, 1)); 2^32 - 1
+// (saturated) when that many or more fit, rho_per_round 0 included.
 // REQUIRES: rho_spent >= 0, rho_per_round >= 0, 0 < delta < 1.
 uint32_t RoundsWithinBudget(double rho_spent, double rho_per_round, double epsilon_budget,
                             double delta);

@@ -214,7 +214,8 @@ TEST(DiscreteGaussianTest, RoundOfNoiseIsFast) {
   // One round close of the largest head: 650 values at sigma near 2^30.
   OsRandomSource random;
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<int64_t>> noise = DiscreteGaussianNoise(uint64_t{1} << 30, 650, random);
+  absl::StatusOr<std::vector<int64_t>> noise =
+      DiscreteGaussianNoise(uint64_t{1} << 30, 650, random);
   const auto elapsed = std::chrono::steady_clock::now() - start;
   ASSERT_TRUE(noise.ok()) << noise.status();
   const double ms = std::chrono::duration<double, std::milli>(elapsed).count();
