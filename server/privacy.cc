@@ -230,12 +230,15 @@ class ExactSampler {
   std::vector<uint8_t> bytes_;
 };
 
-// floor(sqrt(x)), exactly.
+// floor(sqrt(x)), by bisection in integers (sampling uses no floating
+// point, not even for a first guess).
 uint64_t FloorSqrt(uint64_t x) {
-  uint64_t r = static_cast<uint64_t>(std::sqrt(static_cast<long double>(x)));
-  while (static_cast<unsigned __int128>(r) * r > x) --r;
-  while (static_cast<unsigned __int128>(r + 1) * (r + 1) <= x) ++r;
-  return r;
+  uint64_t low = 0, high = uint64_t{1} << 32;  // low^2 <= x < high^2
+  while (high - low > 1) {
+    const uint64_t mid = low + (high - low) / 2;
+    (static_cast<unsigned __int128>(mid) * mid <= x ? low : high) = mid;
+  }
+  return low;
 }
 
 absl::StatusOr<std::vector<int64_t>> SampleMany(const BIGNUM* num, const BIGNUM* den,
