@@ -164,9 +164,20 @@ std::string FormatVerify(const v1::VerifyVersionResponse& r) {
 }
 
 std::string FormatVersions(const v1::ListVersionsResponse& versions) {
-  Table table({"VERSION", "PARENT", "ORIGIN", "STAGE", "PARTICIPANTS", "SAMPLES", "CAPPED",
-               "CLIPPED", "REJECTED", "LOSS", "FLEET ACC", "FLEET DEVICES", "COMMITTED (UTC)"});
+  // The privacy column only when some listed version was noised: a
+  // server without central DP keeps the table it always had.
+  bool noised = false;
+  for (const v1::ModelVersion& v : versions.versions()) {
+    noised = noised || v.aggregation().noise_sigma() != 0;
+  }
+  std::vector<std::string> headers = {"VERSION", "PARENT",    "ORIGIN",        "STAGE",
+                                      "PARTICIPANTS", "SAMPLES", "CAPPED",    "CLIPPED",
+                                      "REJECTED",     "LOSS",    "FLEET ACC", "FLEET DEVICES"};
+  if (noised) headers.push_back("EPS");
+  headers.push_back("COMMITTED (UTC)");
+  Table table(headers);
   for (size_t c : {0, 1, 4, 5, 6, 7, 8, 9, 10, 11}) table.AlignRight(c);
+  if (noised) table.AlignRight(12);
   for (const v1::ModelVersion& v : versions.versions()) {
     std::string origin;
     if (v.restored_from() != 0) {
@@ -179,15 +190,27 @@ std::string FormatVersions(const v1::ListVersionsResponse& versions) {
     const v1::ModelMetrics& m = v.metrics();
     const v1::FleetEvaluation& f = v.fleet_evaluation();
     const bool evaluated = v.has_fleet_evaluation() && f.samples() != 0;
-    table.AddRow({absl::StrCat(v.version()),
-                  v.parent_version() == 0 ? "-" : absl::StrCat(v.parent_version()), origin,
-                  StageName(v), absl::StrCat(m.participants()), absl::StrCat(m.samples()),
-                  absl::StrCat(m.capped_updates()), absl::StrCat(m.clipped_updates()),
-                  absl::StrCat(m.rejected_updates()),
-                  m.participants() == 0 ? "-" : FormatQ16(m.mean_local_loss_q16()),
-                  evaluated ? FormatFleetAccuracy(f) : "-",
-                  evaluated ? absl::StrCat(f.devices()) : "-",
-                  FormatUnixMs(v.created_unix_ms())});
+    std::vector<std::string> row = {
+        absl::StrCat(v.version()),
+        v.parent_version() == 0 ? "-" : absl::StrCat(v.parent_version()),
+        origin,
+        StageName(v),
+        absl::StrCat(m.participants()),
+        absl::StrCat(m.samples()),
+        absl::StrCat(m.capped_updates()),
+        absl::StrCat(m.clipped_updates()),
+        absl::StrCat(m.rejected_updates()),
+        m.participants() == 0 ? "-" : FormatQ16(m.mean_local_loss_q16()),
+        evaluated ? FormatFleetAccuracy(f) : "-",
+        evaluated ? absl::StrCat(f.devices()) : "-"};
+    // The total spent by the time this version was committed.
+    if (noised) {
+      row.push_back(v.aggregation().noise_sigma() != 0
+                        ? absl::StrFormat("%.4g", v.aggregation().epsilon_spent())
+                        : "-");
+    }
+    row.push_back(FormatUnixMs(v.created_unix_ms()));
+    table.AddRow(row);
   }
   return table.Render();
 }

@@ -48,7 +48,10 @@ std::string FormatVerify(const v1::VerifyVersionResponse& response);
 // ACC (the federated accuracy: correct / samples of the devices'
 // evaluations, four decimals, rounded half up), FLEET DEVICES (the
 // devices that evaluated it) and COMMITTED (UTC). A version no device
-// has evaluated shows "-" in both fleet columns.
+// has evaluated shows "-" in both fleet columns. When some listed version
+// was noised (central DP), an EPS column before COMMITTED gives each noised
+// version's epsilon spent in total by its commit (four significant digits;
+// "-" for the others).
 std::string FormatVersions(const v1::ListVersionsResponse& versions);
 
 // rollback: one line naming the new version, the version it restores and

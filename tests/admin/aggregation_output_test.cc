@@ -98,5 +98,32 @@ TEST(AggregationOutputTest, VerifySaysMatchesOrHowManyValuesDiffer) {
   EXPECT_FALSE(Has(text, "matches")) << text;
 }
 
+TEST(AggregationOutputTest, VersionsGetAnEpsColumnOnlyWhenSomeVersionWasNoised) {
+  v1::ListVersionsResponse list;
+  v1::ModelVersion* v3 = list.add_versions();
+  v3->set_version(3);
+  v3->set_parent_version(2);
+  v3->set_round(2);
+  v3->mutable_metrics()->set_participants(4);
+  v3->mutable_aggregation()->set_strategy("fedavg");
+  v1::ModelVersion* v2 = list.add_versions();
+  *v2 = *v3;
+  v2->set_version(2);
+  v2->set_parent_version(1);
+  v2->set_round(1);
+  EXPECT_FALSE(Has(FormatVersions(list), "EPS")) << FormatVersions(list);
+
+  v3->mutable_aggregation()->set_noise_sigma(1000);
+  v3->mutable_aggregation()->set_epsilon_spent(2.71828);
+  const std::string text = FormatVersions(list);
+  EXPECT_TRUE(Has(text, " EPS  COMMITTED (UTC)\n")) << text;
+  EXPECT_TRUE(Has(text, "2.718  ")) << text;  // four significant digits
+  // Version 2 was not noised: its row has no epsilon.
+  const size_t line = text.find("\n      2 ");
+  ASSERT_NE(line, std::string::npos) << text;
+  const std::string row = text.substr(line + 1, text.find('\n', line + 1) - line - 1);
+  EXPECT_EQ(row.find("2.718"), std::string::npos) << row;
+}
+
 }  // namespace
 }  // namespace tinyfed::admin
