@@ -368,13 +368,18 @@ void RobustNext(const StrategyParams& params, const Head& base,
     src.clipped = out;
   }
 
-  // Every update's row scales in one flat array: the fill reads them once
-  // per value and update.
+  // Every update's row scales and int8 deltas in flat arrays, gathered
+  // once: the fill below then reads them at a constant stride instead of
+  // chasing each update's pointers once per block (a round's updates lie
+  // scattered in the server's memory, unlike a benchmark's fresh vector).
   std::vector<int64_t> scales(k * classes);
+  std::vector<int8_t> deltas(k * values);
   for (size_t i = 0; i < k; ++i) {
     for (size_t c = 0; c < classes; ++c) {
       scales[i * classes + c] = updates[i]->row_scales(static_cast<int>(c));
     }
+    std::copy(sources[i].weights, sources[i].weights + weight_count, &deltas[i * values]);
+    std::copy(sources[i].bias, sources[i].bias + classes, &deltas[i * values + weight_count]);
   }
   std::vector<int64_t> columns(kBlockValues * k);
   OrderStatistics order(k);
@@ -394,11 +399,8 @@ void RobustNext(const StrategyParams& params, const Head& base,
         continue;
       }
       const int64_t* s = scales.data() + i * classes;
-      for (size_t b = 0; b < width; ++b) {
-        const size_t j = block + b;
-        const int8_t q = j >= weight_count ? src.bias[j - weight_count] : src.weights[j];
-        columns[b * k + i] = (s[row[b]] * q) * 65536;
-      }
+      const int8_t* q = deltas.data() + i * values + block;
+      for (size_t b = 0; b < width; ++b) columns[b * k + i] = (s[row[b]] * q[b]) * 65536;
     }
     for (size_t b = 0; b < width; ++b) {
       const int64_t* col = columns.data() + b * k;

@@ -538,7 +538,8 @@ int Run() {
     if (server_only) {
       PrintLoad("server (full path)", ingest);
       print_durability();
-      std::printf("\nround close (K = %u):\n", updates);
+      std::printf("\nround close (K = %u, %s):\n", updates,
+                  absl::GetFlag(FLAGS_strategy).c_str());
       std::printf("  %-24s %8.1f ms\n", "last ack -> committed", close_ms);
       const bool committed = Committed(tinyfed.manager(), base_version, updates);
       return AllOk("server", ingest) && committed ? 0 : 1;
