@@ -114,7 +114,11 @@ std::string FormatAggregation(const v1::Aggregation& a) {
   }
   std::vector<std::string> bounds;
   if (a.uniform_weights()) bounds.push_back("uniform weights");
-  if (a.weight_median_multiple_q16() != 0) {
+  // The robust strategies and uniform weights give every update one vote:
+  // a configured weight cap is recorded but applies to nothing.
+  const bool weighted = !a.uniform_weights() && a.strategy() != "median" &&
+                        a.strategy() != "trimmed-mean";
+  if (weighted && a.weight_median_multiple_q16() != 0) {
     bounds.push_back(absl::StrCat("weight cap ", q16(a.weight_median_multiple_q16()), "x median"));
   }
   if (a.norm_bound() != 0) {

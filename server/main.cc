@@ -97,6 +97,21 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // SIGINT/SIGTERM stop the server gracefully; block them in every thread
+  // and wait for them in one. SIGHUP, whose default action would kill the
+  // server (a closed terminal, or an operator expecting a reload), is
+  // waited for too and only logged. Blocked first, before any thread
+  // exists (the store's writer, gRPC's), since threads inherit the mask: a
+  // thread started earlier would take a SIGHUP with its default action and
+  // end the process. One that arrives during start-up waits, pending,
+  // for the sigwait below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
   tinyfed::ConfigureFlagHelp(
       "the tinyfed aggregation server.\n\n"
       "  tinyfed-server [--config FILE] [--listen HOST:PORT] [--db FILE]\n"
@@ -230,17 +245,6 @@ int main(int argc, char** argv) {
       tinyfed::server::RoundManager::Create(config, *initial, store->get(), &clock,
                                             &metrics);
   if (!manager.ok()) return Fail(std::string(manager.status().message()));
-
-  // SIGINT/SIGTERM stop the server gracefully; block them in every thread
-  // and wait for them in one. SIGHUP, whose default action would kill the
-  // server (a closed terminal, or an operator expecting a reload), is
-  // waited for too and only logged.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::StatusOr<std::unique_ptr<tinyfed::server::DeviceAuthenticator>> auth =
       tinyfed::server::DeviceAuthenticator::Create(*fleet_key, store->get());

@@ -324,7 +324,11 @@ void AppendAggregation(const v1::ServerStatus& status, std::string* out) {
     if (a.strategy() == "fedavgm") parameters.push_back(absl::StrCat("momentum ", q16(a.momentum_q16())));
   }
   if (a.uniform_weights()) parameters.push_back("uniform weights");
-  if (a.weight_median_multiple_q16() != 0) {
+  // The robust strategies and uniform weights give every update one vote:
+  // a configured weight cap is recorded but applies to nothing.
+  const bool weighted = !a.uniform_weights() && a.strategy() != "median" &&
+                        a.strategy() != "trimmed-mean";
+  if (weighted && a.weight_median_multiple_q16() != 0) {
     parameters.push_back(absl::StrCat("weight cap ", q16(a.weight_median_multiple_q16()),
                                       "\xC3\x97 median"));
   }

@@ -22,11 +22,18 @@ TEST(AggregationOutputTest, StatusNamesTheStrategyWithItsParameters) {
   a.set_norm_bound(8);
   a.set_weight_median_multiple_q16(3u << 16);
   const std::string text = FormatServerStatus(status);
-  // Values one column after the longest key ("serving version").
+  // Values one column after the longest key ("serving version"). The
+  // trimmed mean gives every update one vote: the configured weight cap is
+  // not shown, since it applies to nothing.
   EXPECT_TRUE(Has(text,
-                  "aggregation:      trimmed-mean: server lr 1, trim fraction 0.3; weight cap "
-                  "3x median, norm bound 8 master steps\n"))
+                  "aggregation:      trimmed-mean: server lr 1, trim fraction 0.3; norm bound 8 "
+                  "master steps\n"))
       << text;
+  a.set_strategy("fedavg");
+  EXPECT_TRUE(Has(FormatServerStatus(status),
+                  "aggregation:      fedavg: server lr 1; weight cap 3x median, norm bound 8 "
+                  "master steps\n"))
+      << FormatServerStatus(status);
   EXPECT_TRUE(Has(text, "privacy:          off\n")) << text;
 }
 
