@@ -534,6 +534,43 @@ TEST(StrategyTest, RobustStrategiesEqualASortingReferenceOnLargeRounds) {
   }
 }
 
+TEST(StrategyTest, RobustStrategiesEqualASortingReferenceOnWideHeads) {
+  const v1::HeadSpec spec = MakeSpec(64, 10);
+  std::mt19937 rng(1000);
+  // Wide random deltas; then few distinct values (scale 1, deltas -2..2),
+  // where most of a value's updates are ties.
+  std::vector<v1::Update> wide = RandomUpdates(spec, 301, rng);
+  std::vector<v1::Update> ties;
+  std::uniform_int_distribution<int> small(-2, 2);
+  for (int i = 0; i < 300; ++i) {
+    std::vector<int8_t> w(640), b(10);
+    for (int8_t& x : w) x = static_cast<int8_t>(small(rng));
+    for (int8_t& x : b) x = static_cast<int8_t>(small(rng));
+    ties.push_back(ExplicitUpdate(spec, 1, std::vector<uint32_t>(10, 1), w, b));
+  }
+  const Head base = RandomHead(64, 10, 100, rng);
+  for (const std::vector<v1::Update>* set : {&wide, &ties}) {
+    for (StrategyKind kind : {StrategyKind::kMedian, StrategyKind::kTrimmedMean}) {
+      for (uint32_t ppm : {0u, 1000u, 250000u, 499999u}) {
+        if (kind == StrategyKind::kMedian && ppm != 0) continue;
+        SCOPED_TRACE(std::string(StrategyName(kind)) + " ppm " + std::to_string(ppm) + " k " +
+                     std::to_string(set->size()));
+        StrategyParams p;
+        p.kind = kind;
+        p.trim_fraction_ppm = ppm;
+        p.server_lr_q16 = 70001;
+        // The same set less one: the other parity of k.
+        const std::vector<v1::Update> less_one(set->begin(), set->end() - 1);
+        for (const std::vector<v1::Update>* s : {set, &less_one}) {
+          const absl::StatusOr<RoundAggregate> got = AggregateRound(p, base, {}, Pointers(*s), {});
+          ASSERT_TRUE(got.ok()) << got.status();
+          EXPECT_EQ(AllValues(got->next), SortingReference(p, base, *s));
+        }
+      }
+    }
+  }
+}
+
 // --- Attack resistance ----------------------------------------------------
 
 TEST(StrategyTest, RobustStrategiesResistAThirdOfLargestOppositeUpdates) {
