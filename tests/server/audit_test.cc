@@ -30,6 +30,7 @@ namespace {
 using testing::MakeSpec;
 using testing::MakeUpdate;
 using testing::TempDir;
+using testing::UpdateRowCrc;
 
 constexpr uint32_t kFeatures = 8;
 constexpr uint32_t kClasses = 3;
@@ -38,29 +39,6 @@ constexpr int kUpdatesPerRound = 6;
 // Row scales up to 8 keep every mean far from the int16 limits, so no
 // value saturates and a changed input always shows in the output.
 constexpr uint32_t kMaxScale = 8;
-
-// The store's row CRC of an update row, written here from its documented
-// layout (model_store_sqlite.cc RowCrc: the tag, then each value with its
-// kind, integers as 8 bytes little-endian, bytes as their 8-byte length
-// and the bytes), so that a test can alter a row the way someone with the
-// file and the source could.
-int64_t UpdateRowCrc(int64_t round, const std::string& device, const std::string& payload,
-                     int64_t received_ms) {
-  const auto put = [](uint8_t kind, uint64_t v, uint32_t crc) {
-    uint8_t bytes[9] = {kind};
-    for (int i = 0; i < 8; ++i) bytes[1 + i] = static_cast<uint8_t>(v >> (8 * i));
-    return Crc32Update(crc, bytes, sizeof bytes);
-  };
-  const char tag = 'u';
-  uint32_t crc = Crc32Update(0, &tag, 1);
-  crc = put(1, static_cast<uint64_t>(round), crc);
-  crc = put(2, device.size(), crc);
-  crc = Crc32Update(crc, device.data(), device.size());
-  crc = put(2, payload.size(), crc);
-  crc = Crc32Update(crc, payload.data(), payload.size());
-  crc = put(1, static_cast<uint64_t>(received_ms), crc);
-  return crc;
-}
 
 // Replaces the payload of `device`'s update in `round`, its CRC recomputed
 // unless `fix_crc` is false.

@@ -151,4 +151,22 @@ std::string HealthStatus(const std::string& address, const std::string& service)
   return "unexpected answer";
 }
 
+int64_t UpdateRowCrc(int64_t round, const std::string& device, const std::string& payload,
+                     int64_t received_ms) {
+  const auto put = [](uint8_t kind, uint64_t v, uint32_t crc) {
+    uint8_t bytes[9] = {kind};
+    for (int i = 0; i < 8; ++i) bytes[1 + i] = static_cast<uint8_t>(v >> (8 * i));
+    return Crc32Update(crc, bytes, sizeof bytes);
+  };
+  const char tag = 'u';
+  uint32_t crc = Crc32Update(0, &tag, 1);
+  crc = put(1, static_cast<uint64_t>(round), crc);
+  crc = put(2, device.size(), crc);
+  crc = Crc32Update(crc, device.data(), device.size());
+  crc = put(2, payload.size(), crc);
+  crc = Crc32Update(crc, payload.data(), payload.size());
+  crc = put(1, static_cast<uint64_t>(received_ms), crc);
+  return crc;
+}
+
 }  // namespace tinyfed::server::testing

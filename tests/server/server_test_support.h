@@ -60,6 +60,14 @@ std::string HealthStatus(const std::string& address, const std::string& service)
 // trigger); a failure fails the test.
 void ExecSql(const std::string& path, const std::string& sql);
 
+// The store's row CRC of an update row, written from its documented layout
+// (model_store_sqlite.cc RowCrc: the tag 'u', then each value with its
+// kind, integers as 8 bytes little-endian, bytes as their 8-byte length and
+// the bytes), not by the store's code, so that a test can alter a row the
+// way someone with the file and the source could.
+int64_t UpdateRowCrc(int64_t round, const std::string& device, const std::string& payload,
+                     int64_t received_ms);
+
 // A fresh empty directory under the system's temporary directory, removed
 // with its contents when the object goes away.
 class TempDir {

@@ -497,21 +497,24 @@ std::vector<int16_t> SortingReference(const StrategyParams& p, const Head& base,
   return out;
 }
 
-TEST(StrategyTest, RobustStrategiesEqualASortingReferenceOnLargeRounds) {
-  const v1::HeadSpec spec = MakeSpec(16, 4);
+// Median and trimmed mean (several betas) of a features x classes head
+// against SortingReference, on `k` random updates and on k - 1 updates of
+// few distinct values (most of a value's updates tie), each set also less
+// one update (the other parity of k).
+void ExpectRobustStrategiesEqualTheSortingReference(uint32_t features, uint32_t classes,
+                                                    int k) {
+  const v1::HeadSpec spec = MakeSpec(features, classes);
   std::mt19937 rng(1000);
-  // Wide random deltas; then few distinct values (scale 1, deltas -2..2),
-  // where most of a value's updates are ties.
-  std::vector<v1::Update> wide = RandomUpdates(spec, 1001, rng);
+  std::vector<v1::Update> wide = RandomUpdates(spec, k, rng);
   std::vector<v1::Update> ties;
   std::uniform_int_distribution<int> small(-2, 2);
-  for (int i = 0; i < 1000; ++i) {
-    std::vector<int8_t> w(64), b(4);
+  for (int i = 0; i < k - 1; ++i) {
+    std::vector<int8_t> w(features * classes), b(classes);
     for (int8_t& x : w) x = static_cast<int8_t>(small(rng));
     for (int8_t& x : b) x = static_cast<int8_t>(small(rng));
-    ties.push_back(ExplicitUpdate(spec, 1, {1, 1, 1, 1}, w, b));
+    ties.push_back(ExplicitUpdate(spec, 1, std::vector<uint32_t>(classes, 1), w, b));
   }
-  const Head base = RandomHead(16, 4, 100, rng);
+  const Head base = RandomHead(features, classes, 100, rng);
   for (const std::vector<v1::Update>* set : {&wide, &ties}) {
     for (StrategyKind kind : {StrategyKind::kMedian, StrategyKind::kTrimmedMean}) {
       for (uint32_t ppm : {0u, 1000u, 250000u, 499999u}) {
@@ -522,7 +525,6 @@ TEST(StrategyTest, RobustStrategiesEqualASortingReferenceOnLargeRounds) {
         p.kind = kind;
         p.trim_fraction_ppm = ppm;
         p.server_lr_q16 = 70001;
-        // The same set less one: the other parity of k.
         const std::vector<v1::Update> less_one(set->begin(), set->end() - 1);
         for (const std::vector<v1::Update>* s : {set, &less_one}) {
           const absl::StatusOr<RoundAggregate> got = AggregateRound(p, base, {}, Pointers(*s), {});
@@ -534,41 +536,14 @@ TEST(StrategyTest, RobustStrategiesEqualASortingReferenceOnLargeRounds) {
   }
 }
 
+TEST(StrategyTest, RobustStrategiesEqualASortingReferenceOnLargeRounds) {
+  ExpectRobustStrategiesEqualTheSortingReference(16, 4, 1001);
+}
+
+// A 64x10 head: stripes of values that span weights and bias, and both
+// threads' halves.
 TEST(StrategyTest, RobustStrategiesEqualASortingReferenceOnWideHeads) {
-  const v1::HeadSpec spec = MakeSpec(64, 10);
-  std::mt19937 rng(1000);
-  // Wide random deltas; then few distinct values (scale 1, deltas -2..2),
-  // where most of a value's updates are ties.
-  std::vector<v1::Update> wide = RandomUpdates(spec, 301, rng);
-  std::vector<v1::Update> ties;
-  std::uniform_int_distribution<int> small(-2, 2);
-  for (int i = 0; i < 300; ++i) {
-    std::vector<int8_t> w(640), b(10);
-    for (int8_t& x : w) x = static_cast<int8_t>(small(rng));
-    for (int8_t& x : b) x = static_cast<int8_t>(small(rng));
-    ties.push_back(ExplicitUpdate(spec, 1, std::vector<uint32_t>(10, 1), w, b));
-  }
-  const Head base = RandomHead(64, 10, 100, rng);
-  for (const std::vector<v1::Update>* set : {&wide, &ties}) {
-    for (StrategyKind kind : {StrategyKind::kMedian, StrategyKind::kTrimmedMean}) {
-      for (uint32_t ppm : {0u, 1000u, 250000u, 499999u}) {
-        if (kind == StrategyKind::kMedian && ppm != 0) continue;
-        SCOPED_TRACE(std::string(StrategyName(kind)) + " ppm " + std::to_string(ppm) + " k " +
-                     std::to_string(set->size()));
-        StrategyParams p;
-        p.kind = kind;
-        p.trim_fraction_ppm = ppm;
-        p.server_lr_q16 = 70001;
-        // The same set less one: the other parity of k.
-        const std::vector<v1::Update> less_one(set->begin(), set->end() - 1);
-        for (const std::vector<v1::Update>* s : {set, &less_one}) {
-          const absl::StatusOr<RoundAggregate> got = AggregateRound(p, base, {}, Pointers(*s), {});
-          ASSERT_TRUE(got.ok()) << got.status();
-          EXPECT_EQ(AllValues(got->next), SortingReference(p, base, *s));
-        }
-      }
-    }
-  }
+  ExpectRobustStrategiesEqualTheSortingReference(64, 10, 301);
 }
 
 // --- Attack resistance ----------------------------------------------------
